@@ -1,0 +1,485 @@
+"""relink's event contract in code: build, validate and parse events.
+
+Every producer and consumer goes through this module, so the envelope and
+the payload schemas (`schemas/<type>/v1.json`) are applied in one place.
+
+* Producers never write to Kafka: they call `outbox_row(...)` and insert the
+  values into the `outbox` table in the same transaction as their change; the
+  relay turns each row into a Kafka message with `outbox_message(...)`.
+* Consumers call `parse_message(...)`; on `InvalidEvent` they send the
+  original message to the dead-letter topic with `dead_letter(...)` and move on.
+
+Wire format: CloudEvents 1.0 in Kafka *binary* mode (the SDK's binding does the
+headers): `ce_id`, `ce_source`, `ce_type`, `ce_specversion`, `ce_time`,
+`ce_subject`, `ce_dataschema` (names the schema and its version),
+`content-type: application/json`; the value is the JSON payload; the key is
+the tutor id. `(ce_source, ce_id)` is the dedup key of every consumer.
+
+This module is pure: no I/O besides reading the schema files once.
+
+Errors:
+
+    RelinkError
+    └── EventError              something is wrong with an event
+        ├── UnknownEventType    a type (or version) we have no schema for
+        └── InvalidEvent        cannot be parsed or does not match its schema;
+                                `.reason` is a short code for `dlq_reason`
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+
+from services.core.errors import RelinkError
+
+SPECVERSION = "1.0"
+CONTENT_TYPE = "application/json"
+AGGREGATE_TYPE = "tutor"
+SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_BASE_URI = "https://relink.example/schemas"
+
+# Headers the dead-letter topic adds to the original message's own headers.
+DLQ_REASON = "dlq_reason"
+DLQ_DETAIL = "dlq_detail"
+DLQ_ORIGINAL_TOPIC = "dlq_original_topic"
+DLQ_ORIGINAL_PARTITION = "dlq_original_partition"
+DLQ_ORIGINAL_OFFSET = "dlq_original_offset"
+
+# Property names that must never appear in a schema or an event: the
+# contract forbids carrying credentials on a topic.
+SECRET_NAME = re.compile(
+    r"token|secret|password|passwd|authorization|credential|api_?key|private_?key|cookie",
+    re.IGNORECASE,
+)
+
+
+class EventError(RelinkError):
+    """Base of the event module's errors."""
+
+
+class UnknownEventType(EventError):
+    """No schema exists for this event type and version."""
+
+
+class InvalidEvent(EventError):
+    """An event that cannot be parsed or does not validate; `reason` is a short code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class EventType(StrEnum):
+    """Every event type relink produces (the `ce_type` header)."""
+
+    PROVIDER_SWITCHED = "provider.switched"
+    SWITCH_ROLLBACK_REQUESTED = "switch.rollback_requested"
+    SWITCH_ROLLED_BACK = "switch.rolled_back"
+    SESSION_RETRY_REQUESTED = "session.retry_requested"
+    SESSION_MIGRATED = "session.migrated"
+    SESSION_FAILED = "session.failed"
+
+
+_KNOWN_TYPES = frozenset(str(t) for t in EventType)
+REQUIRED_HEADERS = ("ce_id", "ce_source", "ce_type", "ce_time")
+
+
+class TopicNames(Protocol):
+    """The part of `CommonSettings` that names topics."""
+
+    @property
+    def topic_provider_switched(self) -> str: ...
+    @property
+    def topic_session_migrated(self) -> str: ...
+    @property
+    def topic_session_failed(self) -> str: ...
+    @property
+    def topic_dead_letter(self) -> str: ...
+
+
+def topic_for(event_type: str, topics: TopicNames) -> str:
+    """The topic an event type is published to.
+
+    The switch's lifecycle (switched, rollback/retry requested, rolled back)
+    shares the `provider.switched` topic: same key, same partition, so the
+    migrator sees a rollback or a retry after the switch it refers to.
+    """
+    kind = EventType(event_type)
+    if kind is EventType.SESSION_MIGRATED:
+        return topics.topic_session_migrated
+    if kind is EventType.SESSION_FAILED:
+        return topics.topic_session_failed
+    return topics.topic_provider_switched
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One relink event: CloudEvents attributes plus a validated payload."""
+
+    id: str
+    type: str
+    source: str
+    subject: str
+    time: datetime
+    data: dict[str, Any]
+    version: int = 1
+    specversion: str = SPECVERSION
+
+    @property
+    def tutor_id(self) -> str:
+        """The aggregate the event belongs to; the Kafka key."""
+        return self.subject
+
+    @property
+    def dataschema(self) -> str:
+        return schema_uri(self.type, version=self.version)
+
+    @property
+    def dedup_key(self) -> tuple[str, str]:
+        """`(source, id)`: what a consumer records to ignore redeliveries."""
+        return (self.source, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message to produce to the dead-letter topic."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def schema_uri(event_type: str, *, version: int = 1) -> str:
+    """The `$id` of an event type's schema; sent as `ce_dataschema`."""
+    return f"{SCHEMA_BASE_URI}/{event_type}/v{version}.json"
+
+
+def schema_path(event_type: str, *, version: int = 1) -> Path:
+    return SCHEMAS_DIR / event_type / f"v{version}.json"
+
+
+@cache
+def load_schema(event_type: str, *, version: int = 1) -> dict[str, Any]:
+    """The JSON Schema of one event type and version."""
+    path = schema_path(event_type, version=version)
+    if event_type not in _KNOWN_TYPES or not path.is_file():
+        raise UnknownEventType(f"no schema for {event_type!r} v{version}")
+    schema: dict[str, Any] = json.loads(path.read_text())
+    return schema
+
+
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if "T" not in value.upper():
+        return False
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    return parsed.tzinfo is not None
+
+
+def _is_uri(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    parts = urlsplit(value)
+    return bool(parts.scheme) and bool(parts.netloc or parts.path)
+
+
+def _format_checker() -> FormatChecker:
+    # jsonschema checks date-time and uri only with optional extras installed;
+    # these two are the formats our payloads rely on.
+    checker = FormatChecker()
+    checker.checks("date-time", raises=ValueError)(_is_date_time)
+    checker.checks("uri")(_is_uri)
+    return checker
+
+
+@cache
+def _validator(event_type: str, version: int) -> Draft202012Validator:
+    return Draft202012Validator(
+        load_schema(event_type, version=version), format_checker=_format_checker()
+    )
+
+
+def validate_payload(event_type: str, payload: Mapping[str, Any], *, version: int = 1) -> None:
+    """Raise `InvalidEvent` unless the payload matches its schema."""
+    try:
+        validator = _validator(event_type, version)
+    except UnknownEventType as exc:
+        raise InvalidEvent("unknown_type", str(exc)) from exc
+    error = _first_error(validator.iter_errors(payload))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise InvalidEvent(
+            "schema_violation", f"{event_type} v{version} at {where}: {error.message}"
+        )
+
+
+def _first_error(errors: Iterable[ValidationError]) -> ValidationError | None:
+    return next(iter(sorted(errors, key=lambda e: list(map(str, e.absolute_path)))), None)
+
+
+def new_event(
+    event_type: str,
+    payload: Mapping[str, Any],
+    *,
+    tutor_id: str,
+    source: str,
+    event_id: uuid.UUID | str | None = None,
+    time: datetime | None = None,
+    version: int = 1,
+) -> Event:
+    """Build and validate an event; ids and times default to fresh ones."""
+    if not tutor_id:
+        raise InvalidEvent("missing_subject", "tutor_id must not be empty")
+    if not source:
+        raise InvalidEvent("missing_source", "source must not be empty")
+    data = dict(payload)
+    validate_payload(event_type, data, version=version)
+    if data.get("tutor_id", tutor_id) != tutor_id:
+        raise InvalidEvent("subject_mismatch", "payload tutor_id differs from the event's tutor")
+    return Event(
+        id=str(event_id or uuid.uuid4()),
+        type=event_type,
+        source=source,
+        subject=tutor_id,
+        time=(time or datetime.now(UTC)).astimezone(UTC),
+        data=data,
+        version=version,
+    )
+
+
+def outbox_row(
+    event_type: str,
+    payload: Mapping[str, Any],
+    *,
+    tutor_id: str,
+    source: str,
+    topics: TopicNames,
+    event_id: uuid.UUID | None = None,
+    time: datetime | None = None,
+) -> dict[str, Any]:
+    """The column values of the `outbox` row that will carry this event.
+
+    Insert them (e.g. `session.add(Outbox(**values))`) in the transaction that
+    makes the change the event reports; the relay publishes the row later.
+    """
+    event = new_event(
+        event_type, payload, tutor_id=tutor_id, source=source, event_id=event_id, time=time
+    )
+    return {
+        "event_id": uuid.UUID(event.id),
+        "aggregate_type": AGGREGATE_TYPE,
+        "aggregate_id": event.tutor_id,
+        "event_type": event.type,
+        "topic": topic_for(event.type, topics),
+        "payload": event.data,
+        "headers": envelope_headers(event),
+    }
+
+
+def envelope_headers(event: Event) -> dict[str, str]:
+    """The CloudEvents attributes an outbox row stores besides id and type."""
+    return {
+        "source": event.source,
+        "subject": event.subject,
+        "time": _rfc3339(event.time),
+        "specversion": event.specversion,
+        "dataschema": event.dataschema,
+    }
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_message(event: Event) -> KafkaMessage:
+    """The event as a Kafka message in CloudEvents binary mode (key = tutor id)."""
+    return _binary(event.id, event.type, event.subject, event.data, envelope_headers(event))
+
+
+def outbox_message(
+    *,
+    event_id: uuid.UUID | str,
+    event_type: str,
+    aggregate_id: str,
+    payload: Mapping[str, Any] | bytes | str,
+    headers: Mapping[str, Any],
+) -> KafkaMessage:
+    """The Kafka message for an outbox row, as the relay publishes it.
+
+    `payload` may be the row's JSON text (the relay selects `payload::text`
+    to skip a parse and re-serialise per row); it was validated when the row
+    was built, so it is not validated again here.
+    """
+    return _binary(str(event_id), event_type, aggregate_id, payload, headers)
+
+
+def _binary(
+    event_id: str,
+    event_type: str,
+    subject: str,
+    data: Mapping[str, Any] | bytes | str,
+    headers: Mapping[str, Any],
+) -> KafkaMessage:
+    attributes: dict[str, Any] = {
+        "id": event_id,
+        "type": event_type,
+        "source": headers["source"],
+        "specversion": headers.get("specversion", SPECVERSION),
+        "subject": headers.get("subject", subject),
+        "time": _parse_time(headers["time"]),
+        "datacontenttype": CONTENT_TYPE,
+    }
+    if headers.get("dataschema"):
+        attributes["dataschema"] = headers["dataschema"]
+    body: dict[str, Any] | bytes | str = dict(data) if isinstance(data, Mapping) else data
+    cloud_event = CloudEvent(attributes, body)
+    return to_binary(cloud_event, JSONFormat(), key_mapper=lambda _e: subject.encode())
+
+
+def _parse_time(value: datetime | str) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def parse_message(
+    *,
+    key: bytes | str | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None,
+) -> Event:
+    """Parse and validate a Kafka message; raise `InvalidEvent` with a reason code."""
+    header_map = _header_dict(headers)
+    if value is None:
+        raise InvalidEvent("empty_value", "message has no value")
+    if "ce_specversion" not in header_map:
+        raise InvalidEvent("not_cloudevent", "no ce_specversion header (binary mode expected)")
+    # The SDK fills a missing id or time with fresh ones, which would defeat
+    # deduplication; an event without them is malformed.
+    missing = [name for name in REQUIRED_HEADERS if not header_map.get(name)]
+    if missing:
+        raise InvalidEvent("bad_envelope", f"missing header(s) {', '.join(missing)}")
+    try:
+        cloud_event = from_binary(
+            KafkaMessage(headers=header_map, key=key, value=value), JSONFormat(), CloudEvent
+        )
+    except (BaseCloudEventException, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEvent("bad_envelope", str(exc)) from exc
+    data = cloud_event.get_data()
+    if not isinstance(data, dict):
+        raise InvalidEvent("bad_payload", "value is not a JSON object")
+    event_type = cloud_event.get_type()
+    if event_type not in _KNOWN_TYPES:
+        raise InvalidEvent("unknown_type", f"no schema for event type {event_type!r}")
+    subject = cloud_event.get_subject()
+    if not subject:
+        raise InvalidEvent("missing_subject", "no ce_subject header")
+    key_text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    if key_text is not None and key_text != subject:
+        raise InvalidEvent("key_mismatch", "message key differs from ce_subject")
+    version = _version_of(cloud_event.get_dataschema(), event_type)
+    validate_payload(event_type, data, version=version)
+    if data.get("tutor_id", subject) != subject:
+        raise InvalidEvent("subject_mismatch", "payload tutor_id differs from ce_subject")
+    time = cloud_event.get_time()
+    if time is None:
+        raise InvalidEvent("missing_time", "no ce_time header")
+    return Event(
+        id=cloud_event.get_id(),
+        type=event_type,
+        source=cloud_event.get_source(),
+        subject=subject,
+        time=time,
+        data=data,
+        version=version,
+    )
+
+
+def _header_dict(
+    headers: Sequence[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None,
+) -> dict[str, bytes]:
+    items = headers.items() if isinstance(headers, Mapping) else (headers or [])
+    return {name: value for name, value in items if value is not None}
+
+
+def _version_of(dataschema: str | None, event_type: str) -> int:
+    """The schema version a `ce_dataschema` names; v1 when absent."""
+    if not dataschema:
+        return 1
+    match = re.fullmatch(
+        rf"{re.escape(SCHEMA_BASE_URI)}/{re.escape(event_type)}/v(\d+)\.json", dataschema
+    )
+    if match is None:
+        raise InvalidEvent(
+            "unknown_dataschema", f"{dataschema!r} is not a schema of {event_type!r}"
+        )
+    return int(match.group(1))
+
+
+def dead_letter(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | None,
+    error: InvalidEvent | str,
+    dead_letter_topic: str,
+) -> DeadLetter:
+    """The dead-letter copy of a message: original key, value and headers plus why and where."""
+    reason, detail = (
+        (error.reason, error.detail) if isinstance(error, InvalidEvent) else (error, "")
+    )
+    kept = [(name, value or b"") for name, value in (headers or [])]
+    return DeadLetter(
+        topic=dead_letter_topic,
+        key=key,
+        value=value,
+        headers=[
+            *kept,
+            (DLQ_REASON, reason.encode()),
+            (DLQ_DETAIL, detail[:1000].encode()),
+            (DLQ_ORIGINAL_TOPIC, topic.encode()),
+            (DLQ_ORIGINAL_PARTITION, str(partition).encode()),
+            (DLQ_ORIGINAL_OFFSET, str(offset).encode()),
+        ],
+    )
+
+
+def secret_like_names(schema: Mapping[str, Any]) -> list[str]:
+    """Property names anywhere in a schema (or payload) that look like credentials."""
+    found: list[str] = []
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for name, child in node.items():
+                if name in ("properties", "patternProperties") and isinstance(child, Mapping):
+                    found.extend(n for n in child if SECRET_NAME.search(n))
+                elif isinstance(name, str) and SECRET_NAME.search(name) and name != "$schema":
+                    found.append(name)
+                stack.append(child)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return sorted(set(found))
