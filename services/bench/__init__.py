@@ -1,0 +1,1 @@
+"""`relink bench`: the performance harness. Each part writes its own key."""

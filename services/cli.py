@@ -1,0 +1,33 @@
+"""`relink`: one console script, one subcommand per process or tool.
+
+Each sub-app lives beside the code it drives and keeps its heavy imports
+inside its commands, so `relink --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from services.bench.cli import app as bench_app
+from services.core.cli import db_app, kafka_app
+from services.devstack.cli import app as dev_app
+
+app = typer.Typer(
+    name="relink",
+    help="Move tutors' future sessions to their new video provider.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dev_app, name="dev")
+app.add_typer(db_app, name="db")
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(bench_app, name="bench")
+
+
+def main() -> None:
+    """Entry point of the `relink` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The shared kernel: settings, database, events, Kafka helpers, token cipher."""

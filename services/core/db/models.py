@@ -1,0 +1,375 @@
+"""SQLAlchemy models of every table relink owns.
+
+The schema itself is owned by the Alembic migrations in `migrations/`; these
+models mirror it for queries. Constraints that hold the design's invariants
+live in the database: one connection per tutor, one migration per
+(switch, session), one audit row per event id, one notification per
+(event, recipient).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Provider(enum.StrEnum):
+    """The video providers a tutor can connect."""
+
+    GOOGLE_MEET = "google_meet"
+    ZOOM = "zoom"
+
+
+class UserRole(enum.StrEnum):
+    TUTOR = "tutor"
+    STUDENT = "student"
+
+
+class SessionStatus(enum.StrEnum):
+    """A tutoring session's lifecycle; only SCHEDULED and JOIN_OPEN are migrated."""
+
+    SCHEDULED = "SCHEDULED"
+    JOIN_OPEN = "JOIN_OPEN"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    NO_SHOW = "NO_SHOW"
+
+
+class SwitchState(enum.StrEnum):
+    """Where a provider switch is in its life."""
+
+    PENDING = "PENDING"  # written by the gateway, not yet picked up
+    PLANNING = "PLANNING"  # the migrator is recording the plan
+    MIGRATING = "MIGRATING"  # meetings are being created
+    COMPLETED = "COMPLETED"  # every planned session migrated
+    COMPLETED_WITH_FAILURES = "COMPLETED_WITH_FAILURES"
+    SUPERSEDED = "SUPERSEDED"  # a newer switch of the same tutor replaced it
+    ROLLING_BACK = "ROLLING_BACK"
+    ROLLED_BACK = "ROLLED_BACK"
+
+
+class MigrationState(enum.StrEnum):
+    """One session's migration within a switch."""
+
+    PENDING = "PENDING"
+    MEETING_CREATED = "MEETING_CREATED"  # exists at the provider, session not yet updated
+    MIGRATED = "MIGRATED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"  # cancelled/started meanwhile, or superseded
+    ROLLED_BACK = "ROLLED_BACK"
+
+
+class NotificationState(enum.StrEnum):
+    PENDING = "PENDING"
+    SENT = "SENT"
+    FAILED_PERMANENT = "FAILED_PERMANENT"
+
+
+def _enum_check(column: str, values: type[enum.StrEnum]) -> CheckConstraint:
+    allowed = ", ".join(f"'{v.value}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=f"{column}_valid")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    """A tutor or a student, as the platform around us knows them."""
+
+    __tablename__ = "users"
+    __table_args__ = (_enum_check("role", UserRole),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    role: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    email: Mapped[str] = mapped_column(Text, unique=True)
+    timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Connection(Base):
+    """A tutor's one active video-provider connection, tokens encrypted."""
+
+    __tablename__ = "tutor_video_provider_connections"
+    __table_args__ = (_enum_check("provider", Provider),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    tutor_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
+    provider: Mapped[str] = mapped_column(Text)
+    access_token_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    refresh_token_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    token_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    scopes: Mapped[str] = mapped_column(Text, server_default="")
+    provider_account_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    provider_account_email: Mapped[str | None] = mapped_column(Text, nullable=True)
+    connected_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    generation: Mapped[int] = mapped_column(Integer, server_default="1")
+    # The connection a rollback restores: kept (encrypted) until the grace period ends.
+    previous_provider: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_access_token_encrypted: Mapped[bytes | None] = mapped_column(
+        LargeBinary, nullable=True
+    )
+    previous_refresh_token_encrypted: Mapped[bytes | None] = mapped_column(
+        LargeBinary, nullable=True
+    )
+    previous_token_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+
+
+class Booking(Base):
+    """What a student booked: what meeting creation needs."""
+
+    __tablename__ = "bookings"
+    __table_args__ = (CheckConstraint("duration_minutes > 0", name="duration_positive"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tutor_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
+    topic: Mapped[str] = mapped_column(Text)
+    duration_minutes: Mapped[int] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Session(Base):
+    """One scheduled tutoring session and the meeting it currently uses."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        _enum_check("status", SessionStatus),
+        CheckConstraint(
+            "provider IS NULL OR provider IN ('google_meet', 'zoom')", name="provider_valid"
+        ),
+        CheckConstraint("duration_minutes > 0", name="duration_positive"),
+        # The migrator's query: a tutor's eligible sessions, soonest first.
+        Index(
+            "ix_sessions_tutor_status_start",
+            "tutor_id",
+            "status",
+            "scheduled_start_at",
+        ),
+        Index("ix_sessions_student_start", "student_id", "scheduled_start_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tutor_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
+    student_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
+    booking_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("bookings.id", ondelete="CASCADE")
+    )
+    provider: Mapped[str | None] = mapped_column(Text, nullable=True)
+    meeting_external_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    join_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(Text, server_default=SessionStatus.SCHEDULED.value)
+    scheduled_start_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_minutes: Mapped[int] = mapped_column(Integer)
+    meeting_created_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class Outbox(Base):
+    """Events waiting for the relay; written in the same transaction as their cause."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index(
+            "ix_outbox_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+        Index("ix_outbox_published_at", "published_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID, unique=True)
+    aggregate_type: Mapped[str] = mapped_column(Text)
+    aggregate_id: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(Text)
+    topic: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    publish_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ProviderSwitch(Base):
+    """One switch of a tutor from one provider to another, with its progress."""
+
+    __tablename__ = "provider_switches"
+    __table_args__ = (
+        _enum_check("state", SwitchState),
+        CheckConstraint("from_provider IN ('google_meet', 'zoom')", name="from_provider_valid"),
+        CheckConstraint("to_provider IN ('google_meet', 'zoom')", name="to_provider_valid"),
+        CheckConstraint("from_provider <> to_provider", name="providers_differ"),
+        CheckConstraint(
+            "sessions_total >= 0 AND sessions_migrated >= 0 AND sessions_failed >= 0",
+            name="totals_non_negative",
+        ),
+        Index("ix_provider_switches_tutor_created", "tutor_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tutor_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
+    from_provider: Mapped[str] = mapped_column(Text)
+    to_provider: Mapped[str] = mapped_column(Text)
+    # The connection generation this switch produced; a newer one supersedes it.
+    generation: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(Text, server_default=SwitchState.PENDING.value)
+    sessions_total: Mapped[int] = mapped_column(Integer, server_default="0")
+    sessions_migrated: Mapped[int] = mapped_column(Integer, server_default="0")
+    sessions_failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rollback_deadline: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    old_meetings_cleaned_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+
+
+class SessionMigration(Base):
+    """One session's move within one switch: what makes the migrator idempotent."""
+
+    __tablename__ = "session_migrations"
+    __table_args__ = (
+        UniqueConstraint("switch_id", "session_id"),
+        _enum_check("state", MigrationState),
+        Index("ix_session_migrations_state_next", "state", "next_attempt_at"),
+        Index("ix_session_migrations_session", "session_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    switch_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("provider_switches.id", ondelete="CASCADE")
+    )
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("sessions.id", ondelete="CASCADE")
+    )
+    tutor_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    # Soonest first: copied from the session so the executor orders without a join.
+    scheduled_start_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(Text, server_default=MigrationState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    from_provider: Mapped[str | None] = mapped_column(Text, nullable=True)
+    to_provider: Mapped[str] = mapped_column(Text)
+    previous_meeting_external_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_join_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    new_meeting_external_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    new_join_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    retryable: Mapped[bool | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AuditEntry(Base):
+    """One row per event, keyed by event id; rebuildable from the topics."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_tutor_time", "tutor_id", "event_time"),)
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    event_source: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(Text)
+    event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    tutor_id: Mapped[uuid.UUID | None] = mapped_column(UUID, nullable=True)
+    switch_id: Mapped[uuid.UUID | None] = mapped_column(UUID, nullable=True)
+    session_id: Mapped[uuid.UUID | None] = mapped_column(UUID, nullable=True)
+    from_provider: Mapped[str | None] = mapped_column(Text, nullable=True)
+    to_provider: Mapped[str | None] = mapped_column(Text, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    kafka_topic: Mapped[str | None] = mapped_column(Text, nullable=True)
+    kafka_partition: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kafka_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class Notification(Base):
+    """One email per (event, recipient): a redelivered event sends nothing."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("event_id", "recipient"),
+        _enum_check("state", NotificationState),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    recipient: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    switch_id: Mapped[uuid.UUID | None] = mapped_column(UUID, nullable=True)
+    state: Mapped[str] = mapped_column(Text, server_default=NotificationState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class OAuthState(Base):
+    """A single-use OAuth `state`, bound to a tutor and provider, with its PKCE verifier."""
+
+    __tablename__ = "oauth_states"
+    __table_args__ = (_enum_check("provider", Provider),)
+
+    state: Mapped[str] = mapped_column(Text, primary_key=True)
+    tutor_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(Text)
+    code_verifier_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,125 @@
+"""Kafka helpers every process shares: client configs and topic creation."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+from services.core.errors import RelinkError
+from services.core.settings import CommonSettings
+
+# librdkafka's default partitioner (consistent_random, CRC32) differs from the
+# Java client's and aiokafka's murmur2; every relink producer uses murmur2 so a
+# tutor's key lands on the same partition whichever client wrote it.
+PARTITIONER = "murmur2_random"
+
+
+class TopicCreationError(RelinkError):
+    """A topic could not be created (other than because it already exists)."""
+
+
+def producer_config(settings: CommonSettings, **overrides: Any) -> dict[str, Any]:
+    """An idempotent, acks=all producer that partitions like the Java client."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": PARTITIONER,
+        "compression.type": "lz4",
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+    }
+    config.update(overrides)
+    return config
+
+
+def consumer_config(settings: CommonSettings, *, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """A consumer that commits only when told (after its effects are durable)."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+    }
+    config.update(overrides)
+    return config
+
+
+def create_topics(
+    settings: CommonSettings,
+    *,
+    names: Iterable[str] | None = None,
+    partitions: int | None = None,
+    extra_config: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create relink's topics (infinite retention) if missing; return the ones created."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    wanted = list(names) if names is not None else settings.topics
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    config = {"retention.ms": "-1", "retention.bytes": "-1", **(extra_config or {})}
+    new = [
+        NewTopic(
+            name,
+            num_partitions=partitions or settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+            config=config,
+        )
+        for name in wanted
+        if name not in existing
+    ]
+    if not new:
+        return []
+    created: list[str] = []
+    for name, future in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args and getattr(exc.args[0], "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
+                continue
+            raise TopicCreationError(f"could not create topic {name}: {exc}") from exc
+    _wait_for_leaders(admin, created, timeout=timeout)
+    return created
+
+
+def _wait_for_leaders(admin: Any, names: list[str], *, timeout: float) -> None:
+    """Block until every new partition has a leader, so the first produce does not fail."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=timeout).topics
+        for name in list(pending):
+            meta = topics.get(name)
+            if (
+                meta is not None
+                and meta.partitions
+                and all(p.leader >= 0 for p in meta.partitions.values())
+            ):
+                pending.discard(name)
+        if pending:
+            time.sleep(0.05)
+    if pending:
+        raise TopicCreationError(f"topics without a leader after {timeout}s: {sorted(pending)}")
+
+
+def delete_topics(settings: CommonSettings, names: Iterable[str], *, timeout: float = 30.0) -> None:
+    """Delete topics (tests clean up after themselves)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    names = list(names)
+    if not names:
+        return
+    for future in admin.delete_topics(names, operation_timeout=timeout).values():
+        try:
+            future.result(timeout=timeout)
+        except Exception:
+            pass

@@ -1,0 +1,126 @@
+"""Typed settings shared by every relink process.
+
+Every process reads only environment variables. Defaults point at the
+devstack (`relink dev up`), so a fresh checkout runs with no configuration.
+Each process has its own settings class in its own package, built on
+`CommonSettings` here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Ports the devstack uses on loopback; chosen away from the well-known ones so
+# a developer's own PostgreSQL or Kafka on 5432/9092 does not collide.
+DEVSTACK_PG_PORT = 54329
+DEVSTACK_KAFKA_PORT = 19092
+DEVSTACK_KAFKA_CONTROLLER_PORT = 19093
+DEVSTACK_SMTP_PORT = 10025
+DEVSTACK_PROVIDER_SIM_PORT = 18090
+DEVSTACK_GATEWAY_PORT = 18000
+
+DEFAULT_DATABASE_URL = f"postgresql+psycopg://relink@127.0.0.1:{DEVSTACK_PG_PORT}/relink"
+DEFAULT_KAFKA_BOOTSTRAP = f"127.0.0.1:{DEVSTACK_KAFKA_PORT}"
+
+
+class CommonSettings(BaseSettings):
+    """What every process needs: where PostgreSQL and Kafka are, topic names."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    dev_mode: bool = Field(default=True, alias="RELINK_DEV_MODE")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", alias="RELINK_LOG_LEVEL"
+    )
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, alias="DATABASE_URL")
+    kafka_bootstrap_servers: str = Field(
+        default=DEFAULT_KAFKA_BOOTSTRAP, alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    # A prefix put before every topic name: lets tests (and several
+    # environments on one cluster) keep their topics apart.
+    topic_prefix: str = Field(default="", alias="RELINK_TOPIC_PREFIX")
+    topic_partitions: int = Field(default=6, ge=1, le=1000, alias="RELINK_TOPIC_PARTITIONS")
+    topic_replication_factor: int = Field(
+        default=1, ge=1, le=10, alias="RELINK_TOPIC_REPLICATION_FACTOR"
+    )
+
+    @property
+    def topic_provider_switched(self) -> str:
+        return f"{self.topic_prefix}provider.switched"
+
+    @property
+    def topic_session_migrated(self) -> str:
+        return f"{self.topic_prefix}session.migrated"
+
+    @property
+    def topic_session_failed(self) -> str:
+        return f"{self.topic_prefix}session.failed"
+
+    @property
+    def topic_dead_letter(self) -> str:
+        return f"{self.topic_prefix}relink.dead-letter"
+
+    @property
+    def topics(self) -> list[str]:
+        """Every topic relink owns, the dead-letter topic last."""
+        return [
+            self.topic_provider_switched,
+            self.topic_session_migrated,
+            self.topic_session_failed,
+            self.topic_dead_letter,
+        ]
+
+    @property
+    def sync_database_url(self) -> str:
+        """The URL as SQLAlchemy's psycopg 3 dialect wants it."""
+        return normalize_database_url(self.database_url)
+
+
+class DevstackSettings(CommonSettings):
+    """Where the devstack keeps its data and which ports it binds."""
+
+    home: Path = Field(default=Path(".devstack"), alias="RELINK_DEVSTACK_HOME")
+    pg_port: int = Field(default=DEVSTACK_PG_PORT, alias="RELINK_DEVSTACK_PG_PORT")
+    kafka_port: int = Field(default=DEVSTACK_KAFKA_PORT, alias="RELINK_DEVSTACK_KAFKA_PORT")
+    kafka_controller_port: int = Field(
+        default=DEVSTACK_KAFKA_CONTROLLER_PORT, alias="RELINK_DEVSTACK_KAFKA_CONTROLLER_PORT"
+    )
+    # Pinned: 4.1.1 is known to work from Maven Central on these machines.
+    kafka_version: str = Field(default="4.1.1", alias="RELINK_KAFKA_VERSION")
+    kafka_heap_mb: int = Field(default=512, ge=256, alias="RELINK_KAFKA_HEAP_MB")
+    kafka_jars_cache: Path = Field(
+        default=Path.home() / ".cache" / "relink" / "kafka", alias="RELINK_KAFKA_CACHE"
+    )
+    start_timeout_s: float = Field(default=60.0, gt=0, alias="RELINK_DEVSTACK_START_TIMEOUT_S")
+    # "embedded" starts our own; "external" means DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS
+    # already point at a running server and the devstack leaves it alone.
+    postgres_mode: Literal["embedded", "external"] | None = Field(
+        default=None, alias="RELINK_DEVSTACK_POSTGRES"
+    )
+    kafka_mode: Literal["embedded", "external"] | None = Field(
+        default=None, alias="RELINK_DEVSTACK_KAFKA"
+    )
+
+    @model_validator(mode="after")
+    def _external_when_overridden(self) -> DevstackSettings:
+        # Setting DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS means "use that server":
+        # the devstack then leaves that part alone unless told otherwise.
+        if self.postgres_mode is None:
+            overridden = "database_url" in self.model_fields_set
+            self.postgres_mode = "external" if overridden else "embedded"
+        if self.kafka_mode is None:
+            overridden = "kafka_bootstrap_servers" in self.model_fields_set
+            self.kafka_mode = "external" if overridden else "embedded"
+        return self
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept `postgres://` and `postgresql://` and use the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url

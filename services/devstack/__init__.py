@@ -1,0 +1,1 @@
+"""The devstack: real PostgreSQL, real Kafka, started locally with no Docker."""
