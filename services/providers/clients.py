@@ -1,0 +1,28 @@
+"""Building the client for a provider name: the one place that composes them."""
+
+from __future__ import annotations
+
+import httpx
+
+from services.providers.base import ProviderClient
+from services.providers.google import GoogleMeetClient
+from services.providers.models import ProviderName
+from services.providers.retry import RetryObserver
+from services.providers.settings import ProviderSettings
+from services.providers.zoom import ZoomClient
+
+
+def build_client(
+    provider: ProviderName,
+    *,
+    settings: ProviderSettings | None = None,
+    http: httpx.AsyncClient | None = None,
+    observer: RetryObserver | None = None,
+) -> ProviderClient:
+    """The client for `provider`, with settings from the environment unless given."""
+    settings = settings or ProviderSettings()
+    if provider == "zoom":
+        return ZoomClient(settings, http=http, observer=observer)
+    if provider == "google_meet":
+        return GoogleMeetClient(settings, http=http, observer=observer)
+    raise ValueError(f"unknown provider {provider!r}")

@@ -1,0 +1,254 @@
+"""Google Meet via Google Calendar: OAuth (offline access + PKCE) and events with conferenceData."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from services.providers.base import ProviderClient, json_body
+from services.providers.errors import (
+    AuthorizationRevokedError,
+    ConferenceFailedError,
+    ConferencePendingError,
+    DailyQuotaExhaustedError,
+    InvalidRequestError,
+    MeetingNotFoundError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    TokenExpiredError,
+)
+from services.providers.models import (
+    Meeting,
+    MeetingRequest,
+    ProviderAccount,
+    ProviderName,
+    google_event_id,
+    idempotency_key,
+)
+from services.providers.ratelimit import (
+    GOOGLE_DAILY_LIMIT_REASONS,
+    GOOGLE_RATE_LIMIT_REASONS,
+    next_pacific_midnight,
+    retry_after_from_headers,
+)
+
+EVENTS = "/calendar/v3/calendars/primary/events"
+
+
+def google_reason(body: dict[str, Any]) -> str | None:
+    """The first `error.errors[].reason` of a Google API error body."""
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return None
+    errors = error.get("errors") or []
+    if errors and isinstance(errors[0], dict):
+        return str(errors[0].get("reason") or "") or None
+    status = error.get("status")
+    return str(status) if status else None
+
+
+def meet_link(event: dict[str, Any]) -> str | None:
+    """The Meet link: `hangoutLink`, else the video entry point of `conferenceData`."""
+    if event.get("hangoutLink"):
+        return str(event["hangoutLink"])
+    for entry in (event.get("conferenceData") or {}).get("entryPoints") or []:
+        if entry.get("entryPointType") == "video" and entry.get("uri"):
+            return str(entry["uri"])
+    return None
+
+
+def conference_status(event: dict[str, Any]) -> str | None:
+    """`conferenceData.createRequest.status.statusCode`: pending, success or failure."""
+    request = (event.get("conferenceData") or {}).get("createRequest") or {}
+    status = (request.get("status") or {}).get("statusCode")
+    return str(status) if status else None
+
+
+def event_body(request: MeetingRequest) -> dict[str, Any]:
+    """The Calendar event for one session, asking for a Meet conference."""
+    end = request.start_time + timedelta(minutes=request.duration_min)
+    return {
+        "id": google_event_id(request.switch_id, request.session_id),
+        "summary": request.topic,
+        "start": {"dateTime": request.start_time.isoformat(), "timeZone": request.timezone},
+        "end": {"dateTime": end.isoformat(), "timeZone": request.timezone},
+        "conferenceData": {
+            "createRequest": {
+                # Same (switch, session) -> same requestId: Google makes no second
+                # conference for a repeated requestId.
+                "requestId": idempotency_key(request.switch_id, request.session_id),
+                "conferenceSolutionKey": {"type": "hangoutsMeet"},
+            }
+        },
+    }
+
+
+class GoogleMeetClient(ProviderClient):
+    """Google's OAuth endpoints and the Calendar v3 events API with Meet conferences."""
+
+    provider: ProviderName = "google_meet"
+    # Google's token endpoint takes client_id / client_secret in the form body.
+    token_auth_method = "client_secret_post"
+
+    @property
+    def client_id(self) -> str:
+        return self.settings.google_client_id
+
+    @property
+    def client_secret(self) -> str:
+        return self.settings.google_client_secret.get_secret_value()
+
+    @property
+    def authorize_url(self) -> str:
+        return f"{self.settings.google_auth_base}/o/oauth2/v2/auth"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.settings.google_token_base}/token"
+
+    @property
+    def revoke_url(self) -> str:
+        return f"{self.settings.google_token_base}/revoke"
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.settings.google_redirect_uri
+
+    @property
+    def scopes(self) -> str:
+        return self.settings.google_scopes
+
+    def extra_authorize_params(self) -> dict[str, str]:
+        # offline: a refresh token; consent: Google only sends the refresh token
+        # on a consent screen, so a reconnect must show it again.
+        return {"access_type": "offline", "prompt": "consent", "include_granted_scopes": "true"}
+
+    def _api(self, path: str) -> str:
+        return f"{self.settings.google_api_base}{path}"
+
+    def api_error(self, response: httpx.Response, *, operation: str) -> ProviderError:
+        """Google's `{"error": {"errors": [{"reason": ...}], ...}}` mapped onto our tree."""
+        body = json_body(response)
+        status = response.status_code
+        reason = google_reason(body) or str(status)
+        error = body.get("error")
+        text = error.get("message") if isinstance(error, dict) else None
+        message = f"{operation}: {text or response.reason_phrase}"
+        common = {"provider": self.provider, "status": status, "code": reason}
+        if status == 401:
+            return TokenExpiredError(message, **common)
+        if reason in GOOGLE_DAILY_LIMIT_REASONS:
+            return DailyQuotaExhaustedError(message, resets_at=next_pacific_midnight(), **common)
+        if status == 429 or reason in GOOGLE_RATE_LIMIT_REASONS:
+            return RateLimitedError(
+                message, retry_after_s=retry_after_from_headers(response.headers), **common
+            )
+        if status >= 500:
+            return ProviderUnavailableError(message, **common)
+        if status in (404, 410):
+            return MeetingNotFoundError(message, **common)
+        if reason in ("insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"):
+            return AuthorizationRevokedError(message, **common)
+        return InvalidRequestError(message, **common)
+
+    async def account(self, access_token: str) -> ProviderAccount:
+        """The OpenID userinfo: `sub` and `email`."""
+        response = await self.api_call(
+            "GET", self._api("/oauth2/v3/userinfo"), access_token=access_token, operation="userinfo"
+        )
+        body = json_body(response)
+        return ProviderAccount(id=str(body["sub"]), email=str(body.get("email", "")))
+
+    async def create_meeting(self, access_token: str, request: MeetingRequest) -> Meeting:
+        """events.insert with a Meet createRequest, then poll until the conference is ready."""
+        body = event_body(request)
+        response = await self.api_call(
+            "POST",
+            self._api(EVENTS),
+            access_token=access_token,
+            operation="insert event",
+            json=body,
+            params={"conferenceDataVersion": "1"},
+            accept=(409,),
+        )
+        if response.status_code == 409:
+            # Our event id is derived from (switch, session): a 409 means an
+            # earlier attempt already made this event, so use that one.
+            event = await self._event(access_token, str(body["id"]))
+            if event is None:
+                raise InvalidRequestError(
+                    "insert event: id taken by a deleted event", provider=self.provider, status=409
+                )
+        else:
+            event = json_body(response)
+        event = await self._await_conference(access_token, event)
+        return self._meeting(event)
+
+    async def get_meeting(self, access_token: str, external_id: str) -> Meeting | None:
+        """events.get; None when the event is gone or cancelled."""
+        event = await self._event(access_token, external_id)
+        return None if event is None else self._meeting(event)
+
+    async def delete_meeting(self, access_token: str, external_id: str) -> bool:
+        """events.delete; False when it was already deleted (404 / 410)."""
+        try:
+            await self.api_call(
+                "DELETE",
+                self._api(f"{EVENTS}/{external_id}"),
+                access_token=access_token,
+                operation="delete event",
+            )
+        except MeetingNotFoundError:
+            return False
+        return True
+
+    async def _event(self, access_token: str, event_id: str) -> dict[str, Any] | None:
+        try:
+            response = await self.api_call(
+                "GET",
+                self._api(f"{EVENTS}/{event_id}"),
+                access_token=access_token,
+                operation="get event",
+            )
+        except MeetingNotFoundError:
+            return None
+        event = json_body(response)
+        # Deleted events can still be read, with status "cancelled".
+        return None if event.get("status") == "cancelled" else event
+
+    async def _await_conference(self, access_token: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Poll events.get while Google is still creating the conference."""
+        attempts = self.settings.conference_poll_attempts
+        for polled in range(attempts + 1):
+            status = conference_status(event)
+            if status == "failure":
+                raise ConferenceFailedError(
+                    "Meet conference creation failed", provider=self.provider, code="failure"
+                )
+            if status != "pending":
+                return event
+            if polled == attempts:
+                break
+            await asyncio.sleep(self.settings.conference_poll_interval_s)
+            fresh = await self._event(access_token, str(event["id"]))
+            if fresh is None:
+                raise MeetingNotFoundError(
+                    "event vanished while its conference was pending", provider=self.provider
+                )
+            event = fresh
+        raise ConferencePendingError(
+            "Meet conference still pending after polling", provider=self.provider, code="pending"
+        )
+
+    def _meeting(self, event: dict[str, Any]) -> Meeting:
+        start = (event.get("start") or {}).get("dateTime")
+        return Meeting(
+            provider=self.provider,
+            external_id=str(event["id"]),
+            join_url=meet_link(event),
+            start_time=datetime.fromisoformat(start).astimezone(UTC) if start else None,
+        )

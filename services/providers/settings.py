@@ -1,0 +1,86 @@
+"""Settings of the provider clients: where Zoom and Google are, which app we are, timeouts.
+
+Defaults point at the provider simulator of the devstack (127.0.0.1:18090);
+production sets the real endpoints (listed in services/providers/README.md).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.errors import ConfigurationError
+
+SIM = "http://127.0.0.1:18090"
+GATEWAY = "http://127.0.0.1:18000"
+
+# The credentials the simulator accepts by default (services/provider_sim/settings.py).
+DEV_ZOOM_CLIENT_ID = "relink-dev-zoom"
+DEV_ZOOM_CLIENT_SECRET = "relink-dev-zoom-secret"
+DEV_GOOGLE_CLIENT_ID = "relink-dev-google.apps.googleusercontent.com"
+DEV_GOOGLE_CLIENT_SECRET = "relink-dev-google-secret"
+
+# Calendar scope that lets us insert/delete events; openid+email give the account.
+GOOGLE_SCOPES = "openid email https://www.googleapis.com/auth/calendar.events"
+# Zoom granular scopes for a General app (Zoom "OAuth scopes" docs).
+ZOOM_SCOPES = "meeting:write:meeting meeting:read:meeting meeting:delete:meeting user:read:user"
+
+
+class ProviderSettings(BaseSettings):
+    """Zoom and Google endpoints, app credentials, redirect URIs, timeouts and retry limits."""
+
+    model_config = SettingsConfigDict(env_prefix="RELINK_", extra="ignore", populate_by_name=True)
+
+    dev_mode: bool = Field(default=True, alias="RELINK_DEV_MODE")
+
+    zoom_client_id: str = DEV_ZOOM_CLIENT_ID
+    zoom_client_secret: SecretStr = SecretStr(DEV_ZOOM_CLIENT_SECRET)
+    # Real: https://zoom.us (authorize, token and revoke live under /oauth/).
+    zoom_auth_base: str = f"{SIM}/zoom"
+    # Real: https://api.zoom.us/v2
+    zoom_api_base: str = f"{SIM}/zoom/v2"
+    zoom_redirect_uri: str = f"{GATEWAY}/oauth/zoom/callback"
+    zoom_scopes: str = ZOOM_SCOPES
+
+    google_client_id: str = DEV_GOOGLE_CLIENT_ID
+    google_client_secret: SecretStr = SecretStr(DEV_GOOGLE_CLIENT_SECRET)
+    # Real: https://accounts.google.com (authorize at /o/oauth2/v2/auth).
+    google_auth_base: str = f"{SIM}/google"
+    # Real: https://oauth2.googleapis.com (/token and /revoke).
+    google_token_base: str = f"{SIM}/google"
+    # Real: https://www.googleapis.com (/calendar/v3 and /oauth2/v3/userinfo).
+    google_api_base: str = f"{SIM}/google"
+    google_redirect_uri: str = f"{GATEWAY}/oauth/google_meet/callback"
+    google_scopes: str = GOOGLE_SCOPES
+
+    connect_timeout_s: float = Field(default=5.0, gt=0, alias="RELINK_PROVIDER_CONNECT_TIMEOUT_S")
+    read_timeout_s: float = Field(default=20.0, gt=0, alias="RELINK_PROVIDER_READ_TIMEOUT_S")
+    pool_timeout_s: float = Field(default=30.0, gt=0, alias="RELINK_PROVIDER_POOL_TIMEOUT_S")
+    max_connections: int = Field(default=200, ge=1, alias="RELINK_PROVIDER_MAX_CONNECTIONS")
+    max_attempts: int = Field(default=5, ge=1, alias="RELINK_PROVIDER_MAX_ATTEMPTS")
+    max_retry_wait_s: float = Field(default=60.0, ge=0, alias="RELINK_PROVIDER_MAX_RETRY_WAIT_S")
+    backoff_base_s: float = Field(default=0.2, gt=0, alias="RELINK_PROVIDER_BACKOFF_BASE_S")
+    backoff_cap_s: float = Field(default=10.0, gt=0, alias="RELINK_PROVIDER_BACKOFF_CAP_S")
+    # Google builds the Meet conference asynchronously; how often and how long we poll.
+    conference_poll_interval_s: float = Field(
+        default=0.5, gt=0, alias="RELINK_GOOGLE_CONFERENCE_POLL_INTERVAL_S"
+    )
+    conference_poll_attempts: int = Field(
+        default=20, ge=1, alias="RELINK_GOOGLE_CONFERENCE_POLL_ATTEMPTS"
+    )
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> ProviderSettings:
+        if self.dev_mode:
+            return self
+        dev_secrets = {DEV_ZOOM_CLIENT_SECRET, DEV_GOOGLE_CLIENT_SECRET}
+        used = {
+            self.zoom_client_secret.get_secret_value(),
+            self.google_client_secret.get_secret_value(),
+        }
+        if used & dev_secrets:
+            raise ConfigurationError(
+                "RELINK_ZOOM_CLIENT_SECRET / RELINK_GOOGLE_CLIENT_SECRET still hold the "
+                "simulator's dev secrets while RELINK_DEV_MODE is false"
+            )
+        return self
