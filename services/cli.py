@@ -11,6 +11,7 @@ import typer
 from services.bench.cli import app as bench_app
 from services.core.cli import db_app, kafka_app
 from services.devstack.cli import app as dev_app
+from services.relay.cli import relay as relay_command
 
 app = typer.Typer(
     name="relink",
@@ -22,6 +23,7 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(db_app, name="db")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(bench_app, name="bench")
+app.command("relay")(relay_command)
 
 
 def main() -> None:

@@ -1,0 +1,23 @@
+"""Composes a relay process from its settings (the one place that does)."""
+
+from __future__ import annotations
+
+from services.relay.metrics import RelayMetrics
+from services.relay.publisher import KafkaPublisher, relay_producer_config
+from services.relay.service import Relay
+from services.relay.settings import RelaySettings
+from services.relay.store import OutboxStore
+
+
+def build_relay(settings: RelaySettings | None = None) -> Relay:
+    """A relay wired to PostgreSQL and Kafka as the settings say."""
+    settings = settings or RelaySettings()
+    config = relay_producer_config(
+        settings, linger_ms=settings.linger_ms, delivery_timeout_s=settings.delivery_timeout_s
+    )
+    return Relay(
+        settings=settings,
+        store=OutboxStore(settings.sync_database_url),
+        publisher=KafkaPublisher(config, delivery_timeout_s=settings.delivery_timeout_s),
+        metrics=RelayMetrics(),
+    )
