@@ -11,6 +11,7 @@ import typer
 from services.bench.cli import app as bench_app
 from services.core.cli import db_app, kafka_app
 from services.devstack.cli import app as dev_app
+from services.provider_sim.cli import provider_sim_command
 from services.relay.cli import relay as relay_command
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(bench_app, name="bench")
 app.command("relay")(relay_command)
+app.command("provider-sim")(provider_sim_command)
 
 
 def main() -> None:

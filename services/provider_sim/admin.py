@@ -1,0 +1,88 @@
+"""The admin API tests drive: state per account, the clock, faults, reset. Not a provider path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from services.provider_sim.state import Faults, Provider, SimState
+
+router = APIRouter(prefix="/_admin")
+
+
+class Advance(BaseModel):
+    """How far to move the simulated clock."""
+
+    seconds: float
+
+
+def sim(request: Request) -> SimState:
+    state: SimState = request.app.state.sim
+    return state
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.post("/reset")
+async def reset(request: Request) -> dict[str, str]:
+    sim(request).reset()
+    return {"status": "reset"}
+
+
+@router.get("/clock")
+async def clock(request: Request) -> dict[str, Any]:
+    state = sim(request)
+    return {"now": state.now_dt().isoformat(), "offset_s": state.clock_offset_s}
+
+
+@router.post("/clock/advance")
+async def advance(body: Advance, request: Request) -> dict[str, Any]:
+    state = sim(request)
+    state.advance(body.seconds)
+    return {"now": state.now_dt().isoformat(), "offset_s": state.clock_offset_s}
+
+
+@router.put("/faults/{provider}")
+async def provider_faults(provider: Provider, faults: Faults, request: Request) -> Faults:
+    sim(request).set_faults(provider, faults)
+    return faults
+
+
+@router.put("/faults/{provider}/{email}")
+async def account_faults(
+    provider: Provider, email: str, faults: Faults, request: Request
+) -> Faults:
+    sim(request).set_faults(provider, faults, email=email.lower())
+    return faults
+
+
+@router.delete("/faults/{provider}")
+async def clear_provider_faults(provider: Provider, request: Request) -> dict[str, str]:
+    sim(request).clear_faults(provider)
+    return {"status": "cleared"}
+
+
+@router.delete("/faults/{provider}/{email}")
+async def clear_account_faults(provider: Provider, email: str, request: Request) -> dict[str, str]:
+    sim(request).clear_faults(provider, email=email.lower())
+    return {"status": "cleared"}
+
+
+@router.get("/accounts/{provider}/{email}")
+async def account(provider: Provider, email: str, request: Request) -> dict[str, Any]:
+    return sim(request).snapshot(provider, email)
+
+
+@router.post("/accounts/{provider}/{email}/revoke")
+async def revoke_account(provider: Provider, email: str, request: Request) -> dict[str, int]:
+    return {"revoked_grants": sim(request).revoke_account(provider, email)}
+
+
+@router.post("/accounts/{provider}/{email}/expire-tokens")
+async def expire_tokens(provider: Provider, email: str, request: Request) -> dict[str, int]:
+    return {"expired_tokens": sim(request).expire_tokens(provider, email)}
