@@ -6,6 +6,7 @@ import copy
 import re
 import secrets
 import string
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -97,6 +98,13 @@ async def insert_event(request: Request) -> Response:
         return google_error(400, "parseError", "Parse Error")
     if not isinstance(body, dict) or "start" not in body or "end" not in body:
         return google_error(400, "required", "Missing time range.")
+    start, end = body["start"].get("dateTime", ""), body["end"].get("dateTime", "")
+    try:
+        empty = datetime.fromisoformat(end) <= datetime.fromisoformat(start)
+    except ValueError:
+        return google_error(400, "invalid", "Invalid start or end time.")
+    if empty:
+        return google_error(400, "timeRangeEmpty", "The specified time range is empty.")
     event_id = body.get("id") or secrets.token_hex(13)
     if not EVENT_ID.match(event_id):
         return google_error(400, "invalid", "Invalid resource id value.")

@@ -54,6 +54,9 @@ async def create_meeting(request: Request) -> Response:
         return zoom_error(400, 300, "Request Body should be a valid JSON object.")
     if not isinstance(body, dict) or (not body.get("start_time") and body.get("type") == 2):
         return zoom_error(400, 300, "Validation Failed.")
+    duration = body.get("duration", 60)
+    if not isinstance(duration, int) or duration < 1:
+        return zoom_error(400, 300, "Validation Failed.")
     if not state.count_create(account):
         cap = (
             state.fault("zoom", account.email, "daily_quota")
