@@ -117,7 +117,7 @@ def email() -> str:
 async def consent(
     client: ProviderClient, *, email: str, decision: str = "allow", state: str = "st4te"
 ) -> tuple[dict[str, list[str]], str]:
-    """Open the authorization URL, submit the consent form; the callback's query and the verifier."""
+    """Open the consent page and submit it; the callback query and the PKCE verifier."""
     verifier = new_pkce_verifier()
     url = client.authorization_url(state=state, code_verifier=verifier, login_hint=email)
     async with httpx.AsyncClient(timeout=10) as browser:
