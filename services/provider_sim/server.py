@@ -67,8 +67,7 @@ def run_in_thread(
     settings = settings or ProviderSimSettings()
     port = port or free_port(settings.host)
     server = uvicorn.Server(uvicorn_config(settings, port=port))
-    # Signal handlers belong to the main thread; this server is stopped via should_exit.
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # uvicorn installs signal handlers only on the main thread; this one stops via should_exit.
     thread = threading.Thread(target=server.run, name=f"provider-sim:{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout_s

@@ -117,7 +117,7 @@ class SimState:
     def fault(self, provider: Provider, email: str | None, name: str) -> Any:
         """An account's fault value, else the provider-wide one, else None."""
         for scope in ((provider, email), (provider, "*")) if email else ((provider, "*"),):
-            faults = self.faults.get(scope)  # type: ignore[arg-type]
+            faults = self.faults.get(scope)
             if faults is not None and getattr(faults, name) is not None:
                 return getattr(faults, name)
         return None
@@ -125,7 +125,7 @@ class SimState:
     def take_429(self, provider: Provider, email: str | None) -> float | None:
         """Spend one response of a 429 burst; its Retry-After, or None when no burst is left."""
         for scope in ((provider, email), (provider, "*")) if email else ((provider, "*"),):
-            faults = self.faults.get(scope)  # type: ignore[arg-type]
+            faults = self.faults.get(scope)
             if faults is not None and faults.burst_429:
                 faults.burst_429 -= 1
                 return faults.retry_after_s if faults.retry_after_s is not None else 1.0

@@ -50,7 +50,7 @@ PKCE_VERIFIER_LENGTH = 64
 
 def new_pkce_verifier() -> str:
     """A fresh PKCE code verifier (RFC 7636), kept by the caller until the callback."""
-    return generate_token(PKCE_VERIFIER_LENGTH)
+    return str(generate_token(PKCE_VERIFIER_LENGTH))
 
 
 def http_client(settings: ProviderSettings) -> httpx.AsyncClient:
@@ -257,10 +257,11 @@ class ProviderClient(ABC):
         if response.status_code >= 500 or response.status_code == 429:
             raise self._token_error(response, operation="revoke", revoked=False)
 
-    def _client_auth(self) -> httpx.BasicAuth | None:
+    def _client_auth(self) -> httpx.Auth:
         if self.token_auth_method == "client_secret_basic":
             return httpx.BasicAuth(self.client_id, self.client_secret)
-        return None
+        # client_secret_post: the credentials ride in the form body instead.
+        return httpx.Auth()
 
     async def _token_request(self, body: str, *, operation: str) -> httpx.Response:
         if self.token_auth_method == "client_secret_post":

@@ -19,8 +19,17 @@ travel only in headers and form bodies, which no error here ever copies.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypedDict
 
 from services.core.errors import RelinkError
+
+
+class ErrorContext(TypedDict):
+    """Where an error came from, as the translators pass it along."""
+
+    provider: str
+    status: int | None
+    code: str | None
 
 
 class ProviderError(RelinkError):

@@ -14,6 +14,7 @@ from services.providers.errors import (
     ConferenceFailedError,
     ConferencePendingError,
     DailyQuotaExhaustedError,
+    ErrorContext,
     InvalidRequestError,
     MeetingNotFoundError,
     ProviderError,
@@ -138,7 +139,7 @@ class GoogleMeetClient(ProviderClient):
         error = body.get("error")
         text = error.get("message") if isinstance(error, dict) else None
         message = f"{operation}: {text or response.reason_phrase}"
-        common = {"provider": self.provider, "status": status, "code": reason}
+        common: ErrorContext = {"provider": self.provider, "status": status, "code": reason}
         if status == 401:
             return TokenExpiredError(message, **common)
         if reason in GOOGLE_DAILY_LIMIT_REASONS:

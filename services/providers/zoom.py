@@ -10,6 +10,7 @@ from services.providers.base import ProviderClient, json_body
 from services.providers.errors import (
     AuthorizationRevokedError,
     DailyQuotaExhaustedError,
+    ErrorContext,
     InvalidRequestError,
     MeetingNotFoundError,
     ProviderError,
@@ -91,7 +92,7 @@ class ZoomClient(ProviderClient):
         status = response.status_code
         code = str(body.get("code", status))
         message = f"{operation}: {body.get('message') or response.reason_phrase}"
-        common = {"provider": self.provider, "status": status, "code": code}
+        common: ErrorContext = {"provider": self.provider, "status": status, "code": code}
         if status == 401:
             return TokenExpiredError(message, **common)
         if status == 429:
