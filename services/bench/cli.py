@@ -15,3 +15,27 @@ def bench_devstack(
     from services.devstack.bench import run
 
     run(runs=runs)
+
+
+@app.command("providers")
+def bench_providers(
+    seconds: float = typer.Option(3.0, min=0.5, help="how long to measure each point"),
+) -> None:
+    """Meeting creates per second through the Zoom client (0/100 ms latency, c1/c10/c100)."""
+    from services.providers.bench import run
+
+    run(seconds=seconds)
+
+
+@app.command("relay")
+def bench_relay(
+    rows: int = typer.Option(100_000, min=1000, help="rows waiting for the throughput run"),
+    big_rows: int = typer.Option(
+        1_000_000, min=0, help="rows waiting for the memory run (0: skip)"
+    ),
+    naive_s: float = typer.Option(20.0, min=1, help="time box of the naive one-row relay"),
+) -> None:
+    """Outbox → Kafka throughput (vs a naive relay), commit-to-publish latency, memory."""
+    from services.relay.bench import run
+
+    run(rows=rows, big_rows=big_rows, naive_s=naive_s)

@@ -57,6 +57,8 @@ class ProviderSettings(BaseSettings):
     read_timeout_s: float = Field(default=20.0, gt=0, alias="RELINK_PROVIDER_READ_TIMEOUT_S")
     pool_timeout_s: float = Field(default=30.0, gt=0, alias="RELINK_PROVIDER_POOL_TIMEOUT_S")
     max_connections: int = Field(default=200, ge=1, alias="RELINK_PROVIDER_MAX_CONNECTIONS")
+    # Connections per pool; max_connections is split over ceil(max/size) pools (see base.py).
+    pool_shard_size: int = Field(default=8, ge=1, alias="RELINK_PROVIDER_POOL_SHARD_SIZE")
     max_attempts: int = Field(default=5, ge=1, alias="RELINK_PROVIDER_MAX_ATTEMPTS")
     max_retry_wait_s: float = Field(default=60.0, ge=0, alias="RELINK_PROVIDER_MAX_RETRY_WAIT_S")
     backoff_base_s: float = Field(default=0.2, gt=0, alias="RELINK_PROVIDER_BACKOFF_BASE_S")
