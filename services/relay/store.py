@@ -36,7 +36,7 @@ ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
-_SLOT_FILTER = "AND (hashtext(aggregate_id) & 2147483647) % %(slot_count)s = ANY(%(slots)s)"
+_SLOT_FILTER = "AND (hashtext(aggregate_id) & 2147483647) %% %(slot_count)s = ANY(%(slots)s)"
 
 
 @dataclass(frozen=True, slots=True)
