@@ -26,7 +26,9 @@ def producer_config(settings: CommonSettings, **overrides: Any) -> dict[str, Any
         "enable.idempotence": True,
         "acks": "all",
         "partitioner": PARTITIONER,
-        "compression.type": "lz4",
+        # No compression by default: aiokafka (and so Faust) needs extra
+        # libraries to read lz4/zstd batches, and downstream teams may lack them.
+        "compression.type": "none",
         "linger.ms": 5,
         "batch.num.messages": 10000,
     }

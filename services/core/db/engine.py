@@ -1,0 +1,23 @@
+"""Engine and session factories (composed per process, never at import time)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.core.settings import normalize_database_url
+
+
+def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
+    """A psycopg 3 engine with pre-ping, so a restarted PostgreSQL is reconnected."""
+    return create_engine(
+        normalize_database_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        echo=echo,
+    )
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
