@@ -9,10 +9,15 @@ Each process has its own settings class in its own package, built on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from services.core.tokens import TokenCipher
 
 # Ports the devstack uses on loopback; chosen away from the well-known ones so
 # a developer's own PostgreSQL or Kafka on 5432/9092 does not collide.
@@ -47,6 +52,30 @@ class CommonSettings(BaseSettings):
     topic_replication_factor: int = Field(
         default=1, ge=1, le=10, alias="RELINK_TOPIC_REPLICATION_FACTOR"
     )
+
+    # Token encryption keys, `<id>:<base64 32 bytes>` comma-separated, newest last.
+    token_keys: str = Field(default="", alias="RELINK_TOKEN_KEYS", repr=False)
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_outside_dev(self) -> CommonSettings:
+        from services.core.tokens import DEV_TOKEN_KEYS
+
+        if not self.token_keys:
+            if not self.dev_mode:
+                raise ConfigurationError(
+                    "RELINK_TOKEN_KEYS is required outside dev mode "
+                    "(generate one with `relink keys generate`)"
+                )
+            self.token_keys = DEV_TOKEN_KEYS
+        elif not self.dev_mode and DEV_TOKEN_KEYS.split(":", 1)[1] in self.token_keys:
+            raise ConfigurationError("the public dev token key must not be used outside dev mode")
+        return self
+
+    def token_cipher(self) -> TokenCipher:
+        """The cipher for tokens at rest, built from RELINK_TOKEN_KEYS."""
+        from services.core.tokens import TokenCipher
+
+        return TokenCipher.from_spec(self.token_keys)
 
     @property
     def topic_provider_switched(self) -> str:
