@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from services.bench.cli import app as bench_app
-from services.core.cli import db_app, kafka_app
+from services.core.cli import db_app, init_command, kafka_app
 from services.devstack.cli import app as dev_app
 from services.provider_sim.cli import provider_sim_command
 from services.relay.cli import relay as relay_command
@@ -24,6 +24,7 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(db_app, name="db")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(bench_app, name="bench")
+app.command("init", help="Migrate the database and create the topics.")(init_command)
 app.command("relay")(relay_command)
 app.command("provider-sim")(provider_sim_command)
 

@@ -57,3 +57,9 @@ def kafka_topics(
     for name in settings.topics:
         state = "created" if name in created else "exists"
         console.print(f"{name:40} {state}")
+
+
+def init_command() -> None:
+    """Prepare a fresh environment: migrate the database to head and create the topics."""
+    db_upgrade("head")
+    kafka_topics(None)

@@ -1,0 +1,46 @@
+# The commands the README shows. Everything bootstraps itself: a fresh clone
+# needs only Python 3.11+, Java 17+ and Maven (Kafka's jars come from Maven Central).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test install kafka-jars dev-up dev-down lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev,browser]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Fetch Kafka's jars once (cached under ~/.cache/relink/kafka).
+kafka-jars: $(STAMP)
+	$(BIN)/python -c "from services.devstack.kafka import KafkaJars; from services.core.settings import DevstackSettings as S; s=S(); KafkaJars(cache=s.kafka_jars_cache.expanduser(), version=s.kafka_version).fetch()"
+
+# The whole stack with its embedded defaults; Ctrl-C stops everything.
+run: $(STAMP) kafka-jars
+	$(BIN)/relink run
+
+# The test suite against a real PostgreSQL and a real Kafka broker.
+test: $(STAMP) kafka-jars
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+dev-up: $(STAMP) kafka-jars
+	$(BIN)/relink dev up
+
+dev-down: $(STAMP)
+	$(BIN)/relink dev down
+
+lint: $(STAMP)
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy services
+
+clean:
+	-$(BIN)/relink dev down
+	rm -rf .devstack
