@@ -29,6 +29,14 @@ app.command("relay")(relay_command)
 app.command("provider-sim")(provider_sim_command)
 
 
+@app.command("run")
+def run(seed: bool = True) -> None:
+    """Run the devstack and every relink process, logs prefixed; Ctrl-C stops all."""
+    from services.devstack.supervisor import run_stack
+
+    run_stack(seed=seed)
+
+
 def main() -> None:
     """Entry point of the `relink` console script."""
     app()

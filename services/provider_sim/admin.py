@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from services.provider_sim.state import Faults, Provider, SimState
@@ -86,3 +88,36 @@ async def revoke_account(provider: Provider, email: str, request: Request) -> di
 @router.post("/accounts/{provider}/{email}/expire-tokens")
 async def expire_tokens(provider: Provider, email: str, request: Request) -> dict[str, int]:
     return {"expired_tokens": sim(request).expire_tokens(provider, email)}
+
+
+@router.get("/meetings", response_model=None)
+async def meetings(request: Request) -> dict[str, Any] | HTMLResponse:
+    """Every account's live meetings: JSON for programs, an HTML page for people."""
+    state = sim(request)
+    accounts = [state.snapshot(provider, email) for (provider, email) in sorted(state.accounts)]
+    if "text/html" not in request.headers.get("accept", ""):
+        return {"accounts": accounts}
+    rows = []
+    for acct in accounts:
+        for meeting in acct["meetings"]:
+            start = meeting.get("start_time") or (meeting.get("start") or {}).get("dateTime", "")
+            title = meeting.get("topic") or meeting.get("summary") or ""
+            link = meeting.get("join_url") or meeting.get("hangoutLink") or ""
+            rows.append(
+                "<tr>"
+                + "".join(
+                    f"<td>{html.escape(str(v))}</td>"
+                    for v in (acct["provider"], acct["email"], meeting.get("id", ""), title, start)
+                )
+                + f'<td><a href="{html.escape(link)}">{html.escape(link)}</a></td></tr>'
+            )
+    body = "".join(rows) or '<tr><td colspan="6">no meetings yet</td></tr>'
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Simulator meetings</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;"
+        "border-bottom:1px solid #ddd;text-align:left}</style></head><body>"
+        f"<h1>Provider simulator: {sum(len(a['meetings']) for a in accounts)} live meetings</h1>"
+        "<table><tr><th>provider</th><th>account</th><th>id</th><th>topic</th><th>start</th>"
+        f"<th>join link</th></tr>{body}</table></body></html>"
+    )
+    return HTMLResponse(page)
