@@ -27,6 +27,7 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
 
@@ -145,13 +146,23 @@ def run(
 
     signal.signal(signal.SIGTERM, stop)
     counts = {"applied": 0, "duplicate": 0, "dead-lettered": 0}
-    consumer.subscribe(topics)
+    # "idle" counts from the moment partitions are assigned: joining a group on a
+    # freshly started broker can itself take seconds.
+    assigned = False
+
+    def on_assign(consumer_: Consumer, partitions: list[Any]) -> None:
+        nonlocal assigned, last_message_at
+        assigned = True
+        last_message_at = time.monotonic()
+
+    consumer.subscribe(topics, on_assign=on_assign)
     last_message_at = time.monotonic()
     try:
         while not stopping:
             message = consumer.poll(0.5)
             if message is None:
-                if exit_when_idle_s and time.monotonic() - last_message_at > exit_when_idle_s:
+                idle_for = time.monotonic() - last_message_at
+                if exit_when_idle_s and assigned and idle_for > exit_when_idle_s:
                     break
                 continue
             if message.error():

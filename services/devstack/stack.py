@@ -9,6 +9,7 @@ from pathlib import Path
 from services.core.settings import DevstackSettings
 from services.devstack.kafka import EmbeddedKafka, broker_answers
 from services.devstack.postgres import EmbeddedPostgres
+from services.devstack.processes import ensure_port_free
 
 
 @dataclass
@@ -78,20 +79,35 @@ class Devstack:
         }
 
     def up(self) -> StartReport:
-        """Start whatever is not running yet; return how long each part took."""
+        """Start whatever is not running yet; return how long each part took.
+
+        Ports are checked before anything starts, and a part that fails to
+        start takes down what this call already started: no half-up stack.
+        """
         self.home.mkdir(parents=True, exist_ok=True)
         report = StartReport()
         start = time.monotonic()
-        if self.embedded_postgres and not self.postgres.running():
-            t = time.monotonic()
-            self.postgres.start()
-            report.postgres_s = time.monotonic() - t
-            report.started.append("postgres")
-        if self.embedded_kafka and not self.kafka.running():
-            t = time.monotonic()
-            self.kafka.start()
-            report.kafka_s = time.monotonic() - t
-            report.started.append("kafka")
+        want_pg = self.embedded_postgres and not self.postgres.running()
+        want_kafka = self.embedded_kafka and not self.kafka.running()
+        if want_pg:
+            ensure_port_free(self.postgres.port, what="PostgreSQL")
+        if want_kafka:
+            ensure_port_free(self.kafka.port, what="Kafka")
+            ensure_port_free(self.kafka.controller_port, what="Kafka controller")
+        try:
+            if want_pg:
+                t = time.monotonic()
+                self.postgres.start()
+                report.postgres_s = time.monotonic() - t
+                report.started.append("postgres")
+            if want_kafka:
+                t = time.monotonic()
+                self.kafka.start()
+                report.kafka_s = time.monotonic() - t
+                report.started.append("kafka")
+        except BaseException:
+            self.down(parts=tuple(report.started))
+            raise
         report.total_s = time.monotonic() - start
         return report
 

@@ -33,7 +33,7 @@ def own_stack(tmp_path: Path):  # type: ignore[no-untyped-def]
     )
     stack = Devstack(settings)
     yield stack
-    stack.down()
+    stack.wipe()
 
 
 def _consume_all(bootstrap: str, topic: str, expected: int) -> list[bytes]:
@@ -64,17 +64,21 @@ def test_devstack_lifecycle(own_stack: Devstack) -> None:
 
     # a second `up` is a no-op, and a second stack on the same ports is refused
     assert own_stack.up().started == []
+    other = Devstack(
+        DevstackSettings(
+            RELINK_DEVSTACK_HOME=own_stack.home.parent / "other",
+            RELINK_DEVSTACK_PG_PORT=54392,
+            RELINK_DEVSTACK_KAFKA_PORT=19192,
+            RELINK_DEVSTACK_KAFKA_CONTROLLER_PORT=19194,
+            RELINK_DEVSTACK_POSTGRES="embedded",
+            RELINK_DEVSTACK_KAFKA="embedded",
+        )
+    )
     with pytest.raises(PortInUseError, match="19192"):
-        Devstack(
-            DevstackSettings(
-                RELINK_DEVSTACK_HOME=own_stack.home.parent / "other",
-                RELINK_DEVSTACK_PG_PORT=54392,
-                RELINK_DEVSTACK_KAFKA_PORT=19192,
-                RELINK_DEVSTACK_KAFKA_CONTROLLER_PORT=19194,
-                RELINK_DEVSTACK_POSTGRES="embedded",
-                RELINK_DEVSTACK_KAFKA="embedded",
-            )
-        ).up()
+        other.up()
+    # refused before anything started: no half-up stack left behind
+    assert not port_is_open(54392)
+    other.wipe()
 
     # committed messages survive a broker restart
     settings = CommonSettings(KAFKA_BOOTSTRAP_SERVERS=own_stack.kafka_bootstrap)
