@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test install kafka-jars dev-up dev-down lint typecheck bench clean
+.PHONY: run test install kafka-jars browser dev-up dev-down lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,24 @@ install: $(STAMP)
 kafka-jars: $(STAMP)
 	$(BIN)/python -c "from services.devstack.kafka import KafkaJars; from services.core.settings import DevstackSettings as S; s=S(); KafkaJars(cache=s.kafka_jars_cache.expanduser(), version=s.kafka_version).fetch()"
 
+# Debian's Chromium for the real-browser test (tools that download their own
+# browser cannot work on these machines). Installed once, when we may.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null); \
+	  else echo "chromium is missing: install Debian's chromium (apt-get install chromium)"; fi; \
+	fi
+
 # The whole stack with its embedded defaults; Ctrl-C stops everything.
 run: $(STAMP) kafka-jars
 	$(BIN)/relink run
 
 # The test suite against a real PostgreSQL and a real Kafka broker.
-test: $(STAMP) kafka-jars
+test: $(STAMP) kafka-jars browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 dev-up: $(STAMP) kafka-jars

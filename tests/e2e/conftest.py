@@ -1,0 +1,56 @@
+"""A real browser for end-to-end tests: Debian's Chromium driven by Playwright.
+
+Playwright's own browser download cannot work on these machines, so the
+system Chromium is launched through `executable_path`. Screenshots go to
+`test-artifacts/` (kept by CI as artifacts).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    found = os.environ.get("RELINK_CHROMIUM") or shutil.which("chromium")
+    if not found:
+        raise RuntimeError(
+            "Debian's chromium is needed for the browser test: `make test` installs it "
+            "(apt-get install chromium); or set RELINK_CHROMIUM to a Chromium binary"
+        )
+    return found
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    folder = ARTIFACTS / request.node.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
