@@ -59,7 +59,8 @@ def create_topics(
 ) -> list[str]:
     """Create relink's topics (infinite retention) if missing; return the ones created."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     wanted = list(names) if names is not None else settings.topics

@@ -16,11 +16,7 @@ from services.devstack.stack import Devstack
 console = Console()
 
 # Ports away from the default devstack's, so a running devstack is not disturbed.
-BENCH_PORTS = {
-    "RELINK_DEVSTACK_PG_PORT": 54395,
-    "RELINK_DEVSTACK_KAFKA_PORT": 19292,
-    "RELINK_DEVSTACK_KAFKA_CONTROLLER_PORT": 19293,
-}
+BENCH_PG_PORT, BENCH_KAFKA_PORT, BENCH_CONTROLLER_PORT = 54395, 19292, 19293
 
 
 def _stack(home: Path) -> Devstack:
@@ -29,7 +25,9 @@ def _stack(home: Path) -> Devstack:
             RELINK_DEVSTACK_HOME=home,
             RELINK_DEVSTACK_POSTGRES="embedded",
             RELINK_DEVSTACK_KAFKA="embedded",
-            **BENCH_PORTS,
+            RELINK_DEVSTACK_PG_PORT=BENCH_PG_PORT,
+            RELINK_DEVSTACK_KAFKA_PORT=BENCH_KAFKA_PORT,
+            RELINK_DEVSTACK_KAFKA_CONTROLLER_PORT=BENCH_CONTROLLER_PORT,
         )
     )
 

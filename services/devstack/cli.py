@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from services.core.errors import DevstackError
 
+if TYPE_CHECKING:
+    from services.devstack.stack import Devstack
+
 app = typer.Typer(help="The local devstack: real PostgreSQL and Kafka.", no_args_is_help=True)
 console = Console()
 
 
-def _stack():  # type: ignore[no-untyped-def]
+def _stack() -> Devstack:
     from services.devstack.stack import Devstack
 
     return Devstack()
@@ -77,7 +82,7 @@ def wipe(yes: bool = typer.Option(False, "--yes", help="do not ask")) -> None:
     console.print("devstack wiped")
 
 
-def _print_status(stack) -> bool:  # type: ignore[no-untyped-def]
+def _print_status(stack: Devstack) -> bool:
     table = Table("part", "state", "address", "detail")
     all_up = True
     for part in stack.status():
