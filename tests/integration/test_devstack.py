@@ -101,3 +101,49 @@ def test_devstack_lifecycle(own_stack: Devstack) -> None:
     assert not port_is_open(19192)
     assert not port_is_open(54391)
     assert not any(part.running for part in own_stack.status())
+
+
+def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.core.errors import ToolMissingError
+    from services.devstack.kafka import KafkaJars
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no mvn anywhere
+    jars = KafkaJars(cache=tmp_path / "empty-cache", version="4.1.1")
+    with pytest.raises(ToolMissingError, match="mvn"):
+        jars.fetch()
+
+
+def test_missing_java_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.core.errors import ToolMissingError
+    from services.devstack.kafka import EmbeddedKafka
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    kafka = EmbeddedKafka(
+        home=tmp_path,
+        port=19392,
+        controller_port=19393,
+        version="4.1.1",
+        jars_cache=DevstackSettings().kafka_jars_cache,
+    )
+    with pytest.raises(ToolMissingError, match="Java"):
+        kafka.start()
+    assert not port_is_open(19392)
+
+
+def test_a_start_that_times_out_names_its_log(tmp_path: Path) -> None:
+    from services.core.errors import StartTimeoutError
+    from services.devstack.kafka import EmbeddedKafka
+
+    kafka = EmbeddedKafka(
+        home=tmp_path,
+        port=19492,
+        controller_port=19493,
+        version="4.1.1",
+        jars_cache=DevstackSettings().kafka_jars_cache,
+        timeout=0.5,  # far too short for a JVM: the start must give up cleanly
+    )
+    with pytest.raises(StartTimeoutError, match=str(kafka.log_path)):
+        kafka.start()
+    assert not kafka.running()
+    assert not port_is_open(19492)
