@@ -10,9 +10,13 @@ import typer
 
 from services.bench.cli import app as bench_app
 from services.core.cli import db_app, init_command, kafka_app
+from services.core.keys_cli import keys_app
 from services.devstack.cli import app as dev_app
+from services.notifier.cli import audit_app, notifier_command
+from services.oauth_gateway.cli import gateway_command, seed_app
 from services.provider_sim.cli import provider_sim_command
 from services.relay.cli import relay as relay_command
+from services.smtp_sink.cli import smtp_sink_command
 
 app = typer.Typer(
     name="relink",
@@ -24,9 +28,15 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(db_app, name="db")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(bench_app, name="bench")
+app.add_typer(keys_app, name="keys")
+app.add_typer(seed_app, name="seed")
+app.command("gateway")(gateway_command)
 app.command("init", help="Migrate the database and create the topics.")(init_command)
 app.command("relay")(relay_command)
 app.command("provider-sim")(provider_sim_command)
+app.command("notifier")(notifier_command)
+app.command("smtp-sink")(smtp_sink_command)
+app.add_typer(audit_app, name="audit")
 
 
 @app.command("run")

@@ -285,6 +285,15 @@ class SessionMigration(Base):
         _enum_check("state", MigrationState),
         Index("ix_session_migrations_state_next", "state", "next_attempt_at"),
         Index("ix_session_migrations_session", "session_id"),
+        # 0003: the executor's claim (a tutor's unsettled rows, soonest first).
+        CheckConstraint("kind IN ('switch', 'retry', 'rollback')", name="kind_valid"),
+        Index(
+            "ix_session_migrations_tutor_due",
+            "tutor_id",
+            "scheduled_start_at",
+            postgresql_where=text("state IN ('PENDING', 'MEETING_CREATED')"),
+        ),
+        Index("ix_session_migrations_switch_state", "switch_id", "state"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
@@ -310,6 +319,8 @@ class SessionMigration(Base):
     new_join_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     retryable: Mapped[bool | None] = mapped_column(nullable=True)
+    # 0003: `switch`, `retry` or `rollback`; the event the row ends with says so.
+    kind: Mapped[str] = mapped_column(Text, server_default="switch")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -346,6 +357,8 @@ class Notification(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "recipient"),
         _enum_check("state", NotificationState),
+        Index("ix_notifications_due", "next_attempt_at", postgresql_where=text("state = 'PENDING'")),
+        Index("ix_notifications_switch_kind", "switch_id", "kind"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
@@ -358,6 +371,16 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # 0002: the email itself, rendered when owed, and when to try (again).
+    session_id: Mapped[uuid.UUID | None] = mapped_column(UUID, nullable=True)
+    recipient_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    message_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    subject: Mapped[str | None] = mapped_column(Text, nullable=True)
+    body_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    body_html: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
 
 class OAuthState(Base):

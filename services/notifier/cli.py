@@ -1,0 +1,150 @@
+"""`relink notifier` and `relink audit show|replay`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import typer
+
+audit_app = typer.Typer(help="The audit trail: show a tutor's history, replay it from the topics.")
+
+
+def notifier_command(
+    until_idle: float = typer.Option(
+        0.0, "--until-idle", help="exit after this many idle seconds with nothing owed (0: never)"
+    ),
+) -> None:
+    """Email students and tutors, write the audit trail (settings: services/notifier/README.md)."""
+    from services.notifier.bootstrap import build_loop
+    from services.notifier.settings import NotifierSettings
+
+    settings = NotifierSettings()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+    loop = build_loop(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        loop.run(stop=stop, until_idle_s=until_idle or None)
+    finally:
+        loop.close()
+
+
+def _since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@audit_app.command("show")
+def audit_show(
+    tutor: str = typer.Option(..., "--tutor", help="the tutor's id"),
+    limit: int = typer.Option(1000, min=1, help="at most this many rows"),
+) -> None:
+    """Print a tutor's audit trail as a table, oldest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from services.core.db.engine import make_engine
+    from services.notifier.domain import provider_name
+    from services.notifier.settings import NotifierSettings
+    from services.notifier.store import NotifierStore
+
+    try:
+        tutor_id = uuid.UUID(tutor)
+    except ValueError:
+        raise typer.BadParameter("the tutor id must be a UUID", param_hint="--tutor") from None
+    store = NotifierStore(make_engine(NotifierSettings().sync_database_url))
+    with store.transaction() as conn:
+        rows = store.tutor_history(conn, tutor_id=tutor_id, limit=limit)
+    store.engine.dispose()
+    table = Table(title=f"Audit trail of tutor {tutor_id} ({len(rows)} events)")
+    for column in ("when (UTC)", "event", "switch", "session", "from → to", "outcome"):
+        table.add_column(column)
+    for row in rows:
+        moved = ""
+        if row["from_provider"] or row["to_provider"]:
+            moved = (
+                f"{provider_name(row['from_provider']) if row['from_provider'] else '—'} → "
+                f"{provider_name(row['to_provider']) if row['to_provider'] else '—'}"
+            )
+        table.add_row(
+            row["event_time"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            row["event_type"],
+            str(row["switch_id"] or "")[:8],
+            str(row["session_id"] or "")[:8],
+            moved,
+            row["outcome"] or "",
+        )
+    Console(width=160).print(table)
+
+
+@audit_app.command("replay")
+def audit_replay(
+    since: str | None = typer.Option(None, help="only events appended at or after this ISO time"),
+    verify: bool = typer.Option(
+        False, "--verify", help="compare the topics with the table instead of writing"
+    ),
+) -> None:
+    """Rebuild audit_log from the topics' history (idempotent), or --verify it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services.notifier import audit
+    from services.notifier.settings import NotifierSettings
+
+    settings = NotifierSettings()
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("verifying" if verify else "replaying", total=None)
+
+        def on_plan(total: int) -> None:
+            progress.update(task, total=total)
+
+        def on_progress(n: int) -> None:
+            progress.advance(task, n)
+
+        if verify:
+            report = audit.verify(
+                settings, since=_since(since), on_plan=on_plan, on_progress=on_progress
+            )
+        else:
+            result = audit.replay(
+                settings, since=_since(since), on_plan=on_plan, on_progress=on_progress
+            )
+    out = Console()
+    if not verify:
+        out.print(
+            f"replayed {result.read} messages: {result.inserted} audit rows inserted, "
+            f"{result.read - result.inserted - result.skipped_invalid} already present, "
+            f"{result.skipped_invalid} unparseable skipped"
+        )
+        return
+    for event_id in report.missing:
+        out.print(f"missing  {event_id}: on the topics, not in audit_log")
+    for event_id in report.extra:
+        out.print(f"extra    {event_id}: in audit_log, not on the topics")
+    for event_id, column, on_topic, in_table in report.different:
+        out.print(f"differs  {event_id}: {column}: topics {on_topic!r} ≠ table {in_table!r}")
+    out.print(
+        f"verified {report.events_on_topics} events against {report.rows_in_table} rows: "
+        f"{len(report.missing)} missing, {len(report.extra)} extra, "
+        f"{len(report.different)} different"
+    )
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,214 @@
+"""What the notifier decides, with no I/O: which change an event is, who hears of it,
+what the audit trail says, when to retry, how a time reads for the student.
+
+Grouping: one student email per `session.migrated` (per session, not batched
+per switch). A link that changed is news the student may need within the
+hour — a switch with quota waits can take much longer to settle — and a
+session is the unit the migrator reports, so "exactly once per change" maps
+one-to-one onto one row in `notifications`, with nothing held back in memory
+that a crash could lose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from services.core.events import Event, EventType
+
+# A fixed namespace: the change id of an email is a pure function of what changed.
+CHANGE_NAMESPACE = uuid.UUID("5b7c1d2e-9f3a-4c6b-8e1d-2a4f6b8c0d1e")
+
+PROVIDER_NAMES = {"zoom": "Zoom", "google_meet": "Google Meet"}
+
+
+class NoticeKind:
+    """The `notifications.kind` values."""
+
+    SESSION_MOVED = "session_moved"
+    SESSION_RESTORED = "session_restored"
+    TUTOR_SUMMARY = "tutor_summary"
+    TUTOR_ROLLBACK = "tutor_rollback"
+
+
+def provider_name(provider: str | None) -> str:
+    if provider is None:
+        return "your previous provider"
+    return PROVIDER_NAMES.get(provider, provider)
+
+
+def change_id(*parts: str) -> uuid.UUID:
+    """The id of a change, the same however many times (or under whatever event id) it arrives.
+
+    The migrator emits one `session.migrated` per (switch, session, kind); keying
+    the email on those three rather than on the event id also holds if it ever
+    re-emitted the same change under a new id.
+    """
+    return uuid.uuid5(CHANGE_NAMESPACE, "\x1f".join(parts))
+
+
+def message_id(change: uuid.UUID, recipient: str, *, domain: str) -> str:
+    """A deterministic Message-ID: a resend after a crash carries the same one."""
+    who = hashlib.sha256(recipient.lower().encode()).hexdigest()[:16]
+    return f"<{change}.{who}@{domain}>"
+
+
+def session_change(event: Event) -> uuid.UUID | None:
+    """The change a session event reports to the student, or None if the student is not told.
+
+    `session.failed` is not sent to students: their session keeps the link it
+    had, and the tutor hears of it in the summary.
+    """
+    if event.type != EventType.SESSION_MIGRATED:
+        return None
+    data = event.data
+    return change_id("session", data["switch_id"], data["session_id"], data["kind"])
+
+
+def session_notice_kind(event: Event) -> str:
+    return (
+        NoticeKind.SESSION_RESTORED
+        if event.data.get("kind") == "rollback"
+        else NoticeKind.SESSION_MOVED
+    )
+
+
+def summary_change(switch_id: str) -> uuid.UUID:
+    return change_id("summary", switch_id)
+
+
+def rollback_change(switch_id: str) -> uuid.UUID:
+    return change_id("rolled_back", switch_id)
+
+
+def backoff_s(attempts: int, *, initial: float, maximum: float) -> float:
+    """Delay before retry number `attempts` (1-based): doubling, capped."""
+    return float(min(maximum, initial * 2 ** max(0, attempts - 1)))
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The student's time zone; UTC when unknown or unset."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def local_time(moment: datetime, tz_name: str | None) -> str:
+    """E.g. 'Thursday 10 January 2030, 16:00 CET (Europe/Berlin)'."""
+    tz = zone(tz_name)
+    local = moment.astimezone(tz)
+    return f"{local:%A} {local.day} {local:%B %Y, %H:%M} {local.tzname()} ({tz.key})"
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def as_uuid(value: Any) -> uuid.UUID | None:
+    """A UUID column's value from an event field; None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFacts:
+    """The readable columns of one audit row: who, what, which session, from/to, outcome."""
+
+    from_provider: str | None
+    to_provider: str | None
+    outcome: str
+
+
+def audit_facts(event_type: str, data: dict[str, Any]) -> AuditFacts:
+    """What an event means for the audit trail."""
+    if event_type == EventType.PROVIDER_SWITCHED:
+        return AuditFacts(data.get("from_provider"), data.get("to_provider"), "switched")
+    if event_type == EventType.SESSION_MIGRATED:
+        outcome = {"switch": "migrated", "retry": "migrated_on_retry", "rollback": "restored"}
+        return AuditFacts(
+            data.get("previous_provider"),
+            data.get("provider"),
+            outcome.get(str(data.get("kind")), "migrated"),
+        )
+    if event_type == EventType.SESSION_FAILED:
+        return AuditFacts(None, data.get("provider"), f"failed: {data.get('reason', 'unknown')}")
+    if event_type == EventType.SWITCH_ROLLED_BACK:
+        return AuditFacts(
+            None,
+            data.get("restored_provider"),
+            f"rolled_back: {data.get('sessions_restored', 0)} restored, "
+            f"{data.get('sessions_failed', 0)} failed",
+        )
+    if event_type == EventType.SWITCH_ROLLBACK_REQUESTED:
+        return AuditFacts(None, data.get("to_provider"), "rollback_requested")
+    if event_type == EventType.SESSION_RETRY_REQUESTED:
+        return AuditFacts(None, None, f"retry_requested: {len(data.get('session_ids', []))}")
+    return AuditFacts(None, None, event_type)
+
+
+def audit_row(
+    *,
+    event_id: str,
+    source: str,
+    event_type: str,
+    time: datetime,
+    subject: str,
+    data: dict[str, Any],
+    topic: str | None,
+    partition: int | None,
+    offset: int | None,
+) -> dict[str, Any]:
+    """The `audit_log` row of one event."""
+    facts = audit_facts(event_type, data)
+    return {
+        "event_id": uuid.UUID(event_id),
+        "event_source": source,
+        "event_type": event_type,
+        "event_time": time,
+        "tutor_id": as_uuid(data.get("tutor_id", subject)),
+        "switch_id": as_uuid(data.get("switch_id")),
+        "session_id": as_uuid(data.get("session_id")),
+        "from_provider": facts.from_provider,
+        "to_provider": facts.to_provider,
+        "outcome": facts.outcome,
+        "payload": data,
+        "kafka_topic": topic,
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+    }
+
+
+# The audit columns that come from the event itself; a replayed row must agree on these.
+COMPARED_COLUMNS = (
+    "event_source",
+    "event_type",
+    "event_time",
+    "tutor_id",
+    "switch_id",
+    "session_id",
+    "from_provider",
+    "to_provider",
+    "outcome",
+    "payload",
+)
+
+
+def audit_differences(
+    expected: dict[str, Any], actual: dict[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """(column, on the topics, in the table) for each compared column that differs."""
+    found = []
+    for column in COMPARED_COLUMNS:
+        want, have = expected.get(column), actual.get(column)
+        if want != have:
+            found.append((column, want, have))
+    return found

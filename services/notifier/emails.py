@@ -1,0 +1,170 @@
+"""Email content: Jinja2 templates (text and HTML) into `email.message.EmailMessage`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from services.notifier.domain import NoticeKind, local_time, provider_name, zone
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """An email's content, ready to be stored and sent later."""
+
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionNotice:
+    """What a student's email says about one session."""
+
+    kind: str  # NoticeKind.SESSION_MOVED or SESSION_RESTORED
+    student_name: str
+    student_timezone: str | None
+    tutor_name: str
+    topic: str
+    starts_at: Any  # datetime (UTC)
+    duration_minutes: int | None
+    from_provider: str | None
+    to_provider: str
+    join_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailedSession:
+    topic: str
+    student_name: str
+    when: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchSummary:
+    """What the tutor's email says when a switch settles."""
+
+    tutor_name: str
+    from_provider: str
+    to_provider: str
+    total: int
+    migrated: int
+    failed: int
+    setup_url: str
+    failures: list[FailedSession] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackSummary:
+    tutor_name: str
+    restored_provider: str
+    from_provider: str | None
+    restored: int
+    failed: int
+    setup_url: str
+
+
+@cache
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+    )
+
+
+def _render(name: str, subject: str, context: dict[str, Any]) -> Rendered:
+    env = _environment()
+    return Rendered(
+        subject=subject,
+        text=env.get_template(f"{name}.txt").render(context),
+        html=env.get_template(f"{name}.html").render(context),
+    )
+
+
+def render_session_notice(notice: SessionNotice) -> Rendered:
+    """The student's email about one session that moved (or came back)."""
+    to_name = provider_name(notice.to_provider)
+    local = notice.starts_at.astimezone(zone(notice.student_timezone))
+    short = f"{local:%a} {local.day} {local:%b, %H:%M}"
+    context = {
+        "student_name": notice.student_name,
+        "tutor_name": notice.tutor_name,
+        "topic": notice.topic,
+        "when": local_time(notice.starts_at, notice.student_timezone),
+        "duration": notice.duration_minutes,
+        "from_name": provider_name(notice.from_provider),
+        "to_name": to_name,
+        "join_url": notice.join_url,
+    }
+    if notice.kind == NoticeKind.SESSION_RESTORED:
+        subject = f"Your session \u201c{notice.topic}\u201d ({short}) is back on {to_name}"
+        return _render("session_restored", subject, context)
+    subject = f"Your session \u201c{notice.topic}\u201d ({short}) moved to {to_name}: new link"
+    return _render("session_moved", subject, context)
+
+
+def render_switch_summary(summary: SwitchSummary) -> Rendered:
+    """The tutor's email when a switch settled."""
+    to_name = provider_name(summary.to_provider)
+    attention = max(summary.failed, len(summary.failures))
+    subject = f"Your switch to {to_name}: {summary.migrated} of {summary.total} sessions moved"
+    if attention:
+        subject += f", {attention} need attention"
+    context = {
+        "tutor_name": summary.tutor_name,
+        "from_name": provider_name(summary.from_provider),
+        "to_name": to_name,
+        "total": summary.total,
+        "migrated": summary.migrated,
+        "failures": summary.failures,
+        "failed": summary.failed,
+        "setup_url": summary.setup_url,
+    }
+    return _render("tutor_summary", subject, context)
+
+
+def render_rollback_summary(summary: RollbackSummary) -> Rendered:
+    """The tutor's email when a rollback finished."""
+    to_name = provider_name(summary.restored_provider)
+    context = {
+        "tutor_name": summary.tutor_name,
+        "to_name": to_name,
+        "restored": summary.restored,
+        "failed": summary.failed,
+        "setup_url": summary.setup_url,
+    }
+    return _render("tutor_rollback", f"Your sessions are back on {to_name}", context)
+
+
+def build_message(
+    rendered: Rendered,
+    *,
+    sender: str,
+    recipient: str,
+    recipient_name: str | None,
+    message_id: str,
+    date: Any,
+) -> EmailMessage:
+    """A multipart/alternative message with the given (deterministic) Message-ID."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = formataddr((recipient_name or "", recipient))
+    message["Subject"] = rendered.subject
+    message["Message-ID"] = message_id
+    message["Date"] = format_datetime(date)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message

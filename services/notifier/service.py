@@ -1,0 +1,370 @@
+"""The notifier's use cases: record what events mean (audit + owed emails), send what is owed.
+
+Exactly once per (change, recipient), and why it holds:
+
+1. `record` writes, in ONE transaction, the audit rows of a batch and one
+   `notifications` row per email owed (rendered, state PENDING), keyed by
+   (change id, recipient) with ON CONFLICT DO NOTHING. Only then does the
+   consumer commit the Kafka offsets. A redelivery, a replay or a restart
+   finds the row and owes nothing new.
+2. `send_due` locks one PENDING row (FOR UPDATE SKIP LOCKED: a second
+   notifier skips it), hands the email to SMTP, and marks it SENT in the
+   same transaction. A crash before the SMTP server's 250 rolls the lock
+   back and the email is sent on restart — nothing lost. A crash in the few
+   milliseconds between the 250 and the COMMIT sends it a second time: this
+   is the residual at-least-once window, chosen over at-most-once because a
+   student missing their new link is worse than a duplicate. The resend
+   carries the same deterministic Message-ID, which mail clients and many
+   servers use to fold duplicates.
+3. A transient SMTP failure leaves the row PENDING with `next_attempt_at`
+   pushed back (doubling, capped); a 5xx for the recipient or message marks
+   it FAILED_PERMANENT with the server's answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from services.core.db.models import NotificationState
+from services.core.events import Event, EventType
+from services.notifier import domain
+from services.notifier.domain import NoticeKind
+from services.notifier.emails import (
+    FailedSession,
+    Rendered,
+    RollbackSummary,
+    SessionNotice,
+    SwitchSummary,
+    build_message,
+    render_rollback_summary,
+    render_session_notice,
+    render_switch_summary,
+)
+from services.notifier.errors import PermanentMailError, TransientMailError
+from services.notifier.mailer import Mailer
+from services.notifier.settings import NotifierSettings
+from services.notifier.store import NotifierStore, OwedEmail
+
+log = logging.getLogger("relink.notifier")
+
+INACTIVE_SESSION = ("CANCELLED", "COMPLETED", "NO_SHOW")
+# How long a settled switch's summary waits for the details of its failed
+# sessions when the migrator kept none and the audit trail lacks some.
+FAILURE_DETAILS_GRACE_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """A parsed event and where on the topics it was read."""
+
+    event: Event
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class SendReport:
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+class Notifier:
+    """Turns events into audit rows and emails owed, and sends the emails."""
+
+    def __init__(
+        self,
+        *,
+        store: NotifierStore,
+        mailer: Mailer,
+        settings: NotifierSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.mailer = mailer
+        self.settings = settings
+        self._clock = clock
+        self._mail_server_down_until = 0.0
+        self._consecutive_failures = 0
+
+    # -- recording -------------------------------------------------------------
+
+    def record(self, batch: Sequence[Consumed]) -> int:
+        """Write the batch's audit rows and the emails it owes, in one transaction."""
+        owed = 0
+        with self.store.transaction() as conn:
+            self.store.add_audit(conn, [_audit_row(c) for c in batch])
+            for consumed in batch:
+                for email in self._emails_for(conn, consumed.event):
+                    owed += self.store.owe(conn, email)
+        return owed
+
+    def _emails_for(self, conn: Connection, event: Event) -> list[OwedEmail]:
+        if event.type == EventType.SESSION_MIGRATED:
+            email = self._session_email(conn, event)
+            return [email] if email is not None else []
+        if event.type == EventType.SWITCH_ROLLED_BACK:
+            email = self._rollback_email(conn, event)
+            return [email] if email is not None else []
+        return []
+
+    def _session_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+        change = domain.session_change(event)
+        data = event.data
+        student_id = domain.as_uuid(data["student_id"])
+        if change is None:
+            return None
+        switch_id = domain.as_uuid(data["switch_id"])
+        session_id = domain.as_uuid(data["session_id"])
+        facts = None
+        if student_id is not None:
+            facts = self.store.session_facts(
+                conn,
+                student_id=student_id,
+                session_id=session_id,
+                tutor_id=domain.as_uuid(event.tutor_id),
+                switch_id=switch_id,
+            )
+        kind = domain.session_notice_kind(event)
+        if facts is None:
+            # Nobody to write to; recorded so the audit shows the student was not told.
+            log.warning("session.migrated %s: no such student %s", event.id, data["student_id"])
+            return _undeliverable(
+                change,
+                f"student:{data['student_id']}",
+                kind,
+                switch_id,
+                session_id,
+                "no such student",
+            )
+        if facts["status"] in INACTIVE_SESSION:
+            log.info("session %s is %s: student not emailed", data["session_id"], facts["status"])
+            return None
+        from_provider = data.get("previous_provider")
+        if from_provider is None and kind == NoticeKind.SESSION_MOVED:
+            from_provider = facts["switch_from"]
+        notice = SessionNotice(
+            kind=kind,
+            student_name=facts["student_name"],
+            student_timezone=facts["student_timezone"] or facts["booking_timezone"],
+            tutor_name=facts["tutor_name"] or "Your tutor",
+            topic=facts["topic"] or "Tutoring session",
+            starts_at=domain.parse_time(data["scheduled_start_at"]),
+            duration_minutes=facts["duration_minutes"],
+            from_provider=from_provider,
+            to_provider=data["provider"],
+            join_url=data["join_url"],
+        )
+        return self._owed(
+            change,
+            facts["student_email"],
+            facts["student_name"],
+            kind,
+            switch_id,
+            session_id,
+            render_session_notice(notice),
+        )
+
+    def _rollback_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+        data = event.data
+        switch_id = domain.as_uuid(data["switch_id"])
+        facts = self.store.tutor_and_switch(
+            conn, tutor_id=domain.as_uuid(event.tutor_id), switch_id=switch_id
+        )
+        if facts is None:
+            log.warning("switch.rolled_back %s: no such tutor %s", event.id, event.tutor_id)
+            return None
+        summary = RollbackSummary(
+            tutor_name=facts["tutor_name"],
+            restored_provider=data["restored_provider"],
+            from_provider=facts["to_provider"],
+            restored=data["sessions_restored"],
+            failed=data["sessions_failed"],
+            setup_url=self._setup_url(data["switch_id"]),
+        )
+        return self._owed(
+            domain.rollback_change(data["switch_id"]),
+            facts["tutor_email"],
+            facts["tutor_name"],
+            NoticeKind.TUTOR_ROLLBACK,
+            switch_id,
+            None,
+            render_rollback_summary(summary),
+        )
+
+    def queue_summaries(self) -> int:
+        """Owe a summary to the tutor of every switch that settled without one."""
+        owed = 0
+        with self.store.transaction() as conn:
+            for switch in self.store.settled_switches_without_summary(conn):
+                failures = [
+                    FailedSession(
+                        topic=f["topic"] or "Tutoring session",
+                        student_name=f["student_name"] or "a student",
+                        when=domain.local_time(f["scheduled_start_at"], switch["tutor_timezone"])
+                        if f["scheduled_start_at"] is not None
+                        else "unknown time",
+                        reason=f["reason"] or "not moved",
+                    )
+                    for f in self.store.switch_failures(conn, switch_id=switch["id"])
+                ]
+                if (
+                    len(failures) < switch["sessions_failed"]
+                    and float(switch["settled_for_s"]) < FAILURE_DETAILS_GRACE_S
+                ):
+                    # a session.failed (another topic) may not be consumed yet
+                    continue
+                summary = SwitchSummary(
+                    tutor_name=switch["tutor_name"],
+                    from_provider=switch["from_provider"],
+                    to_provider=switch["to_provider"],
+                    total=switch["sessions_total"],
+                    migrated=switch["sessions_migrated"],
+                    failed=switch["sessions_failed"],
+                    setup_url=self._setup_url(str(switch["id"])),
+                    failures=failures,
+                )
+                owed += self.store.owe(
+                    conn,
+                    self._owed(
+                        domain.summary_change(str(switch["id"])),
+                        switch["tutor_email"],
+                        switch["tutor_name"],
+                        NoticeKind.TUTOR_SUMMARY,
+                        switch["id"],
+                        None,
+                        render_switch_summary(summary),
+                    ),
+                )
+        return owed
+
+    def _owed(
+        self,
+        change: uuid.UUID,
+        recipient: str,
+        name: str | None,
+        kind: str,
+        switch_id: uuid.UUID | None,
+        session_id: uuid.UUID | None,
+        rendered: Rendered,
+    ) -> OwedEmail:
+        return OwedEmail(
+            change_id=change,
+            recipient=recipient,
+            recipient_name=name,
+            kind=kind,
+            switch_id=switch_id,
+            session_id=session_id,
+            message_id=domain.message_id(change, recipient, domain=self.settings.message_id_domain),
+            subject=rendered.subject,
+            body_text=rendered.text,
+            body_html=rendered.html,
+        )
+
+    def _setup_url(self, switch_id: str) -> str:
+        base = self.settings.gateway_public_url.rstrip("/")
+        return f"{base}/tutor/video-setup?switch={switch_id}"
+
+    # -- sending ---------------------------------------------------------------
+
+    def send_due(self, *, limit: int) -> SendReport:
+        """Send up to `limit` due emails, one transaction each; stop early while SMTP is down."""
+        report = SendReport()
+        while report.sent + report.failed + report.retrying < limit:
+            if self._clock() < self._mail_server_down_until:
+                break
+            with self.store.transaction() as conn:
+                due = self.store.next_due(conn)
+                if due is None:
+                    break
+                message = build_message(
+                    Rendered(subject=due.subject, text=due.body_text, html=due.body_html),
+                    sender=self.settings.smtp_from,
+                    recipient=due.recipient,
+                    recipient_name=due.recipient_name,
+                    message_id=due.message_id,
+                    date=due.created_at,
+                )
+                try:
+                    self.mailer.send(message, recipient=due.recipient)
+                except TransientMailError as exc:
+                    delay = self._mail_server_failed()
+                    self.store.retry_later(conn, due.id, delay_s=delay, error=str(exc))
+                    log.warning("email %s to be retried in %.1fs: %s", due.id, delay, exc)
+                    report.retrying += 1
+                    break
+                except PermanentMailError as exc:
+                    self.store.mark_failed(conn, due.id, error=str(exc))
+                    log.warning("email %s refused for good: %s", due.id, exc)
+                    report.failed += 1
+                    continue
+                self.store.mark_sent(conn, due.id)
+                self._consecutive_failures = 0
+                report.sent += 1
+        return report
+
+    def _mail_server_failed(self) -> float:
+        self._consecutive_failures += 1
+        delay = domain.backoff_s(
+            self._consecutive_failures,
+            initial=self.settings.backoff_initial_s,
+            maximum=self.settings.backoff_max_s,
+        )
+        self._mail_server_down_until = self._clock() + delay
+        return delay
+
+    def seconds_to_next_send(self) -> float | None:
+        """How long until an email is due (None: nothing pending)."""
+        with self.store.transaction() as conn:
+            due_in = self.store.seconds_to_next_due(conn)
+        if due_in is None:
+            return None
+        return max(due_in, self._mail_server_down_until - self._clock())
+
+
+def _undeliverable(
+    change: uuid.UUID,
+    recipient: str,
+    kind: str,
+    switch_id: uuid.UUID | None,
+    session_id: uuid.UUID | None,
+    why: str,
+) -> OwedEmail:
+    return OwedEmail(
+        change_id=change,
+        recipient=recipient,
+        recipient_name=None,
+        kind=kind,
+        switch_id=switch_id,
+        session_id=session_id,
+        message_id="",
+        subject="",
+        body_text="",
+        body_html="",
+        state=NotificationState.FAILED_PERMANENT.value,
+        last_error=why,
+    )
+
+
+def _audit_row(consumed: Consumed) -> dict[str, Any]:
+    event = consumed.event
+    return domain.audit_row(
+        event_id=event.id,
+        source=event.source,
+        event_type=event.type,
+        time=event.time.astimezone(UTC) if isinstance(event.time, datetime) else event.time,
+        subject=event.subject,
+        data=event.data,
+        topic=consumed.topic,
+        partition=consumed.partition,
+        offset=consumed.offset,
+    )

@@ -1,0 +1,241 @@
+"""The SMTP sink: a real SMTP server on loopback that keeps what it receives.
+
+Mail is kept in memory and, when a folder is given, written as `.eml` files
+there. A tiny HTTP inbox (`/` as a page, `/messages.json` as JSON, `DELETE
+/messages` to empty it) lets a person and the tests read what arrived.
+
+For fault tests the sink can refuse recipients permanently (550) and slow
+down each RCPT, so a client can be killed in the middle of a send. Stopping
+and starting it again on the same port stands for "the mail server was down".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import html
+import json
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+DEFAULT_SMTP_PORT = 10025
+DEFAULT_HTTP_PORT = 18025
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMail:
+    """One message as the sink received it, per envelope recipient."""
+
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    raw: bytes
+    received_at: datetime
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message.get("Message-ID", ""))
+
+    @property
+    def subject(self) -> str:
+        return str(self.message.get("Subject", ""))
+
+    def body(self, subtype: str = "plain") -> str:
+        """The text (or `html`) part's content."""
+        part = self.message.get_body(preferencelist=(subtype,))
+        return "" if part is None else str(part.get_content())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "from": self.mail_from,
+            "to": list(self.rcpt_to),
+            "subject": self.subject,
+            "received_at": self.received_at.isoformat(),
+            "text": self.body("plain"),
+        }
+
+
+@dataclass
+class SinkFaults:
+    """What the sink does wrong on purpose (tests only)."""
+
+    reject_recipients: set[str] = field(default_factory=set)
+    rcpt_delay_s: float = 0.0
+
+
+class _Handler:
+    """aiosmtpd handler: accept (or refuse) recipients and keep each message."""
+
+    def __init__(self, sink: SmtpSink) -> None:
+        self._sink = sink
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        faults = self._sink.faults
+        if faults.rcpt_delay_s:
+            await asyncio.sleep(faults.rcpt_delay_s)
+        if address.lower() in faults.reject_recipients:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        self._sink.keep(
+            ReceivedMail(
+                mail_from=envelope.mail_from or "",
+                rcpt_to=tuple(envelope.rcpt_tos),
+                raw=raw if isinstance(raw, bytes) else raw.encode(),
+                received_at=datetime.now(UTC),
+            )
+        )
+        return "250 Message accepted for delivery"
+
+
+class SmtpSink:
+    """An SMTP server (and optional HTTP inbox) that keeps every message it accepts."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        folder: Path | None = None,
+        http_port: int | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.folder = folder
+        self.http_port = http_port
+        self.faults = SinkFaults()
+        self._mails: list[ReceivedMail] = []
+        self._lock = threading.Lock()
+        self._controller: Controller | None = None
+        self._http: ThreadingHTTPServer | None = None
+
+    def start(self) -> SmtpSink:
+        """Listen for SMTP (and HTTP, if a port was given)."""
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self._controller = Controller(_Handler(self), hostname=self.host, port=self.port)
+        self._controller.start()
+        if self.http_port is not None and self._http is None:
+            self._http = _serve_inbox(self, host=self.host, port=self.http_port)
+        return self
+
+    def stop(self) -> None:
+        """Stop listening for SMTP (the HTTP inbox stays up until `close`)."""
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def keep(self, mail: ReceivedMail) -> None:
+        with self._lock:
+            self._mails.append(mail)
+            index = len(self._mails)
+        if self.folder is not None:
+            stamp = mail.received_at.strftime("%Y%m%dT%H%M%S%f")
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", mail.message_id)[:80]
+            (self.folder / f"{stamp}-{index:06d}-{name}.eml").write_bytes(mail.raw)
+
+    def mails(self) -> list[ReceivedMail]:
+        with self._lock:
+            return list(self._mails)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._mails.clear()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (aiosmtpd cannot bind port 0)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _serve_inbox(sink: SmtpSink, *, host: str, port: int) -> ThreadingHTTPServer:
+    class Inbox(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            mails = [m.summary() for m in sink.mails()]
+            if self.path.startswith("/messages.json"):
+                self._reply(200, "application/json", json.dumps(mails).encode())
+            elif self.path in ("/", "/index.html"):
+                self._reply(200, "text/html; charset=utf-8", _inbox_page(mails).encode())
+            else:
+                self._reply(404, "text/plain", b"not found")
+
+        def do_DELETE(self) -> None:
+            sink.clear()
+            self._reply(204, "text/plain", b"")
+
+        def _reply(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # keep the console for the SMTP side
+
+    server = ThreadingHTTPServer((host, port), Inbox)
+    threading.Thread(target=server.serve_forever, name="smtp-sink-http", daemon=True).start()
+    return server
+
+
+def _inbox_page(mails: list[dict[str, Any]]) -> str:
+    rows = "".join(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>".format(
+            html.escape(m["received_at"]),
+            html.escape(", ".join(m["to"])),
+            html.escape(m["subject"]),
+            html.escape(m["text"]),
+        )
+        for m in reversed(mails)
+    )
+    return (
+        "<!doctype html><meta charset=utf-8><title>relink mail inbox</title>"
+        "<style>body{font-family:sans-serif}td{vertical-align:top;border-top:1px solid #ccc;"
+        "padding:4px}pre{white-space:pre-wrap;margin:0}</style>"
+        f"<h1>relink mail inbox ({len(mails)})</h1>"
+        "<table><tr><th>received</th><th>to</th><th>subject</th><th>text</th></tr>"
+        f"{rows}</table>"
+    )

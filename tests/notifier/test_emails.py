@@ -1,0 +1,192 @@
+"""Students get the right email once: real Kafka, real PostgreSQL, a real SMTP server."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+
+from sqlalchemy import Engine
+
+from services.core.settings import CommonSettings
+from services.notifier.domain import local_time
+from services.notifier.settings import NotifierSettings
+from services.smtp_sink.sink import SmtpSink
+from tests.notifier.conftest import (
+    failed_event,
+    make_world,
+    migrated_event,
+    produce,
+    rows,
+    running_notifier,
+    start_notifier_process,
+    switched_event,
+    wait_for,
+)
+
+
+def test_switch_of_five_sessions_emails_each_student_their_new_links(
+    engine: Engine,
+    settings: CommonSettings,
+    notifier_settings: NotifierSettings,
+    smtp_sink: SmtpSink,
+) -> None:
+    world = make_world(engine, sessions_per_student=[2, 2, 1])
+    produce(settings, [switched_event(world), *(migrated_event(world, s) for s in world.sessions)])
+
+    with running_notifier(notifier_settings):
+        wait_for(lambda: len(smtp_sink.mails()) >= 6, what="5 student emails and 1 summary")
+
+    mails = smtp_sink.mails()
+    assert len(mails) == 6
+    by_recipient = Counter(m.rcpt_to[0] for m in mails)
+    for student, expected in zip(world.students, [2, 2, 1], strict=True):
+        assert by_recipient[student.email] == expected
+    assert by_recipient[world.tutor_email] == 1
+    for session in world.sessions:
+        student = session["student"]
+        mail = next(m for m in mails if session["join_url"] in m.body("plain"))
+        assert mail.rcpt_to == (student.email,)
+        text = mail.body("plain")
+        assert "moved from Zoom to Google Meet" in text
+        assert local_time(session["starts"], student.timezone) in text
+        assert session["topic"] in mail.subject and "Google Meet" in mail.subject
+        assert f'href="{session["join_url"]}"' in mail.body("html")
+    summary = next(m for m in mails if m.rcpt_to == (world.tutor_email,))
+    assert "5 of 5 sessions moved" in summary.subject
+    assert f"https://relink.test/tutor/video-setup?switch={world.switch_id}" in summary.body()
+    assert rows(engine, "SELECT state, count(*) FROM notifications GROUP BY state") == [("SENT", 6)]
+    assert rows(engine, "SELECT count(*) FROM audit_log")[0][0] == 6
+    # the sink kept them as .eml files too
+    assert len(list(smtp_sink.folder.glob("*.eml"))) == 6  # type: ignore[union-attr]
+
+
+def test_tutor_summary_names_failed_sessions_and_why(
+    engine: Engine,
+    settings: CommonSettings,
+    notifier_settings: NotifierSettings,
+    smtp_sink: SmtpSink,
+) -> None:
+    world = make_world(
+        engine, sessions_per_student=[2, 1], switch_state="COMPLETED_WITH_FAILURES", failed=1
+    )
+    ok, bad = world.sessions[:2], world.sessions[2]
+    produce(settings, [*(migrated_event(world, s) for s in ok), failed_event(world, bad)])
+
+    with running_notifier(notifier_settings):
+        wait_for(lambda: len(smtp_sink.mails()) >= 3, what="2 student emails and 1 summary")
+
+    summary = next(m for m in smtp_sink.mails() if m.rcpt_to == (world.tutor_email,))
+    assert "2 of 3 sessions moved, 1 need attention" in summary.subject
+    assert bad["topic"] in summary.body() and "daily meeting quota reached" in summary.body()
+    # the student whose session failed was not told anything changed
+    assert bad["student"].email not in {m.rcpt_to[0] for m in smtp_sink.mails()}
+
+
+def test_rollback_tells_students_their_old_link_is_back(
+    engine: Engine,
+    settings: CommonSettings,
+    notifier_settings: NotifierSettings,
+    smtp_sink: SmtpSink,
+) -> None:
+    world = make_world(engine, sessions_per_student=[1], switch_state="ROLLED_BACK")
+    session = world.sessions[0]
+    produce(settings, [migrated_event(world, session, kind="rollback")])
+
+    with running_notifier(notifier_settings):
+        wait_for(lambda: len(smtp_sink.mails()) >= 1, what="the rollback email")
+
+    (mail,) = smtp_sink.mails()
+    assert "back on Zoom" in mail.subject
+    assert "https://zoom.us/j/81234567890" in mail.body()
+
+
+def test_redelivered_three_times_and_killed_mid_batch_sends_each_email_once(
+    engine: Engine,
+    settings: CommonSettings,
+    env: dict[str, str],
+    smtp_sink: SmtpSink,
+) -> None:
+    world = make_world(engine, sessions_per_student=[2, 2, 2])
+    batch = [migrated_event(world, s) for s in world.sessions]
+    produce(settings, batch, times=3)
+    smtp_sink.faults.rcpt_delay_s = 0.4  # slow enough to be killed in the middle
+
+    first = start_notifier_process(env)
+    try:
+        wait_for(lambda: len(smtp_sink.mails()) >= 2, timeout=90, what="the first emails")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    sent_before_kill = len(smtp_sink.mails())
+    assert sent_before_kill < 7, "the kill came after the batch; nothing was tested"
+
+    smtp_sink.faults.rcpt_delay_s = 0.0
+    second = start_notifier_process(env, "--until-idle", "2")
+    assert second.wait(120) == 0, second.stderr.read() if second.stderr else ""
+
+    mails = smtp_sink.mails()
+    assert len(mails) == 7  # six sessions and the tutor's summary
+    assert max(Counter(m.message_id for m in mails).values()) == 1
+    assert Counter(m.rcpt_to[0] for m in mails) == Counter(
+        [s["student"].email for s in world.sessions] + [world.tutor_email]
+    )
+    assert rows(engine, "SELECT count(*) FROM audit_log")[0][0] == 6
+
+
+def test_mail_server_down_then_up_loses_and_doubles_nothing(
+    engine: Engine,
+    settings: CommonSettings,
+    notifier_settings: NotifierSettings,
+    smtp_sink: SmtpSink,
+) -> None:
+    world = make_world(engine, sessions_per_student=[3, 2])
+    smtp_sink.stop()
+    produce(settings, [migrated_event(world, s) for s in world.sessions])
+
+    with running_notifier(notifier_settings):
+        wait_for(
+            lambda: (
+                rows(
+                    engine,
+                    "SELECT count(*) FROM notifications WHERE last_error IS NOT NULL"
+                    " AND state = 'PENDING'",
+                )[0][0]
+                > 0
+            ),
+            what="a failed attempt while the server is down",
+        )
+        assert rows(engine, "SELECT count(*) FROM notifications WHERE state = 'SENT'")[0][0] == 0
+        smtp_sink.start()
+        wait_for(lambda: len(smtp_sink.mails()) >= 6, what="every email after the server is back")
+
+    mails = smtp_sink.mails()
+    assert len(mails) == 6
+    assert max(Counter(m.message_id for m in mails).values()) == 1
+    assert rows(engine, "SELECT state, count(*) FROM notifications GROUP BY state") == [("SENT", 6)]
+
+
+def test_permanent_refusal_is_recorded_and_not_retried(
+    engine: Engine,
+    settings: CommonSettings,
+    notifier_settings: NotifierSettings,
+    smtp_sink: SmtpSink,
+) -> None:
+    world = make_world(engine, sessions_per_student=[1, 1], switch_state="MIGRATING")
+    bounced = world.students[0].email
+    smtp_sink.faults.reject_recipients.add(bounced)
+    produce(settings, [migrated_event(world, s) for s in world.sessions])
+
+    with running_notifier(notifier_settings):
+        wait_for(
+            lambda: (
+                rows(engine, "SELECT count(*) FROM notifications WHERE state <> 'PENDING'")[0][0]
+                >= 2
+            ),
+            what="both emails settled",
+        )
+
+    states = dict(rows(engine, "SELECT recipient, state FROM notifications"))
+    assert states[bounced] == "FAILED_PERMANENT"
+    assert states[world.students[1].email] == "SENT"
+    (error,) = rows(engine, "SELECT last_error FROM notifications WHERE recipient = :r", r=bounced)
+    assert error[0].startswith("550")
