@@ -1,0 +1,85 @@
+"""Request dependencies: the composed gateway, who is asking, CSRF checks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.oauth_gateway.auth import Principal, csrf_valid, verify_token
+from services.oauth_gateway.errors import Forbidden, NotSignedIn
+from services.oauth_gateway.service import Gateway
+
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def session_token(request: Request, gateway: GatewayDep) -> tuple[str, bool] | None:
+    """The caller's sign-in token and whether it came in the cookie (CSRF applies)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip(), False
+    cookie = request.cookies.get(gateway.settings.session_cookie)
+    if cookie:
+        return cookie, True
+    return None
+
+
+def current_principal(
+    token: Annotated[tuple[str, bool] | None, Depends(session_token)], gateway: GatewayDep
+) -> Principal:
+    if token is None:
+        raise NotSignedIn("sign in first")
+    return verify_token(token[0], secret=gateway.settings.session_secret.get_secret_value())
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def current_tutor(principal: CurrentUser) -> Principal:
+    if principal.role != "tutor":
+        raise Forbidden("this page is for tutors")
+    return principal
+
+
+def current_student(principal: CurrentUser) -> Principal:
+    if principal.role != "student":
+        raise Forbidden("this page is for students")
+    return principal
+
+
+CurrentTutor = Annotated[Principal, Depends(current_tutor)]
+CurrentStudent = Annotated[Principal, Depends(current_student)]
+
+
+async def csrf_protected(
+    request: Request,
+    token: Annotated[tuple[str, bool] | None, Depends(session_token)],
+    gateway: GatewayDep,
+) -> None:
+    """Cookie-authenticated changes must carry the session's CSRF token (form field or header)."""
+    if token is None or not token[1]:
+        return  # bearer tokens are not sent by browsers on their own
+    candidate = request.headers.get(CSRF_HEADER)
+    if candidate is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        candidate = value if isinstance(value, str) else None
+    if not csrf_valid(
+        token[0], candidate, secret=gateway.settings.session_secret.get_secret_value()
+    ):
+        raise Forbidden("the form is stale or came from another site; reload the page")
+
+
+CsrfChecked = Depends(csrf_protected)

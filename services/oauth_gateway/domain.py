@@ -1,0 +1,126 @@
+"""What a switch is and what the tutor is told about it (pure: no I/O).
+
+The brief's bug was deciding "is this a switch?" by comparing with one fixed
+provider; here a switch is any change from one provider to a different one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+IN_FLIGHT_STATES = frozenset({"PENDING", "PLANNING", "MIGRATING"})
+FINAL_STATES = frozenset({"COMPLETED", "COMPLETED_WITH_FAILURES", "SUPERSEDED", "ROLLED_BACK"})
+
+PROVIDER_LABELS = {"zoom": "Zoom", "google_meet": "Google Meet"}
+
+CONNECTED = "Successfully connected video provider!"
+
+
+class ConnectOutcome(StrEnum):
+    """What a successful OAuth callback did to the tutor's connection."""
+
+    FIRST_CONNECTION = "first_connection"
+    RECONNECTED = "reconnected"  # same provider again: fresh tokens, nothing migrates
+    SWITCHED = "switched"
+
+
+def connect_outcome(previous_provider: str | None, new_provider: str) -> ConnectOutcome:
+    """Decide what connecting `new_provider` means given the previous provider."""
+    if previous_provider is None:
+        return ConnectOutcome.FIRST_CONNECTION
+    if previous_provider == new_provider:
+        return ConnectOutcome.RECONNECTED
+    return ConnectOutcome.SWITCHED
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A switch's totals as the page shows them."""
+
+    state: str
+    total: int
+    migrated: int
+    failed: int
+
+    @property
+    def remaining(self) -> int:
+        return max(self.total - self.migrated - self.failed, 0)
+
+    @property
+    def in_flight(self) -> bool:
+        return self.state in IN_FLIGHT_STATES
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One banner of the video-setup page: its kind (for styling and tests) and lines."""
+
+    kind: str  # success | success_migrated | warning | in_progress | rolling_back | rolled_back
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+
+def migrated_line(count: int) -> str:
+    noun = "session was" if count == 1 else "sessions were"
+    return f"🔄 {count} future {noun} automatically updated with new meeting links."
+
+
+WARNING_LINE = (
+    "⚠️ Some future sessions may need to be manually updated. Please check your sessions page."
+)
+
+
+def switch_message(progress: Progress | None) -> Message:
+    """The brief's messages: success with N updated, the warning, or plain success."""
+    if progress is None:
+        return Message("success", (CONNECTED,))
+    if progress.state == "ROLLED_BACK":
+        return Message(
+            "rolled_back", ("↩️ Switch rolled back: your previous provider is active again.",)
+        )
+    if progress.state == "ROLLING_BACK":
+        return Message("rolling_back", ("↩️ Rolling back: restoring your previous meeting links…",))
+    if progress.in_flight:
+        return Message(
+            "in_progress",
+            (f"✅ {CONNECTED}", "🔄 Updating your future sessions with new meeting links…"),
+        )
+    if progress.failed > 0:
+        return Message("warning", (f"✅ {CONNECTED}", WARNING_LINE))
+    if progress.migrated > 0:
+        return Message("success_migrated", (f"✅ {CONNECTED}", migrated_line(progress.migrated)))
+    return Message("success", (CONNECTED,))
+
+
+def rollback_allowed(
+    *,
+    switch_state: str,
+    switch_generation: int,
+    connection_generation: int,
+    connection_provider: str,
+    switch_to_provider: str,
+    has_previous_tokens: bool,
+    deadline: datetime | None,
+    now: datetime,
+) -> str | None:
+    """None when a rollback may start; otherwise why not (shown to the tutor)."""
+    if switch_state in ("ROLLING_BACK", "ROLLED_BACK"):
+        return "this switch is already rolled back"
+    if switch_state == "SUPERSEDED" or switch_generation != connection_generation:
+        return "a newer switch replaced this one"
+    if connection_provider != switch_to_provider:
+        return "the connection no longer uses this switch's provider"
+    if deadline is None or now >= deadline:
+        return "the rollback grace period is over"
+    if not has_previous_tokens:
+        return "the previous connection is no longer kept"
+    return None

@@ -1,0 +1,86 @@
+"""What the gateway refuses, and why; routes map each to a page or an HTTP status.
+
+GatewayError                    base of the gateway's errors
+├── NotSignedIn                 no valid platform token: 401, sign in again
+├── Forbidden                   signed in, but not allowed (wrong role, dev page off): 403
+├── NotFound                    no such switch / user for this caller: 404
+├── OAuthRejected               a callback refused, nothing written; `.reason` is a short code
+│   ├── StateRejected           unknown, expired, replayed, other tutor's or other provider's state
+│   ├── ConsentDenied           the tutor declined at the provider (error=access_denied)
+│   └── TokenExchangeFailed     the provider refused or failed the code exchange
+├── Conflict                    the request clashes with the current state: 409
+│   ├── NoConnection            the tutor has no video provider connected yet
+│   ├── RollbackNotAllowed      not the latest switch, grace period over, or nothing to restore
+│   └── NothingToRetry          the switch has no failed sessions (or was superseded)
+└── BookingFailed               the meeting could not be created at the provider: 502
+"""
+
+from __future__ import annotations
+
+from services.core.errors import RelinkError
+
+
+class GatewayError(RelinkError):
+    """Base of the gateway's errors."""
+
+
+class NotSignedIn(GatewayError):
+    """No valid platform-signed token came with the request."""
+
+
+class Forbidden(GatewayError):
+    """The caller is signed in but may not do this."""
+
+
+class NotFound(GatewayError):
+    """The thing asked for does not exist for this caller."""
+
+
+class OAuthRejected(GatewayError):
+    """An OAuth callback that was refused; nothing was written."""
+
+    reason = "rejected"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class StateRejected(OAuthRejected):
+    """The `state` is unknown, expired, used, or bound to someone or something else."""
+
+    reason = "bad_state"
+
+
+class ConsentDenied(OAuthRejected):
+    """The tutor declined access at the provider."""
+
+    reason = "access_denied"
+
+
+class TokenExchangeFailed(OAuthRejected):
+    """The provider did not give us tokens for the code."""
+
+    reason = "token_exchange_failed"
+
+
+class Conflict(GatewayError):
+    """The request clashes with the current state."""
+
+
+class NoConnection(Conflict):
+    """The tutor has no video provider connected."""
+
+
+class RollbackNotAllowed(Conflict):
+    """This switch cannot be rolled back (any more)."""
+
+
+class NothingToRetry(Conflict):
+    """This switch has no failed sessions to retry."""
+
+
+class BookingFailed(GatewayError):
+    """The meeting for a booking could not be created at the provider."""

@@ -1,0 +1,89 @@
+"""JSON APIs: the connection, switches (status, history, retry, rollback), sessions, bookings."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from services.oauth_gateway.deps import (
+    CsrfChecked,
+    CurrentStudent,
+    CurrentTutor,
+    GatewayDep,
+)
+from services.oauth_gateway.service import in_thread
+from services.oauth_gateway.views import (
+    BookingRequest,
+    ConnectionView,
+    RetryAccepted,
+    RollbackAccepted,
+    SessionView,
+    SwitchView,
+)
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+@router.get("/connection")
+async def connection(tutor: CurrentTutor, gateway: GatewayDep) -> ConnectionView | None:
+    """The tutor's current video provider, or null."""
+    return await in_thread(gateway.store.connection, tutor.user_id)
+
+
+@router.get("/switches")
+async def switch_history(tutor: CurrentTutor, gateway: GatewayDep) -> list[SwitchView]:
+    """The tutor's switches, newest first."""
+    return await gateway.history(tutor)
+
+
+@router.get("/switches/{switch_id}")
+async def switch_status(
+    switch_id: uuid.UUID, tutor: CurrentTutor, gateway: GatewayDep
+) -> SwitchView:
+    """One switch's progress, message and failed sessions (what the page polls)."""
+    return await gateway.switch(tutor, switch_id)
+
+
+@router.post(
+    "/switches/{switch_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[CsrfChecked],
+)
+async def retry_failed(
+    switch_id: uuid.UUID, tutor: CurrentTutor, gateway: GatewayDep
+) -> RetryAccepted:
+    """Ask the migrator to retry the switch's failed sessions."""
+    return await gateway.request_retry(tutor, switch_id)
+
+
+@router.post(
+    "/switches/{switch_id}/rollback",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[CsrfChecked],
+)
+async def roll_back(
+    switch_id: uuid.UUID, tutor: CurrentTutor, gateway: GatewayDep
+) -> RollbackAccepted:
+    """Go back to the previous provider (within the grace period)."""
+    return await gateway.request_rollback(tutor, switch_id)
+
+
+@router.get("/tutor/sessions")
+async def tutor_sessions(tutor: CurrentTutor, gateway: GatewayDep) -> list[SessionView]:
+    """The tutor's upcoming sessions with their current join links."""
+    return await gateway.upcoming_for(tutor)
+
+
+@router.get("/student/sessions")
+async def student_sessions(student: CurrentStudent, gateway: GatewayDep) -> list[SessionView]:
+    """The student's upcoming sessions with their current join links."""
+    return await gateway.upcoming_for(student)
+
+
+@router.post("/bookings", status_code=status.HTTP_201_CREATED, dependencies=[CsrfChecked])
+async def accept_booking(
+    body: BookingRequest, tutor: CurrentTutor, gateway: GatewayDep
+) -> SessionView:
+    """Accept a booking: its session gets a meeting at the tutor's current provider."""
+    return await gateway.accept_booking(tutor, body)

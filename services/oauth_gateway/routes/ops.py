@@ -1,0 +1,37 @@
+"""Health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from services.oauth_gateway.deps import GatewayDep
+from services.oauth_gateway.service import in_thread
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+async def health() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+async def ready(gateway: GatewayDep) -> JSONResponse | dict[str, str]:
+    """The database answers: the gateway can take callbacks."""
+    try:
+        await in_thread(gateway.store.ping)
+    except Exception as exc:
+        return JSONResponse(
+            {"status": "unavailable", "database": type(exc).__name__}, status_code=503
+        )
+    return {"status": "ready"}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(gateway: GatewayDep) -> PlainTextResponse:
+    """Prometheus text format."""
+    return PlainTextResponse(
+        gateway.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )

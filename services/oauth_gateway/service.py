@@ -1,0 +1,323 @@
+"""The gateway's use cases: OAuth start and callback, bookings, retry and rollback requests.
+
+Routes call one method each. Database work is synchronous SQLAlchemy, run on
+worker threads so the event loop keeps serving other tutors; provider calls
+are async httpx.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import ParamSpec, TypeVar
+
+import anyio.to_thread
+
+from services.oauth_gateway.auth import Principal
+from services.oauth_gateway.domain import PROVIDER_LABELS, ConnectOutcome
+from services.oauth_gateway.errors import (
+    BookingFailed,
+    Conflict,
+    ConsentDenied,
+    Forbidden,
+    NoConnection,
+    NotFound,
+    StateRejected,
+    TokenExchangeFailed,
+)
+from services.oauth_gateway.metrics import GatewayMetrics
+from services.oauth_gateway.settings import GatewaySettings
+from services.oauth_gateway.store import GatewayStore, SaveResult
+from services.oauth_gateway.views import (
+    BookingRequest,
+    RetryAccepted,
+    RollbackAccepted,
+    SessionView,
+    SwitchView,
+)
+from services.providers import (
+    AuthorizedSession,
+    Meeting,
+    MeetingRequest,
+    ProviderClient,
+    TokenSet,
+)
+from services.providers.base import new_pkce_verifier
+from services.providers.errors import ProviderError
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def in_thread(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run blocking database work on a worker thread."""
+    return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs))
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackResult:
+    """A successful callback: what happened and where to send the tutor."""
+
+    provider: str
+    saved: SaveResult
+
+    @property
+    def redirect_path(self) -> str:
+        path = "/tutor/video-setup?success=true"
+        if self.saved.switch_id is not None:
+            path += f"&switch={self.saved.switch_id}"
+        return path
+
+
+class Gateway:
+    """The gateway's use cases over its store and provider clients."""
+
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        store: GatewayStore,
+        clients: Mapping[str, ProviderClient],
+        metrics: GatewayMetrics,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clients = dict(clients)
+        self.metrics = metrics
+        self.clock = clock
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+
+    def _client(self, provider: str) -> ProviderClient:
+        client = self.clients.get(provider)
+        if client is None:
+            raise NotFound(f"unknown video provider {provider!r}")
+        return client
+
+    async def _require_tutor(self, principal: Principal) -> None:
+        user = await in_thread(self.store.user, principal.user_id)
+        if user is None or user.role != "tutor":
+            raise Forbidden("only tutors connect video providers")
+
+    # -- OAuth ----------------------------------------------------------------
+
+    async def start_oauth(self, principal: Principal, provider: str) -> str:
+        """A fresh single-use state and PKCE verifier; the provider's consent URL."""
+        client = self._client(provider)
+        await self._require_tutor(principal)
+        verifier = new_pkce_verifier()
+        state = await in_thread(
+            self.store.create_state,
+            tutor_id=principal.user_id,
+            provider=provider,
+            verifier=verifier,
+            expires_at=self.clock() + timedelta(seconds=self.settings.state_ttl_s),
+        )
+        return client.authorization_url(state=state, code_verifier=verifier)
+
+    async def complete_oauth(
+        self,
+        principal: Principal,
+        provider: str,
+        *,
+        state: str | None,
+        code: str | None,
+        error: str | None,
+    ) -> CallbackResult:
+        """Check the state, exchange the code, and save the connection (switching if it changed)."""
+        client = self._client(provider)
+        label = PROVIDER_LABELS.get(provider, provider)
+        if not state:
+            raise StateRejected(
+                "The provider sent us back without a state.", reason="state_missing"
+            )
+        verifier = await in_thread(
+            self.store.consume_state,
+            state=state,
+            tutor_id=principal.user_id,
+            provider=provider,
+            now=self.clock(),
+        )
+        if error:
+            if error == "access_denied":
+                raise ConsentDenied(f"You declined access at {label}; nothing was changed.")
+            raise TokenExchangeFailed(
+                f"{label} reported an error ({error[:60]}); nothing was changed.",
+                reason="provider_error",
+            )
+        if not code:
+            raise TokenExchangeFailed(f"{label} sent no authorization code.", reason="code_missing")
+        try:
+            tokens = await client.exchange_code(code, code_verifier=verifier)
+            account = await client.account(tokens.access_token)
+        except ProviderError as exc:
+            log.warning("code exchange with %s failed: %s", provider, exc)
+            raise TokenExchangeFailed(
+                f"{label} did not accept the sign-in ({exc.code or exc.status or 'error'}); "
+                "nothing was changed. Please try again."
+            ) from exc
+        saved = await in_thread(
+            self.store.save_connection,
+            tutor_id=principal.user_id,
+            provider=provider,
+            tokens=tokens,
+            account=account,
+            now=self.clock(),
+            rollback_grace=timedelta(seconds=self.settings.rollback_grace_s),
+        )
+        if saved.outcome is ConnectOutcome.SWITCHED:
+            log.info(
+                "tutor %s switched to %s (switch %s, generation %s)",
+                principal.user_id,
+                provider,
+                saved.switch_id,
+                saved.generation,
+            )
+        return CallbackResult(provider=provider, saved=saved)
+
+    # -- switches -------------------------------------------------------------
+
+    async def switch(self, principal: Principal, switch_id: uuid.UUID) -> SwitchView:
+        return await in_thread(
+            self.store.switch, tutor_id=principal.user_id, switch_id=switch_id, now=self.clock()
+        )
+
+    async def history(self, principal: Principal) -> list[SwitchView]:
+        return await in_thread(self.store.switches, principal.user_id, now=self.clock())
+
+    async def request_retry(self, principal: Principal, switch_id: uuid.UUID) -> RetryAccepted:
+        event_id, sessions = await in_thread(
+            self.store.request_retry,
+            tutor_id=principal.user_id,
+            switch_id=switch_id,
+            now=self.clock(),
+        )
+        return RetryAccepted(switch_id=switch_id, session_ids=sessions, event_id=event_id)
+
+    async def request_rollback(
+        self, principal: Principal, switch_id: uuid.UUID
+    ) -> RollbackAccepted:
+        event_id, provider, generation = await in_thread(
+            self.store.request_rollback,
+            tutor_id=principal.user_id,
+            switch_id=switch_id,
+            now=self.clock(),
+        )
+        return RollbackAccepted(
+            switch_id=switch_id, to_provider=provider, generation=generation, event_id=event_id
+        )
+
+    # -- sessions and bookings ------------------------------------------------
+
+    async def upcoming_for(self, principal: Principal) -> list[SessionView]:
+        """The caller's upcoming sessions: as tutor or as student."""
+        if principal.role == "tutor":
+            return await in_thread(
+                self.store.upcoming_sessions, now=self.clock(), tutor_id=principal.user_id
+            )
+        return await in_thread(
+            self.store.upcoming_sessions, now=self.clock(), student_id=principal.user_id
+        )
+
+    async def accept_booking(self, principal: Principal, request: BookingRequest) -> SessionView:
+        """Create the booking, its session and its meeting at the tutor's current provider."""
+        await self._require_tutor(principal)
+        student = await in_thread(self.store.user, request.student_id)
+        if student is None or student.role != "student":
+            raise NotFound("no such student")
+        if request.scheduled_start_at.tzinfo is None:
+            raise Conflict("scheduled_start_at needs a timezone offset")
+        booking_id, session_id = uuid.uuid4(), uuid.uuid4()
+        for _ in range(self.settings.booking_attempts):
+            meeting = await self._try_booking(principal, request, booking_id, session_id)
+            if meeting is not None:
+                self.metrics.booking(outcome="accepted")
+                return SessionView(
+                    id=session_id,
+                    booking_id=booking_id,
+                    tutor_id=principal.user_id,
+                    student_id=request.student_id,
+                    student_name=student.name,
+                    topic=request.topic,
+                    status="SCHEDULED",
+                    provider=meeting.provider,
+                    join_url=meeting.join_url,
+                    scheduled_start_at=request.scheduled_start_at,
+                    duration_minutes=request.duration_minutes,
+                )
+        self.metrics.booking(outcome="conflict")
+        raise Conflict("the tutor's video provider kept changing; please try again")
+
+    async def _try_booking(
+        self,
+        principal: Principal,
+        request: BookingRequest,
+        booking_id: uuid.UUID,
+        session_id: uuid.UUID,
+    ) -> Meeting | None:
+        """The meeting, if the booking was recorded with it; None if a switch got in between."""
+        tutor_id = principal.user_id
+        snapshot = await in_thread(self.store.connection_snapshot, tutor_id)
+        if snapshot is None:
+            raise NoConnection("connect a video provider before accepting bookings")
+        client = self._client(snapshot.provider)
+
+        async def save(tokens: TokenSet) -> None:
+            await in_thread(
+                self.store.save_refreshed_tokens,
+                tutor_id=tutor_id,
+                generation=snapshot.generation,
+                tokens=tokens,
+                now=self.clock(),
+            )
+
+        session = AuthorizedSession(client, snapshot.tokens, on_refresh=save)
+        meeting_request = MeetingRequest(
+            # Per generation, so a retry at the same provider after a round trip is a new event.
+            switch_id=f"booking-{booking_id}-g{snapshot.generation}",
+            session_id=str(session_id),
+            topic=request.topic,
+            start_time=request.scheduled_start_at,
+            duration_min=request.duration_minutes,
+            timezone=request.timezone,
+        )
+        try:
+            meeting = await session.create_meeting(meeting_request)
+        except ProviderError as exc:
+            self.metrics.booking(outcome="provider_error")
+            raise BookingFailed(f"could not create the meeting: {exc}") from exc
+        recorded = await in_thread(
+            self.store.record_booking,
+            booking_id=booking_id,
+            session_id=session_id,
+            tutor_id=tutor_id,
+            student_id=request.student_id,
+            topic=request.topic,
+            start=request.scheduled_start_at,
+            duration_minutes=request.duration_minutes,
+            timezone=request.timezone,
+            meeting=meeting,
+            generation=snapshot.generation,
+            now=self.clock(),
+        )
+        if not recorded:
+            # A switch committed while the meeting was being made: drop the
+            # meeting at the old provider; the caller makes one at the new one.
+            try:
+                await session.delete_meeting(meeting.external_id)
+            except ProviderError as exc:
+                log.warning("could not delete a stale booking meeting: %s", exc)
+            return None
+        return meeting

@@ -1,0 +1,115 @@
+"""What the gateway's pages and JSON APIs show: plain pydantic values (no I/O)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from services.oauth_gateway.domain import Progress, switch_message
+
+
+class ConnectionView(BaseModel):
+    """The tutor's current video-provider connection (never its tokens)."""
+
+    provider: str
+    generation: int
+    connected_at: datetime
+    provider_account_email: str | None = None
+    previous_provider: str | None = None
+
+
+class FailedSessionView(BaseModel):
+    """A session a switch could not move, and why."""
+
+    session_id: uuid.UUID
+    scheduled_start_at: datetime
+    topic: str | None = None
+    student_name: str | None = None
+    reason: str | None = None
+    attempts: int = 0
+
+
+class MessageView(BaseModel):
+    kind: str
+    lines: list[str]
+
+
+class SwitchView(BaseModel):
+    """One switch with its progress; what the page polls and the history lists."""
+
+    id: uuid.UUID
+    from_provider: str
+    to_provider: str
+    generation: int
+    state: str
+    sessions_total: int
+    sessions_migrated: int
+    sessions_failed: int
+    sessions_remaining: int
+    created_at: datetime
+    completed_at: datetime | None = None
+    rollback_deadline: datetime | None = None
+    rolled_back_at: datetime | None = None
+    message: MessageView
+    can_roll_back: bool = False
+    failed_sessions: list[FailedSessionView] = Field(default_factory=list)
+
+    @property
+    def in_flight(self) -> bool:
+        return self.progress.in_flight
+
+    @property
+    def progress(self) -> Progress:
+        return Progress(
+            state=self.state,
+            total=self.sessions_total,
+            migrated=self.sessions_migrated,
+            failed=self.sessions_failed,
+        )
+
+
+def message_view(progress: Progress | None) -> MessageView:
+    message = switch_message(progress)
+    return MessageView(kind=message.kind, lines=list(message.lines))
+
+
+class SessionView(BaseModel):
+    """An upcoming session with its current join link."""
+
+    id: uuid.UUID
+    booking_id: uuid.UUID
+    tutor_id: uuid.UUID
+    student_id: uuid.UUID
+    tutor_name: str | None = None
+    student_name: str | None = None
+    topic: str | None = None
+    status: str
+    provider: str | None
+    join_url: str | None
+    scheduled_start_at: datetime
+    duration_minutes: int
+
+
+class BookingRequest(BaseModel):
+    """A booking the tutor accepts: the session to schedule."""
+
+    student_id: uuid.UUID
+    topic: str = Field(min_length=1, max_length=200)
+    scheduled_start_at: datetime
+    duration_minutes: int = Field(gt=0, le=600)
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+
+
+class RetryAccepted(BaseModel):
+    switch_id: uuid.UUID
+    session_ids: list[uuid.UUID]
+    event_id: uuid.UUID
+
+
+class RollbackAccepted(BaseModel):
+    switch_id: uuid.UUID
+    to_provider: str
+    generation: int
+    event_id: uuid.UUID
