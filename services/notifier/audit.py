@@ -63,7 +63,8 @@ class ReplayReport:
 
 @dataclass
 class VerifyReport:
-    events_on_topics: int = 0
+    events_on_topics: int = 0  # messages, repeats included
+    distinct_events: int = 0
     rows_in_table: int = 0
     missing: list[str] = field(default_factory=list)  # on the topics, not in the table
     extra: list[str] = field(default_factory=list)  # in the table, not on the topics
@@ -287,4 +288,5 @@ def verify(
             for column, on_topic, in_table in domain.audit_differences(want, actual):
                 report.different.append((event_id, column, on_topic, in_table))
     report.missing = sorted(set(expected) - seen)
+    report.distinct_events = len(expected)
     return report

@@ -127,22 +127,22 @@ def audit_replay(
             result = audit.replay(
                 settings, since=_since(since), on_plan=on_plan, on_progress=on_progress
             )
-    out = Console()
     if not verify:
-        out.print(
+        typer.echo(
             f"replayed {result.read} messages: {result.inserted} audit rows inserted, "
             f"{result.read - result.inserted - result.skipped_invalid} already present, "
             f"{result.skipped_invalid} unparseable skipped"
         )
         return
     for event_id in report.missing:
-        out.print(f"missing  {event_id}: on the topics, not in audit_log")
+        typer.echo(f"missing  {event_id}: on the topics, not in audit_log")
     for event_id in report.extra:
-        out.print(f"extra    {event_id}: in audit_log, not on the topics")
+        typer.echo(f"extra    {event_id}: in audit_log, not on the topics")
     for event_id, column, on_topic, in_table in report.different:
-        out.print(f"differs  {event_id}: {column}: topics {on_topic!r} ≠ table {in_table!r}")
-    out.print(
-        f"verified {report.events_on_topics} events against {report.rows_in_table} rows: "
+        typer.echo(f"differs  {event_id}: {column}: topics {on_topic!r} ≠ table {in_table!r}")
+    typer.echo(
+        f"verified {report.distinct_events} events ({report.events_on_topics} messages)"
+        f" against {report.rows_in_table} rows: "
         f"{len(report.missing)} missing, {len(report.extra)} extra, "
         f"{len(report.different)} different"
     )
