@@ -90,6 +90,21 @@ async def expire_tokens(provider: Provider, email: str, request: Request) -> dic
     return {"expired_tokens": sim(request).expire_tokens(provider, email)}
 
 
+def _meet_link(event: dict[str, Any], base: str) -> str | None:
+    """The Meet link an event's conference has (the API renders it the same way)."""
+    conference_id = (event.get("conferenceData") or {}).get("conferenceId")
+    return f"{base}/google/meet/{conference_id}" if conference_id else None
+
+
+@router.get("/issued-tokens")
+async def issued_tokens(request: Request) -> dict[str, list[str]]:
+    """Every token the simulator issued: what a leak check searches logs and topics for.
+
+    A stand-in's test hook: the real providers have nothing like it.
+    """
+    return {"tokens": list(sim(request).issued_tokens)}
+
+
 @router.get("/meetings", response_model=None)
 async def meetings(request: Request) -> dict[str, Any] | HTMLResponse:
     """Every account's live meetings: JSON for programs, an HTML page for people."""
@@ -97,12 +112,13 @@ async def meetings(request: Request) -> dict[str, Any] | HTMLResponse:
     accounts = [state.snapshot(provider, email) for (provider, email) in sorted(state.accounts)]
     if "text/html" not in request.headers.get("accept", ""):
         return {"accounts": accounts}
+    base = str(request.base_url).rstrip("/")
     rows = []
     for acct in accounts:
         for meeting in acct["meetings"]:
             start = meeting.get("start_time") or (meeting.get("start") or {}).get("dateTime", "")
             title = meeting.get("topic") or meeting.get("summary") or ""
-            link = meeting.get("join_url") or meeting.get("hangoutLink") or ""
+            link = meeting.get("join_url") or _meet_link(meeting, base) or ""
             rows.append(
                 "<tr>"
                 + "".join(

@@ -92,6 +92,7 @@ class SimState:
         self.access_tokens: dict[str, tuple[Grant, float]] = {}
         self.refresh_tokens: dict[str, Grant] = {}
         self.faults: dict[tuple[Provider, str], Faults] = {}
+        self.issued_tokens: list[str] = []
         self.next_zoom_id = 81_000_000_000 + self.rng.randrange(1_000_000)
 
     # -- clock ------------------------------------------------------------------
@@ -188,6 +189,8 @@ class SimState:
         refresh = secrets.token_urlsafe(32)
         self.access_tokens[access] = (grant, self.now() + ttl)
         self.refresh_tokens[refresh] = grant
+        # every token ever handed out, so a leak checker can look for them anywhere
+        self.issued_tokens.extend((access, refresh))
         return {
             "access_token": access,
             "token_type": "bearer" if grant.provider == "zoom" else "Bearer",
