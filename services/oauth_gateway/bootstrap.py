@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.db.engine import make_engine, make_session_factory
@@ -92,6 +93,7 @@ def create_app(
     for module in (oauth, pages, api, dev, ops):
         app.include_router(module.router)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
+    app.add_exception_handler(SQLAlchemyError, _database_error)  # type: ignore[arg-type]
     app.add_middleware(RequestMetrics, gateway=gateway)
     return app
 
@@ -137,6 +139,15 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
     response: HTMLResponse = templates.TemplateResponse(
         request, "error.html", context, status_code=code
     )
+    return response
+
+
+async def _database_error(request: Request, exc: SQLAlchemyError) -> Response:
+    """The transaction rolled back: nothing was changed; say so instead of a bare 500."""
+    log.error("database error on %s: %s", request.url.path, type(exc).__name__)
+    error = GatewayError("We could not save this right now; nothing was changed. Please try again.")
+    response = await _gateway_error(request, error)
+    response.status_code = 503
     return response
 
 
