@@ -39,3 +39,14 @@ def bench_relay(
     from services.relay.bench import run
 
     run(rows=rows, big_rows=big_rows, naive_s=naive_s)
+
+
+@app.command("notifier")
+def bench_notifier(
+    events: int = typer.Option(1_000_000, min=1000, help="events on the topics for the replay"),
+    emails: int = typer.Option(1000, min=10, help="emails to deliver"),
+) -> None:
+    """Audit replay events/s and memory from N events; emails delivered per second."""
+    from services.notifier.bench import run
+
+    run(replay_events=events, emails=emails)
