@@ -1,0 +1,276 @@
+"""The video-setup page's messages and progress, retry and rollback, and who may see what."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import Engine, insert, select, update
+
+from services.core.db.models import (
+    Booking,
+    Connection,
+    Outbox,
+    ProviderSwitch,
+    SessionMigration,
+)
+from services.core.db.models import Session as SessionRow
+from services.oauth_gateway.auth import csrf_token
+from tests.gateway.conftest import connect, switch_id_of
+
+
+@pytest.fixture
+async def switched(http: httpx.AsyncClient, people):
+    """A tutor who switched from Zoom to Google Meet; (tutor, switch id)."""
+    tutor = people("tutor")
+    await connect(http, tutor, "zoom")
+    switch_id = switch_id_of(await connect(http, tutor, "google_meet"))
+    assert switch_id is not None
+    return tutor, switch_id
+
+
+def set_progress(engine: Engine, switch_id: uuid.UUID, **values: object) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(ProviderSwitch).where(ProviderSwitch.id == switch_id).values(**values))
+
+
+async def page(http: httpx.AsyncClient, tutor, switch_id: uuid.UUID) -> str:
+    response = await http.get(
+        f"/tutor/video-setup?success=true&switch={switch_id}", headers=tutor.cookies
+    )
+    assert response.status_code == 200
+    return response.text
+
+
+async def test_the_three_messages_and_progress(http, switched, engine: Engine) -> None:
+    tutor, switch_id = switched
+    set_progress(engine, switch_id, state="MIGRATING", sessions_total=5, sessions_migrated=2)
+    html = await page(http, tutor, switch_id)
+    assert 'data-kind="in_progress"' in html
+    assert 'id="progress" data-state="MIGRATING" data-total="5"' in html
+    assert 'data-migrated="2" data-failed="0"' in html and 'data-remaining="3"' in html
+    assert "Switch to Zoom" in html and 'data-in-flight="true"' in html
+
+    set_progress(engine, switch_id, state="COMPLETED", sessions_migrated=5)
+    html = await page(http, tutor, switch_id)
+    assert "✅ Successfully connected video provider!" in html
+    assert "🔄 5 future sessions were automatically updated with new meeting links." in html
+
+    set_progress(
+        engine, switch_id, state="COMPLETED_WITH_FAILURES", sessions_migrated=4, sessions_failed=1
+    )
+    html = await page(http, tutor, switch_id)
+    assert (
+        "⚠️ Some future sessions may need to be manually updated. Please check your sessions page."
+        in html
+    )
+    assert 'id="retry-failed"' in html and "Retry failed" in html
+
+    set_progress(
+        engine,
+        switch_id,
+        state="COMPLETED",
+        sessions_total=0,
+        sessions_migrated=0,
+        sessions_failed=0,
+    )
+    html = await page(http, tutor, switch_id)
+    assert 'data-kind="success"' in html and "Successfully connected video provider!" in html
+    assert "🔄" not in html and "⚠️" not in html
+    assert 'id="roll-back"' in html
+
+
+async def test_first_connection_page_and_progress_json(http, people) -> None:
+    tutor = people("tutor")
+    response = await connect(http, tutor, "zoom")
+    html = (await http.get(response.headers["location"], headers=tutor.cookies)).text
+    assert 'data-kind="success"' in html and "Switch to Google Meet" in html
+
+
+async def test_failed_sessions_shown_and_retry_recorded(
+    http, switched, engine: Engine, people, gateway_settings
+) -> None:
+    tutor, switch_id = switched
+    student = people("student")
+    session_id, booking_id = uuid.uuid4(), uuid.uuid4()
+    start = datetime.now(UTC) + timedelta(days=2)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Booking).values(
+                id=booking_id,
+                tutor_id=tutor.id,
+                student_id=student.id,
+                topic="Algebra",
+                duration_minutes=60,
+            )
+        )
+        conn.execute(
+            insert(SessionRow).values(
+                id=session_id,
+                tutor_id=tutor.id,
+                student_id=student.id,
+                booking_id=booking_id,
+                provider="zoom",
+                scheduled_start_at=start,
+                duration_minutes=60,
+            )
+        )
+        conn.execute(
+            insert(SessionMigration).values(
+                switch_id=switch_id,
+                session_id=session_id,
+                tutor_id=tutor.id,
+                scheduled_start_at=start,
+                state="FAILED",
+                to_provider="google_meet",
+                last_error="google_meet daily quota exhausted",
+                attempts=3,
+            )
+        )
+    set_progress(
+        engine, switch_id, state="COMPLETED_WITH_FAILURES", sessions_total=1, sessions_failed=1
+    )
+    html = await page(http, tutor, switch_id)
+    assert f'data-session-id="{session_id}"' in html
+    assert "google_meet daily quota exhausted" in html
+
+    # the page's form: cookie + CSRF field
+    secret = gateway_settings.session_secret.get_secret_value()
+    no_csrf = await http.post(f"/tutor/switches/{switch_id}/retry", headers=tutor.cookies)
+    assert no_csrf.status_code == 403
+    response = await http.post(
+        f"/tutor/switches/{switch_id}/retry",
+        headers=tutor.cookies,
+        data={"csrf_token": csrf_token(tutor.token, secret=secret)},
+    )
+    assert response.status_code == 303
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(Outbox.payload).where(Outbox.event_type == "session.retry_requested")
+        ).scalar_one()
+    assert row["switch_id"] == str(switch_id) and row["session_ids"] == [str(session_id)]
+
+
+async def test_rollback_restores_previous_connection(
+    http, switched, engine: Engine, gateway_settings
+) -> None:
+    tutor, switch_id = switched
+    response = await http.post(f"/api/switches/{switch_id}/rollback", headers=tutor.headers)
+    assert response.status_code == 202, response.text
+    assert response.json()["to_provider"] == "zoom"
+    with engine.connect() as conn:
+        conn_row = conn.execute(
+            select(Connection.provider, Connection.generation, Connection.previous_provider).where(
+                Connection.tutor_id == tutor.id
+            )
+        ).one()
+        state = conn.scalar(select(ProviderSwitch.state).where(ProviderSwitch.id == switch_id))
+        event = conn.execute(
+            select(Outbox.payload).where(Outbox.event_type == "switch.rollback_requested")
+        ).scalar_one()
+    assert tuple(conn_row) == ("zoom", 3, "google_meet")
+    assert state == "ROLLING_BACK"
+    assert event == event | {"switch_id": str(switch_id), "to_provider": "zoom", "generation": 3}
+    again = await http.post(f"/api/switches/{switch_id}/rollback", headers=tutor.headers)
+    assert again.status_code == 409
+
+
+async def test_rollback_refused_after_grace_period(http, switched, engine: Engine) -> None:
+    tutor, switch_id = switched
+    set_progress(engine, switch_id, rollback_deadline=datetime.now(UTC) - timedelta(seconds=1))
+    response = await http.post(f"/api/switches/{switch_id}/rollback", headers=tutor.headers)
+    assert response.status_code == 409
+    assert "grace period" in response.json()["detail"]
+
+
+async def test_tutor_cannot_read_another_tutors_switch_or_sessions(
+    http, switched, people, engine: Engine
+) -> None:
+    tutor_a, switch_a = switched
+    tutor_b = people("tutor")
+    student = people("student")
+    booking_id = uuid.uuid4()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Booking).values(
+                id=booking_id,
+                tutor_id=tutor_a.id,
+                student_id=student.id,
+                topic="A's",
+                duration_minutes=30,
+            )
+        )
+        conn.execute(
+            insert(SessionRow).values(
+                tutor_id=tutor_a.id,
+                student_id=student.id,
+                booking_id=booking_id,
+                provider="google_meet",
+                join_url="https://meet.example/a",
+                scheduled_start_at=datetime.now(UTC) + timedelta(days=1),
+                duration_minutes=30,
+            )
+        )
+    for path in (f"/api/switches/{switch_a}", f"/tutor/video-setup?switch={switch_a}"):
+        assert (await http.get(path, headers=tutor_b.headers)).status_code == 404
+    assert (
+        await http.post(f"/api/switches/{switch_a}/rollback", headers=tutor_b.headers)
+    ).status_code == 404
+    assert (
+        await http.post(f"/api/switches/{switch_a}/retry", headers=tutor_b.headers)
+    ).status_code == 404
+    assert (await http.get("/api/tutor/sessions", headers=tutor_b.headers)).json() == []
+    assert (await http.get("/api/switches", headers=tutor_b.headers)).json() == []
+    mine = (await http.get("/api/tutor/sessions", headers=tutor_a.headers)).json()
+    assert [s["join_url"] for s in mine] == ["https://meet.example/a"]
+    theirs = (await http.get("/api/student/sessions", headers=student.headers)).json()
+    assert [s["join_url"] for s in theirs] == ["https://meet.example/a"]
+    other_student = people("student")
+    assert (await http.get("/api/student/sessions", headers=other_student.headers)).json() == []
+    # roles: students cannot use tutor endpoints and vice versa
+    assert (await http.get("/api/tutor/sessions", headers=student.headers)).status_code == 403
+    assert (await http.get("/api/student/sessions", headers=tutor_a.headers)).status_code == 403
+    assert (await http.get("/api/tutor/sessions")).status_code == 401
+
+
+async def test_dev_sign_in_page(http, people) -> None:
+    tutor = people("tutor", name="Dev Tutor")
+    listing = await http.get("/dev/sign-in")
+    assert listing.status_code == 200 and "Dev Tutor" in listing.text
+    response = await http.post("/dev/sign-in", data={"user_id": str(tutor.id)})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/tutor/video-setup"
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
+
+
+async def test_ops_endpoints(http) -> None:
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+    assert (await http.get("/readyz")).json() == {"status": "ready"}
+    metrics = await http.get("/metrics")
+    assert "relink_gateway_http_requests_total" in metrics.text
+    openapi = (await http.get("/openapi.json")).json()
+    assert "/api/bookings" in openapi["paths"]
+
+
+async def test_dev_sign_in_absent_outside_dev_mode(gateway_settings, sim) -> None:
+    from services.oauth_gateway.bootstrap import build_gateway, create_app
+    from services.oauth_gateway.settings import GatewaySettings
+    from tests.gateway.conftest import BASE, provider_settings_for
+
+    settings = GatewaySettings(
+        DATABASE_URL=gateway_settings.database_url,
+        RELINK_DEV_MODE=False,
+        RELINK_TOKEN_KEYS="k1:" + "A" * 43,
+        RELINK_GATEWAY_SESSION_SECRET="s" * 40,
+        RELINK_GATEWAY_PUBLIC_BASE_URL=BASE,
+    )
+    gw = build_gateway(settings, provider_settings=provider_settings_for(sim))
+    try:
+        app = create_app(gateway=gw)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+            assert (await c.get("/dev/sign-in")).status_code == 404
+    finally:
+        await gw.aclose()
