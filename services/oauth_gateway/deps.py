@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
 
 from services.oauth_gateway.auth import Principal, csrf_valid, verify_token
 from services.oauth_gateway.errors import Forbidden, NotSignedIn
@@ -83,3 +85,14 @@ async def csrf_protected(
 
 
 CsrfChecked = Depends(csrf_protected)
+
+
+def render(
+    request: Request, name: str, context: dict[str, Any], *, status_code: int = 200
+) -> HTMLResponse:
+    """A server-rendered page from the app's templates."""
+    templates: Jinja2Templates = request.app.state.templates
+    response: HTMLResponse = templates.TemplateResponse(
+        request, name, context, status_code=status_code
+    )
+    return response

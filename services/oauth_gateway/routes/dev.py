@@ -12,7 +12,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from services.oauth_gateway.auth import issue_token
-from services.oauth_gateway.deps import GatewayDep
+from services.oauth_gateway.deps import GatewayDep, render
 from services.oauth_gateway.errors import NotFound
 from services.oauth_gateway.service import in_thread
 
@@ -29,7 +29,7 @@ async def sign_in_page(request: Request, gateway: GatewayDep) -> HTMLResponse:
     """Every user, with a button to sign in as them."""
     _require_dev(gateway)
     users = await in_thread(gateway.store.users)
-    return request.app.state.templates.TemplateResponse(request, "sign_in.html", {"users": users})
+    return render(request, "sign_in.html", {"users": users})
 
 
 @router.post("/sign-in")

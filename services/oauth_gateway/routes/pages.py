@@ -14,6 +14,7 @@ from services.oauth_gateway.deps import (
     CurrentStudent,
     CurrentTutor,
     GatewayDep,
+    render,
     session_token,
 )
 from services.oauth_gateway.domain import PROVIDER_LABELS
@@ -73,7 +74,7 @@ async def video_setup(
         "poll_ms": gateway.settings.progress_poll_ms,
         "notice": notice,
     }
-    return request.app.state.templates.TemplateResponse(request, "video_setup.html", context)
+    return render(request, "video_setup.html", context)
 
 
 @router.post("/tutor/switches/{switch_id}/retry", dependencies=[CsrfChecked])
@@ -105,7 +106,7 @@ async def student_sessions(
     """The student's upcoming sessions and their current join links."""
     user = await in_thread(gateway.store.user, student.user_id)
     sessions = await gateway.upcoming_for(student)
-    return request.app.state.templates.TemplateResponse(
+    return render(
         request,
         "student_sessions.html",
         {"student": user, "sessions": sessions, "labels": PROVIDER_LABELS},

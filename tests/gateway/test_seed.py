@@ -1,0 +1,49 @@
+"""`relink seed demo`: demo tutors, students and sessions, real meetings at the simulator, idempotent."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy import Engine, text
+
+from services.oauth_gateway.seed import seed_demo
+from services.oauth_gateway.settings import GatewaySettings
+from tests.gateway.conftest import provider_settings_for
+
+
+def test_seed_demo_is_idempotent_with_real_meetings(
+    gateway_settings: GatewaySettings, engine: Engine, sim
+) -> None:
+    first = seed_demo(gateway_settings, provider_settings=provider_settings_for(sim))
+    assert (first.users_created, first.sessions_created) == (6, 11)
+    assert first.meetings_source.startswith("real")
+    again = seed_demo(gateway_settings, provider_settings=provider_settings_for(sim))
+    assert (again.users_created, again.sessions_created) == (0, 0)
+    with engine.connect() as conn:
+        statuses = dict(
+            conn.execute(
+                text(
+                    "SELECT s.status, count(*) FROM sessions s JOIN users u ON u.id = s.tutor_id "
+                    "WHERE u.email LIKE 'ada@%' GROUP BY s.status"
+                )
+            ).all()
+        )
+        providers = dict(
+            conn.execute(
+                text(
+                    "SELECT u.email, c.provider FROM tutor_video_provider_connections c "
+                    "JOIN users u ON u.id = c.tutor_id"
+                )
+            ).all()
+        )
+        students = conn.execute(
+            text("SELECT email, timezone FROM users WHERE role = 'student'")
+        ).all()
+    assert statuses == {"SCHEDULED": 6, "JOIN_OPEN": 1, "COMPLETED": 1, "CANCELLED": 1}
+    assert providers == {
+        "ada@demo.relink.example": "zoom",
+        "grace@demo.relink.example": "google_meet",
+    }
+    assert len(students) == 3 and all(tz for _, tz in students)
+    account = httpx.get(f"{sim.base_url}/_admin/accounts/zoom/ada@demo.relink.example").json()
+    assert len(account["meetings"]) == 9
+    httpx.post(f"{sim.base_url}/_admin/reset")
