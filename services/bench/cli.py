@@ -50,3 +50,22 @@ def bench_notifier(
     from services.notifier.bench import run
 
     run(replay_events=events, emails=emails)
+
+
+@app.command("gateway")
+def bench_gateway(
+    tutors: int = typer.Option(20, min=1, help="tutors sending callbacks at once"),
+    per_tutor: int = typer.Option(25, min=1, help="callbacks each tutor sends per point"),
+) -> None:
+    """OAuth callback p50/p99 at 0/1k/10k future sessions per tutor, and callbacks/s."""
+    import importlib.util
+    from pathlib import Path
+
+    # The harness lives under benchmarks/ (not an installed package): load it by path.
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway" / "harness.py"
+    spec = importlib.util.spec_from_file_location("relink_bench_gateway", path)
+    if spec is None or spec.loader is None:
+        raise typer.BadParameter(f"harness not found at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.run(tutors=tutors, per_tutor=per_tutor)

@@ -1,4 +1,4 @@
-"""`relink seed demo`: demo tutors, students and sessions, real meetings at the simulator, idempotent."""
+"""`relink seed demo`: demo users and sessions, real meetings at the simulator, idempotent."""
 
 from __future__ import annotations
 
