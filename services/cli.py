@@ -12,6 +12,7 @@ from services.bench.cli import app as bench_app
 from services.core.cli import db_app, init_command, kafka_app
 from services.core.keys_cli import keys_app
 from services.devstack.cli import app as dev_app
+from services.migrator.cli import migrator as migrator_command
 from services.notifier.cli import audit_app, notifier_command
 from services.oauth_gateway.cli import gateway_command, seed_app
 from services.provider_sim.cli import provider_sim_command
@@ -33,6 +34,7 @@ app.add_typer(seed_app, name="seed")
 app.command("gateway")(gateway_command)
 app.command("init", help="Migrate the database and create the topics.")(init_command)
 app.command("relay")(relay_command)
+app.command("migrator")(migrator_command)
 app.command("provider-sim")(provider_sim_command)
 app.command("notifier")(notifier_command)
 app.command("smtp-sink")(smtp_sink_command)

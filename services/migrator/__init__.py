@@ -1,0 +1,1 @@
+"""The migrator: `provider.switched` → meetings at the new provider → session events."""

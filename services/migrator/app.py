@@ -1,0 +1,86 @@
+"""The Faust app (entrypoint): the agent on `provider.switched`, the executor task, the sweep.
+
+Thin: the agent parses each message with the events module, hands the event
+to `MigrationService.handle`, and sends what cannot be parsed (or names an
+unknown switch) to the dead-letter topic. Agent concurrency stays 1 so a
+tutor's events are handled in their partition order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from services.core import events
+from services.migrator.bootstrap import Migrator
+from services.migrator.errors import MigratorError
+from services.migrator.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def create_app(migrator: Migrator) -> faust.App:
+    """A Faust app wired to one composed `Migrator`."""
+    settings = migrator.settings
+    app = faust.App(
+        settings.faust_app_id,
+        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        datadir=str(settings.datadir),
+        web_enabled=False,
+        # No leader topic: the migrator has no tables or leader-only timers.
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+    )
+    source = app.topic(
+        settings.topic_provider_switched, key_serializer="raw", value_serializer="raw"
+    )
+    dead_letters = app.topic(
+        settings.topic_dead_letter, key_serializer="raw", value_serializer="raw"
+    )
+
+    @app.agent(source, concurrency=1)
+    async def switches(stream: Any) -> None:
+        async for message_event in stream.events():
+            message = message_event.message
+            headers = list(message.headers or [])
+            try:
+                event = events.parse_message(key=message.key, value=message.value, headers=headers)
+                await migrator.service.handle(event)
+            except (events.InvalidEvent, MigratorError) as exc:
+                reason: Any = exc if isinstance(exc, events.InvalidEvent) else exc.reason  # type: ignore[attr-defined]
+                letter = events.dead_letter(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    value=message.value,
+                    headers=headers,
+                    error=reason,
+                    dead_letter_topic=dead_letters.get_topic_name(),
+                )
+                await dead_letters.send(key=letter.key, value=letter.value, headers=letter.headers)
+                log.warning(
+                    "dead-lettered %s/%s@%s: %s",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    exc,
+                )
+
+    @app.task
+    async def executor() -> None:
+        await migrator.executor.run()
+
+    @app.timer(interval=settings.sweep_interval_s)
+    async def sweep() -> None:
+        added = await migrator.service.sweep(window_s=settings.sweep_window_h * 3600)
+        if added:
+            log.info("sweep planned %d sessions left behind", added)
+
+    @app.on_before_shutdown.connect
+    async def close(*_: Any, **__: Any) -> None:
+        await migrator.executor.stop()
+
+    return app

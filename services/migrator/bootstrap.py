@@ -1,0 +1,73 @@
+"""Composes a migrator from its settings (the one place that does)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from services.migrator.domain import RetryPolicy
+from services.migrator.executor import Executor
+from services.migrator.service import MigrationService
+from services.migrator.settings import MigratorSettings
+from services.migrator.store import MigrationStore, make_async_engine
+from services.providers.base import ProviderClient
+from services.providers.clients import build_client
+from services.providers.settings import ProviderSettings
+
+
+@dataclass
+class Migrator:
+    """Everything one migrator process runs on."""
+
+    settings: MigratorSettings
+    store: MigrationStore
+    service: MigrationService
+    executor: Executor
+    clients: dict[str, ProviderClient]
+
+    async def close(self) -> None:
+        await self.executor.stop()
+        for client in self.clients.values():
+            await client.aclose()
+        await self.store.close()
+
+
+def build_migrator(
+    settings: MigratorSettings | None = None,
+    *,
+    provider_settings: ProviderSettings | None = None,
+) -> Migrator:
+    """A migrator wired to PostgreSQL and the providers as the settings say."""
+    settings = settings or MigratorSettings()
+    provider_settings = provider_settings or ProviderSettings()
+    store = MigrationStore(
+        make_async_engine(settings.database_url, pool_size=settings.db_pool_size),
+        topics=settings,
+        cipher=settings.token_cipher(),
+    )
+    clients = {
+        name: build_client(name, settings=provider_settings) for name in ("zoom", "google_meet")
+    }
+    executor = Executor(
+        store=store,
+        clients=clients,  # type: ignore[arg-type]
+        policy=RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base_s=settings.backoff_base_s,
+            cap_s=settings.backoff_cap_s,
+        ),
+        concurrency=settings.concurrency,
+        tutor_concurrency=settings.tutor_concurrency,
+        poll_interval_s=settings.poll_interval_s,
+        lease=timedelta(seconds=settings.claim_lease_s),
+    )
+    service = MigrationService(
+        store=store, plan_batch_size=settings.plan_batch_size, wake=executor.wake
+    )
+    return Migrator(
+        settings=settings,
+        store=store,
+        service=service,
+        executor=executor,
+        clients=clients,  # type: ignore[arg-type]
+    )

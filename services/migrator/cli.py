@@ -1,0 +1,21 @@
+"""`relink migrator`: run the Faust worker until SIGTERM / Ctrl-C."""
+
+from __future__ import annotations
+
+
+def migrator() -> None:
+    """Move future sessions to tutors' new providers (settings: RELINK_MIGRATOR_*)."""
+    import faust
+
+    from services.core.kafka import create_topics
+    from services.migrator.app import create_app
+    from services.migrator.bootstrap import build_migrator
+    from services.migrator.settings import MigratorSettings
+
+    settings = MigratorSettings()
+    # Faust does not see the partitions of a topic created after it started.
+    create_topics(settings)
+    settings.datadir.mkdir(parents=True, exist_ok=True)
+    app = create_app(build_migrator(settings))
+    worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    worker.execute_from_commandline()

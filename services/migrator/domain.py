@@ -1,0 +1,137 @@
+"""What a migration is, pure: eligibility, supersession, outcomes of a failed attempt.
+
+No I/O here. The executor translates provider errors into a `Failure`, asks
+`decide(...)` what to do, and the store carries the decision out.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+# Only these sessions move; past, running, completed and cancelled ones never do.
+ELIGIBLE_STATUSES = ("SCHEDULED", "JOIN_OPEN")
+# Rows still to be worked on (a MEETING_CREATED row has its meeting, not yet its session).
+UNSETTLED_STATES = ("PENDING", "MEETING_CREATED")
+# Switches the migrator still works on; a final or superseded switch only gets the sweep.
+ACTIVE_SWITCH_STATES = ("PENDING", "PLANNING", "MIGRATING")
+DROPPED_SWITCH_STATES = ("SUPERSEDED", "ROLLING_BACK", "ROLLED_BACK")
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchRef:
+    """The switch an event names, as the database holds it."""
+
+    id: str
+    tutor_id: str
+    from_provider: str
+    to_provider: str
+    generation: int
+    state: str
+
+
+def is_superseded(
+    switch: SwitchRef, *, connection_provider: str | None, connection_generation: int | None
+) -> bool:
+    """A newer switch (a higher generation, or another provider now) replaced this one."""
+    if connection_generation is None or connection_provider is None:
+        return True
+    return connection_generation > switch.generation or connection_provider != switch.to_provider
+
+
+def is_session_eligible(*, status: str, starts_at: datetime, now: datetime) -> bool:
+    """Whether a session may still be moved: scheduled (or joinable) and not yet started."""
+    return status in ELIGIBLE_STATUSES and starts_at >= now
+
+
+def final_switch_state(*, failed: int) -> str:
+    """The state a switch ends in once every row is settled.
+
+    The issue calls the second one PARTIAL; the schema's enum (shared with the
+    gateway and the page) names it COMPLETED_WITH_FAILURES.
+    """
+    return "COMPLETED_WITH_FAILURES" if failed else "COMPLETED"
+
+
+class FailureKind(enum.StrEnum):
+    """What went wrong with one attempt, in the migrator's words."""
+
+    RATE_LIMITED = "rate_limited"  # 429 with a wait longer than the client waits in place
+    QUOTA_EXCEEDED = "quota_exceeded"  # a daily cap: nothing succeeds before it resets
+    RECONNECT_REQUIRED = "reconnect_required"  # grant revoked; the tutor must connect again
+    TRANSIENT = "provider_error"  # 5xx, timeouts: back off and try again
+    REJECTED = "invalid_request"  # the provider refused the request itself
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed attempt: its kind, a safe detail, and any wait the provider asked for."""
+
+    kind: FailureKind
+    detail: str
+    wait_s: float | None = None
+    resets_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Transient failures: attempts before giving up, full-jitter exponential backoff."""
+
+    max_attempts: int
+    base_s: float
+    cap_s: float
+
+    def backoff_s(self, attempt: int, *, rng: random.Random | None = None) -> float:
+        """Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter")."""
+        ceiling = min(self.cap_s, self.base_s * (2 ** max(attempt - 1, 0)))
+        return (rng or random).uniform(0, ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """Try this row again at `at`; `pause_tutor` pushes the tutor's other rows back too."""
+
+    at: datetime
+    pause_tutor: bool = False
+    counts_as_attempt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """Report the session failed; `all_remaining` fails the switch's other rows too."""
+
+    reason: str
+    retryable: bool
+    all_remaining: bool = False
+
+
+Decision = RetryLater | GiveUp
+
+
+def decide(
+    failure: Failure,
+    *,
+    attempts: int,
+    now: datetime,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> Decision:
+    """What to do after a failed attempt (the `attempts`-th) of one row."""
+    if failure.kind is FailureKind.QUOTA_EXCEEDED:
+        resets_at = failure.resets_at or now + timedelta(hours=1)
+        # Soonest first survives the wait: the claim orders by start time.
+        return RetryLater(at=max(resets_at, now), pause_tutor=True, counts_as_attempt=False)
+    if failure.kind is FailureKind.RATE_LIMITED:
+        wait = failure.wait_s if failure.wait_s is not None else policy.backoff_s(attempts, rng=rng)
+        return RetryLater(
+            at=now + timedelta(seconds=wait), pause_tutor=True, counts_as_attempt=False
+        )
+    if failure.kind is FailureKind.RECONNECT_REQUIRED:
+        return GiveUp(reason=failure.kind.value, retryable=True, all_remaining=True)
+    if failure.kind is FailureKind.REJECTED:
+        return GiveUp(reason=failure.kind.value, retryable=False)
+    if attempts >= policy.max_attempts:
+        return GiveUp(reason=failure.kind.value, retryable=True)
+    return RetryLater(at=now + timedelta(seconds=policy.backoff_s(attempts, rng=rng)))

@@ -1,0 +1,305 @@
+"""The bounded executor: claims due rows and moves each session to its new meeting.
+
+It runs as a task inside the Faust app. Concurrency is bounded overall
+(`concurrency`) and per tutor (`tutor_concurrency`); a row's failure is
+decided on by `domain.decide` and never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from services.migrator.domain import (
+    Failure,
+    FailureKind,
+    GiveUp,
+    RetryLater,
+    RetryPolicy,
+    decide,
+)
+from services.migrator.logs import get_logger
+from services.migrator.store import ClaimedRow, ConnectionState, MigrationStore
+from services.providers.base import ProviderClient
+from services.providers.errors import (
+    AuthorizationRevokedError,
+    DailyQuotaExhaustedError,
+    InvalidRequestError,
+    ProviderError,
+    RateLimitedError,
+    RetryableProviderError,
+    TokenExpiredError,
+)
+from services.providers.models import Meeting, MeetingRequest, ProviderName, TokenSet
+from services.providers.session import AuthorizedSession
+
+log = get_logger(__name__)
+
+
+def failure_of(exc: ProviderError) -> Failure:
+    """Translate a provider error into the migrator's words (messages carry no token)."""
+    detail = str(exc)[:500]
+    if isinstance(exc, DailyQuotaExhaustedError):
+        return Failure(FailureKind.QUOTA_EXCEEDED, detail, resets_at=exc.resets_at)
+    if isinstance(exc, RateLimitedError):
+        return Failure(FailureKind.RATE_LIMITED, detail, wait_s=exc.retry_after_s)
+    if isinstance(exc, AuthorizationRevokedError | TokenExpiredError):
+        # A token still refused after one refresh: only reconnecting helps.
+        return Failure(FailureKind.RECONNECT_REQUIRED, detail)
+    if isinstance(exc, RetryableProviderError):
+        return Failure(FailureKind.TRANSIENT, detail)
+    if isinstance(exc, InvalidRequestError):
+        return Failure(FailureKind.REJECTED, detail)
+    return Failure(FailureKind.TRANSIENT, detail)
+
+
+@dataclass
+class ConnectionCache:
+    """One `AuthorizedSession` per tutor and connection generation, shared by its rows."""
+
+    store: MigrationStore
+    clients: dict[str, ProviderClient]
+    sessions: dict[str, tuple[int, AuthorizedSession]] = field(default_factory=dict)
+
+    async def session_for(self, tutor_id: str, *, generation: int) -> AuthorizedSession | None:
+        cached = self.sessions.get(tutor_id)
+        if cached and cached[0] == generation:
+            return cached[1]
+        connection = await self.store.connection(tutor_id)
+        if connection is None or connection.generation != generation:
+            return None
+        return self._cache(connection)
+
+    async def reload(self, tutor_id: str, *, used: TokenSet) -> bool:
+        """Re-read the tutor's tokens; True when they changed (another process refreshed them)."""
+        connection = await self.store.connection(tutor_id)
+        if connection is None:
+            return False
+        fresh = self.store.tokens_of(connection)
+        if fresh.refresh_token == used.refresh_token and fresh.access_token == used.access_token:
+            return False
+        self._cache(connection)
+        return True
+
+    def forget(self, tutor_id: str) -> None:
+        self.sessions.pop(tutor_id, None)
+
+    def _cache(self, connection: ConnectionState) -> AuthorizedSession:
+        tutor, generation = connection.tutor_id, connection.generation
+
+        async def save(tokens: TokenSet) -> None:
+            await self.store.save_tokens(tutor_id=tutor, generation=generation, tokens=tokens)
+            log.info("tokens refreshed", extra={"tutor_id": tutor, "generation": generation})
+
+        session = AuthorizedSession(
+            self.clients[connection.provider], self.store.tokens_of(connection), on_refresh=save
+        )
+        self.sessions[tutor] = (generation, session)
+        return session
+
+
+class Executor:
+    """Claims due rows and migrates them, `concurrency` at a time, `tutor_concurrency` per tutor."""
+
+    def __init__(
+        self,
+        *,
+        store: MigrationStore,
+        clients: dict[str, ProviderClient],
+        policy: RetryPolicy,
+        concurrency: int,
+        tutor_concurrency: int,
+        poll_interval_s: float,
+        lease: timedelta,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.connections = ConnectionCache(store=store, clients=clients)
+        self.clients = clients
+        self.policy = policy
+        self.concurrency = concurrency
+        self.tutor_concurrency = tutor_concurrency
+        self.poll_interval_s = poll_interval_s
+        self.lease = lease
+        self.now = now
+        self.in_flight: Counter[str] = Counter()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.settled = 0
+
+    def wake(self) -> None:
+        """New work may be due (a plan batch was recorded, a row finished)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and work until stopped."""
+        while not self._stopping:
+            claimed = 0
+            try:
+                claimed = await self.claim_once()
+            except Exception:
+                log.exception("claim failed; trying again")
+            if claimed == 0 or sum(self.in_flight.values()) >= self.concurrency:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def claim_once(self) -> int:
+        free = self.concurrency - sum(self.in_flight.values())
+        if free <= 0:
+            return 0
+        tutors = await self.store.active_tutors()
+        quotas = {
+            t: self.tutor_concurrency - self.in_flight[t]
+            for t in tutors
+            if self.in_flight[t] < self.tutor_concurrency
+        }
+        rows = await self.store.claim(quotas=quotas, limit=free, lease=self.lease)
+        for row in rows:
+            self.in_flight[row.tutor_id] += 1
+            task = asyncio.create_task(self._work(row))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return len(rows)
+
+    async def _work(self, row: ClaimedRow) -> None:
+        try:
+            await self.migrate(row)
+        except Exception:
+            # The lease brings the row back; one session's bug never stops the others.
+            log.exception(
+                "migration crashed",
+                extra={"switch_id": row.switch_id, "session_id": row.session_id},
+            )
+        finally:
+            self.in_flight[row.tutor_id] -= 1
+            if self.in_flight[row.tutor_id] <= 0:
+                del self.in_flight[row.tutor_id]
+            self.settled += 1
+            self._wake.set()
+
+    async def migrate(self, row: ClaimedRow) -> None:
+        """Create (or reuse) the row's meeting and move its session, or decide what else to do."""
+        ids = {"switch_id": row.switch_id, "session_id": row.session_id}
+        if not row.switch_current and row.new_meeting_external_id is None:
+            await self.store.skip(row, why="switch superseded")
+            log.info("skipped: switch superseded", extra=ids)
+            return
+        if row.session_status not in ("SCHEDULED", "JOIN_OPEN") or (
+            row.scheduled_start_at < self.now()
+        ):
+            await self.store.skip(row, why=f"session {row.session_status.lower()}")
+            log.info("skipped: session no longer eligible", extra=ids)
+            return
+        session = await self.connections.session_for(row.tutor_id, generation=row.switch_generation)
+        meeting: Meeting | None = None
+        if row.new_meeting_external_id is not None:
+            meeting = Meeting(
+                provider=row.to_provider,  # type: ignore[arg-type]
+                external_id=row.new_meeting_external_id,
+                join_url=row.new_join_url,
+            )
+        elif session is None:
+            await self.store.skip(row, why="switch superseded")
+            return
+        else:
+            try:
+                meeting = await session.create_meeting(self._request(row))
+            except ProviderError as exc:
+                await self._failed(row, exc, session=session)
+                return
+            await self.store.record_meeting(row, meeting)
+            log.info("meeting created", extra={**ids, "meeting_id": meeting.external_id})
+        if await self.store.complete_migration(row, meeting):
+            log.info("session migrated", extra=ids)
+            return
+        log.info("skipped after create: session changed; deleting the new meeting", extra=ids)
+        await self._delete_quietly(row, meeting, session=session)
+
+    def _request(self, row: ClaimedRow) -> MeetingRequest:
+        return MeetingRequest(
+            switch_id=row.switch_id,
+            session_id=row.session_id,
+            topic=row.topic,
+            start_time=row.scheduled_start_at,
+            duration_min=row.duration_minutes,
+            timezone=row.timezone,
+        )
+
+    async def _delete_quietly(
+        self, row: ClaimedRow, meeting: Meeting, *, session: AuthorizedSession | None
+    ) -> None:
+        if session is None:
+            session = await self.connections.session_for(
+                row.tutor_id, generation=row.switch_generation
+            )
+        if session is None or session.client.provider != meeting.provider:
+            log.warning(
+                "orphan meeting left: no connection to delete it with",
+                extra={"switch_id": row.switch_id, "meeting_id": meeting.external_id},
+            )
+            return
+        try:
+            await session.delete_meeting(meeting.external_id)
+        except ProviderError as exc:
+            log.warning(
+                "could not delete an unused meeting: %s",
+                exc,
+                extra={"switch_id": row.switch_id, "meeting_id": meeting.external_id},
+            )
+
+    async def _failed(
+        self, row: ClaimedRow, exc: ProviderError, *, session: AuthorizedSession
+    ) -> None:
+        ids = {"switch_id": row.switch_id, "session_id": row.session_id}
+        failure = failure_of(exc)
+        if failure.kind is FailureKind.RECONNECT_REQUIRED and await self.connections.reload(
+            row.tutor_id, used=session.tokens
+        ):
+            # Another migrator refreshed (and Zoom rotated) the tokens meanwhile.
+            await self.store.retry_later(
+                row, at=self.now(), error=failure.detail, counts_as_attempt=False
+            )
+            return
+        decision = decide(failure, attempts=row.attempts, now=self.now(), policy=self.policy)
+        if isinstance(decision, RetryLater):
+            await self.store.retry_later(
+                row,
+                at=decision.at,
+                error=f"{failure.kind.value}: {failure.detail}",
+                counts_as_attempt=decision.counts_as_attempt,
+            )
+            if decision.pause_tutor:
+                await self.store.pause_switch(row.switch_id, until=decision.at)
+            log.info(
+                "retry later: %s", failure.kind.value, extra={**ids, "at": decision.at.isoformat()}
+            )
+            return
+        assert isinstance(decision, GiveUp)
+        await self.store.fail(
+            row, reason=decision.reason, detail=failure.detail, retryable=decision.retryable
+        )
+        log.warning("session failed: %s", decision.reason, extra=ids)
+        if decision.all_remaining:
+            self.connections.forget(row.tutor_id)
+            count = await self.store.fail_remaining(
+                switch_id=row.switch_id,
+                reason=decision.reason,
+                detail="the provider no longer accepts this connection; reconnect it",
+            )
+            log.warning("failed remaining sessions: reconnect required (%d)", count, extra=ids)
+
+
+def provider_names() -> tuple[ProviderName, ...]:
+    return ("zoom", "google_meet")

@@ -1,0 +1,100 @@
+"""What the migrator does with each event on the `provider.switched` topic.
+
+The agent calls `handle(event)`; the work itself is recorded in PostgreSQL
+(the plan) and carried out by the executor, so the Kafka offset may advance
+as soon as `handle` returns, whatever Faust does with commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from services.core.events import Event, EventType
+from services.migrator.domain import DROPPED_SWITCH_STATES, SwitchRef, is_superseded
+from services.migrator.errors import UnknownSwitchError
+from services.migrator.logs import get_logger
+from services.migrator.store import MigrationStore
+
+log = get_logger(__name__)
+
+
+@dataclass
+class MigrationService:
+    """Plans switches, queues retries; `wake` tells the executor new rows are due."""
+
+    store: MigrationStore
+    plan_batch_size: int
+    wake: Callable[[], None] = field(default=lambda: None)
+
+    async def handle(self, event: Event) -> None:
+        """Dispatch one parsed event by its type."""
+        if event.type == EventType.PROVIDER_SWITCHED:
+            await self.switched(event.data["switch_id"])
+        elif event.type == EventType.SESSION_RETRY_REQUESTED:
+            await self.retry_requested(event.data["switch_id"], event.data["session_ids"])
+        else:
+            # Rollback requests and our own switch.rolled_back share the topic;
+            # rollback is not implemented by this migrator yet (see README).
+            log.info("ignored event type %s", event.type, extra={"event_id": event.id})
+
+    async def switched(self, switch_id: str) -> None:
+        """Drop a superseded switch, else record its plan (idempotently) and let it run."""
+        switch = await self.store.switch(switch_id)
+        if switch is None:
+            raise UnknownSwitchError(f"switch {switch_id} is not in provider_switches")
+        ids = {"switch_id": switch.id, "tutor_id": switch.tutor_id}
+        if switch.state in DROPPED_SWITCH_STATES:
+            log.info("switch %s: nothing to do", switch.state.lower(), extra=ids)
+            return
+        connection = await self.store.connection(switch.tutor_id)
+        if is_superseded(
+            switch,
+            connection_provider=connection.provider if connection else None,
+            connection_generation=connection.generation if connection else None,
+        ):
+            await self.store.mark_superseded(
+                tutor_id=switch.tutor_id, below_generation=switch.generation + 1
+            )
+            log.info("switch superseded by a newer one; dropped", extra=ids)
+            return
+        superseded = await self.store.mark_superseded(
+            tutor_id=switch.tutor_id, below_generation=switch.generation
+        )
+        if superseded:
+            log.info("older switches superseded: %s", ", ".join(superseded), extra=ids)
+        await self.plan(switch)
+
+    async def plan(self, switch: SwitchRef) -> int:
+        """Record one row per eligible session, in batches, soonest first; return rows added."""
+        ids = {"switch_id": switch.id, "tutor_id": switch.tutor_id}
+        await self.store.start_planning(switch.id)
+        cursor = None
+        added = 0
+        while True:
+            batch = await self.store.plan_batch(switch, cursor=cursor, limit=self.plan_batch_size)
+            added += batch.inserted
+            if batch.inserted:
+                self.wake()
+            cursor = batch.cursor
+            if batch.seen < self.plan_batch_size:
+                break
+        await self.store.finish_planning(switch.id)
+        self.wake()
+        log.info("plan recorded: %d new rows", added, extra=ids)
+        return added
+
+    async def retry_requested(self, switch_id: str, session_ids: list[str]) -> None:
+        count = await self.store.request_retry(switch_id=switch_id, session_ids=session_ids)
+        log.info("retry requested: %d sessions queued", count, extra={"switch_id": switch_id})
+        if count:
+            self.wake()
+
+    async def sweep(self, *, window_s: float) -> int:
+        """Plan again every current switch: catches sessions booked while it committed."""
+        from datetime import timedelta
+
+        added = 0
+        for switch in await self.store.sweepable_switches(window=timedelta(seconds=window_s)):
+            added += await self.plan(switch)
+        return added

@@ -1,0 +1,51 @@
+"""`MigratorSettings`: the migrator's environment variables (documented in README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from services.core.settings import CommonSettings
+
+
+class MigratorSettings(CommonSettings):
+    """Concurrency bounds, batch sizes, retry limits, sweep and grace periods."""
+
+    # Faust's app id is the consumer group; defaults to `<topic prefix>relink-migrator`
+    # so environments sharing a cluster (and tests) never share a group.
+    app_id: str = Field(default="", alias="RELINK_MIGRATOR_APP_ID")
+    datadir: Path = Field(default=Path(".relink/migrator"), alias="RELINK_MIGRATOR_DATADIR")
+    # Meeting creations in flight in this process, over all tutors.
+    concurrency: int = Field(default=100, ge=1, le=2000, alias="RELINK_MIGRATOR_CONCURRENCY")
+    # ... and per tutor: one tutor's 100,000 sessions must not starve the others,
+    # and a provider's per-user rate limit is hit later.
+    tutor_concurrency: int = Field(
+        default=10, ge=1, le=500, alias="RELINK_MIGRATOR_TUTOR_CONCURRENCY"
+    )
+    plan_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, alias="RELINK_MIGRATOR_PLAN_BATCH_SIZE"
+    )
+    # How often the executor looks for due rows when nothing woke it.
+    poll_interval_s: float = Field(default=0.5, gt=0, alias="RELINK_MIGRATOR_POLL_INTERVAL_S")
+    # A claimed row is invisible to other executors for this long; a crashed
+    # process's rows are picked up again after it.
+    claim_lease_s: float = Field(default=120.0, gt=0, alias="RELINK_MIGRATOR_CLAIM_LEASE_S")
+    # Transient provider failures: attempts per session before `session.failed`
+    # (retryable), with full-jitter exponential backoff between them.
+    max_attempts: int = Field(default=5, ge=1, le=100, alias="RELINK_MIGRATOR_MAX_ATTEMPTS")
+    backoff_base_s: float = Field(default=1.0, gt=0, alias="RELINK_MIGRATOR_BACKOFF_BASE_S")
+    backoff_cap_s: float = Field(default=300.0, gt=0, alias="RELINK_MIGRATOR_BACKOFF_CAP_S")
+    # The sweep that catches sessions booked while a switch committed.
+    sweep_interval_s: float = Field(default=60.0, gt=0, alias="RELINK_MIGRATOR_SWEEP_INTERVAL_S")
+    sweep_window_h: float = Field(default=24.0, gt=0, alias="RELINK_MIGRATOR_SWEEP_WINDOW_H")
+    # Rollback is possible, and the old meetings are kept, for this long after a switch.
+    grace_period_h: float = Field(default=24.0, ge=0, alias="RELINK_MIGRATOR_GRACE_PERIOD_H")
+    cleanup_interval_s: float = Field(
+        default=300.0, gt=0, alias="RELINK_MIGRATOR_CLEANUP_INTERVAL_S"
+    )
+    db_pool_size: int = Field(default=20, ge=1, le=200, alias="RELINK_MIGRATOR_DB_POOL_SIZE")
+
+    @property
+    def faust_app_id(self) -> str:
+        return self.app_id or f"{self.topic_prefix}relink-migrator"

@@ -1,0 +1,738 @@
+"""PostgreSQL adapter of the migrator: the plan, claims, and the one-transaction outcomes.
+
+Every outcome of a row (migrated, failed, skipped) commits together with the
+session update, the switch's counters and the outbox row of its event, so a
+crash leaves either all of it or none. Rows are claimed with a lease
+(`next_attempt_at` moved into the future) under `FOR UPDATE SKIP LOCKED`, so
+several executors never take the same row, and a dead one's rows come back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from services.core import events
+from services.core.db.models import Outbox
+from services.core.settings import CommonSettings, normalize_database_url
+from services.core.tokens import TokenCipher
+from services.migrator.domain import (
+    ELIGIBLE_STATUSES,
+    UNSETTLED_STATES,
+    SwitchRef,
+    final_switch_state,
+)
+from services.providers.models import Meeting, TokenSet
+
+SOURCE = "/relink/migrator"
+
+_UNSETTLED = "('PENDING', 'MEETING_CREATED')"
+_ELIGIBLE = "(" + ", ".join(f"'{s}'" for s in ELIGIBLE_STATUSES) + ")"
+assert UNSETTLED_STATES == ("PENDING", "MEETING_CREATED")
+
+
+def make_async_engine(url: str, *, pool_size: int) -> AsyncEngine:
+    """An async psycopg 3 engine with pre-ping (a restarted PostgreSQL is reconnected)."""
+    return create_async_engine(
+        normalize_database_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState:
+    """The tutor's connection as the migrator needs it (tokens still encrypted)."""
+
+    tutor_id: str
+    provider: str
+    generation: int
+    access_token_encrypted: bytes
+    refresh_token_encrypted: bytes | None
+    token_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """One claimed migration with what creating its meeting needs."""
+
+    id: int
+    switch_id: str
+    session_id: str
+    tutor_id: str
+    student_id: str
+    booking_id: str | None
+    state: str
+    kind: str
+    attempts: int
+    from_provider: str | None
+    to_provider: str
+    scheduled_start_at: datetime
+    duration_minutes: int
+    session_status: str
+    session_provider: str | None
+    topic: str
+    timezone: str
+    new_meeting_external_id: str | None
+    new_join_url: str | None
+    previous_meeting_external_id: str | None
+    switch_state: str
+    switch_generation: int
+    connection_generation: int | None
+    connection_provider: str | None
+
+    @property
+    def switch_current(self) -> bool:
+        """The switch is still the tutor's newest and still running."""
+        return (
+            self.switch_state in ("PLANNING", "MIGRATING")
+            and self.connection_generation == self.switch_generation
+            and self.connection_provider == self.to_provider
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PlanBatch:
+    """One batch of the plan: rows inserted, rows seen, and where the next batch starts."""
+
+    inserted: int
+    seen: int
+    cursor: tuple[datetime, str] | None
+
+
+class MigrationStore:
+    """Queries and transactions of the migrator, on an async engine."""
+
+    def __init__(self, engine: AsyncEngine, *, topics: CommonSettings, cipher: TokenCipher) -> None:
+        self.engine = engine
+        self.topics = topics
+        self.cipher = cipher
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- switches -------------------------------------------------------------
+
+    async def switch(self, switch_id: str) -> SwitchRef | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT id, tutor_id, from_provider, to_provider, generation, state "
+                        "FROM provider_switches WHERE id = :id"
+                    ),
+                    {"id": switch_id},
+                )
+            ).first()
+        if row is None:
+            return None
+        return SwitchRef(
+            id=str(row.id),
+            tutor_id=str(row.tutor_id),
+            from_provider=row.from_provider,
+            to_provider=row.to_provider,
+            generation=row.generation,
+            state=row.state,
+        )
+
+    async def connection(self, tutor_id: str) -> ConnectionState | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT tutor_id, provider, generation, access_token_encrypted, "
+                        "refresh_token_encrypted, token_expires_at "
+                        "FROM tutor_video_provider_connections WHERE tutor_id = :t"
+                    ),
+                    {"t": tutor_id},
+                )
+            ).first()
+        if row is None:
+            return None
+        return ConnectionState(
+            tutor_id=str(row.tutor_id),
+            provider=row.provider,
+            generation=row.generation,
+            access_token_encrypted=bytes(row.access_token_encrypted),
+            refresh_token_encrypted=(
+                bytes(row.refresh_token_encrypted) if row.refresh_token_encrypted else None
+            ),
+            token_expires_at=row.token_expires_at,
+        )
+
+    def tokens_of(self, connection: ConnectionState) -> TokenSet:
+        """Decrypt a connection's tokens (they never leave this process)."""
+        tutor = connection.tutor_id
+        refresh = (
+            self.cipher.decrypt(
+                connection.refresh_token_encrypted, tutor_id=tutor, field="refresh_token"
+            )
+            if connection.refresh_token_encrypted
+            else None
+        )
+        return TokenSet(
+            access_token=self.cipher.decrypt(
+                connection.access_token_encrypted, tutor_id=tutor, field="access_token"
+            ),
+            refresh_token=refresh,
+            expires_at=connection.token_expires_at or datetime.now(UTC) + timedelta(hours=1),
+        )
+
+    async def save_tokens(self, *, tutor_id: str, generation: int, tokens: TokenSet) -> None:
+        """Persist refreshed tokens (Zoom rotated the refresh token: the old one is dead)."""
+        values: dict[str, Any] = {
+            "t": tutor_id,
+            "g": generation,
+            "a": self.cipher.encrypt(tokens.access_token, tutor_id=tutor_id, field="access_token"),
+            "r": (
+                self.cipher.encrypt(tokens.refresh_token, tutor_id=tutor_id, field="refresh_token")
+                if tokens.refresh_token
+                else None
+            ),
+            "e": tokens.expires_at,
+        }
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE tutor_video_provider_connections SET access_token_encrypted = :a, "
+                    "refresh_token_encrypted = coalesce(:r, refresh_token_encrypted), "
+                    "token_expires_at = :e, updated_at = now() "
+                    "WHERE tutor_id = :t AND generation = :g"
+                ),
+                values,
+            )
+
+    async def mark_superseded(self, *, tutor_id: str, below_generation: int) -> list[str]:
+        """Mark the tutor's unfinished switches older than `below_generation` SUPERSEDED.
+
+        Their rows not yet started are skipped; rows with a meeting already
+        created are left to the executor, which skips them and deletes it.
+        """
+        async with self.engine.begin() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        text(
+                            "UPDATE provider_switches SET state = 'SUPERSEDED', "
+                            "completed_at = now() WHERE tutor_id = :t AND generation < :g "
+                            "AND state IN ('PENDING', 'PLANNING', 'MIGRATING') RETURNING id"
+                        ),
+                        {"t": tutor_id, "g": below_generation},
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if ids:
+                await conn.execute(
+                    text(
+                        "UPDATE session_migrations SET state = 'SKIPPED', "
+                        "last_error = 'superseded', updated_at = now() "
+                        "WHERE switch_id = ANY(:ids) AND state = 'PENDING'"
+                    ),
+                    {"ids": list(ids)},
+                )
+        return [str(i) for i in ids]
+
+    async def start_planning(self, switch_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE provider_switches SET state = 'PLANNING', "
+                    "started_at = coalesce(started_at, now()) "
+                    "WHERE id = :id AND state IN ('PENDING', 'PLANNING')"
+                ),
+                {"id": switch_id},
+            )
+
+    async def plan_batch(
+        self, switch: SwitchRef, *, cursor: tuple[datetime, str] | None, limit: int
+    ) -> PlanBatch:
+        """Record the next `limit` eligible sessions (soonest first) as PENDING rows, idempotently.
+
+        Sessions already planned in this switch are left alone (ON CONFLICT DO
+        NOTHING); the switch's total grows by the rows actually inserted, in
+        the same transaction.
+        """
+        after = "AND (s.scheduled_start_at, s.id) > (:c_at, :c_id)" if cursor else ""
+        sql = f"""
+            WITH batch AS (
+                SELECT s.id, s.scheduled_start_at, s.provider, s.meeting_external_id, s.join_url
+                FROM sessions s
+                WHERE s.tutor_id = :tutor AND s.status IN {_ELIGIBLE}
+                  AND s.scheduled_start_at >= now()
+                  AND s.provider IS DISTINCT FROM :to_provider {after}
+                ORDER BY s.scheduled_start_at, s.id
+                LIMIT :limit
+            ), inserted AS (
+                INSERT INTO session_migrations (switch_id, session_id, tutor_id,
+                    scheduled_start_at, from_provider, to_provider,
+                    previous_meeting_external_id, previous_join_url)
+                SELECT :switch, b.id, :tutor, b.scheduled_start_at, b.provider, :to_provider,
+                       b.meeting_external_id, b.join_url
+                FROM batch b
+                ON CONFLICT (switch_id, session_id) DO NOTHING
+                RETURNING 1
+            ), counted AS (
+                UPDATE provider_switches
+                SET sessions_total = sessions_total + (SELECT count(*) FROM inserted)
+                WHERE id = :switch AND (SELECT count(*) FROM inserted) > 0
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM inserted) AS inserted,
+                   (SELECT count(*) FROM batch) AS seen,
+                   last.scheduled_start_at AS last_at, last.id AS last_id,
+                   (SELECT count(*) FROM counted) AS counted
+            FROM (SELECT 1) one
+            LEFT JOIN LATERAL (
+                SELECT scheduled_start_at, id FROM batch
+                ORDER BY scheduled_start_at DESC, id DESC LIMIT 1
+            ) last ON true
+        """
+        params: dict[str, Any] = {
+            "tutor": switch.tutor_id,
+            "to_provider": switch.to_provider,
+            "switch": switch.id,
+            "limit": limit,
+        }
+        if cursor:
+            params |= {"c_at": cursor[0], "c_id": cursor[1]}
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(text(sql), params)).one()
+        next_cursor = (row.last_at, str(row.last_id)) if row.last_id is not None else None
+        return PlanBatch(inserted=row.inserted, seen=row.seen, cursor=next_cursor)
+
+    async def finish_planning(self, switch_id: str) -> None:
+        """The plan is complete: let the switch complete (at once when nothing is left)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE provider_switches SET state = 'MIGRATING' "
+                    "WHERE id = :id AND state IN ('PLANNING', 'COMPLETED', "
+                    "'COMPLETED_WITH_FAILURES') AND EXISTS (SELECT 1 FROM session_migrations "
+                    f"WHERE switch_id = :id AND state IN {_UNSETTLED})"
+                ),
+                {"id": switch_id},
+            )
+            await self._complete_if_settled(conn, switch_id, from_states=("PLANNING", "MIGRATING"))
+
+    async def _complete_if_settled(
+        self, conn: AsyncConnection, switch_id: str, *, from_states: Sequence[str] = ("MIGRATING",)
+    ) -> str | None:
+        row = (
+            await conn.execute(
+                text(
+                    "UPDATE provider_switches SET state = CASE WHEN sessions_failed > 0 "
+                    f"THEN '{final_switch_state(failed=1)}' ELSE '{final_switch_state(failed=0)}' "
+                    "END, completed_at = now() "
+                    "WHERE id = :id AND state = ANY(:states) AND NOT EXISTS ("
+                    "SELECT 1 FROM session_migrations WHERE switch_id = :id "
+                    f"AND state IN {_UNSETTLED}) RETURNING state"
+                ),
+                {"id": switch_id, "states": list(from_states)},
+            )
+        ).first()
+        return row.state if row else None
+
+    async def sweepable_switches(self, *, window: timedelta) -> list[SwitchRef]:
+        """Each tutor's current switch from the last `window`: the sweep's work list."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT p.id, p.tutor_id, p.from_provider, p.to_provider, p.generation, "
+                        "p.state FROM provider_switches p JOIN tutor_video_provider_connections c "
+                        "ON c.tutor_id = p.tutor_id AND c.generation = p.generation "
+                        "AND c.provider = p.to_provider WHERE p.created_at > now() - :w "
+                        "AND p.state IN ('PLANNING', 'MIGRATING', 'COMPLETED', "
+                        "'COMPLETED_WITH_FAILURES')"
+                    ),
+                    {"w": window},
+                )
+            ).all()
+        return [
+            SwitchRef(
+                id=str(r.id),
+                tutor_id=str(r.tutor_id),
+                from_provider=r.from_provider,
+                to_provider=r.to_provider,
+                generation=r.generation,
+                state=r.state,
+            )
+            for r in rows
+        ]
+
+    async def active_tutors(self) -> list[str]:
+        """Tutors whose switch is being planned or migrated: the executor's work list."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT DISTINCT tutor_id FROM provider_switches "
+                        "WHERE state IN ('PLANNING', 'MIGRATING')"
+                    )
+                )
+            ).scalars()
+            return [str(t) for t in rows]
+
+    async def request_retry(self, *, switch_id: str, session_ids: Sequence[str]) -> int:
+        """Put the switch's failed rows (all, or those named) back in the queue as retries."""
+        only = "AND session_id = ANY(CAST(:sessions AS uuid[]))" if session_ids else ""
+        async with self.engine.begin() as conn:
+            switch = (
+                await conn.execute(
+                    text(
+                        "SELECT p.state FROM provider_switches p "
+                        "JOIN tutor_video_provider_connections c ON c.tutor_id = p.tutor_id "
+                        "AND c.generation = p.generation AND c.provider = p.to_provider "
+                        "WHERE p.id = :id FOR UPDATE OF p"
+                    ),
+                    {"id": switch_id},
+                )
+            ).first()
+            if switch is None or switch.state not in (
+                "MIGRATING",
+                "COMPLETED",
+                "COMPLETED_WITH_FAILURES",
+            ):
+                return 0
+            count = (
+                await conn.execute(
+                    text(
+                        "UPDATE session_migrations SET state = 'PENDING', kind = 'retry', "
+                        "attempts = 0, next_attempt_at = now(), retryable = NULL, "
+                        f"updated_at = now() WHERE switch_id = :id AND state = 'FAILED' {only}"
+                    ),
+                    {"id": switch_id, "sessions": list(session_ids)},
+                )
+            ).rowcount
+            if count:
+                await conn.execute(
+                    text(
+                        "UPDATE provider_switches SET state = 'MIGRATING', completed_at = NULL, "
+                        "sessions_failed = sessions_failed - :n WHERE id = :id"
+                    ),
+                    {"id": switch_id, "n": count},
+                )
+        return int(count)
+
+    # -- the executor's claims -------------------------------------------------
+
+    async def claim(
+        self, *, quotas: Mapping[str, int], limit: int, lease: timedelta
+    ) -> list[ClaimedRow]:
+        """Claim due rows, soonest first, at most `quotas[tutor]` per tutor and `limit` in all."""
+        if not quotas or limit <= 0:
+            return []
+        sql = f"""
+            WITH picked AS (
+                SELECT m.id FROM unnest(CAST(:tutors AS uuid[]), CAST(:ks AS int[])) AS t(tutor, k)
+                CROSS JOIN LATERAL (
+                    SELECT id FROM session_migrations m
+                    WHERE m.tutor_id = t.tutor AND m.state IN {_UNSETTLED}
+                      AND m.next_attempt_at <= now()
+                    ORDER BY m.scheduled_start_at
+                    LIMIT t.k
+                    FOR UPDATE SKIP LOCKED
+                ) m
+                LIMIT :limit
+            )
+            UPDATE session_migrations m
+            SET next_attempt_at = now() + :lease, attempts = m.attempts + 1, updated_at = now()
+            FROM picked
+            JOIN session_migrations x ON x.id = picked.id
+            JOIN sessions s ON s.id = x.session_id
+            JOIN bookings b ON b.id = s.booking_id
+            JOIN provider_switches p ON p.id = x.switch_id
+            LEFT JOIN tutor_video_provider_connections c ON c.tutor_id = x.tutor_id
+            WHERE m.id = picked.id
+            RETURNING m.id, m.switch_id, m.session_id, m.tutor_id, s.student_id, s.booking_id,
+                m.state, m.kind, m.attempts, m.from_provider, m.to_provider,
+                s.scheduled_start_at, s.duration_minutes, s.status AS session_status,
+                s.provider AS session_provider, b.topic, b.timezone,
+                m.new_meeting_external_id, m.new_join_url, m.previous_meeting_external_id,
+                p.state AS switch_state, p.generation AS switch_generation,
+                c.generation AS connection_generation, c.provider AS connection_provider
+        """
+        tutors = list(quotas)
+        params = {
+            "tutors": tutors,
+            "ks": [quotas[t] for t in tutors],
+            "limit": limit,
+            "lease": lease,
+        }
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(text(sql), params)).all()
+        return [
+            ClaimedRow(
+                **{
+                    **r._mapping,
+                    "id": r.id,
+                    "switch_id": str(r.switch_id),
+                    "session_id": str(r.session_id),
+                    "tutor_id": str(r.tutor_id),
+                    "student_id": str(r.student_id),
+                    "booking_id": str(r.booking_id) if r.booking_id else None,
+                }
+            )
+            for r in rows
+        ]
+
+    async def record_meeting(self, row: ClaimedRow, meeting: Meeting) -> None:
+        """Remember the created meeting before anything else can fail: a retry reuses it."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE session_migrations SET state = 'MEETING_CREATED', "
+                    "new_meeting_external_id = :mid, new_join_url = :url, updated_at = now() "
+                    "WHERE id = :id AND state = 'PENDING'"
+                ),
+                {"id": row.id, "mid": meeting.external_id, "url": meeting.join_url},
+            )
+
+    async def complete_migration(self, row: ClaimedRow, meeting: Meeting) -> bool:
+        """Move the session to the new meeting, if it may still move; False when skipped.
+
+        One transaction: the session update (only if still eligible, still on
+        the provider the plan saw, and the switch still current), the row, the
+        switch's counters and the `session.migrated` outbox row.
+        """
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            updated = (
+                await conn.execute(
+                    text(
+                        "UPDATE sessions s SET provider = :to, meeting_external_id = :mid, "
+                        "join_url = :url, meeting_created_at = :now, version = s.version + 1, "
+                        "updated_at = :now FROM provider_switches p "
+                        "JOIN tutor_video_provider_connections c ON c.tutor_id = p.tutor_id "
+                        "WHERE s.id = :sid AND p.id = :switch "
+                        f"AND s.status IN {_ELIGIBLE} AND s.scheduled_start_at >= :now "
+                        "AND s.provider IS NOT DISTINCT FROM :from_p "
+                        "AND p.state IN ('PLANNING', 'MIGRATING') "
+                        "AND c.generation = p.generation AND c.provider = p.to_provider "
+                        "RETURNING s.id"
+                    ),
+                    {
+                        "to": row.to_provider,
+                        "mid": meeting.external_id,
+                        "url": meeting.join_url,
+                        "now": now,
+                        "sid": row.session_id,
+                        "switch": row.switch_id,
+                        "from_p": row.from_provider,
+                    },
+                )
+            ).first()
+            if updated is None:
+                await self._settle(conn, row, state="SKIPPED", error="no longer eligible")
+                return False
+            await self._settle(conn, row, state="MIGRATED", error=None, meeting=meeting)
+            await conn.execute(
+                insert(Outbox).values(
+                    **events.outbox_row(
+                        "session.migrated",
+                        {
+                            "switch_id": row.switch_id,
+                            "tutor_id": row.tutor_id,
+                            "session_id": row.session_id,
+                            "student_id": row.student_id,
+                            "booking_id": row.booking_id,
+                            "scheduled_start_at": _iso(row.scheduled_start_at),
+                            "kind": row.kind,
+                            "provider": row.to_provider,
+                            "meeting_external_id": meeting.external_id,
+                            "join_url": meeting.join_url,
+                            "previous_provider": row.from_provider,
+                            "previous_meeting_external_id": row.previous_meeting_external_id,
+                            "migrated_at": _iso(now),
+                        },
+                        tutor_id=row.tutor_id,
+                        source=SOURCE,
+                        topics=self.topics,
+                    )
+                )
+            )
+            await self._complete_if_settled(conn, row.switch_id)
+        return True
+
+    async def skip(self, row: ClaimedRow, *, why: str) -> None:
+        """Settle a row without moving its session (cancelled, started, superseded)."""
+        async with self.engine.begin() as conn:
+            await self._settle(conn, row, state="SKIPPED", error=why)
+            await self._complete_if_settled(conn, row.switch_id)
+
+    async def fail(self, row: ClaimedRow, *, reason: str, detail: str, retryable: bool) -> None:
+        """Settle a row as failed and write its `session.failed`."""
+        async with self.engine.begin() as conn:
+            if await self._settle(conn, row, state="FAILED", error=f"{reason}: {detail}"):
+                await conn.execute(
+                    insert(Outbox).values(
+                        **self._failed_event(
+                            row=row, reason=reason, detail=detail, retryable=retryable
+                        )
+                    )
+                )
+                await conn.execute(
+                    text("UPDATE session_migrations SET retryable = :r WHERE id = :id"),
+                    {"r": retryable, "id": row.id},
+                )
+            await self._complete_if_settled(conn, row.switch_id)
+
+    async def fail_remaining(
+        self, *, switch_id: str, reason: str, detail: str, batch: int = 500
+    ) -> int:
+        """Fail every unsettled row of a switch (e.g. revoked grant), in batches."""
+        failed = 0
+        while True:
+            async with self.engine.begin() as conn:
+                rows = (
+                    await conn.execute(
+                        text(
+                            "SELECT m.id, m.switch_id, m.session_id, m.tutor_id, s.student_id, "
+                            "s.booking_id, m.kind, m.attempts, m.to_provider, "
+                            "s.scheduled_start_at FROM session_migrations m "
+                            "JOIN sessions s ON s.id = m.session_id "
+                            f"WHERE m.switch_id = :id AND m.state IN {_UNSETTLED} "
+                            "ORDER BY m.scheduled_start_at LIMIT :n FOR UPDATE OF m SKIP LOCKED"
+                        ),
+                        {"id": switch_id, "n": batch},
+                    )
+                ).all()
+                if not rows:
+                    await self._complete_if_settled(conn, switch_id)
+                    return failed
+                ids = [r.id for r in rows]
+                await conn.execute(
+                    text(
+                        "UPDATE session_migrations SET state = 'FAILED', retryable = true, "
+                        "last_error = :e, updated_at = now() WHERE id = ANY(:ids)"
+                    ),
+                    {"ids": ids, "e": f"{reason}: {detail}"},
+                )
+                await conn.execute(
+                    text(
+                        "UPDATE provider_switches SET sessions_failed = sessions_failed + :n "
+                        "WHERE id = :id"
+                    ),
+                    {"id": switch_id, "n": len(ids)},
+                )
+                await conn.execute(
+                    insert(Outbox),
+                    [
+                        self._failed_event(
+                            row=r, reason=reason, detail=detail, retryable=True, attempts=None
+                        )
+                        for r in rows
+                    ],
+                )
+                await self._complete_if_settled(conn, switch_id)
+                failed += len(rows)
+
+    async def retry_later(
+        self, row: ClaimedRow, *, at: datetime, error: str, counts_as_attempt: bool
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE session_migrations SET next_attempt_at = :at, last_error = :e, "
+                    "attempts = attempts - :undo, updated_at = now() "
+                    f"WHERE id = :id AND state IN {_UNSETTLED}"
+                ),
+                {"id": row.id, "at": at, "e": error, "undo": 0 if counts_as_attempt else 1},
+            )
+
+    async def pause_switch(self, switch_id: str, *, until: datetime) -> None:
+        """Nothing of this switch is tried before `until` (a provider's stated wait)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE session_migrations SET next_attempt_at = greatest(next_attempt_at, :u) "
+                    f"WHERE switch_id = :id AND state IN {_UNSETTLED}"
+                ),
+                {"id": switch_id, "u": until},
+            )
+
+    # -- pieces of the transactions above ---------------------------------------
+
+    async def _settle(
+        self,
+        conn: AsyncConnection,
+        row: ClaimedRow,
+        *,
+        state: str,
+        error: str | None,
+        meeting: Meeting | None = None,
+    ) -> bool:
+        """Mark the row final and move the switch's counters; False if it was settled already."""
+        settled = (
+            await conn.execute(
+                text(
+                    "UPDATE session_migrations SET state = :state, last_error = :e, "
+                    "new_meeting_external_id = coalesce(:mid, new_meeting_external_id), "
+                    "new_join_url = coalesce(:url, new_join_url), updated_at = now() "
+                    f"WHERE id = :id AND state IN {_UNSETTLED} RETURNING id"
+                ),
+                {
+                    "id": row.id,
+                    "state": state,
+                    "e": error,
+                    "mid": meeting.external_id if meeting else None,
+                    "url": meeting.join_url if meeting else None,
+                },
+            )
+        ).first()
+        if settled is None:
+            return False
+        counter = {
+            "MIGRATED": "sessions_migrated = sessions_migrated + 1",
+            "FAILED": "sessions_failed = sessions_failed + 1",
+            "SKIPPED": "sessions_total = greatest(sessions_total - 1, 0)",
+        }[state]
+        await conn.execute(
+            text(f"UPDATE provider_switches SET {counter} WHERE id = :id"), {"id": row.switch_id}
+        )
+        return True
+
+    def _failed_event(
+        self,
+        *,
+        row: Any,
+        reason: str,
+        detail: str,
+        retryable: bool,
+        attempts: int | None = 0,
+    ) -> dict[str, Any]:
+        return events.outbox_row(
+            "session.failed",
+            {
+                "switch_id": str(row.switch_id),
+                "tutor_id": str(row.tutor_id),
+                "session_id": str(row.session_id),
+                "student_id": str(row.student_id),
+                "booking_id": str(row.booking_id) if row.booking_id else None,
+                "scheduled_start_at": _iso(row.scheduled_start_at),
+                "kind": row.kind,
+                "provider": row.to_provider,
+                "reason": reason,
+                "detail": detail[:2000],
+                "retryable": retryable,
+                "attempts": max(int(row.attempts), 1),
+                "failed_at": _iso(datetime.now(UTC)),
+            },
+            tutor_id=str(row.tutor_id),
+            source=SOURCE,
+            topics=self.topics,
+            event_id=uuid.uuid4(),
+        )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
