@@ -71,7 +71,10 @@ def _libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def _templates(settings: CommonSettings) -> list[tuple[str, bytes, bytes, dict[str, bytes]]]:
+Template = tuple[str, Any, bytes, dict[str, str | bytes | None]]
+
+
+def _templates(settings: CommonSettings) -> list[Template]:
     """A few real events per tutor shape; each produced message gets its own ce_id."""
     out = []
     for n in range(TUTORS):
@@ -88,9 +91,7 @@ def _templates(settings: CommonSettings) -> list[tuple[str, bytes, bytes, dict[s
         }  # fmt: skip
         event = events.new_event("session.migrated", payload, tutor_id=tutor, source="/bench")
         message = events.to_message(event)
-        headers = {
-            k: v if isinstance(v, bytes) else str(v).encode() for k, v in message.headers.items()
-        }
+        headers: dict[str, str | bytes | None] = dict(message.headers.items())
         out.append((settings.topic_session_migrated, message.key, message.value, headers))
     return out
 
@@ -103,7 +104,9 @@ def _produce(settings: CommonSettings, count: int) -> float:
     started = time.monotonic()
     for i in range(count):
         topic, key, value, headers = templates[i % len(templates)]
-        fresh = list({**headers, "ce_id": str(uuid.uuid4()).encode()}.items())
+        fresh: list[tuple[str, str | bytes | None]] = list(
+            {**headers, "ce_id": str(uuid.uuid4()).encode()}.items()
+        )
         while True:
             try:
                 producer.produce(topic, key=key, value=value, headers=fresh)
@@ -130,7 +133,9 @@ def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     peak = 0.0
     while process.poll() is None:
         try:
-            peak = max(peak, handle.memory_info().rss / 2**20)
+            # the parse workers count too: the whole process tree
+            tree = [handle, *handle.children(recursive=True)]
+            peak = max(peak, sum(_rss(p) for p in tree) / 2**20)
         except psutil.NoSuchProcess:
             break
         time.sleep(0.2)
@@ -140,6 +145,13 @@ def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
         raise RuntimeError(f"{command} exited with {process.returncode}: {out}")
     print(out.strip(), flush=True)
     return elapsed, peak
+
+
+def _rss(process: psutil.Process) -> int:
+    try:
+        return int(process.memory_info().rss)
+    except psutil.NoSuchProcess:
+        return 0
 
 
 def _replay(settings: CommonSettings, env: dict[str, str], count: int) -> dict[str, Any]:
@@ -155,7 +167,8 @@ def _replay(settings: CommonSettings, env: dict[str, str], count: int) -> dict[s
         "replay_eps": round(count / elapsed),
         "replay_s": round(elapsed, 1),
         "replay_rss_mb": round(peak, 1),
-        "replay_note": "wall time of `relink audit replay` incl. process start; "
+        "replay_note": "wall time of `relink audit replay` incl. process start, RSS of its "
+        "process tree (parse workers included); "
         "session.migrated events, 1000 tutors, 6 partitions",
     }
 

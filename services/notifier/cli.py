@@ -93,6 +93,7 @@ def audit_replay(
     verify: bool = typer.Option(
         False, "--verify", help="compare the topics with the table instead of writing"
     ),
+    workers: int = typer.Option(0, min=0, help="parse processes (0: one per core)"),
 ) -> None:
     """Rebuild audit_log from the topics' history (idempotent), or --verify it."""
     from rich.console import Console
@@ -125,7 +126,11 @@ def audit_replay(
             )
         else:
             result = audit.replay(
-                settings, since=_since(since), on_plan=on_plan, on_progress=on_progress
+                settings,
+                since=_since(since),
+                workers=workers or None,
+                on_plan=on_plan,
+                on_progress=on_progress,
             )
     if not verify:
         typer.echo(
