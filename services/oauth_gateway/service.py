@@ -123,7 +123,8 @@ class Gateway:
             tutor_id=principal.user_id,
             provider=provider,
             verifier=verifier,
-            expires_at=self.clock() + timedelta(seconds=self.settings.state_ttl_s),
+            now=self.clock(),
+            ttl=timedelta(seconds=self.settings.state_ttl_s),
         )
         return client.authorization_url(state=state, code_verifier=verifier)
 

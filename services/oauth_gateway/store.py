@@ -111,11 +111,21 @@ class GatewayStore:
     # -- OAuth state --------------------------------------------------------
 
     def create_state(
-        self, *, tutor_id: uuid.UUID, provider: str, verifier: str, expires_at: datetime
+        self, *, tutor_id: uuid.UUID, provider: str, verifier: str, now: datetime, ttl: timedelta
     ) -> str:
         """Store a fresh single-use state with its encrypted PKCE verifier."""
         state = secrets.token_urlsafe(32)
         with self._sessions() as s, s.begin():
+            # Expired states can go: a late callback with one is rejected as unknown
+            # instead of expired, which is just as safe. SKIP LOCKED keeps concurrent
+            # starts from queueing behind each other's cleanup.
+            s.execute(
+                text(
+                    "DELETE FROM oauth_states WHERE state IN (SELECT state FROM oauth_states "
+                    "WHERE expires_at < :now LIMIT 100 FOR UPDATE SKIP LOCKED)"
+                ),
+                {"now": now},
+            )
             s.add(
                 OAuthState(
                     state=state,
@@ -124,7 +134,8 @@ class GatewayStore:
                     code_verifier_encrypted=self._cipher.encrypt(
                         verifier, tutor_id=tutor_id, field=VERIFIER_FIELD
                     ),
-                    expires_at=expires_at,
+                    created_at=now,
+                    expires_at=now + ttl,
                 )
             )
         return state

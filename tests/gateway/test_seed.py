@@ -47,3 +47,25 @@ def test_seed_demo_is_idempotent_with_real_meetings(
     account = httpx.get(f"{sim.base_url}/_admin/accounts/zoom/ada@demo.relink.example").json()
     assert len(account["meetings"]) == 9
     httpx.post(f"{sim.base_url}/_admin/reset")
+
+
+def test_seed_demo_without_the_simulator_uses_placeholders(
+    gateway_settings: GatewaySettings, engine: Engine
+) -> None:
+    from services.providers import ProviderSettings
+
+    nowhere = "http://127.0.0.1:9"  # discard port: connection refused
+    providers = ProviderSettings(
+        zoom_auth_base=f"{nowhere}/zoom",
+        zoom_api_base=f"{nowhere}/zoom/v2",
+        google_auth_base=f"{nowhere}/google",
+        google_token_base=f"{nowhere}/google",
+        google_api_base=f"{nowhere}/google",
+        max_attempts=1,
+    )
+    report = seed_demo(gateway_settings, provider_settings=providers)
+    assert report.sessions_created == 11 and report.meetings_source.startswith("placeholder")
+    with engine.connect() as conn:
+        links = conn.execute(text("SELECT provider, join_url FROM sessions")).all()
+    assert all(url.startswith("https://") for _, url in links)
+    assert {p for p, _ in links} == {"zoom", "google_meet"}
