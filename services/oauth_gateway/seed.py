@@ -179,6 +179,7 @@ async def _seed(settings: GatewaySettings, provider_settings: ProviderSettings) 
         live: dict[str, TokenSet | None] = {}
         for key, provider in CONNECTED.items():
             live[key] = await _connect(store, clients[provider], TUTORS_BY_KEY[key])
+            report.connected.append(f"{key}:{provider}")
         report.meetings_source = (
             "real, at the provider simulator"
             if all(live.values())

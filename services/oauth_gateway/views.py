@@ -61,6 +61,11 @@ class SwitchView(BaseModel):
         return self.progress.in_flight
 
     @property
+    def watched(self) -> bool:
+        """Whether the page keeps polling: a migration or a rollback is running."""
+        return self.in_flight or self.state == "ROLLING_BACK"
+
+    @property
     def progress(self) -> Progress:
         return Progress(
             state=self.state,

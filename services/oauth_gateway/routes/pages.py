@@ -58,7 +58,7 @@ async def video_setup(
     message = None
     if success:
         message = message_view(shown.progress if switch is not None and shown else None)
-    elif shown is not None and shown.in_flight:
+    elif shown is not None and (shown.watched or notice):
         message = message_view(shown.progress)
     sessions = await gateway.upcoming_for(tutor)
     context: dict[str, Any] = {

@@ -6,7 +6,7 @@
   if (!section || section.dataset.inFlight !== "true") return;
   const id = section.dataset.switchId;
   const every = parseInt(section.dataset.pollMs || "1000", 10);
-  const final = ["COMPLETED", "COMPLETED_WITH_FAILURES", "SUPERSEDED", "ROLLED_BACK", "ROLLING_BACK"];
+  const final = ["COMPLETED", "COMPLETED_WITH_FAILURES", "SUPERSEDED", "ROLLED_BACK"];
   const progress = document.getElementById("progress");
   const set = (elementId, value) => {
     const el = document.getElementById(elementId);
