@@ -274,3 +274,19 @@ async def test_dev_sign_in_absent_outside_dev_mode(gateway_settings, sim) -> Non
             assert (await c.get("/dev/sign-in")).status_code == 404
     finally:
         await gw.aclose()
+
+
+async def test_older_switch_cannot_be_retried_or_rolled_back(http, switched, engine) -> None:
+    tutor, older = switched
+    newer = switch_id_of(await connect(http, tutor, "zoom"))
+    set_progress(
+        engine, older, state="COMPLETED_WITH_FAILURES", sessions_total=1, sessions_failed=1
+    )
+    retry = await http.post(f"/api/switches/{older}/retry", headers=tutor.headers)
+    assert retry.status_code == 409 and "newer switch" in retry.json()["detail"]
+    rollback = await http.post(f"/api/switches/{older}/rollback", headers=tutor.headers)
+    assert rollback.status_code == 409
+    assert (await http.get(f"/api/switches/{newer}", headers=tutor.headers)).json()["can_roll_back"]
+    metrics = (await http.get("/metrics")).text
+    assert 'relink_gateway_oauth_callbacks_total{provider="zoom",outcome="switched"} 1' in metrics
+    assert 'outcome="first_connection"} 1' in metrics
