@@ -73,7 +73,7 @@ async def test_booking_while_a_switch_commits_lands_on_the_new_provider(
     await connect(http, tutor, "zoom")
     back = await consent(await start(http, tutor, "google_meet"), email=tutor.email)
     async with httpx.AsyncClient(base_url=sim.base_url) as admin:
-        (await admin.put("/_admin/faults/zoom", json={"latency_ms": 1500})).raise_for_status()
+        (await admin.put("/_admin/faults/zoom", json={"latency_ms": 3000})).raise_for_status()
     book = asyncio.create_task(
         http.post("/api/bookings", json=booking(student.id), headers=tutor.headers)
     )
