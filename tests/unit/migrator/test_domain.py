@@ -1,0 +1,124 @@
+"""Pure migration logic: supersession, eligibility, and what a failed attempt leads to."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.migrator.domain import (
+    Failure,
+    FailureKind,
+    GiveUp,
+    RetryLater,
+    RetryPolicy,
+    SwitchRef,
+    decide,
+    final_switch_state,
+    is_session_eligible,
+    is_superseded,
+)
+
+NOW = datetime(2030, 1, 6, 9, 0, tzinfo=UTC)
+POLICY = RetryPolicy(max_attempts=3, base_s=1.0, cap_s=30.0)
+SWITCH = SwitchRef(
+    id="s",
+    tutor_id="t",
+    from_provider="zoom",
+    to_provider="google_meet",
+    generation=3,
+    state="PENDING",
+)
+
+
+@pytest.mark.parametrize(
+    ("provider", "generation", "superseded"),
+    [
+        ("google_meet", 3, False),
+        ("google_meet", 4, True),
+        ("zoom", 3, True),
+        (None, None, True),
+    ],
+)
+def test_a_switch_is_superseded_by_a_newer_connection(
+    provider: str | None, generation: int | None, superseded: bool
+) -> None:
+    assert (
+        is_superseded(SWITCH, connection_provider=provider, connection_generation=generation)
+        is superseded
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "offset", "eligible"),
+    [
+        ("SCHEDULED", 1, True),
+        ("JOIN_OPEN", 1, True),
+        ("SCHEDULED", -1, False),
+        ("IN_PROGRESS", 1, False),
+        ("COMPLETED", 1, False),
+        ("CANCELLED", 1, False),
+    ],
+)
+def test_only_future_scheduled_sessions_are_eligible(
+    status: str, offset: int, eligible: bool
+) -> None:
+    starts = NOW + timedelta(hours=offset)
+    assert is_session_eligible(status=status, starts_at=starts, now=NOW) is eligible
+
+
+def test_final_state_names_failures() -> None:
+    assert final_switch_state(failed=0) == "COMPLETED"
+    assert final_switch_state(failed=2) == "COMPLETED_WITH_FAILURES"
+
+
+def test_a_quota_waits_for_the_reset_and_pauses_the_tutor() -> None:
+    resets = NOW + timedelta(hours=15)
+    decision = decide(
+        Failure(FailureKind.QUOTA_EXCEEDED, "cap", resets_at=resets),
+        attempts=1,
+        now=NOW,
+        policy=POLICY,
+    )
+    assert decision == RetryLater(at=resets, pause_tutor=True, counts_as_attempt=False)
+
+
+def test_a_429_waits_exactly_what_the_provider_said() -> None:
+    decision = decide(
+        Failure(FailureKind.RATE_LIMITED, "slow down", wait_s=7), attempts=1, now=NOW, policy=POLICY
+    )
+    assert decision == RetryLater(
+        at=NOW + timedelta(seconds=7), pause_tutor=True, counts_as_attempt=False
+    )
+
+
+def test_transient_failures_back_off_with_jitter_then_give_up_retryable() -> None:
+    rng = random.Random(1)
+    first = decide(
+        Failure(FailureKind.TRANSIENT, "503"), attempts=1, now=NOW, policy=POLICY, rng=rng
+    )
+    assert isinstance(first, RetryLater)
+    assert NOW <= first.at <= NOW + timedelta(seconds=1)
+    second = decide(
+        Failure(FailureKind.TRANSIENT, "503"), attempts=2, now=NOW, policy=POLICY, rng=rng
+    )
+    assert isinstance(second, RetryLater) and second.at <= NOW + timedelta(seconds=2)
+    last = decide(Failure(FailureKind.TRANSIENT, "503"), attempts=3, now=NOW, policy=POLICY)
+    assert last == GiveUp(reason="provider_error", retryable=True)
+
+
+def test_backoff_is_capped() -> None:
+    assert all(POLICY.backoff_s(50) <= 30.0 for _ in range(100))
+
+
+def test_a_revoked_grant_fails_everything_left_for_reconnection() -> None:
+    decision = decide(
+        Failure(FailureKind.RECONNECT_REQUIRED, "x"), attempts=1, now=NOW, policy=POLICY
+    )
+    assert decision == GiveUp(reason="reconnect_required", retryable=True, all_remaining=True)
+
+
+def test_a_rejected_request_is_not_retried() -> None:
+    decision = decide(Failure(FailureKind.REJECTED, "400"), attempts=1, now=NOW, policy=POLICY)
+    assert decision == GiveUp(reason="invalid_request", retryable=False)
