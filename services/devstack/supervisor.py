@@ -129,7 +129,7 @@ def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
     """Bring up the devstack and every process; block until Ctrl-C; stop it all."""
     from services.core.db import migrate
     from services.core.kafka import create_topics
-    from services.core.settings import CommonSettings
+    from services.core.settings import DEVSTACK_PROVIDER_SIM_PORT, CommonSettings
     from services.devstack.stack import Devstack
 
     console = console or Console(highlight=False)
@@ -145,8 +145,6 @@ def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
     missing = [p.name for p in PROCESSES if p.command[0] not in commands]
     if missing:
         console.print(f"[yellow]not in this checkout yet:[/yellow] {', '.join(missing)}")
-    if seed and "seed" in commands:
-        subprocess.run([sys.executable, "-m", "services.cli", "seed", "demo"], check=False)
     supervisor = Supervisor(specs, console=console)
 
     def _terminate(signum: int, frame: object) -> None:
@@ -155,6 +153,10 @@ def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
     signal.signal(signal.SIGTERM, _terminate)
 
     def _where() -> None:
+        if seed and "seed" in commands:
+            # after the simulator answers, so the demo sessions get real meetings
+            _wait_for_http(f"http://127.0.0.1:{DEVSTACK_PROVIDER_SIM_PORT}/_admin/health")
+            subprocess.run([sys.executable, "-m", "services.cli", "seed", "demo"], check=False)
         console.rule("relink is running")
         for line in where_to_go(commands):
             console.print(line)
@@ -170,6 +172,21 @@ def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
         supervisor.stop()
         stack.down(parts=tuple(report.started))
         console.print("stopped.")
+
+
+def _wait_for_http(url: str, *, timeout: float = 30.0) -> bool:
+    """Poll a URL until it answers 2xx (or give up quietly)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).is_success:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def where_to_go(commands: set[str]) -> list[str]:
