@@ -1,0 +1,1 @@
+"""`relink soak`: many tutors switching under faults, then every invariant checked."""
