@@ -54,3 +54,24 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
     folder = ARTIFACTS / request.node.name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture
+def running_stack(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> Iterator[object]:
+    """Every relink process, as `make run` starts them, on this test's database and topics."""
+    from services.soak.stack import ProcessStack
+
+    stack = ProcessStack(
+        database_url=database_url,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        workdir=tmp_path / "stack",
+        extra_env={"RELINK_MIGRATOR_POLL_INTERVAL_S": "0.2"},
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
