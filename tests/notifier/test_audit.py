@@ -143,4 +143,4 @@ def test_replay_rebuilds_the_same_rows_and_verify_finds_a_removed_one(
 
     shown = relink(env, "audit", "show", "--tutor", str(world.tutor_id))
     assert shown.returncode == 0, shown.stderr
-    assert "provider.switched" in shown.stdout and "Zoom → Google Meet" in shown.stdout
+    assert "session.migrated" in shown.stdout and "Zoom → Google Meet" in shown.stdout
