@@ -59,9 +59,10 @@ def env(relink_env: dict[str, str], smtp_sink: SmtpSink) -> dict[str, str]:
 
 @pytest.fixture
 def notifier_settings(env: dict[str, str]) -> NotifierSettings:
-    return NotifierSettings(
-        **{k: v for k, v in env.items() if k.startswith(("RELINK_", "DATA", "KAFKA"))}
-    )
+    ours: dict[str, Any] = {
+        k: v for k, v in env.items() if k.startswith(("RELINK_", "DATA", "KAFKA"))
+    }
+    return NotifierSettings(**ours)
 
 
 @dataclass

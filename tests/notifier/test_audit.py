@@ -47,14 +47,13 @@ def read_all(settings: CommonSettings, topic: str, *, expect: int) -> list[objec
     consumer = Consumer(consumer_config(settings, group_id=f"t-{uuid.uuid4().hex[:8]}"))
     consumer.subscribe([topic])
     found: list[object] = []
+
+    def enough() -> bool:
+        found.extend(m for m in consumer.consume(10, 0.5) if not m.error())
+        return len(found) >= expect
+
     try:
-        wait_for(
-            lambda: (
-                bool(found.extend(m for m in consumer.consume(10, 0.5) if not m.error()))
-                or len(found) >= expect
-            ),
-            what=f"{expect} message(s) on {topic}",
-        )
+        wait_for(enough, what=f"{expect} message(s) on {topic}")
     finally:
         consumer.close()
     return found
@@ -129,7 +128,7 @@ def test_replay_rebuilds_the_same_rows_and_verify_finds_a_removed_one(
     assert "0 audit rows inserted" in again.stdout  # idempotent
     assert relink(env, "audit", "replay", "--verify").returncode == 0
 
-    removed = live[1].event_id
+    removed = next(r.event_id for r in live if r.event_type == "session.migrated")
     with engine.begin() as conn:
         conn.exec_driver_sql(f"DELETE FROM audit_log WHERE event_id = '{removed}'")
         conn.exec_driver_sql(
