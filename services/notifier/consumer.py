@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from services.core import events
 from services.notifier.audit import kafka_headers, parse_for_audit
@@ -22,6 +25,9 @@ from services.notifier.service import Consumed, Notifier
 from services.notifier.settings import NotifierSettings
 
 log = logging.getLogger("relink.notifier")
+T = TypeVar("T")
+# How long to wait before trying PostgreSQL again with a batch in hand.
+DATABASE_RETRY_S = 1.0
 
 
 class DeadLetterError(NotifierError):
@@ -52,41 +58,58 @@ class NotifierLoop:
         return [s.topic_provider_switched, s.topic_session_migrated, s.topic_session_failed]
 
     def run(self, *, stop: threading.Event, until_idle_s: float | None = None) -> None:
-        """Consume, record, send, until `stop` is set (or idle that long, for scripts)."""
+        """Consume, record, send, until `stop` is set (or idle that long, for scripts).
+
+        While PostgreSQL is unreachable the consumed batch is kept (its offsets
+        uncommitted) and retried; the loop never exits over a database restart.
+        """
         self.consumer.subscribe(self.topics(), on_assign=self._on_assign)
         last_activity = time.monotonic()
         last_sweep = 0.0
+        pending: tuple[list[Consumed], list[Message]] | None = None
         while not stop.is_set():
-            messages = self.consumer.consume(
-                num_messages=self.settings.batch_size, timeout=self._wait_s()
-            )
-            received = [m for m in messages if not _log_error(m)]
-            if received:
-                self.handle_batch(received)
+            if pending is None:
+                messages = self.consumer.consume(
+                    num_messages=self.settings.batch_size, timeout=self._wait_s()
+                )
+                received = [m for m in messages if not _log_error(m)]
+                if received:
+                    pending = (self.parse_batch(received), received)
+            if pending is not None:
+                if not self._database(partial(self._record_pending, pending)):
+                    stop.wait(DATABASE_RETRY_S)
+                    continue
+                pending = None
                 last_activity = time.monotonic()
-            now = time.monotonic()
-            if received or now - last_sweep >= self.settings.summary_sweep_s:
-                self.notifier.queue_summaries()
-                last_sweep = now
-            report = self.notifier.send_due(limit=self.settings.send_burst)
-            if report.sent or report.failed:
+                last_sweep = 0.0  # a settled switch's last event may be in this batch
+            due = time.monotonic() - last_sweep >= self.settings.summary_sweep_s
+            if due and self._database(self.notifier.queue_summaries) is not None:
+                last_sweep = time.monotonic()
+            report = self._database(lambda: self.notifier.send_due(limit=self.settings.send_burst))
+            if report and (report.sent or report.failed):
                 last_activity = time.monotonic()
             if (
                 until_idle_s is not None
                 and self._assigned
                 and time.monotonic() - last_activity > until_idle_s
-                and self.notifier.seconds_to_next_send() is None
+                and self._database(self._nothing_owed) is True
             ):
                 break
 
     def handle_batch(self, messages: list[Message]) -> None:
         """Record a batch's effects, then commit its offsets."""
+        self.record_and_commit(self.parse_batch(messages), messages)
+
+    def parse_batch(self, messages: list[Message]) -> list[Consumed]:
+        """Parse a batch; what cannot be parsed goes (durably) to the dead-letter topic."""
         parsed: list[Consumed] = []
+        dead = 0
         for message in messages:
             try:
                 event = parse_for_audit(message)
             except events.InvalidEvent as exc:
                 self._dead_letter(message, exc)
+                dead += 1
                 continue
             parsed.append(
                 Consumed(
@@ -96,11 +119,29 @@ class NotifierLoop:
                     offset=message.offset() or 0,
                 )
             )
-        if self.dead_lettered and self.dead_letters.flush(30) != 0:
+        if dead and self.dead_letters.flush(30) != 0:
             raise DeadLetterError("the dead-letter topic did not acknowledge in 30 s")
+        return parsed
+
+    def _record_pending(self, pending: tuple[list[Consumed], list[Message]]) -> bool:
+        self.record_and_commit(*pending)
+        return True
+
+    def _nothing_owed(self) -> bool:
+        return self.notifier.seconds_to_next_send() is None
+
+    def record_and_commit(self, parsed: list[Consumed], messages: list[Message]) -> None:
         self.notifier.record(parsed)
         self.consumer.commit(offsets=_next_offsets(messages), asynchronous=False)
         self.consumed += len(messages)
+
+    def _database(self, work: Callable[[], T]) -> T | None:
+        """Run `work`; on a lost database connection log it and return None."""
+        try:
+            return work()
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("database unavailable, will retry: %s", type(exc).__name__)
+            return None
 
     def _dead_letter(self, message: Message, error: events.InvalidEvent) -> None:
         letter = events.dead_letter(
@@ -125,7 +166,7 @@ class NotifierLoop:
         )
 
     def _wait_s(self) -> float:
-        due_in = self.notifier.seconds_to_next_send()
+        due_in = self._database(self.notifier.seconds_to_next_send)
         if due_in is None:
             return self.settings.poll_timeout_s
         return max(0.01, min(self.settings.poll_timeout_s, due_in))

@@ -113,7 +113,15 @@ def test_redelivered_three_times_and_killed_mid_batch_sends_each_email_once(
 
     first = start_notifier_process(env)
     try:
-        wait_for(lambda: len(smtp_sink.mails()) >= 2, timeout=90, what="the first emails")
+        # Kill while the next email waits in the slow RCPT, i.e. after the last
+        # delivered one is marked SENT: outside the documented window between the
+        # server's 250 and the mark (see services/notifier/README.md), which no
+        # design short of an idempotent SMTP server closes.
+        def between_emails() -> bool:
+            sent = rows(engine, "SELECT count(*) FROM notifications WHERE state = 'SENT'")[0][0]
+            return bool(sent >= 2 and sent == len(smtp_sink.mails()))
+
+        wait_for(between_emails, timeout=90, what="two emails delivered and marked")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
