@@ -25,6 +25,8 @@ def smtp_sink_command(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    with SmtpSink(host=host, port=port, folder=folder, http_port=http_port):
-        typer.echo(f"smtp-sink: SMTP {host}:{port}, inbox http://{host}:{http_port}/, {folder}/")
+    with SmtpSink(host=host, port=port, folder=folder, http_port=http_port) as sink:
+        typer.echo(
+            f"smtp-sink: SMTP {host}:{sink.port}, inbox http://{host}:{http_port}/, {folder}/"
+        )
         stop.wait()
