@@ -124,7 +124,9 @@ def test_replay_rebuilds_the_same_rows_and_verify_finds_a_removed_one(
     assert "4 audit rows inserted" in replayed.stdout
     assert rows(engine, f"SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY event_id") == live
 
-    again = relink(env, "audit", "replay")
+    later = relink(env, "audit", "replay", "--since", "2100-01-01T00:00:00Z")
+    assert "replayed 0 messages" in later.stdout, later.stderr
+    again = relink(env, "audit", "replay", "--since", "2000-01-01T00:00:00Z")
     assert "0 audit rows inserted" in again.stdout  # idempotent
     assert relink(env, "audit", "replay", "--verify").returncode == 0
 
