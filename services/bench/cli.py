@@ -69,3 +69,25 @@ def bench_gateway(
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.run(tutors=tutors, per_tutor=per_tutor)
+
+
+@app.command("migrator")
+def bench_migrator(
+    tutors: int = typer.Option(1000, min=1, help="tutors switching at once"),
+    sessions: int = typer.Option(20, min=1, help="future sessions per tutor"),
+    latency_ms: int = typer.Option(100, min=0, help="simulated provider latency"),
+    concurrency: int = typer.Option(100, min=1, help="RELINK_MIGRATOR_CONCURRENCY"),
+    big: int = typer.Option(100_000, min=100, help="sessions of the memory run's tutor"),
+    rss_seconds: float = typer.Option(60.0, min=1, help="how long to watch memory per run"),
+) -> None:
+    """Sessions/s through outbox, relay, Kafka, migrator and simulator; switch-to-done; memory."""
+    from services.migrator.bench import run
+
+    run(
+        tutors=tutors,
+        sessions=sessions,
+        latency_ms=latency_ms,
+        concurrency=concurrency,
+        big=big,
+        rss_seconds=rss_seconds,
+    )

@@ -69,11 +69,11 @@ def create_app(migrator: Migrator) -> faust.App:
                     exc,
                 )
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def executor() -> None:
         await migrator.executor.run()
 
-    @app.timer(interval=settings.sweep_interval_s)
+    @app.timer(interval=settings.sweep_interval_s)  # type: ignore[untyped-decorator]
     async def sweep() -> None:
         added = await migrator.service.sweep(window_s=settings.sweep_window_h * 3600)
         if added:

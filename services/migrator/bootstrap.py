@@ -50,7 +50,7 @@ def build_migrator(
     }
     executor = Executor(
         store=store,
-        clients=clients,  # type: ignore[arg-type]
+        clients=clients,
         policy=RetryPolicy(
             max_attempts=settings.max_attempts,
             base_s=settings.backoff_base_s,
@@ -69,5 +69,5 @@ def build_migrator(
         store=store,
         service=service,
         executor=executor,
-        clients=clients,  # type: ignore[arg-type]
+        clients=clients,
     )
