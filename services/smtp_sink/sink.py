@@ -50,7 +50,8 @@ class ReceivedMail:
 
     @property
     def message_id(self) -> str:
-        return str(self.message.get("Message-ID", ""))
+        # a long Message-ID is folded onto its own line: unfold it
+        return str(self.message.get("Message-ID", "")).strip()
 
     @property
     def subject(self) -> str:

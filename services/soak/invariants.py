@@ -198,7 +198,7 @@ def check_emails(
     received: Counter[tuple[str, str]] = Counter()
     for mail in mails:
         for rcpt in mail["to"]:
-            received[(mail["message_id"], rcpt.lower())] += 1
+            received[(str(mail["message_id"]).strip(), rcpt.lower())] += 1
     with engine.connect() as conn:
         rows = conn.execute(
             text(

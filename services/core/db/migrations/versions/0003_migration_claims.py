@@ -30,7 +30,8 @@ def upgrade() -> None:
     )
     op.create_check_constraint(
         op.f("ck_session_migrations_kind_valid"),
-        "session_migrations", "kind IN ('switch', 'retry', 'rollback')"
+        "session_migrations",
+        "kind IN ('switch', 'retry', 'rollback')",
     )
     op.create_index(
         "ix_session_migrations_tutor_due",
@@ -46,5 +47,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_session_migrations_switch_state", table_name="session_migrations")
     op.drop_index("ix_session_migrations_tutor_due", table_name="session_migrations")
-    op.drop_constraint("ck_session_migrations_kind_valid", "session_migrations", type_="check")
+    op.drop_constraint(
+        op.f("ck_session_migrations_kind_valid"), "session_migrations", type_="check"
+    )
     op.drop_column("session_migrations", "kind")
