@@ -79,6 +79,13 @@ def create_app(migrator: Migrator) -> faust.App:
         if added:
             log.info("sweep planned %d sessions left behind", added)
 
+    @app.timer(interval=settings.cleanup_interval_s)  # type: ignore[untyped-decorator]
+    async def grace_period() -> None:
+        resumed = await migrator.rollbacks.resume()
+        if resumed:
+            log.info("resumed %d unfinished rollbacks", resumed)
+        await migrator.rollbacks.cleanup()
+
     @app.on_before_shutdown.connect
     async def close(*_: Any, **__: Any) -> None:
         await migrator.executor.stop()

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from services.migrator.domain import RetryPolicy
-from services.migrator.executor import Executor
+from services.migrator.executor import ConnectionCache, Executor
+from services.migrator.rollback import RollbackService
+from services.migrator.rollback_store import RollbackStore
 from services.migrator.service import MigrationService
 from services.migrator.settings import MigratorSettings
-from services.migrator.store import MigrationStore, make_async_engine
+from services.migrator.store import make_async_engine
 from services.providers.base import ProviderClient
 from services.providers.clients import build_client
 from services.providers.settings import ProviderSettings
@@ -20,9 +22,10 @@ class Migrator:
     """Everything one migrator process runs on."""
 
     settings: MigratorSettings
-    store: MigrationStore
+    store: RollbackStore
     service: MigrationService
     executor: Executor
+    rollbacks: RollbackService
     clients: dict[str, ProviderClient]
 
     async def close(self) -> None:
@@ -40,7 +43,7 @@ def build_migrator(
     """A migrator wired to PostgreSQL and the providers as the settings say."""
     settings = settings or MigratorSettings()
     provider_settings = provider_settings or ProviderSettings()
-    store = MigrationStore(
+    store = RollbackStore(
         make_async_engine(settings.database_url, pool_size=settings.db_pool_size),
         topics=settings,
         cipher=settings.token_cipher(),
@@ -61,13 +64,23 @@ def build_migrator(
         poll_interval_s=settings.poll_interval_s,
         lease=timedelta(seconds=settings.claim_lease_s),
     )
+    rollbacks = RollbackService(
+        store=store,
+        connections=ConnectionCache(store=store, clients=clients),
+        batch_size=settings.plan_batch_size,
+        delete_concurrency=settings.tutor_concurrency,
+    )
     service = MigrationService(
-        store=store, plan_batch_size=settings.plan_batch_size, wake=executor.wake
+        store=store,
+        plan_batch_size=settings.plan_batch_size,
+        wake=executor.wake,
+        rollbacks=rollbacks,
     )
     return Migrator(
         settings=settings,
         store=store,
         service=service,
         executor=executor,
+        rollbacks=rollbacks,
         clients=clients,
     )

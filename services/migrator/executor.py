@@ -85,6 +85,21 @@ class ConnectionCache:
         self._cache(connection)
         return True
 
+    async def session_at(self, tutor_id: str, provider: str) -> AuthorizedSession | None:
+        """A session on the tutor's tokens for `provider`, current or kept previous (uncached).
+
+        Deleting meetings after a rollback or a newer switch needs the
+        connection the meetings were made with, which may be the previous one.
+        """
+        slot = await self.store.tokens_at(tutor_id, provider)
+        if slot is None or provider not in self.clients:
+            return None
+
+        async def save(tokens: TokenSet) -> None:
+            await self.store.save_slot_tokens(slot, tokens)
+
+        return AuthorizedSession(self.clients[provider], slot.tokens, on_refresh=save)
+
     def forget(self, tutor_id: str) -> None:
         self.sessions.pop(tutor_id, None)
 
@@ -219,7 +234,10 @@ class Executor:
             except ProviderError as exc:
                 await self._failed(row, exc, session=session)
                 return
-            await self.store.record_meeting(row, meeting)
+            if not await self.store.record_meeting(row, meeting):
+                log.info("row settled meanwhile (rolled back); deleting the new meeting", extra=ids)
+                await self._delete_quietly(row, meeting, session=None)
+                return
             log.info("meeting created", extra={**ids, "meeting_id": meeting.external_id})
         if await self.store.complete_migration(row, meeting):
             log.info("session migrated", extra=ids)
@@ -241,9 +259,7 @@ class Executor:
         self, row: ClaimedRow, meeting: Meeting, *, session: AuthorizedSession | None
     ) -> None:
         if session is None:
-            session = await self.connections.session_for(
-                row.tutor_id, generation=row.switch_generation
-            )
+            session = await self.connections.session_at(row.tutor_id, meeting.provider)
         if session is None or session.client.provider != meeting.provider:
             log.warning(
                 "orphan meeting left: no connection to delete it with",

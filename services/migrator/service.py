@@ -14,6 +14,7 @@ from services.core.events import Event, EventType
 from services.migrator.domain import DROPPED_SWITCH_STATES, SwitchRef, is_superseded
 from services.migrator.errors import UnknownSwitchError
 from services.migrator.logs import get_logger
+from services.migrator.rollback import RollbackService
 from services.migrator.store import MigrationStore
 
 log = get_logger(__name__)
@@ -21,11 +22,12 @@ log = get_logger(__name__)
 
 @dataclass
 class MigrationService:
-    """Plans switches, queues retries; `wake` tells the executor new rows are due."""
+    """Plans switches, queues retries, hands rollbacks on; `wake` says rows are due."""
 
     store: MigrationStore
     plan_batch_size: int
     wake: Callable[[], None] = field(default=lambda: None)
+    rollbacks: RollbackService | None = None
 
     async def handle(self, event: Event) -> None:
         """Dispatch one parsed event by its type."""
@@ -33,9 +35,10 @@ class MigrationService:
             await self.switched(event.data["switch_id"])
         elif event.type == EventType.SESSION_RETRY_REQUESTED:
             await self.retry_requested(event.data["switch_id"], event.data["session_ids"])
+        elif event.type == EventType.SWITCH_ROLLBACK_REQUESTED and self.rollbacks is not None:
+            await self.rollbacks.rollback(event.data["switch_id"])
         else:
-            # Rollback requests and our own switch.rolled_back share the topic;
-            # rollback is not implemented by this migrator yet (see README).
+            # Our own switch.rolled_back shares the topic (ordered per tutor).
             log.info("ignored event type %s", event.type, extra={"event_id": event.id})
 
     async def switched(self, switch_id: str) -> None:

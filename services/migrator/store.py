@@ -60,6 +60,17 @@ class ConnectionState:
 
 
 @dataclass(frozen=True, slots=True)
+class SlotTokens:
+    """A connection's tokens for one provider: the current ones (slot "") or the kept previous."""
+
+    tutor_id: str
+    provider: str
+    slot: str
+    generation: int
+    tokens: TokenSet
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedRow:
     """One claimed migration with what creating its meeting needs."""
 
@@ -205,6 +216,95 @@ class MigrationStore:
                     "refresh_token_encrypted = coalesce(:r, refresh_token_encrypted), "
                     "token_expires_at = :e, updated_at = now() "
                     "WHERE tutor_id = :t AND generation = :g"
+                ),
+                values,
+            )
+
+    async def tokens_at(self, tutor_id: str, provider: str) -> SlotTokens | None:
+        """The tutor's tokens for `provider`: current if connected to it, else the kept previous."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT provider, generation, access_token_encrypted, "
+                        "refresh_token_encrypted, token_expires_at, previous_provider, "
+                        "previous_access_token_encrypted, previous_refresh_token_encrypted, "
+                        "previous_token_expires_at "
+                        "FROM tutor_video_provider_connections WHERE tutor_id = :t"
+                    ),
+                    {"t": tutor_id},
+                )
+            ).first()
+        if row is None:
+            return None
+        if row.provider == provider:
+            slot, access, refresh, expires = (
+                "",
+                row.access_token_encrypted,
+                row.refresh_token_encrypted,
+                row.token_expires_at,
+            )
+        elif row.previous_provider == provider and row.previous_access_token_encrypted:
+            slot, access, refresh, expires = (
+                "previous_",
+                row.previous_access_token_encrypted,
+                row.previous_refresh_token_encrypted,
+                row.previous_token_expires_at,
+            )
+        else:
+            return None
+        tokens = TokenSet(
+            access_token=self.cipher.decrypt(
+                bytes(access), tutor_id=tutor_id, field=f"{slot}access_token"
+            ),
+            refresh_token=(
+                self.cipher.decrypt(bytes(refresh), tutor_id=tutor_id, field=f"{slot}refresh_token")
+                if refresh
+                else None
+            ),
+            expires_at=expires or datetime.now(UTC) + timedelta(hours=1),
+        )
+        return SlotTokens(
+            tutor_id=tutor_id,
+            provider=provider,
+            slot=slot,
+            generation=row.generation,
+            tokens=tokens,
+        )
+
+    async def save_slot_tokens(self, slot: SlotTokens, tokens: TokenSet) -> None:
+        """Persist refreshed tokens into the slot they came from (if it still holds them)."""
+        if slot.slot == "":
+            await self.save_tokens(
+                tutor_id=slot.tutor_id, generation=slot.generation, tokens=tokens
+            )
+            return
+        tutor = slot.tutor_id
+        values: dict[str, Any] = {
+            "t": tutor,
+            "g": slot.generation,
+            "p": slot.provider,
+            "a": self.cipher.encrypt(
+                tokens.access_token, tutor_id=tutor, field="previous_access_token"
+            ),
+            "r": (
+                self.cipher.encrypt(
+                    tokens.refresh_token, tutor_id=tutor, field="previous_refresh_token"
+                )
+                if tokens.refresh_token
+                else None
+            ),
+            "e": tokens.expires_at,
+        }
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE tutor_video_provider_connections SET "
+                    "previous_access_token_encrypted = :a, "
+                    "previous_refresh_token_encrypted = coalesce(:r, "
+                    "previous_refresh_token_encrypted), previous_token_expires_at = :e, "
+                    "updated_at = now() WHERE tutor_id = :t AND generation = :g "
+                    "AND previous_provider = :p AND previous_access_token_encrypted IS NOT NULL"
                 ),
                 values,
             )
@@ -485,17 +585,24 @@ class MigrationStore:
             for r in rows
         ]
 
-    async def record_meeting(self, row: ClaimedRow, meeting: Meeting) -> None:
-        """Remember the created meeting before anything else can fail: a retry reuses it."""
+    async def record_meeting(self, row: ClaimedRow, meeting: Meeting) -> bool:
+        """Remember the created meeting before anything else can fail: a retry reuses it.
+
+        False when the row was settled meanwhile (a rollback cancelled it): the
+        meeting is then nobody's, and the caller deletes it.
+        """
         async with self.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "UPDATE session_migrations SET state = 'MEETING_CREATED', "
-                    "new_meeting_external_id = :mid, new_join_url = :url, updated_at = now() "
-                    "WHERE id = :id AND state = 'PENDING'"
-                ),
-                {"id": row.id, "mid": meeting.external_id, "url": meeting.join_url},
-            )
+            recorded = (
+                await conn.execute(
+                    text(
+                        "UPDATE session_migrations SET state = 'MEETING_CREATED', "
+                        "new_meeting_external_id = :mid, new_join_url = :url, updated_at = now() "
+                        "WHERE id = :id AND state = 'PENDING' RETURNING id"
+                    ),
+                    {"id": row.id, "mid": meeting.external_id, "url": meeting.join_url},
+                )
+            ).first()
+        return recorded is not None
 
     async def complete_migration(self, row: ClaimedRow, meeting: Meeting) -> bool:
         """Move the session to the new meeting, if it may still move; False when skipped.

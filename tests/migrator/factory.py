@@ -19,6 +19,7 @@ from services.core.db.models import Booking, Connection, Outbox, ProviderSwitch,
 from services.core.db.models import Session as SessionRow
 from services.core.settings import CommonSettings
 from services.providers import ProviderClient, TokenSet
+from services.providers.models import MeetingRequest
 from tests.providers.conftest import connect
 
 SOURCE = "/relink/tests/gateway-factory"
@@ -134,7 +135,47 @@ class Factory:
                 db.execute(insert(SessionRow), rows)
         return ids
 
-    def switch(self, tutor: Tutor, *, to_provider: str) -> uuid.UUID:
+    async def real_meetings(
+        self, tutor: Tutor, sessions: list[uuid.UUID], *, provider: str
+    ) -> None:
+        """Give the sessions real meetings at the simulator (what an earlier switch left)."""
+        client = self.clients[provider]
+        with Session(self.engine) as db, db.begin():
+            for n, session_id in enumerate(sessions):
+                starts = db.execute(
+                    text("SELECT scheduled_start_at FROM sessions WHERE id = :id"),
+                    {"id": session_id},
+                ).scalar_one()
+                meeting = await client.create_meeting(
+                    tutor.tokens[provider].access_token,
+                    MeetingRequest(
+                        switch_id=str(uuid.uuid4()),
+                        session_id=str(session_id),
+                        topic=f"Lesson {n}",
+                        start_time=starts,
+                        duration_min=45,
+                    ),
+                )
+                db.execute(
+                    text(
+                        "UPDATE sessions SET provider = :p, meeting_external_id = :m, "
+                        "join_url = :u WHERE id = :id"
+                    ),
+                    {
+                        "p": provider,
+                        "m": meeting.external_id,
+                        "u": meeting.join_url,
+                        "id": session_id,
+                    },
+                )
+
+    def switch(
+        self,
+        tutor: Tutor,
+        *,
+        to_provider: str,
+        rollback_deadline: datetime | None = None,
+    ) -> uuid.UUID:
         """What the gateway's callback commits: connection, switch row and outbox row together."""
         switch_id = uuid.uuid4()
         with Session(self.engine) as db, db.begin():
@@ -176,6 +217,7 @@ class Factory:
                     from_provider=current.provider,
                     to_provider=to_provider,
                     generation=generation,
+                    rollback_deadline=rollback_deadline or datetime.now(UTC) + timedelta(hours=24),
                 )
             )
             db.flush()

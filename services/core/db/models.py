@@ -323,6 +323,13 @@ class SessionMigration(Base):
     kind: Mapped[str] = mapped_column(Text, server_default="switch")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # 0004: the rollback deleted the new meeting / the cleanup deleted the previous one.
+    new_meeting_deleted_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    previous_meeting_deleted_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
 
 
 class AuditEntry(Base):

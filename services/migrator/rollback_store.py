@@ -1,0 +1,402 @@
+"""PostgreSQL adapter of the rollback and of the cleanup after the grace period.
+
+Each step is guarded by the state it moves a row or a switch out of, so a
+re-run after a crash (or a redelivered request) finishes the job and never
+repeats one: a session is restored in the transaction that marks its row
+`ROLLED_BACK` and writes its `session.migrated` (kind `rollback`); a deleted
+meeting is recorded on its row (`new_meeting_deleted_at`,
+`previous_meeting_deleted_at`); the switch's final state and its event commit
+together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.core import events
+from services.core.db.models import Outbox
+from services.migrator.domain import ELIGIBLE_STATUSES, UNSETTLED_STATES, SwitchRef
+from services.migrator.store import SOURCE, MigrationStore
+
+_ELIGIBLE = "(" + ", ".join(f"'{s}'" for s in ELIGIBLE_STATUSES) + ")"
+_UNSETTLED = "(" + ", ".join(f"'{s}'" for s in UNSETTLED_STATES) + ")"
+# What a row that could not be restored says; the rolled-back event counts them.
+NOT_RESTORED = "rollback: session no longer on this switch's meeting"
+# Switches whose previous meetings the cleanup deletes once the grace period is over.
+CLEANABLE_STATES = ("COMPLETED", "COMPLETED_WITH_FAILURES", "SUPERSEDED")
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingToDelete:
+    """One meeting a row made (or replaced) that nobody uses any more."""
+
+    row_id: int
+    session_id: str
+    meeting_external_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackOutcome:
+    """What a finished rollback reports in `switch.rolled_back`."""
+
+    restored_provider: str
+    sessions_restored: int
+    sessions_failed: int
+
+
+def event_id_for(*parts: str) -> uuid.UUID:
+    """A stable event id: the outbox's unique event id refuses a second copy of the same event."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, "relink:migrator:" + ":".join(parts))
+
+
+class RollbackStore(MigrationStore):
+    """The migrator's store plus the rollback's and the cleanup's transactions."""
+
+    # -- rollback ---------------------------------------------------------------
+
+    async def rolling_back(self) -> list[str]:
+        """Switches whose rollback was requested and is not finished (resumed by the timer)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT id FROM provider_switches WHERE state = 'ROLLING_BACK'")
+            )
+            return [str(r) for r in rows.scalars()]
+
+    async def cancel_unsettled(self, switch_id: str) -> int:
+        """Skip the rows not yet moved; their meetings (if any) are deleted with the others."""
+        async with self.engine.begin() as conn:
+            count = (
+                await conn.execute(
+                    text(
+                        "UPDATE session_migrations SET state = 'SKIPPED', "
+                        "last_error = 'rolled back before it moved', updated_at = now() "
+                        f"WHERE switch_id = :id AND state IN {_UNSETTLED}"
+                    ),
+                    {"id": switch_id},
+                )
+            ).rowcount
+            if count:
+                await conn.execute(
+                    text(
+                        "UPDATE provider_switches SET sessions_total = "
+                        "greatest(sessions_total - :n, 0) WHERE id = :id"
+                    ),
+                    {"id": switch_id, "n": count},
+                )
+        return int(count)
+
+    async def restore_batch(self, switch: SwitchRef, *, limit: int) -> tuple[int, int]:
+        """Put up to `limit` migrated sessions back on their previous meeting; (restored, seen).
+
+        One transaction: each session goes back only if it is still on this
+        switch's new meeting and still eligible; its row becomes `ROLLED_BACK`
+        and its `session.migrated` (kind `rollback`) is written; a row whose
+        session moved on is `SKIPPED`. Plain FOR UPDATE (no SKIP LOCKED): a
+        concurrent run waits, then finds the rows no longer `MIGRATED`.
+        """
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT id FROM session_migrations WHERE switch_id = :id "
+                        "AND state = 'MIGRATED' ORDER BY id LIMIT :n FOR UPDATE"
+                    ),
+                    {"id": switch.id, "n": limit},
+                )
+            ).scalars()
+            ids = [int(i) for i in rows]
+            if not ids:
+                return 0, 0
+            restored = (
+                await conn.execute(
+                    text(
+                        "UPDATE sessions s SET provider = m.from_provider, "
+                        "meeting_external_id = m.previous_meeting_external_id, "
+                        "join_url = m.previous_join_url, version = s.version + 1, "
+                        "updated_at = :now FROM session_migrations m "
+                        "WHERE m.id = ANY(:ids) AND m.state = 'MIGRATED' AND s.id = m.session_id "
+                        "AND s.provider = m.to_provider "
+                        "AND s.meeting_external_id = m.new_meeting_external_id "
+                        f"AND s.status IN {_ELIGIBLE} AND s.scheduled_start_at >= :now "
+                        "RETURNING m.id, m.session_id, m.tutor_id, s.student_id, s.booking_id, "
+                        "s.scheduled_start_at, m.from_provider, m.to_provider, "
+                        "m.previous_meeting_external_id, m.previous_join_url, "
+                        "m.new_meeting_external_id"
+                    ),
+                    {"ids": ids, "now": now},
+                )
+            ).all()
+            restored_ids = [r.id for r in restored]
+            await conn.execute(
+                text(
+                    "UPDATE session_migrations SET state = CASE WHEN id = ANY(:restored) "
+                    "THEN 'ROLLED_BACK' ELSE 'SKIPPED' END, last_error = CASE WHEN "
+                    "id = ANY(:restored) THEN NULL ELSE :why END, updated_at = :now "
+                    "WHERE id = ANY(:ids) AND state = 'MIGRATED'"
+                ),
+                {"ids": ids, "restored": restored_ids, "why": NOT_RESTORED, "now": now},
+            )
+            notices = [
+                self._restored_event(switch, r, now=now)
+                for r in restored
+                # A session that had no meeting before goes back to none; there
+                # is no link to tell its student about.
+                if r.previous_meeting_external_id and r.previous_join_url
+            ]
+            if notices:
+                await conn.execute(insert(Outbox), notices)
+        return len(restored_ids), len(ids)
+
+    def _restored_event(self, switch: SwitchRef, row: Any, *, now: datetime) -> dict[str, Any]:
+        return events.outbox_row(
+            "session.migrated",
+            {
+                "switch_id": switch.id,
+                "tutor_id": str(row.tutor_id),
+                "session_id": str(row.session_id),
+                "student_id": str(row.student_id),
+                "booking_id": str(row.booking_id) if row.booking_id else None,
+                "scheduled_start_at": _iso(row.scheduled_start_at),
+                "kind": "rollback",
+                "provider": row.from_provider,
+                "meeting_external_id": row.previous_meeting_external_id,
+                "join_url": row.previous_join_url,
+                "previous_provider": row.to_provider,
+                "previous_meeting_external_id": row.new_meeting_external_id,
+                "migrated_at": _iso(now),
+            },
+            tutor_id=str(row.tutor_id),
+            source=SOURCE,
+            topics=self.topics,
+            event_id=event_id_for("rollback", switch.id, str(row.session_id)),
+        )
+
+    async def new_meetings_to_delete(
+        self, switch_id: str, *, after_id: int, limit: int
+    ) -> list[MeetingToDelete]:
+        """Meetings this switch made that no session uses after the rollback, not yet deleted."""
+        sql = """
+            SELECT m.id, m.session_id, m.new_meeting_external_id AS meeting
+            FROM session_migrations m
+            WHERE m.switch_id = :id AND m.id > :after
+              AND m.state IN ('ROLLED_BACK', 'SKIPPED', 'FAILED')
+              AND m.new_meeting_external_id IS NOT NULL AND m.new_meeting_deleted_at IS NULL
+              AND NOT EXISTS (
+                  SELECT 1 FROM sessions s WHERE s.id = m.session_id
+                    AND s.provider = m.to_provider
+                    AND s.meeting_external_id = m.new_meeting_external_id)
+            ORDER BY m.id LIMIT :n
+        """
+        return await self._meetings(sql, {"id": switch_id, "after": after_id, "n": limit})
+
+    async def mark_new_meetings_deleted(self, row_ids: Sequence[int]) -> None:
+        await self._mark(row_ids, column="new_meeting_deleted_at")
+
+    async def finish_rollback(self, switch: SwitchRef) -> RollbackOutcome | None:
+        """ROLLED_BACK + `switch.rolled_back` in one transaction; None if not (yet) due.
+
+        Not due while a row is still `MIGRATED` (another run is restoring it).
+        The new provider's tokens, kept by the gateway in `previous_*` so the
+        new meetings could be deleted, are forgotten in the same transaction.
+        """
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            done = (
+                await conn.execute(
+                    text(
+                        "UPDATE provider_switches SET state = 'ROLLED_BACK', "
+                        "rolled_back_at = :now, "
+                        "completed_at = coalesce(completed_at, :now) "
+                        "WHERE id = :id AND state = 'ROLLING_BACK' AND NOT EXISTS ("
+                        "SELECT 1 FROM session_migrations WHERE switch_id = :id "
+                        "AND state IN ('MIGRATED', 'PENDING', 'MEETING_CREATED')) RETURNING id"
+                    ),
+                    {"id": switch.id, "now": now},
+                )
+            ).first()
+            if done is None:
+                return None
+            outcome = await self._rollback_outcome(conn, switch)
+            await self._forget_previous(
+                conn,
+                tutor_id=switch.tutor_id,
+                generation=switch.generation + 1,
+                provider=switch.to_provider,
+            )
+            await conn.execute(
+                insert(Outbox).values(
+                    **events.outbox_row(
+                        "switch.rolled_back",
+                        {
+                            "switch_id": switch.id,
+                            "tutor_id": switch.tutor_id,
+                            "restored_provider": outcome.restored_provider,
+                            "sessions_restored": outcome.sessions_restored,
+                            "sessions_failed": outcome.sessions_failed,
+                            "rolled_back_at": _iso(now),
+                        },
+                        tutor_id=switch.tutor_id,
+                        source=SOURCE,
+                        topics=self.topics,
+                        event_id=event_id_for("rolled_back", switch.id),
+                    )
+                )
+            )
+        return outcome
+
+    async def _rollback_outcome(self, conn: AsyncConnection, switch: SwitchRef) -> RollbackOutcome:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE m.state = 'ROLLED_BACK') AS restored, "
+                    # Not restored and still a future scheduled session: it stays
+                    # on a meeting at the provider the tutor just left.
+                    "count(*) FILTER (WHERE m.state = 'SKIPPED' AND m.last_error = :why "
+                    f"AND s.status IN {_ELIGIBLE} AND s.scheduled_start_at >= now()) AS failed "
+                    "FROM session_migrations m JOIN sessions s ON s.id = m.session_id "
+                    "WHERE m.switch_id = :id"
+                ),
+                {"id": switch.id, "why": NOT_RESTORED},
+            )
+        ).one()
+        return RollbackOutcome(
+            restored_provider=switch.from_provider,
+            sessions_restored=int(row.restored),
+            sessions_failed=int(row.failed),
+        )
+
+    # -- cleanup after the grace period ----------------------------------------
+
+    async def switches_to_clean(self, *, limit: int) -> list[SwitchRef]:
+        """Settled switches past their rollback deadline whose old meetings are still kept."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT id, tutor_id, from_provider, to_provider, generation, state "
+                        "FROM provider_switches WHERE state = ANY(:states) "
+                        "AND rollback_deadline < now() AND old_meetings_cleaned_at IS NULL "
+                        "ORDER BY rollback_deadline LIMIT :n"
+                    ),
+                    {"states": list(CLEANABLE_STATES), "n": limit},
+                )
+            ).all()
+        return [
+            SwitchRef(
+                id=str(r.id),
+                tutor_id=str(r.tutor_id),
+                from_provider=r.from_provider,
+                to_provider=r.to_provider,
+                generation=r.generation,
+                state=r.state,
+            )
+            for r in rows
+        ]
+
+    async def old_meetings_to_delete(
+        self, switch: SwitchRef, *, after_id: int, limit: int
+    ) -> list[MeetingToDelete]:
+        """The previous meetings of the switch's migrated sessions that nothing uses any more.
+
+        Never one a session is on (a newer switch rolled back onto it), nor one
+        a later, not yet cleaned switch still keeps for its own rollback.
+        """
+        sql = """
+            SELECT m.id, m.session_id, m.previous_meeting_external_id AS meeting
+            FROM session_migrations m
+            WHERE m.switch_id = :id AND m.id > :after AND m.state = 'MIGRATED'
+              AND m.from_provider = :from_p
+              AND m.previous_meeting_external_id IS NOT NULL
+              AND m.previous_meeting_deleted_at IS NULL
+              AND NOT EXISTS (
+                  SELECT 1 FROM sessions s WHERE s.id = m.session_id
+                    AND s.provider = m.from_provider
+                    AND s.meeting_external_id = m.previous_meeting_external_id)
+              AND NOT EXISTS (
+                  SELECT 1 FROM session_migrations o
+                  JOIN provider_switches op ON op.id = o.switch_id
+                  WHERE o.session_id = m.session_id AND o.switch_id <> m.switch_id
+                    AND o.state = 'MIGRATED' AND op.old_meetings_cleaned_at IS NULL
+                    AND o.from_provider = m.from_provider
+                    AND o.previous_meeting_external_id = m.previous_meeting_external_id)
+            ORDER BY m.id LIMIT :n
+        """
+        return await self._meetings(
+            sql, {"id": switch.id, "after": after_id, "n": limit, "from_p": switch.from_provider}
+        )
+
+    async def mark_old_meetings_deleted(self, row_ids: Sequence[int]) -> None:
+        await self._mark(row_ids, column="previous_meeting_deleted_at")
+
+    async def finish_cleanup(self, switch: SwitchRef) -> bool:
+        """Record the cleanup and forget the old tokens, if no newer switch replaced them."""
+        async with self.engine.begin() as conn:
+            done = (
+                await conn.execute(
+                    text(
+                        "UPDATE provider_switches SET old_meetings_cleaned_at = now() "
+                        "WHERE id = :id AND old_meetings_cleaned_at IS NULL RETURNING id"
+                    ),
+                    {"id": switch.id},
+                )
+            ).first()
+            if done is None:
+                return False
+            await self._forget_previous(
+                conn,
+                tutor_id=switch.tutor_id,
+                generation=switch.generation,
+                provider=switch.from_provider,
+            )
+        return True
+
+    # -- pieces ---------------------------------------------------------------
+
+    async def _forget_previous(
+        self, conn: AsyncConnection, *, tutor_id: str, generation: int, provider: str
+    ) -> None:
+        # Only while the kept connection is still the one this switch left
+        # behind: a newer switch (or rollback) put another one there.
+        await conn.execute(
+            text(
+                "UPDATE tutor_video_provider_connections SET previous_provider = NULL, "
+                "previous_access_token_encrypted = NULL, previous_refresh_token_encrypted = NULL, "
+                "previous_token_expires_at = NULL, updated_at = now() "
+                "WHERE tutor_id = :t AND generation = :g AND previous_provider = :p"
+            ),
+            {"t": tutor_id, "g": generation, "p": provider},
+        )
+
+    async def _meetings(self, sql: str, params: dict[str, Any]) -> list[MeetingToDelete]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(text(sql), params)).all()
+        return [
+            MeetingToDelete(
+                row_id=r.id, session_id=str(r.session_id), meeting_external_id=r.meeting
+            )
+            for r in rows
+        ]
+
+    async def _mark(self, row_ids: Sequence[int], *, column: str) -> None:
+        if not row_ids:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    f"UPDATE session_migrations SET {column} = now(), updated_at = now() "
+                    "WHERE id = ANY(:ids)"
+                ),
+                {"ids": list(row_ids)},
+            )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
