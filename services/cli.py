@@ -18,6 +18,7 @@ from services.oauth_gateway.cli import gateway_command, seed_app
 from services.provider_sim.cli import provider_sim_command
 from services.relay.cli import relay as relay_command
 from services.smtp_sink.cli import smtp_sink_command
+from services.soak.cli import soak_command
 
 app = typer.Typer(
     name="relink",
@@ -36,6 +37,7 @@ app.command("init", help="Migrate the database and create the topics.")(init_com
 app.command("relay")(relay_command)
 app.command("migrator")(migrator_command)
 app.command("provider-sim")(provider_sim_command)
+app.command("soak")(soak_command)
 app.command("notifier")(notifier_command)
 app.command("smtp-sink")(smtp_sink_command)
 app.add_typer(audit_app, name="audit")

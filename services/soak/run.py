@@ -51,6 +51,7 @@ class SoakConfig:
     seed: int = 1
     settle_timeout_s: float = 600.0
     provider_faults: bool = True
+    rollbacks: bool = True
 
 
 @dataclass
@@ -100,6 +101,7 @@ class SoakDriver:
         from services.oauth_gateway.settings import GatewaySettings
 
         self.secret = GatewaySettings().session_secret.get_secret_value()
+        self.rollbacks = True
 
     def _token(self, user_id: uuid.UUID, role: str) -> str:
         from services.oauth_gateway.auth import issue_token
@@ -224,8 +226,10 @@ class SoakDriver:
             ).scalar()
         return str(value) if value else None
 
-    def act(self, tutor: Tutor, *, switches_left: threading.Semaphore) -> None:
-        """One random action of one tutor."""
+    def act(
+        self, tutor: Tutor, *, switches_left: threading.Semaphore, others_left: threading.Semaphore
+    ) -> None:
+        """One random action of one tutor (nothing when its budget is spent)."""
         with tutor.lock:
             roll = self.rng.random()
             try:
@@ -245,8 +249,10 @@ class SoakDriver:
                         self.connect(tutor, current or "zoom")  # the quick double switch
                         self.tally.action("switch")
                         self.tally.action("double switch")
+                elif not others_left.acquire(blocking=False):
+                    return
                 elif roll < 0.88:
-                    if self.rollback(tutor):
+                    if self.rollbacks and self.rollback(tutor):
                         self.tally.action("rollback")
                 elif roll < 0.94:
                     if self.retry(tutor):
@@ -414,12 +420,16 @@ def _topic_payloads(settings: Any) -> list[bytes]:
             message = consumer.poll(1.0)
             if message is None or message.error():
                 continue
-            blob = (message.value() or b"") + b"".join(
-                (v or b"") for _, v in (message.headers() or [])
-            )
-            payloads.append(blob)
-            if message.offset() + 1 >= ends[(message.topic(), message.partition())]:
-                remaining.discard((message.topic(), message.partition()))
+            value = message.value() or b""
+            headers = [
+                v.encode() if isinstance(v, str) else bytes(v or b"")
+                for _, v in list(message.headers() or [])
+            ]
+            raw = value.encode() if isinstance(value, str) else bytes(value)
+            payloads.append(raw + b"".join(headers))
+            where = (str(message.topic()), int(message.partition() or 0))
+            if int(message.offset() or 0) + 1 >= ends[where]:
+                remaining.discard(where)
     finally:
         consumer.close()
     return payloads
@@ -473,18 +483,29 @@ def run_soak(
         check_from = datetime.now(UTC)
 
         switches_left = threading.Semaphore(config.switches)
+        # rollbacks, retries and bookings: about one for every two switches
+        others_left = threading.Semaphore(max(4, config.switches // 2))
+        driver.rollbacks = config.rollbacks
         expected = max(30.0, config.switches * 0.25)
         injector = FaultInjector(stack, devstack, tally, rng, config, expected_duration_s=expected)
         injector.start()
         with ThreadPoolExecutor(max_workers=config.workers) as pool:
             # go on until every switch is made and every planned fault has happened
             while tally.actions["switch"] < config.switches or not injector.done.is_set():
+                before_round = sum(tally.actions.values())
                 futures = [
-                    pool.submit(driver.act, rng.choice(tutors), switches_left=switches_left)
+                    pool.submit(
+                        driver.act,
+                        rng.choice(tutors),
+                        switches_left=switches_left,
+                        others_left=others_left,
+                    )
                     for _ in range(config.workers * 2)
                 ]
                 for future in futures:
                     future.result()
+                if sum(tally.actions.values()) == before_round:
+                    time.sleep(0.2)  # budgets spent: wait for the planned faults to finish
                 console.print(
                     f"  {tally.actions['switch']}/{config.switches} switches, "
                     f"{sum(tally.faults.values())} faults",

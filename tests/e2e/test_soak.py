@@ -1,0 +1,49 @@
+"""The fault and soak run with small numbers: the same driver and checker as `relink soak`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.soak.run import SoakConfig, run_soak
+
+pytestmark = pytest.mark.slow
+
+
+def test_small_soak_holds_every_invariant(
+    devstack,
+    database_url: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    config = SoakConfig(
+        tutors=4,
+        switches=16,
+        kills=6,
+        broker_restarts=1,
+        database_restarts=1,
+        sessions_per_tutor=3,
+        workers=3,
+        seed=7,
+        settle_timeout_s=240,
+        rollbacks=False,  # set to True once the migrator restores rollbacks
+    )
+    tally, report = run_soak(
+        config,
+        database_url=database_url,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        workdir=tmp_path / "soak",
+        devstack=devstack.stack,
+    )
+    print(dict(tally.actions), dict(tally.faults), dict(tally.errors))
+    print(dict(report.checked))
+    assert tally.actions["switch"] >= config.switches
+    assert sum(v for k, v in tally.faults.items() if k.startswith("SIGKILL")) == config.kills
+    assert tally.faults["broker restart"] == 1
+    assert tally.faults["database restart"] == 1
+    assert report.checked["eligible sessions on the current provider"] > 0
+    assert report.checked["student emails (one per change)"] > 0
+    assert report.ok, "\n".join(f"{v.invariant}: {v.detail}" for v in report.violations)
