@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import fastjsonschema
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
@@ -219,13 +220,57 @@ def _validator(event_type: str, version: int) -> Draft202012Validator:
     )
 
 
+FastCheck = Callable[[Any], Any]
+
+
+@cache
+def _fast_check(event_type: str, version: int) -> FastCheck:
+    """The schema compiled to Python code by fastjsonschema: ~10x faster than jsonschema.
+
+    It is only a pre-check: a payload it rejects goes through jsonschema, which
+    alone decides (and words the reason), so a stricter reading of some
+    keyword by fastjsonschema (e.g. `pattern`'s `$`) can never reject a valid
+    event. Every `format` it meets is checked by jsonschema's own checker, so
+    the two agree on date-time, uri and uuid.
+    """
+    schema = load_schema(event_type, version=version)
+    checker = _validator(event_type, version).format_checker
+    assert checker is not None
+    formats = {name: _format_function(checker, name) for name in _formats_in(schema)}
+    return fastjsonschema.compile(schema, formats=formats, use_default=False)
+
+
+def _format_function(checker: FormatChecker, name: str) -> Callable[[Any], bool]:
+    return lambda value: checker.conforms(value, name)
+
+
+def _formats_in(schema: Any) -> set[str]:
+    found: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            if isinstance(node.get("format"), str):
+                found.add(node["format"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
 def validate_payload(event_type: str, payload: Mapping[str, Any], *, version: int = 1) -> None:
     """Raise `InvalidEvent` unless the payload matches its schema."""
     try:
-        validator = _validator(event_type, version)
+        fast_check = _fast_check(event_type, version)
     except UnknownEventType as exc:
         raise InvalidEvent("unknown_type", str(exc)) from exc
-    error = _first_error(validator.iter_errors(payload))
+    try:
+        fast_check(payload)
+    except fastjsonschema.JsonSchemaValueException:
+        pass  # jsonschema decides below, and says why
+    else:
+        return
+    error = _first_error(_validator(event_type, version).iter_errors(payload))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         raise InvalidEvent(
@@ -426,14 +471,17 @@ def _version_of(dataschema: str | None, event_type: str) -> int:
     """The schema version a `ce_dataschema` names; v1 when absent."""
     if not dataschema:
         return 1
-    match = re.fullmatch(
-        rf"{re.escape(SCHEMA_BASE_URI)}/{re.escape(event_type)}/v(\d+)\.json", dataschema
-    )
+    match = _dataschema_pattern(event_type).fullmatch(dataschema)
     if match is None:
         raise InvalidEvent(
             "unknown_dataschema", f"{dataschema!r} is not a schema of {event_type!r}"
         )
     return int(match.group(1))
+
+
+@cache
+def _dataschema_pattern(event_type: str) -> re.Pattern[str]:
+    return re.compile(rf"{re.escape(SCHEMA_BASE_URI)}/{re.escape(event_type)}/v(\d+)\.json")
 
 
 def dead_letter(
