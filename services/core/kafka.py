@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -79,22 +80,33 @@ def create_topics(
     if not new:
         return []
     created: list[str] = []
-    for name, future in admin.create_topics(new, operation_timeout=timeout).items():
-        try:
-            future.result(timeout=timeout)
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args and getattr(exc.args[0], "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
-                continue
-            raise TopicCreationError(f"could not create topic {name}: {exc}") from exc
+    deadline = time.monotonic() + timeout
+    while new:
+        retry: list[Any] = []
+        by_name = {topic.topic: topic for topic in new}
+        for name, future in admin.create_topics(new, operation_timeout=timeout).items():
+            try:
+                future.result(timeout=timeout)
+                created.append(name)
+            except KafkaException as exc:
+                code = getattr(exc.args[0], "name", lambda: "")() if exc.args else ""
+                if code == "TOPIC_ALREADY_EXISTS":
+                    continue
+                # A broker that has just (re)started answers metadata requests a
+                # moment before it is unfenced and can host replicas.
+                if code == "INVALID_REPLICATION_FACTOR" and time.monotonic() < deadline:
+                    retry.append(by_name[name])
+                    continue
+                raise TopicCreationError(f"could not create topic {name}: {exc}") from exc
+        if retry:
+            time.sleep(0.25)
+        new = retry
     _wait_for_leaders(admin, created, timeout=timeout)
     return created
 
 
 def _wait_for_leaders(admin: Any, names: list[str], *, timeout: float) -> None:
     """Block until every new partition has a leader, so the first produce does not fail."""
-    import time
-
     deadline = time.monotonic() + timeout
     pending = set(names)
     while pending and time.monotonic() < deadline:

@@ -37,8 +37,10 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[object]:
+    # Function scope: Playwright's sync API keeps an asyncio loop running while it
+    # is open, which would break every async test that runs after it.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
