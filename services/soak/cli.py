@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -22,6 +23,9 @@ def soak_command(
     workers: int = typer.Option(8, min=1, help="tutors acting at once"),
     seed: int = typer.Option(1, help="random seed (a run is repeatable in its choices)"),
     workdir: Path | None = typer.Option(None, help="where logs go (default: a temp folder)"),
+    record_figures: bool = typer.Option(
+        True, "--record/--no-record", help="write the e2e.soak_* figures to benchmarks/results.json"
+    ),
 ) -> None:
     """Many tutors switching under faults, then every invariant of DESIGN.md checked."""
     from services.core.kafka import create_topics
@@ -46,6 +50,7 @@ def soak_command(
         seed=seed,
     )
     folder = workdir or Path(tempfile.mkdtemp(prefix="relink-soak-"))
+    started = time.monotonic()
     try:
         tally, report = run_soak(
             config,
@@ -59,6 +64,20 @@ def soak_command(
     finally:
         stack.down(parts=tuple(report_up.started))
     print_report(tally, report)
+    if record_figures:
+        from services.bench.results import record
+
+        record(
+            "e2e",
+            {
+                "soak_switches": tally.actions["switch"],
+                "soak_kills": sum(v for k, v in tally.faults.items() if k.startswith("SIGKILL")),
+                "soak_restarts": tally.faults["broker restart"] + tally.faults["database restart"],
+                "soak_violations": len(report.violations),
+                "soak_duration_s": round(time.monotonic() - started, 1),
+                "soak_checks": sum(report.checked.values()),
+            },
+        )
     if not report.ok:
         raise typer.Exit(1)
 
