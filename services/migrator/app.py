@@ -32,6 +32,8 @@ def create_app(migrator: Migrator) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
     )
     source = app.topic(
         settings.topic_provider_switched, key_serializer="raw", value_serializer="raw"

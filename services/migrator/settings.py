@@ -44,6 +44,12 @@ class MigratorSettings(CommonSettings):
     cleanup_interval_s: float = Field(
         default=300.0, gt=0, alias="RELINK_MIGRATOR_CLEANUP_INTERVAL_S"
     )
+    # How long the group waits for a member that stopped heartbeating (a killed
+    # process) before giving its partitions to another: Faust's 60 s default
+    # would leave switches unplanned for a minute after every crash.
+    session_timeout_s: float = Field(
+        default=10.0, ge=6.0, le=300.0, alias="RELINK_MIGRATOR_SESSION_TIMEOUT_S"
+    )
     db_pool_size: int = Field(default=20, ge=1, le=200, alias="RELINK_MIGRATOR_DB_POOL_SIZE")
 
     @property

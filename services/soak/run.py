@@ -52,6 +52,9 @@ class SoakConfig:
     settle_timeout_s: float = 600.0
     provider_faults: bool = True
     rollbacks: bool = True
+    # pause between two planned faults (a killed consumer needs its group's
+    # session timeout, ~10 s, before its replacement gets the partitions)
+    fault_interval_s: float = 4.0
 
 
 @dataclass
@@ -235,18 +238,21 @@ class SoakDriver:
             try:
                 current = self.current_provider(tutor)
                 other = "zoom" if current == "google_meet" else "google_meet"
-                if roll < 0.70:
+                if roll < 0.80:
                     if not switches_left.acquire(blocking=False):
                         return
-                    self.connect(tutor, other)
+                    try:
+                        self.connect(tutor, other)
+                    except BaseException:
+                        switches_left.release()  # not made: the budget is still owed
+                        raise
                     self.tally.action("switch")
-                elif roll < 0.80:
-                    if not switches_left.acquire(blocking=False):
-                        return
-                    self.connect(tutor, other)
-                    self.tally.action("switch")
-                    if switches_left.acquire(blocking=False):
-                        self.connect(tutor, current or "zoom")  # the quick double switch
+                    if roll >= 0.70 and switches_left.acquire(blocking=False):
+                        try:
+                            self.connect(tutor, current or "zoom")  # the quick double switch
+                        except BaseException:
+                            switches_left.release()
+                            raise
                         self.tally.action("switch")
                         self.tally.action("double switch")
                 elif not others_left.acquire(blocking=False):
@@ -274,8 +280,6 @@ class FaultInjector(threading.Thread):
         tally: SoakTally,
         rng: random.Random,
         config: SoakConfig,
-        *,
-        expected_duration_s: float,
     ) -> None:
         super().__init__(daemon=True, name="soak-faults")
         self.stack = stack
@@ -285,7 +289,9 @@ class FaultInjector(threading.Thread):
         self.config = config
         self.stop_event = threading.Event()
         self.done = threading.Event()
-        self.interval = max(0.2, expected_duration_s / max(1, config.kills))
+        self.interval = config.fault_interval_s
+        self.planned = config.kills + config.broker_restarts + config.database_restarts
+        self.happened = 0
 
     def run(self) -> None:
         schedule = (
@@ -313,11 +319,17 @@ class FaultInjector(threading.Thread):
                 self.stop_event.wait(0.5)
                 self.devstack.postgres.start()
                 self.tally.fault("database restart")
+            self.happened += 1
             if self.config.provider_faults:
                 self._provider_faults()
             self.stack.revive_dead()
             self.stop_event.wait(self.interval)
         self.done.set()
+
+    @property
+    def progress(self) -> float:
+        """How much of the fault plan has happened, 0..1."""
+        return 1.0 if self.planned == 0 else self.happened / self.planned
 
     def _provider_faults(self) -> None:
         provider = self.rng.choice(("zoom", "google"))
@@ -351,6 +363,7 @@ class FaultInjector(threading.Thread):
 def _wait_settled(engine: Engine, stack: ProcessStack, *, timeout: float, console: Console) -> bool:
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
+    last_line = ""
     while time.monotonic() < deadline:
         stack.revive_dead()
         try:
@@ -368,9 +381,10 @@ def _wait_settled(engine: Engine, stack: ProcessStack, *, timeout: float, consol
                 return True
         else:
             quiet_since = None
-        console.print(
-            f"  settling: {pending} unsettled, {waiting} outbox rows and emails waiting", end="\r"
-        )
+        line = f"  settling: {pending} unsettled, {waiting} outbox rows and emails waiting"
+        if line != last_line:
+            console.print(line)
+            last_line = line
         time.sleep(1)
     return False
 
@@ -486,9 +500,9 @@ def run_soak(
         # rollbacks, retries and bookings: about one for every two switches
         others_left = threading.Semaphore(max(4, config.switches // 2))
         driver.rollbacks = config.rollbacks
-        expected = max(30.0, config.switches * 0.25)
-        injector = FaultInjector(stack, devstack, tally, rng, config, expected_duration_s=expected)
+        injector = FaultInjector(stack, devstack, tally, rng, config)
         injector.start()
+        last_line = ""
         with ThreadPoolExecutor(max_workers=config.workers) as pool:
             # go on until every switch is made and every planned fault has happened
             while tally.actions["switch"] < config.switches or not injector.done.is_set():
@@ -506,11 +520,19 @@ def run_soak(
                     future.result()
                 if sum(tally.actions.values()) == before_round:
                     time.sleep(0.2)  # budgets spent: wait for the planned faults to finish
-                console.print(
+                # spread the switches over the whole fault plan, not before it
+                while (
+                    tally.actions["switch"] / config.switches > injector.progress + 0.05
+                    and not injector.done.is_set()
+                ):
+                    time.sleep(0.2)
+                line = (
                     f"  {tally.actions['switch']}/{config.switches} switches, "
-                    f"{sum(tally.faults.values())} faults",
-                    end="\r",
+                    f"{sum(tally.faults.values())} faults"
                 )
+                if line != last_line:
+                    console.print(line)
+                    last_line = line
         injector.stop()
         console.print("\nall actions done; letting the system settle…")
         settled = _wait_settled(engine, stack, timeout=config.settle_timeout_s, console=console)

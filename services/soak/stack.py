@@ -98,6 +98,8 @@ class ProcessStack:
             "RELINK_MIGRATOR_APP_ID": f"{topic_prefix}relink-migrator",
             "RELINK_MIGRATOR_DATADIR": str(workdir / "migrator-data"),
             "RELINK_NOTIFIER_GROUP_ID": f"{topic_prefix}relink-notifier",
+            # crashes are frequent here: let the group notice a dead member soon
+            "RELINK_NOTIFIER_SESSION_TIMEOUT_S": "10",
             **(extra_env or {}),
         }
 

@@ -28,7 +28,7 @@ def test_small_soak_holds_every_invariant(
         workers=3,
         seed=7,
         settle_timeout_s=240,
-        rollbacks=False,  # set to True once the migrator restores rollbacks
+        fault_interval_s=2.0,
     )
     tally, report = run_soak(
         config,
