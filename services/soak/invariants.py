@@ -203,8 +203,7 @@ def check_emails(
         rows = conn.execute(
             text(
                 """
-                SELECT m.switch_id, m.session_id, u.email,
-                       CASE WHEN m.state = 'ROLLED_BACK' THEN 2 ELSE 1 END
+                SELECT m.switch_id, m.session_id, u.email, m.state, m.kind
                   FROM session_migrations m
                   JOIN sessions s ON s.id = m.session_id
                   JOIN users u ON u.id = s.student_id
@@ -212,8 +211,9 @@ def check_emails(
                 """
             )
         ).all()
-    for switch_id, session_id, email, changes in rows:
-        kinds = ["switch"] if changes == 1 else ["switch", "rollback"]
+    for switch_id, session_id, email, state, forward in rows:
+        # the move itself (its kind says whether a retry made it), then the rollback
+        kinds = [forward] if state == "MIGRATED" else [forward, "rollback"]
         for kind in kinds:
             change = change_id("session", str(switch_id), str(session_id), kind)
             mid = message_id(change, email, domain=mail_domain)
