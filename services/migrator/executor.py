@@ -72,6 +72,12 @@ class ConnectionCache:
         connection = await self.store.connection(tutor_id)
         if connection is None or connection.generation != generation:
             return None
+        # Another row of the same tutor may have cached a session while we read:
+        # share it, or two sessions would refresh one rotating refresh token
+        # (Zoom) and the loser would look revoked.
+        cached = self.sessions.get(tutor_id)
+        if cached and cached[0] == generation:
+            return cached[1]
         return self._cache(connection)
 
     async def reload(self, tutor_id: str, *, used: TokenSet) -> bool:
