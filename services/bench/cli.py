@@ -91,3 +91,14 @@ def bench_migrator(
         big=big,
         rss_seconds=rss_seconds,
     )
+
+
+@app.command("e2e")
+def bench_e2e(
+    tutors: int = typer.Option(10, min=1, help="switches to time (one tutor each)"),
+    make_run: bool = typer.Option(True, help="also time `make run` from a fresh clone"),
+) -> None:
+    """Consent click to the last student's email (5 sessions, 100 ms latency); make run."""
+    from services.bench.e2e import run
+
+    run(tutors=tutors, make_run=make_run)

@@ -231,6 +231,7 @@ class RollbackStore(MigrationStore):
                 generation=switch.generation + 1,
                 provider=switch.to_provider,
             )
+            await self._catch_up(conn, switch, now=now)
             await conn.execute(
                 insert(Outbox).values(
                     **events.outbox_row(
@@ -251,6 +252,79 @@ class RollbackStore(MigrationStore):
                 )
             )
         return outcome
+
+    async def _catch_up(self, conn: AsyncConnection, switch: SwitchRef, *, now: datetime) -> None:
+        """Move sessions a superseded switch never moved to the restored provider.
+
+        Rolling back switch N restores the connection from before it; if switch
+        N-1 (to that provider) was superseded by N before it moved everything,
+        some sessions sit on the provider N moved away from, and nothing else
+        would ever move them. A follow-up switch, in the same transaction as the
+        rollback's end, hands them to the ordinary migration path.
+        """
+        connection = (
+            await conn.execute(
+                text(
+                    "SELECT provider, generation FROM tutor_video_provider_connections "
+                    "WHERE tutor_id = :t FOR UPDATE"
+                ),
+                {"t": switch.tutor_id},
+            )
+        ).first()
+        if connection is None or connection.provider != switch.from_provider:
+            return
+        stranded = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM sessions WHERE tutor_id = :t "
+                    "AND status = ANY(:eligible) AND scheduled_start_at >= :now "
+                    "AND provider IS DISTINCT FROM :provider"
+                ),
+                {
+                    "t": switch.tutor_id,
+                    "eligible": list(ELIGIBLE_STATUSES),
+                    "now": now,
+                    "provider": connection.provider,
+                },
+            )
+        ).scalar_one()
+        if not stranded:
+            return
+        follow_up = uuid.uuid4()
+        await conn.execute(
+            text(
+                "INSERT INTO provider_switches (id, tutor_id, from_provider, to_provider, "
+                "generation, state, created_at, rollback_deadline) VALUES "
+                "(:id, :t, :from_p, :to_p, :g, 'PENDING', :now, :now)"
+            ),
+            {
+                "id": follow_up,
+                "t": switch.tutor_id,
+                "from_p": switch.to_provider,
+                "to_p": connection.provider,
+                "g": connection.generation,
+                "now": now,
+            },
+        )
+        await conn.execute(
+            insert(Outbox).values(
+                **events.outbox_row(
+                    "provider.switched",
+                    {
+                        "switch_id": str(follow_up),
+                        "tutor_id": switch.tutor_id,
+                        "from_provider": switch.to_provider,
+                        "to_provider": connection.provider,
+                        "generation": connection.generation,
+                        "switched_at": _iso(now),
+                    },
+                    tutor_id=switch.tutor_id,
+                    source=SOURCE,
+                    topics=self.topics,
+                    event_id=event_id_for("catch_up", switch.id),
+                )
+            )
+        )
 
     async def _rollback_outcome(self, conn: AsyncConnection, switch: SwitchRef) -> RollbackOutcome:
         row = (

@@ -196,3 +196,36 @@ async def test_cleanup_after_the_grace_period_deletes_old_meetings_and_forgets_o
     assert conn.provider == "google_meet"
     assert (conn.previous_provider, conn.previous_access_token_encrypted) == (None, None)
     assert conn.previous_refresh_token_encrypted is None
+
+
+async def test_rolling_back_past_a_superseded_switch_moves_the_stranded_sessions(
+    engine: Engine,
+    settings: CommonSettings,
+    factory: Factory,
+    relay: Any,
+    start_migrator: Any,
+) -> None:
+    """Zoom → Meet (superseded before it moved anything) → Zoom, then roll the last one back.
+
+    The rollback restores the Meet connection, but the sessions never left Zoom:
+    a follow-up switch must move them, or they would be silently left behind.
+    (Found by `relink soak`.)
+    """
+    tutor = await factory.tutor(provider="zoom")
+    sessions = factory.sessions(tutor, count=3, provider="zoom")
+    await factory.real_meetings(tutor, sessions, provider="zoom")
+    to_meet = factory.switch(tutor, to_provider="google_meet")
+    back_to_zoom = factory.switch(tutor, to_provider="zoom")
+    start_migrator(**FAST_CLEANUP)
+    assert wait_for(lambda: settled(engine, to_meet), what="first settles").state == "SUPERSEDED"
+    assert wait_for(lambda: settled(engine, back_to_zoom), what="second settles")
+    assert all(r.provider == "zoom" for r in session_rows(engine, sessions))
+
+    request_rollback(engine, settings, tutor=tutor, switch=back_to_zoom)
+    wait_for(lambda: switch_row(engine, back_to_zoom).state == "ROLLED_BACK", what="rollback ends")
+    assert connection(engine, tutor.id).provider == "google_meet"
+    wait_for(
+        lambda: all(r.provider == "google_meet" for r in session_rows(engine, sessions)),
+        what="stranded sessions move to the restored provider",
+    )
+    assert all("/google/meet/" in (r.join_url or "") for r in session_rows(engine, sessions))
