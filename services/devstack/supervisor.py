@@ -151,6 +151,9 @@ def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
         supervisor.stopping.set()
 
     signal.signal(signal.SIGTERM, _terminate)
+    # explicitly too: a shell that starts us in the background ignores SIGINT,
+    # and Python then never turns it into KeyboardInterrupt
+    signal.signal(signal.SIGINT, _terminate)
 
     def _where() -> None:
         if seed and "seed" in commands:
