@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.core import events
 from services.core.db.models import Outbox
 from services.migrator.domain import ELIGIBLE_STATUSES, UNSETTLED_STATES, SwitchRef
-from services.migrator.store import SOURCE, MigrationStore
+from services.migrator.store import SOURCE, MigrationStore, switch_ref
 
 _ELIGIBLE = "(" + ", ".join(f"'{s}'" for s in ELIGIBLE_STATUSES) + ")"
 _UNSETTLED = "(" + ", ".join(f"'{s}'" for s in UNSETTLED_STATES) + ")"
@@ -363,17 +363,7 @@ class RollbackStore(MigrationStore):
                     {"states": list(CLEANABLE_STATES), "n": limit},
                 )
             ).all()
-        return [
-            SwitchRef(
-                id=str(r.id),
-                tutor_id=str(r.tutor_id),
-                from_provider=r.from_provider,
-                to_provider=r.to_provider,
-                generation=r.generation,
-                state=r.state,
-            )
-            for r in rows
-        ]
+        return [switch_ref(r) for r in rows]
 
     async def old_meetings_to_delete(
         self, switch: SwitchRef, *, after_id: int, limit: int

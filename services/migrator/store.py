@@ -37,6 +37,18 @@ _ELIGIBLE = "(" + ", ".join(f"'{s}'" for s in ELIGIBLE_STATUSES) + ")"
 assert UNSETTLED_STATES == ("PENDING", "MEETING_CREATED")
 
 
+def switch_ref(row: Any) -> SwitchRef:
+    """A `provider_switches` row (id, tutor_id, providers, generation, state) as a SwitchRef."""
+    return SwitchRef(
+        id=str(row.id),
+        tutor_id=str(row.tutor_id),
+        from_provider=row.from_provider,
+        to_provider=row.to_provider,
+        generation=row.generation,
+        state=row.state,
+    )
+
+
 def make_async_engine(url: str, *, pool_size: int) -> AsyncEngine:
     """An async psycopg 3 engine with pre-ping (a restarted PostgreSQL is reconnected)."""
     return create_async_engine(
@@ -144,14 +156,7 @@ class MigrationStore:
             ).first()
         if row is None:
             return None
-        return SwitchRef(
-            id=str(row.id),
-            tutor_id=str(row.tutor_id),
-            from_provider=row.from_provider,
-            to_provider=row.to_provider,
-            generation=row.generation,
-            state=row.state,
-        )
+        return switch_ref(row)
 
     async def connection(self, tutor_id: str) -> ConnectionState | None:
         async with self.engine.connect() as conn:
@@ -457,17 +462,7 @@ class MigrationStore:
                     {"w": window},
                 )
             ).all()
-        return [
-            SwitchRef(
-                id=str(r.id),
-                tutor_id=str(r.tutor_id),
-                from_provider=r.from_provider,
-                to_provider=r.to_provider,
-                generation=r.generation,
-                state=r.state,
-            )
-            for r in rows
-        ]
+        return [switch_ref(r) for r in rows]
 
     async def active_tutors(self) -> list[str]:
         """Tutors whose switch is being planned or migrated: the executor's work list."""
