@@ -366,20 +366,7 @@ class GatewayStore:
             migrated=row.sessions_migrated,
             failed=row.sessions_failed,
         )
-        refusal = (
-            "no connection"
-            if conn is None
-            else rollback_allowed(
-                switch_state=row.state,
-                switch_generation=row.generation,
-                connection_generation=conn.generation,
-                connection_provider=conn.provider,
-                switch_to_provider=row.to_provider,
-                has_previous_tokens=conn.previous_access_token_encrypted is not None,
-                deadline=row.rollback_deadline,
-                now=now,
-            )
-        )
+        refusal = "no connection" if conn is None else _rollback_refusal(row, conn, now=now)
         return SwitchView(
             id=row.id,
             from_provider=row.from_provider,
@@ -494,16 +481,7 @@ class GatewayStore:
                 raise NotFound("no such switch")
             if conn is None:
                 raise RollbackNotAllowed("no connection to roll back")
-            refusal = rollback_allowed(
-                switch_state=row.state,
-                switch_generation=row.generation,
-                connection_generation=conn.generation,
-                connection_provider=conn.provider,
-                switch_to_provider=row.to_provider,
-                has_previous_tokens=conn.previous_access_token_encrypted is not None,
-                deadline=row.rollback_deadline,
-                now=now,
-            )
+            refusal = _rollback_refusal(row, conn, now=now)
             if refusal is not None:
                 raise RollbackNotAllowed(refusal)
             self._swap_with_previous(conn)
@@ -716,3 +694,17 @@ class GatewayStore:
                 )
             )
             return True
+
+
+def _rollback_refusal(row: ProviderSwitch, conn: Connection, *, now: datetime) -> str | None:
+    """Why this switch cannot be rolled back now (None: it can)."""
+    return rollback_allowed(
+        switch_state=row.state,
+        switch_generation=row.generation,
+        connection_generation=conn.generation,
+        connection_provider=conn.provider,
+        switch_to_provider=row.to_provider,
+        has_previous_tokens=conn.previous_access_token_encrypted is not None,
+        deadline=row.rollback_deadline,
+        now=now,
+    )
