@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -81,6 +83,7 @@ async def create_meeting(request: Request) -> Response:
         "start_time": body.get("start_time"),
         "duration": body.get("duration", 60),
         "timezone": body.get("timezone", "UTC"),
+        "agenda": str(body.get("agenda") or ""),
         "created_at": state.now_dt().strftime("%Y-%m-%dT%H:%M:%SZ"),
         "join_url": f"{str(request.base_url).rstrip('/')}/zoom/j/{meeting_id}",
         "settings": body.get("settings", {}),
@@ -88,6 +91,75 @@ async def create_meeting(request: Request) -> Response:
     }
     account.meetings[meeting_id] = meeting
     return JSONResponse(meeting, status_code=201)
+
+
+# What "List meetings" returns of each meeting (Zoom API: List meetings, 200 body).
+LISTED_FIELDS = (
+    "uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone",
+    "agenda", "created_at", "join_url",
+)  # fmt: skip
+LIST_TYPES = frozenset({"scheduled", "live", "upcoming", "upcoming_meetings", "previous_meetings"})
+
+
+def _list_key(meeting: dict[str, Any]) -> str:
+    """A meeting's place in the list: start time, then id (both fixed width)."""
+    return f"{meeting.get('start_time') or ''}|{meeting['id']:020d}"
+
+
+def _listed(meeting: dict[str, Any], *, kind: str, now: float) -> bool:
+    if kind == "scheduled":
+        return True
+    if kind == "live":
+        return meeting.get("status") == "started"
+    start = meeting.get("start_time")
+    ends = (
+        datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
+        + 60 * int(meeting.get("duration") or 0)
+        if start
+        else now
+    )
+    return ends < now if kind == "previous_meetings" else ends >= now
+
+
+@router.get("/v2/users/me/meetings")
+async def list_meetings(request: Request) -> Response:
+    """One page of the user's meetings, `next_page_token` for the rest ("" on the last page)."""
+    account = await gate("zoom", request)
+    if isinstance(account, Response):
+        return account
+    state: SimState = request.app.state.sim
+    query = request.query_params
+    kind = query.get("type", "scheduled")
+    try:
+        # Zoom: default 30, at most 300 records a page.
+        page_size = min(max(int(query.get("page_size", "30")), 1), 300)
+        after = (
+            base64.urlsafe_b64decode(query["next_page_token"]).decode()
+            if query.get("next_page_token")
+            else ""
+        )
+    except (ValueError, UnicodeDecodeError):
+        return zoom_error(400, 300, "Invalid field.")
+    if kind not in LIST_TYPES:
+        return zoom_error(400, 300, "Invalid field.")
+    # Keyset pages (after the last key sent), so deleting a meeting between
+    # pages skips nothing.
+    now = state.now()
+    matching = sorted(
+        (m for m in account.meetings.values() if _listed(m, kind=kind, now=now)), key=_list_key
+    )
+    rest = [m for m in matching if _list_key(m) > after]
+    page = rest[:page_size]
+    more = len(rest) > page_size
+    token = base64.urlsafe_b64encode(_list_key(page[-1]).encode()).decode() if more else ""
+    return JSONResponse(
+        {
+            "next_page_token": token,
+            "page_size": page_size,
+            "total_records": len(matching),
+            "meetings": [{k: m[k] for k in LISTED_FIELDS if k in m} for m in page],
+        }
+    )
 
 
 @router.get("/v2/meetings/{meeting_id}")

@@ -120,6 +120,11 @@ class ProviderClient(ABC):
 
     provider: ProviderName
     token_auth_method: str = "client_secret_basic"
+    # Whether repeating a create whose answer was lost makes no second meeting
+    # (Google: client-chosen event id and requestId). Where it would (Zoom), a
+    # caller retrying a create that may have reached the provider looks the
+    # meeting up with `find_meeting` first.
+    idempotent_create: bool = False
 
     def __init__(
         self,
@@ -202,6 +207,10 @@ class ProviderClient(ABC):
     @abstractmethod
     async def create_meeting(self, access_token: str, request: MeetingRequest) -> Meeting:
         """Create the meeting for one session (idempotent where the provider allows)."""
+
+    @abstractmethod
+    async def find_meeting(self, access_token: str, request: MeetingRequest) -> Meeting | None:
+        """The meeting an earlier `create_meeting(request)` made, or None when there is none."""
 
     @abstractmethod
     async def get_meeting(self, access_token: str, external_id: str) -> Meeting | None:

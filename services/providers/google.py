@@ -92,6 +92,8 @@ class GoogleMeetClient(ProviderClient):
     """Google's OAuth endpoints and the Calendar v3 events API with Meet conferences."""
 
     provider: ProviderName = "google_meet"
+    # Event id and conference requestId both derive from (switch, session).
+    idempotent_create = True
     # Google's token endpoint takes client_id / client_secret in the form body.
     token_auth_method = "client_secret_post"
 
@@ -188,6 +190,14 @@ class GoogleMeetClient(ProviderClient):
             event = json_body(response)
         event = await self._await_conference(access_token, event)
         return self._meeting(event)
+
+    async def find_meeting(self, access_token: str, request: MeetingRequest) -> Meeting | None:
+        """The event our derived id names, once its conference is ready; None if never made."""
+        event_id = google_event_id(request.switch_id, request.session_id)
+        event = await self._event(access_token, event_id)
+        if event is None:
+            return None
+        return self._meeting(await self._await_conference(access_token, event))
 
     async def get_meeting(self, access_token: str, external_id: str) -> Meeting | None:
         """events.get; None when the event is gone or cancelled."""

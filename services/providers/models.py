@@ -62,6 +62,17 @@ def idempotency_key(switch_id: str, session_id: str) -> str:
     return hashlib.sha256(f"relink:{switch_id}:{session_id}".encode()).hexdigest()
 
 
+def meeting_marker(switch_id: str, session_id: str) -> str:
+    """The text that marks the meeting relink made for one (switch, session), delimiters included.
+
+    Zoom has no idempotency key, so the marker rides in the meeting's `agenda`
+    (which Zoom's "List meetings" returns) and a retry finds the meeting an
+    unanswered create made. Only our ids: no token, nothing about the people.
+    The brackets keep `session-1` from matching inside `session-10`.
+    """
+    return f"[relink:{switch_id}:{session_id}]"
+
+
 def google_event_id(switch_id: str, session_id: str) -> str:
     """A client-chosen Calendar event id for one (switch, session).
 

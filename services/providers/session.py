@@ -61,6 +61,10 @@ class AuthorizedSession:
         """Create the session's meeting."""
         return await self.call(lambda token: self.client.create_meeting(token, request))
 
+    async def find_meeting(self, request: MeetingRequest) -> Meeting | None:
+        """The meeting an earlier create for `request` made (its answer may have been lost)."""
+        return await self.call(lambda token: self.client.find_meeting(token, request))
+
     async def get_meeting(self, external_id: str) -> Meeting | None:
         """The meeting, or None when it does not exist."""
         return await self.call(lambda token: self.client.get_meeting(token, external_id))

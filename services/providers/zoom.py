@@ -18,7 +18,13 @@ from services.providers.errors import (
     RateLimitedError,
     TokenExpiredError,
 )
-from services.providers.models import Meeting, MeetingRequest, ProviderAccount, ProviderName
+from services.providers.models import (
+    Meeting,
+    MeetingRequest,
+    ProviderAccount,
+    ProviderName,
+    meeting_marker,
+)
 from services.providers.ratelimit import (
     is_zoom_daily_limit,
     next_utc_midnight,
@@ -34,6 +40,8 @@ ZOOM_MEETING_NOT_FOUND = "3001"
 ZOOM_SCOPE_CODES = frozenset({"4700", "4711"})
 # "type": 2 is a scheduled meeting (Zoom "Create a meeting" request body).
 ZOOM_SCHEDULED_MEETING = 2
+# "List meetings" pages hold at most 300 records (Zoom API "Pagination").
+ZOOM_LIST_PAGE_SIZE = 300
 
 
 def zoom_time(when: datetime) -> str:
@@ -124,14 +132,18 @@ class ZoomClient(ProviderClient):
 
     async def create_meeting(self, access_token: str, request: MeetingRequest) -> Meeting:
         """POST /users/me/meetings: a scheduled meeting for the session."""
+        marker = meeting_marker(request.switch_id, request.session_id)
         payload = {
             "topic": request.topic,
             "type": ZOOM_SCHEDULED_MEETING,
             "start_time": zoom_time(request.start_time),
             "duration": request.duration_min,
             "timezone": request.timezone,
-            # Zoom has no idempotency key; the tracking field lets an operator
-            # find a duplicate made by a create whose answer was lost.
+            # Zoom has no idempotency key. The agenda (which "List meetings"
+            # returns, unlike tracking fields) carries our marker so a retry
+            # finds the meeting a create whose answer was lost made.
+            "agenda": f"Scheduled by relink {marker}",
+            # For operators: Zoom's reports filter by tracking field.
             "tracking_fields": [
                 {"field": "relink", "value": f"{request.switch_id}:{request.session_id}"}
             ],
@@ -146,6 +158,30 @@ class ZoomClient(ProviderClient):
             idempotent=False,
         )
         return self._meeting(json_body(response))
+
+    async def find_meeting(self, access_token: str, request: MeetingRequest) -> Meeting | None:
+        """GET /users/me/meetings, every page: the meeting whose agenda has our marker."""
+        marker = meeting_marker(request.switch_id, request.session_id)
+        params = {"type": "scheduled", "page_size": str(ZOOM_LIST_PAGE_SIZE)}
+        seen: set[str] = set()
+        while True:
+            response = await self.api_call(
+                "GET",
+                self._api("/users/me/meetings"),
+                access_token=access_token,
+                operation="list meetings",
+                params=params,
+            )
+            body = json_body(response)
+            for item in body.get("meetings") or []:
+                if isinstance(item, dict) and marker in str(item.get("agenda") or ""):
+                    return self._meeting(item)
+            # An empty token ends the list; a repeated one would loop forever.
+            token = str(body.get("next_page_token") or "")
+            if not token or token in seen:
+                return None
+            seen.add(token)
+            params = {**params, "next_page_token": token}
 
     async def get_meeting(self, access_token: str, external_id: str) -> Meeting | None:
         """GET /meetings/{id}; None on Zoom's 3001 "Meeting does not exist"."""
