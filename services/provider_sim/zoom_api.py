@@ -46,6 +46,11 @@ async def me(request: Request) -> Response:
 
 @router.post("/v2/users/me/meetings")
 async def create_meeting(request: Request) -> Response:
+    # Take the body before the injected latency, as Zoom has it once sent: a
+    # client that dies while we "work" must not undo the create (the lost
+    # answer a retry has to find), and Starlette refuses a body read after
+    # the disconnect.
+    await request.body()
     account = await gate("zoom", request)
     if isinstance(account, Response):
         return account
