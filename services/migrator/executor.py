@@ -236,7 +236,7 @@ class Executor:
             return
         else:
             try:
-                meeting = await session.create_meeting(self._request(row))
+                meeting = await self._find_or_create(row, session=session)
             except ProviderError as exc:
                 await self._failed(row, exc, session=session)
                 return
@@ -250,6 +250,32 @@ class Executor:
             return
         log.info("skipped after create: session changed; deleting the new meeting", extra=ids)
         await self._delete_quietly(row, meeting, session=session)
+
+    async def _find_or_create(self, row: ClaimedRow, *, session: AuthorizedSession) -> Meeting:
+        """The meeting an earlier, unanswered attempt made at the provider, else a new one.
+
+        A first claim (`attempts == 1`) cannot have sent a create before, so it
+        skips the lookup and stays one request. A re-claimed row may have
+        crashed with its create in flight (Zoom made the meeting, we never
+        heard), and a retried row's last create may have timed out after
+        being sent; where a repeated create would duplicate (Zoom), look first.
+        Attempts refused by a rate limit or quota are given back by
+        `retry_later`, so they do not count here: nothing was made then.
+        """
+        request = self._request(row)
+        if not session.client.idempotent_create and (row.attempts > 1 or row.kind == "retry"):
+            found = await session.find_meeting(request)
+            if found is not None:
+                log.info(
+                    "meeting from an earlier attempt found; reusing it",
+                    extra={
+                        "switch_id": row.switch_id,
+                        "session_id": row.session_id,
+                        "meeting_id": found.external_id,
+                    },
+                )
+                return found
+        return await session.create_meeting(request)
 
     def _request(self, row: ClaimedRow) -> MeetingRequest:
         return MeetingRequest(
