@@ -2,9 +2,58 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(help="Measure a part and record its figures in benchmarks/results.json.")
+app = typer.Typer(
+    help="Measure a part and record its figures in benchmarks/results.json "
+    "(no subcommand: `relink bench all`)."
+)
+
+QUICK_OPTION = typer.Option(
+    False, "--quick", help="small numbers everywhere: a smoke run in minutes, not a report"
+)
+
+
+@app.callback(invoke_without_command=True)
+def bench_main(ctx: typer.Context, quick: bool = QUICK_OPTION) -> None:
+    """Without a subcommand, run every benchmark and draw the plots (`relink bench all`)."""
+    if ctx.invoked_subcommand is None:
+        from services.bench.suite import run_all
+
+        raise typer.Exit(run_all(quick=quick))
+
+
+@app.command("all")
+def bench_all(
+    quick: bool = QUICK_OPTION,
+    results: Path | None = typer.Option(
+        None,
+        help="results file (default benchmarks/results.json; with --quick "
+        "benchmarks/quick/results.json, so a smoke run never overwrites the report)",
+    ),
+    skip: list[str] = typer.Option([], help="a part to leave out (repeatable)"),
+) -> None:
+    """Every benchmark (gateway with the inline baseline, migrator sweep...), then the plots."""
+    from services.bench.suite import run_all
+
+    raise typer.Exit(run_all(quick=quick, results=results, skip=tuple(skip)))
+
+
+@app.command("plots")
+def bench_plots(
+    results: Path = typer.Option(Path("benchmarks/results.json"), help="results file to draw"),
+    out: Path | None = typer.Option(None, help="folder of the PNGs (default: plots/ beside it)"),
+) -> None:
+    """Re-draw the PNG plots from a results file, measuring nothing."""
+    from services.bench.plots import draw_file
+
+    report = draw_file(results, out or results.parent / "plots")
+    for path in report.written:
+        typer.echo(f"wrote {path}")
+    for name, why in report.skipped.items():
+        typer.echo(f"skipped {name}: {why}")
 
 
 @app.command("devstack")
@@ -56,19 +105,15 @@ def bench_notifier(
 def bench_gateway(
     tutors: int = typer.Option(20, min=1, help="tutors sending callbacks at once"),
     per_tutor: int = typer.Option(25, min=1, help="callbacks each tutor sends per point"),
+    baseline: bool = typer.Option(True, help="also measure the brief's inline callback"),
+    baseline_tutors: int = typer.Option(5, min=1, help="tutors at once for the inline baseline"),
 ) -> None:
-    """OAuth callback p50/p99 at 0/1k/10k future sessions per tutor, and callbacks/s."""
-    import importlib.util
-    from pathlib import Path
+    """OAuth callback p50/p99 at 0/1k/10k future sessions per tutor, relink vs inline."""
+    from services.bench.suite import gateway_harness
 
-    # The harness lives under benchmarks/ (not an installed package): load it by path.
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway" / "harness.py"
-    spec = importlib.util.spec_from_file_location("relink_bench_gateway", path)
-    if spec is None or spec.loader is None:
-        raise typer.BadParameter(f"harness not found at {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.run(tutors=tutors, per_tutor=per_tutor)
+    gateway_harness().run(
+        tutors=tutors, per_tutor=per_tutor, baseline=baseline, baseline_tutors=baseline_tutors
+    )
 
 
 @app.command("migrator")
@@ -79,11 +124,18 @@ def bench_migrator(
     concurrency: int = typer.Option(100, min=1, help="RELINK_MIGRATOR_CONCURRENCY"),
     big: int = typer.Option(100_000, min=100, help="sessions of the memory run's tutor"),
     rss_seconds: float = typer.Option(60.0, min=1, help="how long to watch memory per run"),
+    phases: str = typer.Option(
+        "throughput,switch,rss", help="comma-separated subset of throughput,switch,rss"
+    ),
 ) -> None:
     """Sessions/s through outbox, relay, Kafka, migrator and simulator; switch-to-done; memory."""
-    from services.migrator.bench import run
+    from services.migrator.bench import PHASES, run
 
+    chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
+    if not chosen or set(chosen) - set(PHASES):
+        raise typer.BadParameter(f"phases: a subset of {','.join(PHASES)}")
     run(
+        phases=chosen,
         tutors=tutors,
         sessions=sessions,
         latency_ms=latency_ms,
@@ -91,6 +143,18 @@ def bench_migrator(
         big=big,
         rss_seconds=rss_seconds,
     )
+
+
+@app.command("migrator-sweep")
+def bench_migrator_sweep(
+    concurrency: list[int] = typer.Option([1, 10, 50, 100, 200], help="points (repeatable)"),
+    latency_ms: list[int] = typer.Option([0, 50, 100, 200, 500], help="points (repeatable)"),
+    max_sessions: int = typer.Option(1000, min=100, help="most sessions migrated at a point"),
+) -> None:
+    """Sessions/s against migrator concurrency (at 100 ms) and provider latency (at 100)."""
+    from services.bench.sweep import run
+
+    run(concurrencies=concurrency, latencies_ms=latency_ms, max_sessions=max_sessions)
 
 
 @app.command("e2e")

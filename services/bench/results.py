@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-PARTS = ("devstack", "providers", "relay", "gateway", "migrator", "notifier", "e2e")
+PARTS = ("devstack", "providers", "relay", "gateway", "migrator", "notifier", "e2e", "baseline")
 DEFAULT_RESULTS_PATH = Path("benchmarks/results.json")
 
 
