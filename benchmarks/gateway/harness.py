@@ -326,7 +326,7 @@ def run(
             | providers_env
             | {
                 "RELINK_BASELINE_PORT": str(bl_port),
-                "RELINK_BASELINE_DB_POOL_SIZE": str(max(10, baseline_tutors)),
+                "RELINK_BASELINE_DB_POOL_SIZE": str(max(10, tutors)),
                 "RELINK_ZOOM_REDIRECT_URI": f"{inline.base}/oauth/zoom/callback",
                 "RELINK_GOOGLE_REDIRECT_URI": f"{inline.base}/oauth/google_meet/callback",
             }
@@ -398,6 +398,8 @@ def _measure_gateway(
             f"p99 {figures['callback_p99_ms'][key]} ms, {figures['callback_rps'][key]} "
             f"callbacks/s ({len(latencies)} callbacks, {tutors} tutors at once)"
         )
+    # the machine may be shared: how busy it was says how far to trust the tail
+    figures["load_avg_1m"] = round(os.getloadavg()[0], 2)
 
 
 def _measure_baseline(
@@ -429,6 +431,7 @@ def _measure_baseline(
             f"p99 {figures['inline_callback_p99_ms'][key]} ms "
             f"({len(latencies)} callbacks, {len(people)} tutors at once)"
         )
+    figures["load_avg_1m"] = round(os.getloadavg()[0], 2)
 
 
 def _ratios(inline: dict[str, Any], gateway: dict[str, Any]) -> None:
