@@ -305,8 +305,9 @@ async def test_rollback_killed_twice_finishes_after_restart(
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "executor.py deletes the meeting of a row the rollback cancelled with the kept tokens, "
-        "which the finished rollback has already forgotten: orphan meeting (/tmp/h2/proposal.md)"
+        "a create that returns after the rollback finished finds its row settled and looks up "
+        "the kept tokens to delete its meeting, but the rollback forgot them: orphan meeting. "
+        "Fix: Executor.migrate deletes it with the session that created it"
     ),
 )
 async def test_rollback_while_creates_are_in_flight_leaves_no_meeting_behind(
