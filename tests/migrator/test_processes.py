@@ -13,6 +13,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ async def test_two_processes_share_partitions_and_one_takes_over_when_the_other_
     second = {ts[0].id: factory.switch(ts[0], to_provider="google_meet") for ts in wave2.values()}
 
     for switch_id in [*first.values(), *second.values()]:
-        switch = wait_for(lambda s=switch_id: settled(engine, s), what="every switch settles")
+        switch = wait_for(partial(settled, engine, switch_id), what="every switch settles")
         assert (switch.state, switch.sessions_migrated, switch.sessions_total) == (
             "COMPLETED",
             SESSIONS,
