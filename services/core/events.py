@@ -94,6 +94,7 @@ class EventType(StrEnum):
     PROVIDER_SWITCHED = "provider.switched"
     SWITCH_ROLLBACK_REQUESTED = "switch.rollback_requested"
     SWITCH_ROLLED_BACK = "switch.rolled_back"
+    SWITCH_DELAYED = "switch.delayed"
     SESSION_RETRY_REQUESTED = "session.retry_requested"
     SESSION_MIGRATED = "session.migrated"
     SESSION_FAILED = "session.failed"

@@ -8,6 +8,7 @@ tutor's events are handled in their partition order.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import faust
@@ -80,6 +81,16 @@ def create_app(migrator: Migrator) -> faust.App:
         added = await migrator.service.sweep(window_s=settings.sweep_window_h * 3600)
         if added:
             log.info("sweep planned %d sessions left behind", added)
+
+    @app.timer(interval=settings.sweep_interval_s)  # type: ignore[untyped-decorator]
+    async def auto_retry() -> None:
+        queued = await migrator.store.auto_retry(
+            max_retries=settings.auto_retries,
+            after=timedelta(seconds=settings.auto_retry_after_s),
+        )
+        if queued:
+            log.info("queued %d retryable failures again", queued)
+            migrator.executor.wake()
 
     @app.timer(interval=settings.cleanup_interval_s)  # type: ignore[untyped-decorator]
     async def grace_period() -> None:

@@ -47,6 +47,7 @@ def build_migrator(
         make_async_engine(settings.database_url, pool_size=settings.db_pool_size),
         topics=settings,
         cipher=settings.token_cipher(),
+        daily_caps={"zoom": settings.zoom_daily_creates},
     )
     clients = {
         name: build_client(name, settings=provider_settings) for name in ("zoom", "google_meet")

@@ -242,7 +242,9 @@ class Executor:
                 return
             if not await self.store.record_meeting(row, meeting):
                 log.info("row settled meanwhile (rolled back); deleting the new meeting", extra=ids)
-                await self._delete_quietly(row, meeting, session=None)
+                # The session that made it still holds valid tokens; a finished
+                # rollback has already forgotten them in the database.
+                await self._delete_quietly(row, meeting, session=session)
                 return
             log.info("meeting created", extra={**ids, "meeting_id": meeting.external_id})
         if await self.store.complete_migration(row, meeting):
@@ -329,7 +331,11 @@ class Executor:
                 counts_as_attempt=decision.counts_as_attempt,
             )
             if decision.pause_tutor:
-                await self.store.pause_switch(row.switch_id, until=decision.at)
+                await self.store.pause_switch(
+                    row.switch_id,
+                    until=decision.at,
+                    quota=failure.kind is FailureKind.QUOTA_EXCEEDED,
+                )
             log.info(
                 "retry later: %s", failure.kind.value, extra={**ids, "at": decision.at.isoformat()}
             )

@@ -36,6 +36,18 @@ class MigratorSettings(CommonSettings):
     max_attempts: int = Field(default=5, ge=1, le=100, alias="RELINK_MIGRATOR_MAX_ATTEMPTS")
     backoff_base_s: float = Field(default=1.0, gt=0, alias="RELINK_MIGRATOR_BACKOFF_BASE_S")
     backoff_cap_s: float = Field(default=300.0, gt=0, alias="RELINK_MIGRATOR_BACKOFF_CAP_S")
+    # Retryable failures (after the attempts above) go back in the queue by
+    # themselves this many times, the n-th after auto_retry_after_s x 2^(n-1);
+    # 0 leaves them to the tutor's "retry failed" button.
+    auto_retries: int = Field(default=3, ge=0, le=20, alias="RELINK_MIGRATOR_AUTO_RETRIES")
+    auto_retry_after_s: float = Field(
+        default=900.0, gt=0, alias="RELINK_MIGRATOR_AUTO_RETRY_AFTER_S"
+    )
+    # Zoom allows 100 meeting creates per user per UTC day; the migrator keeps
+    # a budget so it never sends one over (0: no budget, rely on Zoom's 429).
+    zoom_daily_creates: int = Field(
+        default=100, ge=0, le=100_000, alias="RELINK_MIGRATOR_ZOOM_DAILY_CREATES"
+    )
     # The sweep that catches sessions booked while a switch committed.
     sweep_interval_s: float = Field(default=60.0, gt=0, alias="RELINK_MIGRATOR_SWEEP_INTERVAL_S")
     sweep_window_h: float = Field(default=24.0, gt=0, alias="RELINK_MIGRATOR_SWEEP_WINDOW_H")

@@ -10,9 +10,10 @@ several executors never take the same row, and a dead one's rows come back.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import insert, text
@@ -133,10 +134,20 @@ class PlanBatch:
 class MigrationStore:
     """Queries and transactions of the migrator, on an async engine."""
 
-    def __init__(self, engine: AsyncEngine, *, topics: CommonSettings, cipher: TokenCipher) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        topics: CommonSettings,
+        cipher: TokenCipher,
+        daily_caps: Mapping[str, int] | None = None,
+    ) -> None:
         self.engine = engine
         self.topics = topics
         self.cipher = cipher
+        # Meeting creates a provider allows per user and quota day (Zoom: 100);
+        # spent from a budget reserved at claim time, so no request goes over.
+        self.daily_caps = {p: cap for p, cap in (daily_caps or {}).items() if cap > 0}
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -436,7 +447,7 @@ class MigrationStore:
                 text(
                     "UPDATE provider_switches SET state = CASE WHEN sessions_failed > 0 "
                     f"THEN '{final_switch_state(failed=1)}' ELSE '{final_switch_state(failed=0)}' "
-                    "END, completed_at = now() "
+                    "END, completed_at = now(), waiting_until = NULL, waiting_reason = NULL "
                     "WHERE id = :id AND state = ANY(:states) AND NOT EXISTS ("
                     "SELECT 1 FROM session_migrations WHERE switch_id = :id "
                     f"AND state IN {_UNSETTLED}) RETURNING state"
@@ -476,6 +487,50 @@ class MigrationStore:
                 )
             ).scalars()
             return [str(t) for t in rows]
+
+    async def auto_retry(self, *, max_retries: int, after: timedelta, limit: int = 500) -> int:
+        """Queue retryable failures again by themselves: the n-th after `after` x 2^(n-1).
+
+        Only rows of a switch that is still the tutor's current one, sessions
+        still in the future, and not "reconnect required" (only the tutor can
+        fix that: reconnecting starts a new switch, which plans them again).
+        """
+        if max_retries <= 0:
+            return 0
+        sql = """
+            WITH due AS (
+                SELECT m.id FROM session_migrations m
+                JOIN provider_switches p ON p.id = m.switch_id
+                JOIN tutor_video_provider_connections c ON c.tutor_id = p.tutor_id
+                  AND c.generation = p.generation AND c.provider = p.to_provider
+                WHERE m.state = 'FAILED' AND m.retryable AND m.kind <> 'rollback'
+                  AND m.auto_retries < :max
+                  AND coalesce(m.last_error, '') NOT LIKE 'reconnect_required%'
+                  AND m.updated_at <= now() - :after * power(2, m.auto_retries)
+                  AND m.scheduled_start_at > now()
+                  AND p.state IN ('MIGRATING', 'COMPLETED', 'COMPLETED_WITH_FAILURES')
+                ORDER BY m.scheduled_start_at
+                LIMIT :limit
+                FOR UPDATE OF m SKIP LOCKED
+            ), queued AS (
+                UPDATE session_migrations m SET state = 'PENDING', kind = 'retry',
+                    attempts = 0, next_attempt_at = now(), retryable = NULL,
+                    auto_retries = m.auto_retries + 1, updated_at = now()
+                FROM due WHERE m.id = due.id
+                RETURNING m.switch_id
+            ), counts AS (
+                SELECT switch_id, count(*) AS n FROM queued GROUP BY switch_id
+            )
+            UPDATE provider_switches p SET state = 'MIGRATING', completed_at = NULL,
+                sessions_failed = greatest(p.sessions_failed - counts.n, 0)
+            FROM counts WHERE p.id = counts.switch_id
+            RETURNING counts.n
+        """
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(text(sql), {"max": max_retries, "after": after, "limit": limit})
+            ).scalars()
+            return int(sum(rows))
 
     async def request_retry(self, *, switch_id: str, session_ids: Sequence[str]) -> int:
         """Put the switch's failed rows (all, or those named) back in the queue as retries."""
@@ -556,15 +611,17 @@ class MigrationStore:
                 p.state AS switch_state, p.generation AS switch_generation,
                 c.generation AS connection_generation, c.provider AS connection_provider
         """
-        tutors = list(quotas)
-        params = {
-            "tutors": tutors,
-            "ks": [quotas[t] for t in tutors],
-            "limit": limit,
-            "lease": lease,
-        }
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(text(sql), params)).all()
+            quotas = await self._within_budget(conn, quotas)
+            tutors = [t for t, k in quotas.items() if k > 0]
+            params = {
+                "tutors": tutors,
+                "ks": [quotas[t] for t in tutors],
+                "limit": limit,
+                "lease": lease,
+            }
+            rows = (await conn.execute(text(sql), params)).all() if tutors else []
+            await self._spend_budget(conn, rows)
         return [
             ClaimedRow(
                 **{
@@ -579,6 +636,153 @@ class MigrationStore:
             )
             for r in rows
         ]
+
+    async def _within_budget(
+        self, conn: AsyncConnection, quotas: Mapping[str, int]
+    ) -> dict[str, int]:
+        """Cut each tutor's claim to the creates left today at a capped provider.
+
+        A tutor with due rows and nothing left has them moved to the quota's
+        reset (soonest first survives: the claim orders by start time) and
+        the wait announced. The usage rows are locked until the claim's
+        transaction ends, so two executors never spend one budget twice.
+        """
+        quotas = dict(quotas)
+        for provider, cap in self.daily_caps.items():
+            capped = [
+                str(t)
+                for t in (
+                    await conn.execute(
+                        text(
+                            "SELECT DISTINCT tutor_id FROM provider_switches "
+                            "WHERE state IN ('PLANNING', 'MIGRATING') AND to_provider = :p "
+                            "AND tutor_id = ANY(CAST(:tutors AS uuid[]))"
+                        ),
+                        {"p": provider, "tutors": list(quotas)},
+                    )
+                ).scalars()
+            ]
+            if not capped:
+                continue
+            day, resets_at = quota_window(provider, datetime.now(UTC))
+            await conn.execute(
+                text(
+                    "INSERT INTO provider_quota_usage (tutor_id, provider, quota_day) "
+                    "SELECT t, :p, :day FROM unnest(CAST(:tutors AS uuid[])) AS t "
+                    "ON CONFLICT DO NOTHING"
+                ),
+                {"p": provider, "day": day, "tutors": capped},
+            )
+            usage = await conn.execute(
+                text(
+                    "SELECT tutor_id, used FROM provider_quota_usage WHERE provider = :p "
+                    "AND quota_day = :day AND tutor_id = ANY(CAST(:tutors AS uuid[])) "
+                    "ORDER BY tutor_id FOR UPDATE"
+                ),
+                {"p": provider, "day": day, "tutors": capped},
+            )
+            used: dict[str, int] = {str(r.tutor_id): int(r.used) for r in usage}
+            for tutor in capped:
+                left = cap - used.get(tutor, 0)
+                if left <= 0:
+                    quotas[tutor] = 0
+                    await self._wait_for_reset(
+                        conn, tutor_id=tutor, provider=provider, resets_at=resets_at
+                    )
+                else:
+                    quotas[tutor] = min(quotas[tutor], left)
+        return quotas
+
+    async def _spend_budget(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        """Count one create for each claimed row at a capped provider that still needs one."""
+        spent: Counter[tuple[str, str]] = Counter(
+            (str(r.tutor_id), r.to_provider)
+            for r in rows
+            if r.to_provider in self.daily_caps and r.new_meeting_external_id is None
+        )
+        for (tutor, provider), n in spent.items():
+            day, _ = quota_window(provider, datetime.now(UTC))
+            await conn.execute(
+                text(
+                    "UPDATE provider_quota_usage SET used = used + :n "
+                    "WHERE tutor_id = :t AND provider = :p AND quota_day = :day"
+                ),
+                {"n": n, "t": tutor, "p": provider, "day": day},
+            )
+
+    async def _wait_for_reset(
+        self, conn: AsyncConnection, *, tutor_id: str, provider: str, resets_at: datetime
+    ) -> None:
+        """Move the tutor's due rows at `provider` to the quota reset and announce the wait."""
+        switches = (
+            await conn.execute(
+                text(
+                    "UPDATE session_migrations SET next_attempt_at = :at, "
+                    "last_error = 'quota_exceeded: daily create limit reached', updated_at = now() "
+                    f"WHERE tutor_id = :t AND to_provider = :p AND state IN {_UNSETTLED} "
+                    "AND new_meeting_external_id IS NULL AND next_attempt_at < :at "
+                    "RETURNING switch_id"
+                ),
+                {"at": resets_at, "t": tutor_id, "p": provider},
+            )
+        ).scalars()
+        for switch_id in set(switches):
+            await self._announce_wait(
+                conn, switch_id=str(switch_id), until=resets_at, reason="daily_quota"
+            )
+
+    async def _announce_wait(
+        self, conn: AsyncConnection, *, switch_id: str, until: datetime, reason: str
+    ) -> None:
+        """Record when the switch's remaining sessions will move; tell once per new time."""
+        switch = (
+            await conn.execute(
+                text(
+                    "UPDATE provider_switches SET waiting_until = :u, waiting_reason = :r "
+                    "WHERE id = :id AND state IN ('PLANNING', 'MIGRATING') "
+                    "AND waiting_until IS DISTINCT FROM :u "
+                    "RETURNING tutor_id, to_provider, sessions_total, sessions_migrated, "
+                    "sessions_failed"
+                ),
+                {"id": switch_id, "u": until, "r": reason},
+            )
+        ).first()
+        if switch is None:
+            return
+        waiting = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM session_migrations "
+                    f"WHERE switch_id = :id AND state IN {_UNSETTLED} AND next_attempt_at >= :u"
+                ),
+                {"id": switch_id, "u": until},
+            )
+        ).scalar_one()
+        await conn.execute(
+            insert(Outbox).values(
+                **events.outbox_row(
+                    "switch.delayed",
+                    {
+                        "switch_id": switch_id,
+                        "tutor_id": str(switch.tutor_id),
+                        "provider": switch.to_provider,
+                        "reason": reason,
+                        "resumes_at": _iso(until),
+                        "sessions_total": switch.sessions_total,
+                        "sessions_migrated": switch.sessions_migrated,
+                        "sessions_failed": switch.sessions_failed,
+                        "sessions_waiting": int(waiting),
+                        "delayed_at": _iso(datetime.now(UTC)),
+                    },
+                    tutor_id=str(switch.tutor_id),
+                    source=SOURCE,
+                    topics=self.topics,
+                    # Once per new resume time: the conditional UPDATE above (a
+                    # row lock) lets only one executor through.
+                    event_id=uuid.uuid4(),
+                )
+            )
+        )
 
     async def record_meeting(self, row: ClaimedRow, meeting: Meeting) -> bool:
         """Remember the created meeting before anything else can fail: a retry reuses it.
@@ -751,16 +955,39 @@ class MigrationStore:
                 {"id": row.id, "at": at, "e": error, "undo": 0 if counts_as_attempt else 1},
             )
 
-    async def pause_switch(self, switch_id: str, *, until: datetime) -> None:
-        """Nothing of this switch is tried before `until` (a provider's stated wait)."""
+    async def pause_switch(self, switch_id: str, *, until: datetime, quota: bool = False) -> None:
+        """Nothing of this switch is tried before `until` (a provider's stated wait).
+
+        A daily quota (`quota`) the budget did not foresee — creates made
+        outside relink count too — also spends the rest of the day's budget
+        and is announced to the tutor.
+        """
         async with self.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "UPDATE session_migrations SET next_attempt_at = greatest(next_attempt_at, :u) "
-                    f"WHERE switch_id = :id AND state IN {_UNSETTLED}"
-                ),
-                {"id": switch_id, "u": until},
-            )
+            switch = (
+                await conn.execute(
+                    text(
+                        "UPDATE session_migrations SET next_attempt_at = "
+                        "greatest(next_attempt_at, :u) "
+                        f"WHERE switch_id = :id AND state IN {_UNSETTLED} "
+                        "RETURNING tutor_id, to_provider"
+                    ),
+                    {"id": switch_id, "u": until},
+                )
+            ).first()
+            if not quota or switch is None:
+                return
+            cap = self.daily_caps.get(switch.to_provider)
+            if cap:
+                day, _ = quota_window(switch.to_provider, datetime.now(UTC))
+                await conn.execute(
+                    text(
+                        "INSERT INTO provider_quota_usage (tutor_id, provider, quota_day, used) "
+                        "VALUES (:t, :p, :day, :cap) ON CONFLICT (tutor_id, provider, quota_day) "
+                        "DO UPDATE SET used = greatest(provider_quota_usage.used, :cap)"
+                    ),
+                    {"t": switch.tutor_id, "p": switch.to_provider, "day": day, "cap": cap},
+                )
+            await self._announce_wait(conn, switch_id=switch_id, until=until, reason="daily_quota")
 
     # -- pieces of the transactions above ---------------------------------------
 
@@ -834,6 +1061,13 @@ class MigrationStore:
             topics=self.topics,
             event_id=uuid.uuid4(),
         )
+
+
+def quota_window(provider: str, now: datetime) -> tuple[date, datetime]:
+    """The provider's quota day at `now` and when it resets (Zoom counts UTC days)."""
+    day = now.astimezone(UTC).date()
+    resets_at = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+    return day, resets_at
 
 
 def _iso(moment: datetime) -> str:

@@ -17,7 +17,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, text
 
 from services.core.settings import CommonSettings
@@ -303,14 +302,6 @@ async def test_rollback_killed_twice_finishes_after_restart(
     ] == [count]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a create that returns after the rollback finished finds its row settled and looks up "
-        "the kept tokens to delete its meeting, but the rollback forgot them: orphan meeting. "
-        "Fix: Executor.migrate deletes it with the session that created it"
-    ),
-)
 async def test_rollback_while_creates_are_in_flight_leaves_no_meeting_behind(
     engine: Engine,
     settings: CommonSettings,

@@ -69,16 +69,26 @@ async def test_daily_quota_moves_the_soonest_first_then_the_rest_after_reset(
 
     # The day rolls over at the provider, and (standing in for the wall clock) here.
     await sim_admin.advance(86_400)
-    with engine.begin() as conn:
-        conn.execute(
-            text("UPDATE session_migrations SET next_attempt_at = now() WHERE switch_id = :id"),
-            {"id": switch_id},
-        )
+    roll_the_quota_day_over(engine, switch_id)
     switch = wait_for(lambda: settled(engine, switch_id), what="switch settles")
     assert (switch.state, switch.sessions_migrated) == ("COMPLETED", 6)
     assert all(r.provider == "zoom" for r in session_rows(engine, sessions))
     account = await sim_admin.account("zoom", tutor.email)
     assert len(account["meetings"]) == 6
+
+
+def roll_the_quota_day_over(engine: Engine, switch_id: str) -> None:
+    """Stand in for the wall clock passing midnight UTC: the wait is over, the budget new."""
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE session_migrations SET next_attempt_at = now() WHERE switch_id = :id"),
+            {"id": switch_id},
+        )
+        conn.execute(text("UPDATE provider_quota_usage SET quota_day = quota_day - 1"))
+        conn.execute(
+            text("UPDATE provider_switches SET waiting_until = now() WHERE id = :id"),
+            {"id": switch_id},
+        )
 
 
 def stored_refresh_token(engine: Engine, factory: Factory, tutor: Any) -> str:

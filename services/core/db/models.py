@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -274,6 +275,9 @@ class ProviderSwitch(Base):
     old_meetings_cleaned_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+    # 0005: when the remaining sessions will move (a provider's daily cap), and why.
+    waiting_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    waiting_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class SessionMigration(Base):
@@ -330,6 +334,25 @@ class SessionMigration(Base):
     previous_meeting_deleted_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+    # 0005: retryable failures the migrator put back in the queue by itself.
+    auto_retries: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class ProviderQuotaUsage(Base):
+    """Meeting creates relink spent per tutor, provider and quota day (reserved before each)."""
+
+    __tablename__ = "provider_quota_usage"
+    __table_args__ = (
+        CheckConstraint("used >= 0", name="used_non_negative"),
+        CheckConstraint("provider IN ('google_meet', 'zoom')", name="provider_valid"),
+    )
+
+    tutor_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider: Mapped[str] = mapped_column(Text, primary_key=True)
+    quota_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class AuditEntry(Base):
@@ -364,7 +387,9 @@ class Notification(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "recipient"),
         _enum_check("state", NotificationState),
-        Index("ix_notifications_due", "next_attempt_at", postgresql_where=text("state = 'PENDING'")),
+        Index(
+            "ix_notifications_due", "next_attempt_at", postgresql_where=text("state = 'PENDING'")
+        ),
         Index("ix_notifications_switch_kind", "switch_id", "kind"),
     )
 
