@@ -33,6 +33,7 @@ class NoticeKind:
     SESSION_RESTORED = "session_restored"
     TUTOR_SUMMARY = "tutor_summary"
     TUTOR_ROLLBACK = "tutor_rollback"
+    TUTOR_DELAYED = "tutor_delayed"
 
 
 def provider_name(provider: str | None) -> str:
@@ -83,6 +84,11 @@ def summary_change(switch_id: str) -> uuid.UUID:
 
 def rollback_change(switch_id: str) -> uuid.UUID:
     return change_id("rolled_back", switch_id)
+
+
+def delayed_change(switch_id: str, resumes_at: str) -> uuid.UUID:
+    """One email per announced wait: a later day's wait is a new change."""
+    return change_id("delayed", switch_id, resumes_at)
 
 
 def backoff_s(attempts: int, *, initial: float, maximum: float) -> float:
@@ -150,6 +156,12 @@ def audit_facts(event_type: str, data: dict[str, Any]) -> AuditFacts:
         )
     if event_type == EventType.SWITCH_ROLLBACK_REQUESTED:
         return AuditFacts(None, data.get("to_provider"), "rollback_requested")
+    if event_type == EventType.SWITCH_DELAYED:
+        return AuditFacts(
+            None,
+            data.get("provider"),
+            f"delayed: {data.get('sessions_waiting', 0)} waiting until {data.get('resumes_at')}",
+        )
     if event_type == EventType.SESSION_RETRY_REQUESTED:
         return AuditFacts(None, None, f"retry_requested: {len(data.get('session_ids', []))}")
     return AuditFacts(None, None, event_type)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from functools import cache
@@ -70,6 +71,19 @@ class RollbackSummary:
     from_provider: str | None
     restored: int
     failed: int
+    setup_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class DelayNotice:
+    """A switch's remaining sessions wait for the new provider's daily limit to reset."""
+
+    tutor_name: str
+    tutor_timezone: str | None
+    to_provider: str
+    total: int
+    waiting: int
+    resumes_at: datetime
     setup_url: str
 
 
@@ -146,6 +160,23 @@ def render_rollback_summary(summary: RollbackSummary) -> Rendered:
         "setup_url": summary.setup_url,
     }
     return _render("tutor_rollback", f"Your sessions are back on {to_name}", context)
+
+
+def render_delay_notice(notice: DelayNotice) -> Rendered:
+    """The tutor's email when the remaining sessions must wait for a daily limit's reset."""
+    to_name = provider_name(notice.to_provider)
+    when = local_time(notice.resumes_at, notice.tutor_timezone)
+    context = {
+        "tutor_name": notice.tutor_name,
+        "to_name": to_name,
+        "total": notice.total,
+        "moving_now": max(notice.total - notice.waiting, 0),
+        "waiting": notice.waiting,
+        "when": when,
+        "setup_url": notice.setup_url,
+    }
+    subject = f"Your switch to {to_name}: the remaining {notice.waiting} sessions move after {when}"
+    return _render("tutor_delayed", subject, context)
 
 
 def build_message(

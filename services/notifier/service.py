@@ -38,12 +38,14 @@ from services.core.events import Event, EventType
 from services.notifier import domain
 from services.notifier.domain import NoticeKind
 from services.notifier.emails import (
+    DelayNotice,
     FailedSession,
     Rendered,
     RollbackSummary,
     SessionNotice,
     SwitchSummary,
     build_message,
+    render_delay_notice,
     render_rollback_summary,
     render_session_notice,
     render_switch_summary,
@@ -115,7 +117,38 @@ class Notifier:
         if event.type == EventType.SWITCH_ROLLED_BACK:
             email = self._rollback_email(conn, event)
             return [email] if email is not None else []
+        if event.type == EventType.SWITCH_DELAYED:
+            email = self._delay_email(conn, event)
+            return [email] if email is not None else []
         return []
+
+    def _delay_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+        data = event.data
+        switch_id = domain.as_uuid(data["switch_id"])
+        facts = self.store.tutor_and_switch(
+            conn, tutor_id=domain.as_uuid(event.tutor_id), switch_id=switch_id
+        )
+        if facts is None:
+            log.warning("switch.delayed %s: no such tutor %s", event.id, event.tutor_id)
+            return None
+        notice = DelayNotice(
+            tutor_name=facts["tutor_name"],
+            tutor_timezone=facts["tutor_timezone"],
+            to_provider=data["provider"],
+            total=data["sessions_total"],
+            waiting=data["sessions_waiting"],
+            resumes_at=domain.parse_time(data["resumes_at"]),
+            setup_url=self._setup_url(data["switch_id"]),
+        )
+        return self._owed(
+            domain.delayed_change(data["switch_id"], data["resumes_at"]),
+            facts["tutor_email"],
+            facts["tutor_name"],
+            NoticeKind.TUTOR_DELAYED,
+            switch_id,
+            None,
+            render_delay_notice(notice),
+        )
 
     def _session_email(self, conn: Connection, event: Event) -> OwedEmail | None:
         change = domain.session_change(event)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy import text as sa_text
 
+from services.core import events
 from services.core.settings import CommonSettings
 from services.notifier.domain import local_time
 from services.notifier.settings import NotifierSettings
@@ -198,3 +201,56 @@ def test_permanent_refusal_is_recorded_and_not_retried(
     assert states[world.students[1].email] == "SENT"
     (error,) = rows(engine, "SELECT last_error FROM notifications WHERE recipient = :r", r=bounced)
     assert error[0].startswith("550")
+
+
+def test_a_daily_limit_wait_tells_the_tutor_when_the_rest_will_move_once(
+    engine: Engine,
+    settings: CommonSettings,
+    notifier_settings: NotifierSettings,
+    smtp_sink: SmtpSink,
+) -> None:
+    world = make_world(engine, sessions_per_student=[1], switch_state="MIGRATING")
+    with engine.begin() as conn:  # mid-way: no summary is due yet
+        conn.execute(
+            sa_text(
+                "UPDATE provider_switches SET sessions_total = 250, sessions_migrated = 97"
+                " WHERE id = :id"
+            ),
+            {"id": world.switch_id},
+        )
+    resumes_at = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    resumes_at += timedelta(days=1)
+    delayed = events.new_event(
+        "switch.delayed",
+        {
+            "switch_id": str(world.switch_id),
+            "tutor_id": str(world.tutor_id),
+            "provider": "zoom",
+            "reason": "daily_quota",
+            "resumes_at": resumes_at.isoformat().replace("+00:00", "Z"),
+            "sessions_total": 250,
+            "sessions_migrated": 97,
+            "sessions_failed": 0,
+            "sessions_waiting": 150,
+            "delayed_at": datetime.now(UTC).isoformat(),
+        },
+        tutor_id=str(world.tutor_id),
+        source="/relink/migrator",
+    )
+    produce(settings, [delayed], times=2)
+
+    with running_notifier(notifier_settings):
+        wait_for(lambda: len(smtp_sink.mails()) >= 1, what="the tutor's email")
+        wait_for(
+            lambda: rows(engine, "SELECT count(*) FROM audit_log")[0][0] == 1, what="audit row"
+        )
+
+    (mail,) = smtp_sink.mails()
+    assert mail.rcpt_to == (world.tutor_email,)
+    assert "the remaining 150 sessions move after" in mail.subject
+    text = mail.body("plain")
+    assert "today: 100 of 250" in text
+    assert f"after {local_time(resumes_at, 'Europe/London')}: 150" in text
+    assert f"https://relink.test/tutor/video-setup?switch={world.switch_id}" in text
+    (outcome,) = rows(engine, "SELECT outcome FROM audit_log")
+    assert outcome[0].startswith("delayed: 150 waiting")
