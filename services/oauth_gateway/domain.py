@@ -43,6 +43,9 @@ class Progress:
     total: int
     migrated: int
     failed: int
+    to_provider: str | None = None
+    # Set while the rest waits for the new provider's daily limit to reset.
+    waiting_until: datetime | None = None
 
     @property
     def remaining(self) -> int:
@@ -61,7 +64,8 @@ class Progress:
 class Message:
     """One banner of the video-setup page: its kind (for styling and tests) and lines."""
 
-    kind: str  # success | success_migrated | warning | in_progress | rolling_back | rolled_back
+    # success | success_migrated | warning | in_progress | waiting | rolling_back | rolled_back
+    kind: str
     lines: tuple[str, ...]
 
     @property
@@ -79,6 +83,20 @@ WARNING_LINE = (
 )
 
 
+def waiting_lines(progress: Progress) -> tuple[str, ...]:
+    """What moved, and when the rest will: the new provider's daily limit is spent."""
+    name = PROVIDER_LABELS.get(progress.to_provider or "", "The new provider")
+    until = progress.waiting_until
+    when = f"{until:%A} {until.day} {until:%B %Y, %H:%M} UTC" if until else "its reset"
+    noun = "session" if progress.remaining == 1 else "sessions"
+    return (
+        migrated_line(progress.migrated),
+        f"⏳ {name}'s daily limit on new meetings is reached: the remaining "
+        f"{progress.remaining} {noun} will move after {when}, soonest first. "
+        "Their students keep the current link until then; nothing to do on your side.",
+    )
+
+
 def switch_message(progress: Progress | None) -> Message:
     """The brief's messages: success with N updated, the warning, or plain success."""
     if progress is None:
@@ -89,6 +107,8 @@ def switch_message(progress: Progress | None) -> Message:
         )
     if progress.state == "ROLLING_BACK":
         return Message("rolling_back", ("↩️ Rolling back: restoring your previous meeting links…",))
+    if progress.in_flight and progress.waiting_until is not None:
+        return Message("waiting", (f"✅ {CONNECTED}", *waiting_lines(progress)))
     if progress.in_flight:
         return Message(
             "in_progress",

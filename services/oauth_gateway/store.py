@@ -360,11 +360,14 @@ class GatewayStore:
     def _switch_view(
         self, row: ProviderSwitch, conn: Connection | None, *, now: datetime
     ) -> SwitchView:
+        waiting = row.waiting_until if row.waiting_until and row.waiting_until > now else None
         progress = Progress(
             state=row.state,
             total=row.sessions_total,
             migrated=row.sessions_migrated,
             failed=row.sessions_failed,
+            to_provider=row.to_provider,
+            waiting_until=waiting,
         )
         refusal = "no connection" if conn is None else _rollback_refusal(row, conn, now=now)
         return SwitchView(
@@ -381,6 +384,7 @@ class GatewayStore:
             completed_at=row.completed_at,
             rollback_deadline=row.rollback_deadline,
             rolled_back_at=row.rolled_back_at,
+            waiting_until=waiting,
             message=message_view(progress),
             can_roll_back=refusal is None,
         )

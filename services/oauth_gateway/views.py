@@ -52,6 +52,8 @@ class SwitchView(BaseModel):
     completed_at: datetime | None = None
     rollback_deadline: datetime | None = None
     rolled_back_at: datetime | None = None
+    # When the remaining sessions will move (the new provider's daily limit).
+    waiting_until: datetime | None = None
     message: MessageView
     can_roll_back: bool = False
     failed_sessions: list[FailedSessionView] = Field(default_factory=list)
@@ -72,6 +74,8 @@ class SwitchView(BaseModel):
             total=self.sessions_total,
             migrated=self.sessions_migrated,
             failed=self.sessions_failed,
+            to_provider=self.to_provider,
+            waiting_until=self.waiting_until,
         )
 
 

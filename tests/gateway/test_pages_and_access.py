@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -80,6 +81,38 @@ async def test_the_three_messages_and_progress(http, switched, engine: Engine) -
     assert 'data-kind="success"' in html and "Successfully connected video provider!" in html
     assert "🔄" not in html and "⚠️" not in html
     assert 'id="roll-back"' in html
+
+
+async def test_a_daily_limit_wait_says_when_the_rest_will_move(
+    http, switched, engine: Engine
+) -> None:
+    tutor, switch_id = switched
+    until = datetime(2030, 1, 10, 0, 0, tzinfo=UTC)
+    set_progress(
+        engine,
+        switch_id,
+        state="MIGRATING",
+        sessions_total=250,
+        sessions_migrated=100,
+        waiting_until=until,
+        waiting_reason="daily_quota",
+    )
+    html = await page(http, tutor, switch_id)
+    assert 'data-kind="waiting"' in html
+    assert "🔄 100 future sessions were automatically updated with new meeting links." in html
+    said = (
+        "Google Meet's daily limit on new meetings is reached: the remaining 150 sessions "
+        "will move after Thursday 10 January 2030, 00:00 UTC, soonest first."
+    )
+    assert said in html_lib.unescape(html)
+    body = (await http.get(f"/api/switches/{switch_id}", headers=tutor.headers)).json()
+    assert body["message"]["kind"] == "waiting" and said in " ".join(body["message"]["lines"])
+    assert body["waiting_until"].startswith("2030-01-10T00:00:00")
+
+    # Once the reset has passed, the page shows plain progress again.
+    set_progress(engine, switch_id, waiting_until=datetime.now(UTC) - timedelta(minutes=1))
+    html = await page(http, tutor, switch_id)
+    assert 'data-kind="in_progress"' in html and "⏳" not in html
 
 
 async def test_first_connection_page_and_progress_json(http, people) -> None:
