@@ -695,10 +695,18 @@ class MigrationStore:
 
     async def _spend_budget(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
         """Count one create for each claimed row at a capped provider that still needs one."""
+        now = datetime.now(UTC)
         spent: Counter[tuple[str, str]] = Counter(
             (str(r.tutor_id), r.to_provider)
             for r in rows
-            if r.to_provider in self.daily_caps and r.new_meeting_external_id is None
+            if r.to_provider in self.daily_caps
+            and r.new_meeting_external_id is None
+            # Rows the executor will skip without a create cost nothing.
+            and r.switch_state in ("PLANNING", "MIGRATING")
+            and r.connection_generation == r.switch_generation
+            and r.connection_provider == r.to_provider
+            and r.session_status in ELIGIBLE_STATUSES
+            and r.scheduled_start_at >= now
         )
         for (tutor, provider), n in spent.items():
             day, _ = quota_window(provider, datetime.now(UTC))
