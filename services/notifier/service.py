@@ -122,14 +122,21 @@ class Notifier:
             return [email] if email is not None else []
         return []
 
-    def _delay_email(self, conn: Connection, event: Event) -> OwedEmail | None:
-        data = event.data
-        switch_id = domain.as_uuid(data["switch_id"])
+    def _tutor_of(self, conn: Connection, event: Event) -> dict[str, Any] | None:
+        """The tutor (and switch) a switch-level event is about; None, logged, if unknown."""
         facts = self.store.tutor_and_switch(
-            conn, tutor_id=domain.as_uuid(event.tutor_id), switch_id=switch_id
+            conn,
+            tutor_id=domain.as_uuid(event.tutor_id),
+            switch_id=domain.as_uuid(event.data["switch_id"]),
         )
         if facts is None:
-            log.warning("switch.delayed %s: no such tutor %s", event.id, event.tutor_id)
+            log.warning("%s %s: no such tutor %s", event.type, event.id, event.tutor_id)
+        return facts
+
+    def _delay_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+        data = event.data
+        facts = self._tutor_of(conn, event)
+        if facts is None:
             return None
         notice = DelayNotice(
             tutor_name=facts["tutor_name"],
@@ -145,7 +152,7 @@ class Notifier:
             facts["tutor_email"],
             facts["tutor_name"],
             NoticeKind.TUTOR_DELAYED,
-            switch_id,
+            domain.as_uuid(data["switch_id"]),
             None,
             render_delay_notice(notice),
         )
@@ -209,12 +216,8 @@ class Notifier:
 
     def _rollback_email(self, conn: Connection, event: Event) -> OwedEmail | None:
         data = event.data
-        switch_id = domain.as_uuid(data["switch_id"])
-        facts = self.store.tutor_and_switch(
-            conn, tutor_id=domain.as_uuid(event.tutor_id), switch_id=switch_id
-        )
+        facts = self._tutor_of(conn, event)
         if facts is None:
-            log.warning("switch.rolled_back %s: no such tutor %s", event.id, event.tutor_id)
             return None
         summary = RollbackSummary(
             tutor_name=facts["tutor_name"],
@@ -229,7 +232,7 @@ class Notifier:
             facts["tutor_email"],
             facts["tutor_name"],
             NoticeKind.TUTOR_ROLLBACK,
-            switch_id,
+            domain.as_uuid(data["switch_id"]),
             None,
             render_rollback_summary(summary),
         )
