@@ -403,21 +403,23 @@ def _switch(target: Target, tutor_ids: list[str]) -> None:
             conn.commit()
 
 
-def _final_count(target: Target, tutor_ids: list[str]) -> int:
-    with psycopg.connect(target.conninfo) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM provider_switches WHERE tutor_id = ANY(%s) AND state = ANY(%s)",
-            (tutor_ids, list(FINAL)),
-        ).fetchone()
+def _final_count(conn: psycopg.Connection[Any], tutor_ids: list[str]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM provider_switches WHERE tutor_id = ANY(%s) AND state = ANY(%s)",
+        (tutor_ids, list(FINAL)),
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
 def _wait_final(target: Target, tutor_ids: list[str], *, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while _final_count(target, tutor_ids) < len(tutor_ids):
-        if time.monotonic() > deadline:
-            raise RuntimeError("switches did not finish in time")
-        time.sleep(0.5)
+    # One polling connection: a new one every half second forks a backend each
+    # time, CPU the measured pipeline would pay for.
+    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+        while _final_count(conn, tutor_ids) < len(tutor_ids):
+            if time.monotonic() > deadline:
+                raise RuntimeError("switches did not finish in time")
+            time.sleep(0.5)
 
 
 def _span(target: Target, tutor_ids: list[str]) -> tuple[datetime, datetime, int]:
@@ -447,10 +449,10 @@ def _watch_rss(
     process = psutil.Process(pid)
     peak = 0.0
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and _final_count(target, tutor_ids) < len(tutor_ids):
-        peak = max(peak, process.memory_info().rss / 2**20)
-        time.sleep(0.5)
-    with psycopg.connect(target.conninfo) as conn:
+    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+        while time.monotonic() < deadline and _final_count(conn, tutor_ids) < len(tutor_ids):
+            peak = max(peak, process.memory_info().rss / 2**20)
+            time.sleep(0.5)
         row = conn.execute(
             "SELECT sum(sessions_migrated) FROM provider_switches WHERE tutor_id = ANY(%s)",
             (tutor_ids,),
