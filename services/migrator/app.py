@@ -8,10 +8,12 @@ tutor's events are handled in their partition order.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import faust
+from sqlalchemy.exc import DBAPIError
 
 from services.core import events
 from services.migrator.bootstrap import Migrator
@@ -19,6 +21,28 @@ from services.migrator.errors import MigratorError
 from services.migrator.logs import get_logger
 
 log = get_logger(__name__)
+
+
+# PostgreSQL's "try again" answers: deadlock detected, serialization failure.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+async def _handle(migrator: Migrator, event: events.Event, *, attempts: int = 5) -> None:
+    """Handle one event; a transaction PostgreSQL aborted as a deadlock is simply run again.
+
+    Every handler is idempotent, so running it again is safe; without this the
+    agent would crash on a rare lock race and the event wait for a restart.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            await migrator.service.handle(event)
+            return
+        except DBAPIError as exc:
+            sqlstate = getattr(exc.orig, "sqlstate", None)
+            if sqlstate not in _RETRY_SQLSTATES or attempt == attempts:
+                raise
+            log.warning("transaction aborted (%s); handling %s again", sqlstate, event.id)
+            await asyncio.sleep(0.05 * attempt)
 
 
 def create_app(migrator: Migrator) -> faust.App:
@@ -50,7 +74,7 @@ def create_app(migrator: Migrator) -> faust.App:
             headers = list(message.headers or [])
             try:
                 event = events.parse_message(key=message.key, value=message.value, headers=headers)
-                await migrator.service.handle(event)
+                await _handle(migrator, event)
             except (events.InvalidEvent, MigratorError) as exc:
                 reason: Any = exc if isinstance(exc, events.InvalidEvent) else exc.reason  # type: ignore[attr-defined]
                 letter = events.dead_letter(

@@ -64,21 +64,26 @@ class ConnectionCache:
     store: MigrationStore
     clients: dict[str, ProviderClient]
     sessions: dict[str, tuple[int, AuthorizedSession]] = field(default_factory=dict)
+    _reading: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def session_for(self, tutor_id: str, *, generation: int) -> AuthorizedSession | None:
         cached = self.sessions.get(tutor_id)
         if cached and cached[0] == generation:
             return cached[1]
-        connection = await self.store.connection(tutor_id)
-        if connection is None or connection.generation != generation:
-            return None
-        # Another row of the same tutor may have cached a session while we read:
-        # share it, or two sessions would refresh one rotating refresh token
-        # (Zoom) and the loser would look revoked.
-        cached = self.sessions.get(tutor_id)
-        if cached and cached[0] == generation:
-            return cached[1]
-        return self._cache(connection)
+        # One read per tutor: its first rows arrive together, and each would
+        # otherwise read and decrypt the same connection.
+        lock = self._reading.setdefault(tutor_id, asyncio.Lock())
+        async with lock:
+            # Another row of the same tutor may have cached a session while we
+            # waited: share it, or two sessions would refresh one rotating
+            # refresh token (Zoom) and the loser would look revoked.
+            cached = self.sessions.get(tutor_id)
+            if cached and cached[0] == generation:
+                return cached[1]
+            connection = await self.store.connection(tutor_id)
+            if connection is None or connection.generation != generation:
+                return None
+            return self._cache(connection)
 
     async def reload(self, tutor_id: str, *, used: TokenSet) -> bool:
         """Re-read the tutor's tokens; True when they changed (another process refreshed them)."""
@@ -152,6 +157,8 @@ class Executor:
         self._wake = asyncio.Event()
         self._stopping = False
         self.settled = 0
+        self.claim_min = max(1, concurrency // 10)
+        self.claim_gather_s = 0.01
 
     def wake(self) -> None:
         """New work may be due (a plan batch was recorded, a row finished)."""
@@ -169,6 +176,10 @@ class Executor:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+            if 0 < self.concurrency - sum(self.in_flight.values()) < self.claim_min:
+                # Rows finish one at a time and each wakes us: claiming per
+                # finished row costs two queries a row. Let a few slots free up.
+                await asyncio.sleep(self.claim_gather_s)
 
     async def stop(self) -> None:
         self._stopping = True

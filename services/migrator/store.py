@@ -9,6 +9,7 @@ several executors never take the same row, and a dead one's rows come back.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -55,7 +56,10 @@ def make_async_engine(url: str, *, pool_size: int) -> AsyncEngine:
     return create_async_engine(
         normalize_database_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # No overflow: connections beyond the pool were opened and closed at
+        # every burst (one PostgreSQL backend forked per ~5 sessions migrated);
+        # a task now waits for a pooled connection instead.
+        max_overflow=0,
         pool_pre_ping=True,
     )
 
@@ -331,30 +335,44 @@ class MigrationStore:
         Their rows not yet started are skipped; rows with a meeting already
         created are left to the executor, which skips them and deletes it.
         """
+        # Locks in the executor's order — the rows first, then their switch —
+        # or a row settling meanwhile deadlocks with this transaction.
         async with self.engine.begin() as conn:
+            candidates = list(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT id FROM provider_switches WHERE tutor_id = :t "
+                            "AND generation < :g AND state IN ('PENDING', 'PLANNING', 'MIGRATING')"
+                        ),
+                        {"t": tutor_id, "g": below_generation},
+                    )
+                ).scalars()
+            )
+            if not candidates:
+                return []
+            await conn.execute(
+                text(
+                    "UPDATE session_migrations SET state = 'SKIPPED', "
+                    "last_error = 'superseded', updated_at = now() "
+                    "WHERE switch_id = ANY(:ids) AND state = 'PENDING'"
+                ),
+                {"ids": candidates},
+            )
             ids = (
                 (
                     await conn.execute(
                         text(
-                            "UPDATE provider_switches SET state = 'SUPERSEDED', "
-                            "completed_at = now() WHERE tutor_id = :t AND generation < :g "
-                            "AND state IN ('PENDING', 'PLANNING', 'MIGRATING') RETURNING id"
+                            "UPDATE provider_switches SET state = 'SUPERSEDED', completed_at = now() "
+                            "WHERE id = ANY(:ids) AND state IN ('PENDING', 'PLANNING', 'MIGRATING') "
+                            "RETURNING id"
                         ),
-                        {"t": tutor_id, "g": below_generation},
+                        {"ids": candidates},
                     )
                 )
                 .scalars()
                 .all()
             )
-            if ids:
-                await conn.execute(
-                    text(
-                        "UPDATE session_migrations SET state = 'SKIPPED', "
-                        "last_error = 'superseded', updated_at = now() "
-                        "WHERE switch_id = ANY(:ids) AND state = 'PENDING'"
-                    ),
-                    {"ids": list(ids)},
-                )
         return [str(i) for i in ids]
 
     async def start_planning(self, switch_id: str) -> None:
@@ -728,7 +746,9 @@ class MigrationStore:
                     "UPDATE session_migrations SET next_attempt_at = :at, "
                     "last_error = 'quota_exceeded: daily create limit reached', updated_at = now() "
                     f"WHERE tutor_id = :t AND to_provider = :p AND state IN {_UNSETTLED} "
-                    "AND new_meeting_external_id IS NULL AND next_attempt_at < :at "
+                    # Only rows due now: a claimed one (its lease ahead) is being
+                    # created with budget already spent, and moves today.
+                    "AND new_meeting_external_id IS NULL AND next_attempt_at <= now() "
                     "RETURNING switch_id"
                 ),
                 {"at": resets_at, "t": tutor_id, "p": provider},
@@ -798,7 +818,9 @@ class MigrationStore:
         False when the row was settled meanwhile (a rollback cancelled it): the
         meeting is then nobody's, and the caller deletes it.
         """
-        async with self.engine.begin() as conn:
+        # One statement: autocommit spares the BEGIN and COMMIT round trips.
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             recorded = (
                 await conn.execute(
                     text(
@@ -816,66 +838,90 @@ class MigrationStore:
 
         One transaction: the session update (only if still eligible, still on
         the provider the plan saw, and the switch still current), the row, the
-        switch's counters and the `session.migrated` outbox row.
+        switch's counters and the `session.migrated` outbox row -- all in one
+        statement, then the check whether the switch is complete.
         """
         now = datetime.now(UTC)
-        async with self.engine.begin() as conn:
-            updated = (
-                await conn.execute(
-                    text(
-                        "UPDATE sessions s SET provider = :to, meeting_external_id = :mid, "
-                        "join_url = :url, meeting_created_at = :now, version = s.version + 1, "
-                        "updated_at = :now FROM provider_switches p "
-                        "JOIN tutor_video_provider_connections c ON c.tutor_id = p.tutor_id "
-                        "WHERE s.id = :sid AND p.id = :switch "
-                        f"AND s.status IN {_ELIGIBLE} AND s.scheduled_start_at >= :now "
-                        "AND s.provider IS NOT DISTINCT FROM :from_p "
-                        "AND p.state IN ('PLANNING', 'MIGRATING') "
-                        "AND c.generation = p.generation AND c.provider = p.to_provider "
-                        "RETURNING s.id"
-                    ),
-                    {
-                        "to": row.to_provider,
-                        "mid": meeting.external_id,
-                        "url": meeting.join_url,
-                        "now": now,
-                        "sid": row.session_id,
-                        "switch": row.switch_id,
-                        "from_p": row.from_provider,
-                    },
-                )
-            ).first()
-            if updated is None:
-                await self._settle(conn, row, state="SKIPPED", error="no longer eligible")
-                return False
-            await self._settle(conn, row, state="MIGRATED", error=None, meeting=meeting)
-            await conn.execute(
-                insert(Outbox).values(
-                    **events.outbox_row(
-                        "session.migrated",
-                        {
-                            "switch_id": row.switch_id,
-                            "tutor_id": row.tutor_id,
-                            "session_id": row.session_id,
-                            "student_id": row.student_id,
-                            "booking_id": row.booking_id,
-                            "scheduled_start_at": _iso(row.scheduled_start_at),
-                            "kind": row.kind,
-                            "provider": row.to_provider,
-                            "meeting_external_id": meeting.external_id,
-                            "join_url": meeting.join_url,
-                            "previous_provider": row.from_provider,
-                            "previous_meeting_external_id": row.previous_meeting_external_id,
-                            "migrated_at": _iso(now),
-                        },
-                        tutor_id=row.tutor_id,
-                        source=SOURCE,
-                        topics=self.topics,
-                    )
-                )
+        event = events.outbox_row(
+            "session.migrated",
+            {
+                "switch_id": row.switch_id,
+                "tutor_id": row.tutor_id,
+                "session_id": row.session_id,
+                "student_id": row.student_id,
+                "booking_id": row.booking_id,
+                "scheduled_start_at": _iso(row.scheduled_start_at),
+                "kind": row.kind,
+                "provider": row.to_provider,
+                "meeting_external_id": meeting.external_id,
+                "join_url": meeting.join_url,
+                "previous_provider": row.from_provider,
+                "previous_meeting_external_id": row.previous_meeting_external_id,
+                "migrated_at": _iso(now),
+            },
+            tutor_id=row.tutor_id,
+            source=SOURCE,
+            topics=self.topics,
+        )
+        sql = f"""
+            WITH moved AS (
+                UPDATE sessions s SET provider = :to, meeting_external_id = :mid,
+                    join_url = :url, meeting_created_at = :now, version = s.version + 1,
+                    updated_at = :now
+                FROM provider_switches p
+                JOIN tutor_video_provider_connections c ON c.tutor_id = p.tutor_id
+                WHERE s.id = :sid AND p.id = :switch
+                  AND s.status IN {_ELIGIBLE} AND s.scheduled_start_at >= :now
+                  AND s.provider IS NOT DISTINCT FROM :from_p
+                  AND p.state IN ('PLANNING', 'MIGRATING')
+                  AND c.generation = p.generation AND c.provider = p.to_provider
+                RETURNING s.id
+            ), settled AS (
+                UPDATE session_migrations SET
+                    state = CASE WHEN EXISTS (SELECT 1 FROM moved) THEN 'MIGRATED'
+                                 ELSE 'SKIPPED' END,
+                    last_error = CASE WHEN EXISTS (SELECT 1 FROM moved) THEN NULL
+                                      ELSE 'no longer eligible' END,
+                    new_meeting_external_id = coalesce(:mid, new_meeting_external_id),
+                    new_join_url = coalesce(:url, new_join_url), updated_at = now()
+                WHERE id = :id AND state IN {_UNSETTLED}
+                RETURNING state
+            ), counted AS (
+                UPDATE provider_switches SET
+                    sessions_migrated = sessions_migrated
+                        + (SELECT count(*) FROM settled WHERE state = 'MIGRATED'),
+                    sessions_total = greatest(sessions_total
+                        - (SELECT count(*) FROM settled WHERE state = 'SKIPPED'), 0)
+                WHERE id = :switch AND EXISTS (SELECT 1 FROM settled)
+                RETURNING 1
+            ), published AS (
+                INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic,
+                    payload, headers)
+                SELECT :event_id, :aggregate_type, :aggregate_id, :event_type, :topic,
+                    CAST(:payload AS jsonb), CAST(:headers AS jsonb)
+                WHERE EXISTS (SELECT 1 FROM moved)
+                RETURNING 1
             )
+            SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM counted)
+                AS counted, (SELECT count(*) FROM published) AS published
+        """
+        params = {
+            "to": row.to_provider,
+            "mid": meeting.external_id,
+            "url": meeting.join_url,
+            "now": now,
+            "sid": row.session_id,
+            "switch": row.switch_id,
+            "from_p": row.from_provider,
+            "id": row.id,
+            **event,
+            "payload": json.dumps(event["payload"]),
+            "headers": json.dumps(event["headers"]),
+        }
+        async with self.engine.begin() as conn:
+            moved = (await conn.execute(text(sql), params)).one().moved
             await self._complete_if_settled(conn, row.switch_id)
-        return True
+        return bool(moved)
 
     async def skip(self, row: ClaimedRow, *, why: str) -> None:
         """Settle a row without moving its session (cancelled, started, superseded)."""
