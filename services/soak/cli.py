@@ -76,6 +76,9 @@ def soak_command(
                 "soak_violations": len(report.violations),
                 "soak_duration_s": round(time.monotonic() - started, 1),
                 "soak_checks": sum(report.checked.values()),
+                # Resends after a notifier SIGKILL between the SMTP server's 250
+                # and the COMMIT: same Message-ID, folded by the mailbox.
+                "soak_duplicate_deliveries": sum(report.noted.values()),
             },
         )
     if not report.ok:
@@ -95,6 +98,8 @@ def print_report(tally, report) -> None:  # type: ignore[no-untyped-def]
     for name, count in sorted(report.checked.items()):
         checked.add_row(name, str(count))
     console.print(checked)
+    for name, count in sorted(report.noted.items()):
+        console.print(f"noted (not a violation): {name}: {count}")
     if report.ok:
         console.print("[green]every invariant holds[/green]")
     for violation in report.violations[:50]:
