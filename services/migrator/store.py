@@ -363,9 +363,9 @@ class MigrationStore:
                 (
                     await conn.execute(
                         text(
-                            "UPDATE provider_switches SET state = 'SUPERSEDED', completed_at = now() "
-                            "WHERE id = ANY(:ids) AND state IN ('PENDING', 'PLANNING', 'MIGRATING') "
-                            "RETURNING id"
+                            "UPDATE provider_switches SET state = 'SUPERSEDED', "
+                            "completed_at = now() WHERE id = ANY(:ids) "
+                            "AND state IN ('PENDING', 'PLANNING', 'MIGRATING') RETURNING id"
                         ),
                         {"ids": candidates},
                     )
