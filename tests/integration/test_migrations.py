@@ -24,6 +24,7 @@ TABLES = {
     "audit_log",
     "notifications",
     "oauth_states",
+    "provider_quota_usage",
 }
 
 
