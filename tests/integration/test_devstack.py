@@ -5,6 +5,10 @@ This test runs its own devstack (own folder, own ports) beside the shared one.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -15,6 +19,7 @@ from confluent_kafka import Consumer, Producer
 from services.core.errors import PortInUseError
 from services.core.kafka import consumer_config, create_topics, producer_config
 from services.core.settings import CommonSettings, DevstackSettings
+from services.devstack import postgres
 from services.devstack.processes import pid_alive, port_is_open
 from services.devstack.stack import Devstack
 
@@ -147,3 +152,25 @@ def test_a_start_that_times_out_names_its_log(tmp_path: Path) -> None:
         kafka.start()
     assert not kafka.running()
     assert not port_is_open(19492)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="the copy exists for a root-owned checkout run as nobody"
+)
+def test_the_copy_for_nobody_runs_as_nobody() -> None:
+    """A checkout out of `nobody`'s reach (e.g. a mkdtemp folder, mode 0700) gets a copy of
+    PostgreSQL that `nobody` can run — with the bundled libraries its RPATH points at."""
+    under = Path(tempfile.mkdtemp(prefix="relink-test-", dir="/var/tmp"))
+    try:
+        under.chmod(0o755)
+        copy = postgres.copy_for_nobody(postgres.pginstall_dir(), under=under)
+        result = subprocess.run(
+            [*postgres._drop_privileges_prefix(), str(copy / "bin" / "initdb"), "--version"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(under, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    assert "initdb (PostgreSQL)" in result.stdout
