@@ -13,8 +13,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
 from services.bench.results import record
 
 SESSIONS_PER_TUTOR = 20
@@ -38,22 +36,9 @@ def run(
     max_sessions: int = 1000,
 ) -> dict[str, Any]:
     """Measure both sweeps and record them as `migrator.sweep`; return the sweep."""
-    from services.core.settings import DevstackSettings
-    from services.devstack.stack import Devstack
     from services.migrator import bench as migrator_bench
-    from services.provider_sim.server import free_port
-    from services.providers.bench import start_simulator, wait_until_serving
 
-    stack = Devstack(DevstackSettings())
-    report = stack.up()
-    port = free_port()
-    sim = start_simulator(port)
-    sim_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(sim_url)
-        target = migrator_bench._prepare(
-            stack.database_url, stack.kafka_bootstrap, sim_url, fixed_concurrency
-        )
+    with migrator_bench.bench_target(concurrency=fixed_concurrency) as target:
         relay = migrator_bench._spawn("relay", target.env)
         try:
             by_concurrency = [
@@ -65,11 +50,6 @@ def run(
             )
         finally:
             migrator_bench._stop(relay)
-            migrator_bench._cleanup(stack.database_url, target)
-    finally:
-        sim.terminate()
-        sim.wait(10)
-        stack.down(parts=tuple(report.started))
     sweep = {
         "by_concurrency": by_concurrency,
         "by_latency_ms": by_latency,
@@ -86,13 +66,6 @@ def run(
     }
     record("migrator", {"sweep": sweep})
     return sweep
-
-
-def _set_latency(sim_url: str, latency_ms: int) -> None:
-    for provider in ("zoom", "google"):
-        httpx.put(
-            f"{sim_url}/_admin/faults/{provider}", json={"latency_ms": latency_ms}
-        ).raise_for_status()
 
 
 def _point(target: Any, concurrency: int, latency_ms: int, *, max_sessions: int) -> dict[str, Any]:
@@ -135,7 +108,7 @@ def _measure(
 ) -> dict[str, Any]:
     from services.migrator import bench as migrator_bench
 
-    _set_latency(target.sim_url, latency_ms)
+    migrator_bench.set_latency(target.sim_url, latency_ms)
     sessions = sessions_for(concurrency, latency_ms, max_sessions=max_sessions)
     tutors = max(1, sessions // SESSIONS_PER_TUTOR)
     ids = migrator_bench._seed(target, tutors=tutors, sessions=SESSIONS_PER_TUTOR)

@@ -10,6 +10,7 @@ benchmarks/results.json under `migrator`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +55,38 @@ class Target:
     sim_url: str
 
 
+@contextlib.contextmanager
+def bench_target(*, concurrency: int) -> Iterator[Target]:
+    """The devstack (started if needed), the simulator in its own process, a prepared database
+    and topics; all taken down again afterwards. Shared with `relink bench migrator-sweep`."""
+    from services.devstack.stack import Devstack
+
+    stack = Devstack(DevstackSettings())
+    report = stack.up()
+    port = free_port()
+    sim = start_simulator(port)
+    sim_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(sim_url)
+        target = _prepare(stack.database_url, stack.kafka_bootstrap, sim_url, concurrency)
+        try:
+            yield target
+        finally:
+            _cleanup(stack.database_url, target)
+    finally:
+        sim.terminate()
+        sim.wait(10)
+        stack.down(parts=tuple(report.started))
+
+
+def set_latency(sim_url: str, latency_ms: int) -> None:
+    """The simulator answers every provider call after `latency_ms`."""
+    for provider in ("zoom", "google"):
+        httpx.put(
+            f"{sim_url}/_admin/faults/{provider}", json={"latency_ms": latency_ms}
+        ).raise_for_status()
+
+
 def run(
     *,
     tutors: int = 1000,
@@ -64,37 +98,18 @@ def run(
     phases: tuple[str, ...] = PHASES,
 ) -> dict[str, Any]:
     """Measure the phases asked for and record them under `migrator`; return the figures."""
-    from services.devstack.stack import Devstack
-
-    stack = Devstack(DevstackSettings())
-    report = stack.up()
-    port = free_port()
-    sim = start_simulator(port)
-    sim_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(sim_url)
-        for provider in ("zoom", "google"):
-            httpx.put(
-                f"{sim_url}/_admin/faults/{provider}", json={"latency_ms": latency_ms}
-            ).raise_for_status()
-        target = _prepare(stack.database_url, stack.kafka_bootstrap, sim_url, concurrency)
-        try:
-            figures = _measure(
-                target,
-                tutors=tutors,
-                sessions=sessions,
-                latency_ms=latency_ms,
-                concurrency=concurrency,
-                big=big,
-                rss_seconds=rss_seconds,
-                phases=phases,
-            )
-        finally:
-            _cleanup(stack.database_url, target)
-    finally:
-        sim.terminate()
-        sim.wait(10)
-        stack.down(parts=tuple(report.started))
+    with bench_target(concurrency=concurrency) as target:
+        set_latency(target.sim_url, latency_ms)
+        figures = _measure(
+            target,
+            tutors=tutors,
+            sessions=sessions,
+            latency_ms=latency_ms,
+            concurrency=concurrency,
+            big=big,
+            rss_seconds=rss_seconds,
+            phases=phases,
+        )
     record("migrator", figures)
     return figures
 
