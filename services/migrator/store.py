@@ -216,19 +216,22 @@ class MigrationStore:
             expires_at=connection.token_expires_at or datetime.now(UTC) + timedelta(hours=1),
         )
 
-    async def save_tokens(self, *, tutor_id: str, generation: int, tokens: TokenSet) -> None:
-        """Persist refreshed tokens (Zoom rotated the refresh token: the old one is dead)."""
-        values: dict[str, Any] = {
-            "t": tutor_id,
-            "g": generation,
-            "a": self.cipher.encrypt(tokens.access_token, tutor_id=tutor_id, field="access_token"),
-            "r": (
-                self.cipher.encrypt(tokens.refresh_token, tutor_id=tutor_id, field="refresh_token")
-                if tokens.refresh_token
-                else None
+    def _sealed(self, tokens: TokenSet, *, tutor_id: str, prefix: str = "") -> dict[str, Any]:
+        """Bind values `a`, `r`, `e`: the tokens encrypted for their (previous_?) columns."""
+        refresh = tokens.refresh_token
+        return {
+            "a": self.cipher.encrypt(
+                tokens.access_token, tutor_id=tutor_id, field=f"{prefix}access_token"
             ),
+            "r": self.cipher.encrypt(refresh, tutor_id=tutor_id, field=f"{prefix}refresh_token")
+            if refresh
+            else None,
             "e": tokens.expires_at,
         }
+
+    async def save_tokens(self, *, tutor_id: str, generation: int, tokens: TokenSet) -> None:
+        """Persist refreshed tokens (Zoom rotated the refresh token: the old one is dead)."""
+        values = {"t": tutor_id, "g": generation, **self._sealed(tokens, tutor_id=tutor_id)}
         async with self.engine.begin() as conn:
             await conn.execute(
                 text(
@@ -300,21 +303,11 @@ class MigrationStore:
             )
             return
         tutor = slot.tutor_id
-        values: dict[str, Any] = {
+        values = {
             "t": tutor,
             "g": slot.generation,
             "p": slot.provider,
-            "a": self.cipher.encrypt(
-                tokens.access_token, tutor_id=tutor, field="previous_access_token"
-            ),
-            "r": (
-                self.cipher.encrypt(
-                    tokens.refresh_token, tutor_id=tutor, field="previous_refresh_token"
-                )
-                if tokens.refresh_token
-                else None
-            ),
-            "e": tokens.expires_at,
+            **self._sealed(tokens, tutor_id=tutor, prefix="previous_"),
         }
         async with self.engine.begin() as conn:
             await conn.execute(

@@ -54,6 +54,28 @@ def outbox_events(engine: Engine, event_type: str, switch_id: Any) -> list[dict[
         ]
 
 
+async def assert_back_on_zoom(
+    engine: Engine,
+    sim_admin: Any,
+    tutor: Any,
+    sessions: list[Any],
+    *,
+    before: dict[Any, Any],
+    old_zoom: set[str],
+) -> None:
+    """Each session on its previous Zoom meeting and link; the Zoom meetings are the old
+    ones and no Meet meeting is left."""
+    for row in session_rows(engine, sessions):
+        old = before[row.id]
+        assert (row.provider, row.meeting_external_id, row.join_url) == (
+            "zoom",
+            old.meeting_external_id,
+            old.join_url,
+        )
+    assert await live_meetings(sim_admin, "zoom", tutor.email) == old_zoom
+    assert await live_meetings(sim_admin, "google_meet", tutor.email) == set()
+
+
 async def live_meetings(sim_admin: Any, provider: str, email: str) -> set[str]:
     account = await sim_admin.account(provider, email)
     return {str(m["id"]) for m in account["meetings"]}
@@ -87,15 +109,7 @@ async def test_rollback_restores_previous_meetings_and_deletes_the_new_ones(
     assert switch.rolled_back_at is not None
 
     # Every session is back on its previous meeting and link; no meeting was created.
-    for row in session_rows(engine, sessions):
-        old = before[row.id]
-        assert (row.provider, row.meeting_external_id, row.join_url) == (
-            "zoom",
-            old.meeting_external_id,
-            old.join_url,
-        )
-    assert await live_meetings(sim_admin, "zoom", tutor.email) == old_zoom
-    assert await live_meetings(sim_admin, "google_meet", tutor.email) == set()
+    await assert_back_on_zoom(engine, sim_admin, tutor, sessions, before=before, old_zoom=old_zoom)
     rows = migration_rows(engine, switch_id)
     assert {r.state for r in rows} == {"ROLLED_BACK"}
     assert all(r.new_meeting_deleted_at is not None for r in rows)
