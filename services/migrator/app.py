@@ -16,15 +16,12 @@ import faust
 from sqlalchemy.exc import DBAPIError
 
 from services.core import events
+from services.migrator.batching import aborted_to_retry
 from services.migrator.bootstrap import Migrator
 from services.migrator.errors import MigratorError
 from services.migrator.logs import get_logger
 
 log = get_logger(__name__)
-
-
-# PostgreSQL's "try again" answers: deadlock detected, serialization failure.
-_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
 
 
 async def _handle(migrator: Migrator, event: events.Event, *, attempts: int = 5) -> None:
@@ -38,8 +35,8 @@ async def _handle(migrator: Migrator, event: events.Event, *, attempts: int = 5)
             await migrator.service.handle(event)
             return
         except DBAPIError as exc:
-            sqlstate = getattr(exc.orig, "sqlstate", None)
-            if sqlstate not in _RETRY_SQLSTATES or attempt == attempts:
+            sqlstate = aborted_to_retry(exc)
+            if sqlstate is None or attempt == attempts:
                 raise
             log.warning("transaction aborted (%s); handling %s again", sqlstate, event.id)
             await asyncio.sleep(0.05 * attempt)

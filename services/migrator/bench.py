@@ -245,16 +245,23 @@ def _throughput(
     ids = _seed(target, tutors=tutors, sessions=sessions)
     started = time.monotonic()
     cpu = _cpu_seconds(pid)
+    parts = cpu_by_part()
     _switch(target, ids)
     _wait_final(target, ids, timeout_s=1800)
     wall = time.monotonic() - started
     cpu = _cpu_seconds(pid) - cpu
+    parts = {k: v - parts.get(k, 0.0) for k, v in cpu_by_part().items()}
     first, last, moved = _span(target, ids)
     figures["sessions_per_s"] = round(moved / (last - first).total_seconds(), 1)
     figures["sessions_migrated"] = moved
     figures["wall_s"] = round(wall, 1)
     # CPU time is steadier than wall time on cores shared with other work.
     figures["migrator_cpu_us_per_session"] = round(cpu / max(moved, 1) * 1e6)
+    # Where the two cores go: every process of the path, per session migrated.
+    figures["cpu_us_per_session_by_process"] = {
+        k: round(v / max(moved, 1) * 1e6) for k, v in sorted(parts.items())
+    }
+    print(f"  CPU us/session by process: {figures['cpu_us_per_session_by_process']}")
     print(
         f"  {figures['sessions_per_s']} sessions/s ({moved} in {wall:.1f}s, "
         f"migrator {figures['migrator_cpu_us_per_session']} us CPU/session)",
@@ -302,6 +309,42 @@ def _memory(target: Target, figures: dict[str, Any], *, big: int, rss_seconds: f
 def _cpu_seconds(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
+
+
+def _part_of(process: psutil.Process) -> str | None:
+    """Which part of the measured path a process is (None: not ours)."""
+    if process.pid == os.getpid():
+        return "bench"
+    try:
+        name = process.name()
+        argv = process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    if name.startswith("postgres"):
+        return "postgresql"
+    if name == "java" and any("kafka" in a for a in argv):
+        return "kafka"
+    if "services.provider_sim" in argv:
+        return "simulator"
+    if len(argv) >= 2 and os.path.basename(argv[1] if "python" in argv[0] else argv[0]) == (
+        "relink"
+    ):
+        command = argv[2] if "python" in argv[0] else argv[1]
+        return command if command in ("relay", "migrator") else None
+    return None
+
+
+def cpu_by_part() -> dict[str, float]:
+    """CPU seconds so far of every process on the path, summed per part."""
+    totals: dict[str, float] = {}
+    for process in psutil.process_iter():
+        part = _part_of(process)
+        if part is None:
+            continue
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = process.cpu_times()
+            totals[part] = totals.get(part, 0.0) + times.user + times.system
+    return totals
 
 
 def _tokens(target: Target, count: int) -> list[TokenSet]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from services.migrator.batching import GroupCommit
 from services.migrator.domain import (
     Failure,
     FailureKind,
@@ -159,6 +160,16 @@ class Executor:
         self.settled = 0
         self.claim_min = max(1, concurrency // 10)
         self.claim_gather_s = 0.01
+        # The two writes that end every migrated session run in group commits:
+        # rows finishing together share one statement and one transaction.
+        self.recording: GroupCommit[tuple[ClaimedRow, Meeting], bool] = GroupCommit(
+            store.record_meetings, name="record meetings", key=lambda done: done[0].id
+        )
+        self.completing: GroupCommit[tuple[ClaimedRow, Meeting], bool] = GroupCommit(
+            store.complete_migrations,
+            name="complete migrations",
+            key=lambda done: done[0].session_id,
+        )
 
     def wake(self) -> None:
         """New work may be due (a plan batch was recorded, a row finished)."""
@@ -251,14 +262,14 @@ class Executor:
             except ProviderError as exc:
                 await self._failed(row, exc, session=session)
                 return
-            if not await self.store.record_meeting(row, meeting):
+            if not await self.recording.submit((row, meeting)):
                 log.info("row settled meanwhile (rolled back); deleting the new meeting", extra=ids)
                 # The session that made it still holds valid tokens; a finished
                 # rollback has already forgotten them in the database.
                 await self._delete_quietly(row, meeting, session=session)
                 return
             log.info("meeting created", extra={**ids, "meeting_id": meeting.external_id})
-        if await self.store.complete_migration(row, meeting):
+        if await self.completing.submit((row, meeting)):
             log.info("session migrated", extra=ids)
             return
         log.info("skipped after create: session changed; deleting the new meeting", extra=ids)

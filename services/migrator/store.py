@@ -453,20 +453,30 @@ class MigrationStore:
     async def _complete_if_settled(
         self, conn: AsyncConnection, switch_id: str, *, from_states: Sequence[str] = ("MIGRATING",)
     ) -> str | None:
-        row = (
-            await conn.execute(
-                text(
-                    "UPDATE provider_switches SET state = CASE WHEN sessions_failed > 0 "
-                    f"THEN '{final_switch_state(failed=1)}' ELSE '{final_switch_state(failed=0)}' "
-                    "END, completed_at = now(), waiting_until = NULL, waiting_reason = NULL "
-                    "WHERE id = :id AND state = ANY(:states) AND NOT EXISTS ("
-                    "SELECT 1 FROM session_migrations WHERE switch_id = :id "
-                    f"AND state IN {_UNSETTLED}) RETURNING state"
-                ),
-                {"id": switch_id, "states": list(from_states)},
-            )
-        ).first()
-        return row.state if row else None
+        return (await self._complete_settled(conn, [switch_id], from_states=from_states)).get(
+            switch_id
+        )
+
+    async def _complete_settled(
+        self,
+        conn: AsyncConnection,
+        switch_ids: Sequence[str],
+        *,
+        from_states: Sequence[str] = ("MIGRATING",),
+    ) -> dict[str, str]:
+        """Complete each of these switches with nothing left unsettled; their new states."""
+        rows = await conn.execute(
+            text(
+                "UPDATE provider_switches p SET state = CASE WHEN p.sessions_failed > 0 "
+                f"THEN '{final_switch_state(failed=1)}' ELSE '{final_switch_state(failed=0)}' "
+                "END, completed_at = now(), waiting_until = NULL, waiting_reason = NULL "
+                "WHERE p.id = ANY(CAST(:ids AS uuid[])) AND p.state = ANY(:states) "
+                "AND NOT EXISTS (SELECT 1 FROM session_migrations m WHERE m.switch_id = p.id "
+                f"AND m.state IN {_UNSETTLED}) RETURNING p.id, p.state"
+            ),
+            {"ids": list(switch_ids), "states": list(from_states)},
+        )
+        return {str(r.id): r.state for r in rows}
 
     async def sweepable_switches(self, *, window: timedelta) -> list[SwitchRef]:
         """Each tutor's current switch from the last `window`: the sweep's work list."""
@@ -805,116 +815,148 @@ class MigrationStore:
             )
         )
 
-    async def record_meeting(self, row: ClaimedRow, meeting: Meeting) -> bool:
-        """Remember the created meeting before anything else can fail: a retry reuses it.
+    async def record_meetings(self, done: Sequence[tuple[ClaimedRow, Meeting]]) -> list[bool]:
+        """Remember each created meeting before anything else can fail: a retry reuses it.
 
-        False when the row was settled meanwhile (a rollback cancelled it): the
+        One statement for several rows (the executor's group commit). False
+        where the row was settled meanwhile (a rollback cancelled it): that
         meeting is then nobody's, and the caller deletes it.
         """
         # One statement: autocommit spares the BEGIN and COMMIT round trips.
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            recorded = (
-                await conn.execute(
-                    text(
-                        "UPDATE session_migrations SET state = 'MEETING_CREATED', "
-                        "new_meeting_external_id = :mid, new_join_url = :url, updated_at = now() "
-                        "WHERE id = :id AND state = 'PENDING' RETURNING id"
-                    ),
-                    {"id": row.id, "mid": meeting.external_id, "url": meeting.join_url},
-                )
-            ).first()
-        return recorded is not None
+            recorded = set(
+                (
+                    await conn.execute(
+                        text(
+                            "UPDATE session_migrations m SET state = 'MEETING_CREATED', "
+                            "new_meeting_external_id = i.mid, new_join_url = i.url, "
+                            "updated_at = now() FROM unnest(CAST(:ids AS bigint[]), "
+                            "CAST(:mids AS text[]), CAST(:urls AS text[])) AS i(id, mid, url) "
+                            "WHERE m.id = i.id AND m.state = 'PENDING' RETURNING m.id"
+                        ),
+                        {
+                            "ids": [row.id for row, _ in done],
+                            "mids": [meeting.external_id for _, meeting in done],
+                            "urls": [meeting.join_url for _, meeting in done],
+                        },
+                    )
+                ).scalars()
+            )
+        return [row.id in recorded for row, _ in done]
 
-    async def complete_migration(self, row: ClaimedRow, meeting: Meeting) -> bool:
-        """Move the session to the new meeting, if it may still move; False when skipped.
+    async def complete_migrations(self, done: Sequence[tuple[ClaimedRow, Meeting]]) -> list[bool]:
+        """Move each row's session to its new meeting where it may still move; True where moved.
 
-        One transaction: the session update (only if still eligible, still on
-        the provider the plan saw, and the switch still current), the row, the
-        switch's counters and the `session.migrated` outbox row -- all in one
-        statement, then the check whether the switch is complete.
+        One transaction for all of them: each session's update (only if still
+        eligible, still on the provider the plan saw, and its switch still
+        current), its row, its switch's counters and its `session.migrated`
+        outbox row -- one statement -- then the check whether the switches are
+        complete. A row whose session may no longer move is settled SKIPPED.
+        No two rows of one session may be in one call.
         """
         now = datetime.now(UTC)
-        event = events.outbox_row(
-            "session.migrated",
-            {
-                "switch_id": row.switch_id,
-                "tutor_id": row.tutor_id,
-                "session_id": row.session_id,
-                "student_id": row.student_id,
-                "booking_id": row.booking_id,
-                "scheduled_start_at": _iso(row.scheduled_start_at),
-                "kind": row.kind,
-                "provider": row.to_provider,
-                "meeting_external_id": meeting.external_id,
-                "join_url": meeting.join_url,
-                "previous_provider": row.from_provider,
-                "previous_meeting_external_id": row.previous_meeting_external_id,
-                "migrated_at": _iso(now),
-            },
-            tutor_id=row.tutor_id,
-            source=SOURCE,
-            topics=self.topics,
-        )
+        outbox = [
+            events.outbox_row(
+                "session.migrated",
+                {
+                    "switch_id": row.switch_id,
+                    "tutor_id": row.tutor_id,
+                    "session_id": row.session_id,
+                    "student_id": row.student_id,
+                    "booking_id": row.booking_id,
+                    "scheduled_start_at": _iso(row.scheduled_start_at),
+                    "kind": row.kind,
+                    "provider": row.to_provider,
+                    "meeting_external_id": meeting.external_id,
+                    "join_url": meeting.join_url,
+                    "previous_provider": row.from_provider,
+                    "previous_meeting_external_id": row.previous_meeting_external_id,
+                    "migrated_at": _iso(now),
+                },
+                tutor_id=row.tutor_id,
+                source=SOURCE,
+                topics=self.topics,
+            )
+            for row, meeting in done
+        ]
         sql = f"""
-            WITH moved AS (
-                UPDATE sessions s SET provider = :to, meeting_external_id = :mid,
-                    join_url = :url, meeting_created_at = :now, version = s.version + 1,
+            WITH input AS (
+                SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:sids AS uuid[]),
+                    CAST(:switches AS uuid[]), CAST(:froms AS text[]), CAST(:tos AS text[]),
+                    CAST(:mids AS text[]), CAST(:urls AS text[]), CAST(:event_ids AS uuid[]),
+                    CAST(:aggregate_types AS text[]), CAST(:aggregate_ids AS text[]),
+                    CAST(:event_types AS text[]), CAST(:topics AS text[]),
+                    CAST(:payloads AS jsonb[]), CAST(:headers AS jsonb[]))
+                    WITH ORDINALITY AS i(id, sid, switch, from_p, to_p, mid, url, event_id,
+                        aggregate_type, aggregate_id, event_type, topic, payload, headers, ord)
+            ), moved AS (
+                UPDATE sessions s SET provider = i.to_p, meeting_external_id = i.mid,
+                    join_url = i.url, meeting_created_at = :now, version = s.version + 1,
                     updated_at = :now
-                FROM provider_switches p
+                FROM input i
+                JOIN provider_switches p ON p.id = i.switch
                 JOIN tutor_video_provider_connections c ON c.tutor_id = p.tutor_id
-                WHERE s.id = :sid AND p.id = :switch
+                WHERE s.id = i.sid
                   AND s.status IN {_ELIGIBLE} AND s.scheduled_start_at >= :now
-                  AND s.provider IS NOT DISTINCT FROM :from_p
+                  AND s.provider IS NOT DISTINCT FROM i.from_p
                   AND p.state IN ('PLANNING', 'MIGRATING')
                   AND c.generation = p.generation AND c.provider = p.to_provider
-                RETURNING s.id
+                RETURNING i.id
             ), settled AS (
-                UPDATE session_migrations SET
-                    state = CASE WHEN EXISTS (SELECT 1 FROM moved) THEN 'MIGRATED'
+                UPDATE session_migrations m SET
+                    state = CASE WHEN m.id IN (SELECT id FROM moved) THEN 'MIGRATED'
                                  ELSE 'SKIPPED' END,
-                    last_error = CASE WHEN EXISTS (SELECT 1 FROM moved) THEN NULL
+                    last_error = CASE WHEN m.id IN (SELECT id FROM moved) THEN NULL
                                       ELSE 'no longer eligible' END,
-                    new_meeting_external_id = coalesce(:mid, new_meeting_external_id),
-                    new_join_url = coalesce(:url, new_join_url), updated_at = now()
-                WHERE id = :id AND state IN {_UNSETTLED}
-                RETURNING state
+                    new_meeting_external_id = coalesce(i.mid, m.new_meeting_external_id),
+                    new_join_url = coalesce(i.url, m.new_join_url), updated_at = now()
+                FROM input i
+                WHERE m.id = i.id AND m.state IN {_UNSETTLED}
+                RETURNING m.switch_id, m.state
             ), counted AS (
-                UPDATE provider_switches SET
-                    sessions_migrated = sessions_migrated
-                        + (SELECT count(*) FROM settled WHERE state = 'MIGRATED'),
-                    sessions_total = greatest(sessions_total
-                        - (SELECT count(*) FROM settled WHERE state = 'SKIPPED'), 0)
-                WHERE id = :switch AND EXISTS (SELECT 1 FROM settled)
+                UPDATE provider_switches p SET
+                    sessions_migrated = p.sessions_migrated + n.migrated,
+                    sessions_total = greatest(p.sessions_total - n.skipped, 0)
+                FROM (
+                    SELECT switch_id, count(*) FILTER (WHERE state = 'MIGRATED') AS migrated,
+                        count(*) FILTER (WHERE state = 'SKIPPED') AS skipped
+                    FROM settled GROUP BY switch_id
+                ) n
+                WHERE p.id = n.switch_id
                 RETURNING 1
             ), published AS (
                 INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic,
                     payload, headers)
-                SELECT :event_id, :aggregate_type, :aggregate_id, :event_type, :topic,
-                    CAST(:payload AS jsonb), CAST(:headers AS jsonb)
-                WHERE EXISTS (SELECT 1 FROM moved)
+                SELECT i.event_id, i.aggregate_type, i.aggregate_id, i.event_type, i.topic,
+                    i.payload, i.headers
+                FROM input i WHERE i.id IN (SELECT id FROM moved)
+                ORDER BY i.ord
                 RETURNING 1
             )
-            SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM counted)
-                AS counted, (SELECT count(*) FROM published) AS published
+            SELECT id FROM moved
         """
         params = {
-            "to": row.to_provider,
-            "mid": meeting.external_id,
-            "url": meeting.join_url,
             "now": now,
-            "sid": row.session_id,
-            "switch": row.switch_id,
-            "from_p": row.from_provider,
-            "id": row.id,
-            **event,
-            "payload": json.dumps(event["payload"]),
-            "headers": json.dumps(event["headers"]),
+            "ids": [row.id for row, _ in done],
+            "sids": [row.session_id for row, _ in done],
+            "switches": [row.switch_id for row, _ in done],
+            "froms": [row.from_provider for row, _ in done],
+            "tos": [row.to_provider for row, _ in done],
+            "mids": [meeting.external_id for _, meeting in done],
+            "urls": [meeting.join_url for _, meeting in done],
+            "event_ids": [str(e["event_id"]) for e in outbox],
+            "aggregate_types": [e["aggregate_type"] for e in outbox],
+            "aggregate_ids": [str(e["aggregate_id"]) for e in outbox],
+            "event_types": [e["event_type"] for e in outbox],
+            "topics": [e["topic"] for e in outbox],
+            "payloads": [json.dumps(e["payload"]) for e in outbox],
+            "headers": [json.dumps(e["headers"]) for e in outbox],
         }
         async with self.engine.begin() as conn:
-            moved = (await conn.execute(text(sql), params)).one().moved
-            await self._complete_if_settled(conn, row.switch_id)
-        return bool(moved)
+            moved = set((await conn.execute(text(sql), params)).scalars())
+            await self._complete_settled(conn, sorted({row.switch_id for row, _ in done}))
+        return [row.id in moved for row, _ in done]
 
     async def skip(self, row: ClaimedRow, *, why: str) -> None:
         """Settle a row without moving its session (cancelled, started, superseded)."""
