@@ -130,9 +130,7 @@ async def test_two_items_with_one_key_never_share_a_batch() -> None:
 async def test_one_bad_row_fails_alone() -> None:
     flushed: list[list[int]] = []
     batcher = _counting(flushed, bad=5)
-    outcomes = await asyncio.gather(
-        *(batcher.submit(i) for i in range(8)), return_exceptions=True
-    )
+    outcomes = await asyncio.gather(*(batcher.submit(i) for i in range(8)), return_exceptions=True)
     assert [o for o in outcomes if isinstance(o, Exception)] == [outcomes[5]]
     assert isinstance(outcomes[5], ValueError)
     assert [o for n, o in enumerate(outcomes) if n != 5] == [n * 10 for n in range(8) if n != 5]
