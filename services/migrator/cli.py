@@ -5,14 +5,21 @@ from __future__ import annotations
 
 def migrator() -> None:
     """Move future sessions to tutors' new providers (settings: RELINK_MIGRATOR_*)."""
+    from services.migrator.settings import MigratorSettings
+
+    settings = MigratorSettings()
+    if settings.event_loop == "uvloop":
+        import mode.loop
+
+        # Before Faust makes its loop.
+        mode.loop.use("uvloop")
+
     import faust
 
     from services.core.kafka import create_topics
     from services.migrator.app import create_app
     from services.migrator.bootstrap import build_migrator
-    from services.migrator.settings import MigratorSettings
 
-    settings = MigratorSettings()
     # Faust does not see the partitions of a topic created after it started.
     create_topics(settings)
     settings.datadir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -153,11 +153,16 @@ class Executor:
         self.poll_interval_s = poll_interval_s
         self.lease = lease
         self.now = now
-        self.in_flight: Counter[str] = Counter()
+        # Rows claimed and not finished, per tutor (the per-tutor bound) ...
+        self.claimed: Counter[str] = Counter()
+        # ... of which these wait to start, and this many are at the provider.
+        self.ready: deque[ClaimedRow] = deque()
+        self.active = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self.settled = 0
+        self.settling = 0
         self.claim_min = max(1, concurrency // 10)
         self.claim_gather_s = 0.01
         # The two writes that end every migrated session run in group commits:
@@ -183,42 +188,91 @@ class Executor:
                 claimed = await self.claim_once()
             except Exception:
                 log.exception("claim failed; trying again")
-            if claimed == 0 or sum(self.in_flight.values()) >= self.concurrency:
+            if claimed == 0 or self._wanted() <= 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
-            if 0 < self.concurrency - sum(self.in_flight.values()) < self.claim_min:
+            if 0 < self._wanted() < self.claim_min:
                 # Rows finish one at a time and each wakes us: claiming per
-                # finished row costs two queries a row. Let a few slots free up.
+                # finished row costs two queries a row. Let a few slots free
+                # up; the rows claimed ahead keep the provider busy meanwhile.
                 await asyncio.sleep(self.claim_gather_s)
+
+    def free_slots(self) -> int:
+        """Rows that may start at the provider now.
+
+        `concurrency` bounds the rows at the provider (started, not yet
+        answered): that is what the provider sees and what the bound
+        concurrency / latency means. A row whose meeting is made gives its
+        slot back while it is written down, so the provider is never kept
+        waiting on PostgreSQL; up to another `concurrency` rows may be in that
+        stage before new rows wait, so a slow database cannot pile them up.
+        """
+        behind = max(0, self.settling - self.concurrency)
+        return self.concurrency - self.active - behind
+
+    def _wanted(self) -> int:
+        """Rows to claim now: the free slots plus a few claimed ahead.
+
+        A slot that frees starts a row claimed ahead at once, instead of
+        waiting for the next claim's round trips.
+        """
+        return self.free_slots() + self.claim_min - len(self.ready)
 
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        unstarted, self.ready = list(self.ready), deque()
+        for row in unstarted:
+            # Claimed ahead and never started: due again now, not after the lease.
+            with contextlib.suppress(Exception):
+                await self.store.retry_later(
+                    row, at=self.now(), error="not started (stopping)", counts_as_attempt=False
+                )
+            self._unclaim(row.tutor_id)
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def claim_once(self) -> int:
-        free = self.concurrency - sum(self.in_flight.values())
-        if free <= 0:
+        wanted = self._wanted()
+        if wanted <= 0:
             return 0
         tutors = await self.store.active_tutors()
         quotas = {
-            t: self.tutor_concurrency - self.in_flight[t]
+            t: self.tutor_concurrency - self.claimed[t]
             for t in tutors
-            if self.in_flight[t] < self.tutor_concurrency
+            if self.claimed[t] < self.tutor_concurrency
         }
-        rows = await self.store.claim(quotas=quotas, limit=free, lease=self.lease)
+        rows = await self.store.claim(quotas=quotas, limit=wanted, lease=self.lease)
         for row in rows:
-            self.in_flight[row.tutor_id] += 1
+            self.claimed[row.tutor_id] += 1
+            self.ready.append(row)
+        self._start_ready()
+        return len(rows)
+
+    def _start_ready(self) -> None:
+        while self.ready and self.free_slots() > 0 and not self._stopping:
+            row = self.ready.popleft()
+            self.active += 1
             task = asyncio.create_task(self._work(row))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        return len(rows)
 
     async def _work(self, row: ClaimedRow) -> None:
+        released = False
+
+        def release() -> None:
+            """The row is done at the provider: its slot goes to the next row."""
+            nonlocal released
+            if not released:
+                released = True
+                self.active -= 1
+                self.settling += 1
+                self._start_ready()
+                self._wake.set()
+
         try:
-            await self.migrate(row)
+            await self.migrate(row, release=release)
         except Exception:
             # The lease brings the row back; one session's bug never stops the others.
             log.exception(
@@ -226,14 +280,25 @@ class Executor:
                 extra={"switch_id": row.switch_id, "session_id": row.session_id},
             )
         finally:
-            self.in_flight[row.tutor_id] -= 1
-            if self.in_flight[row.tutor_id] <= 0:
-                del self.in_flight[row.tutor_id]
+            if released:
+                self.settling -= 1
+            else:
+                self.active -= 1
+            self._unclaim(row.tutor_id)
             self.settled += 1
+            self._start_ready()
             self._wake.set()
 
-    async def migrate(self, row: ClaimedRow) -> None:
-        """Create (or reuse) the row's meeting and move its session, or decide what else to do."""
+    def _unclaim(self, tutor_id: str) -> None:
+        self.claimed[tutor_id] -= 1
+        if self.claimed[tutor_id] <= 0:
+            del self.claimed[tutor_id]
+
+    async def migrate(self, row: ClaimedRow, *, release: Callable[[], None] = lambda: None) -> None:
+        """Create (or reuse) the row's meeting and move its session, or decide what else to do.
+
+        `release` is called once the meeting is made, before it is written down.
+        """
         ids = {"switch_id": row.switch_id, "session_id": row.session_id}
         if not row.switch_current and row.new_meeting_external_id is None:
             await self.store.skip(row, why="switch superseded")
@@ -260,8 +325,11 @@ class Executor:
             try:
                 meeting = await self._find_or_create(row, session=session)
             except ProviderError as exc:
+                # The slot is kept until the failure is written: a rate limit's
+                # pause must be in place before this tutor's next claim.
                 await self._failed(row, exc, session=session)
                 return
+            release()
             if not await self.recording.submit((row, meeting)):
                 log.info("row settled meanwhile (rolled back); deleting the new meeting", extra=ids)
                 # The session that made it still holds valid tokens; a finished
