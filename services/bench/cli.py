@@ -121,7 +121,9 @@ def bench_migrator(
     tutors: int = typer.Option(1000, min=1, help="tutors switching at once"),
     sessions: int = typer.Option(20, min=1, help="future sessions per tutor"),
     latency_ms: int = typer.Option(100, min=0, help="simulated provider latency"),
-    concurrency: int = typer.Option(100, min=1, help="RELINK_MIGRATOR_CONCURRENCY"),
+    concurrency: int = typer.Option(
+        50, min=1, help="RELINK_MIGRATOR_CONCURRENCY (50: a bound near what 2 cores can serve)"
+    ),
     big: int = typer.Option(100_000, min=100, help="sessions of the memory run's tutor"),
     rss_seconds: float = typer.Option(60.0, min=1, help="how long to watch memory per run"),
     phases: str = typer.Option(

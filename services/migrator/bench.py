@@ -92,7 +92,7 @@ def run(
     tutors: int = 1000,
     sessions: int = 20,
     latency_ms: int = 100,
-    concurrency: int = 100,
+    concurrency: int = 50,
     big: int = 100_000,
     rss_seconds: float = 60.0,
     phases: tuple[str, ...] = PHASES,

@@ -212,12 +212,13 @@ class Executor:
         return self.concurrency - self.active - behind
 
     def _wanted(self) -> int:
-        """Rows to claim now: the free slots plus a few claimed ahead.
+        """Rows to claim now: the free slots plus a few claimed ahead (2 x claim_min).
 
         A slot that frees starts a row claimed ahead at once, instead of
-        waiting for the next claim's round trips.
+        waiting for the next claim's round trips. Measured (500 tutors, 100 ms,
+        concurrency 50): none ahead 352/s, claim_min ahead 394/s, twice that 414-428/s.
         """
-        return self.free_slots() + self.claim_min - len(self.ready)
+        return self.free_slots() + 2 * self.claim_min - len(self.ready)
 
     async def stop(self) -> None:
         self._stopping = True
