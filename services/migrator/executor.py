@@ -163,6 +163,8 @@ class Executor:
         self._stopping = False
         self.settled = 0
         self.settling = 0
+        # Switches told by their provider to wait (429 Retry-After, daily quota).
+        self.paused_until: dict[str, datetime] = {}
         self.claim_min = max(1, concurrency // 10)
         self.claim_gather_s = 0.01
         # The two writes that end every migrated session run in group commits:
@@ -223,21 +225,28 @@ class Executor:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        await self._hand_back()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self._hand_back()  # a claim that was under way when we stopped
+
+    async def _hand_back(self) -> None:
+        """Rows claimed ahead and never started are due again now, not after their lease."""
         unstarted, self.ready = list(self.ready), deque()
         for row in unstarted:
-            # Claimed ahead and never started: due again now, not after the lease.
             with contextlib.suppress(Exception):
                 await self.store.retry_later(
                     row, at=self.now(), error="not started (stopping)", counts_as_attempt=False
                 )
             self._unclaim(row.tutor_id)
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def claim_once(self) -> int:
         wanted = self._wanted()
         if wanted <= 0:
             return 0
+        if self.paused_until:
+            now = self.now()
+            self.paused_until = {s: u for s, u in self.paused_until.items() if u > now}
         tutors = await self.store.active_tutors()
         quotas = {
             t: self.tutor_concurrency - self.claimed[t]
@@ -322,6 +331,8 @@ class Executor:
         elif session is None:
             await self.store.skip(row, why="switch superseded")
             return
+        elif await self._waiting(row):
+            return
         else:
             try:
                 meeting = await self._find_or_create(row, session=session)
@@ -343,6 +354,23 @@ class Executor:
             return
         log.info("skipped after create: session changed; deleting the new meeting", extra=ids)
         await self._delete_quietly(row, meeting, session=session)
+
+    async def _waiting(self, row: ClaimedRow) -> bool:
+        """True (and the row put back) while its switch waits out a provider's stated wait.
+
+        The wait is written to every unsettled row of the switch, but a row
+        claimed ahead before it arrived would otherwise call the provider early.
+        """
+        until = self.paused_until.get(row.switch_id)
+        if until is None:
+            return False
+        if self.now() >= until:
+            del self.paused_until[row.switch_id]
+            return False
+        await self.store.retry_later(
+            row, at=until, error="waiting for the provider's stated wait", counts_as_attempt=False
+        )
+        return True
 
     async def _find_or_create(self, row: ClaimedRow, *, session: AuthorizedSession) -> Meeting:
         """The meeting an earlier, unanswered attempt made at the provider, else a new one.
@@ -422,6 +450,9 @@ class Executor:
                 counts_as_attempt=decision.counts_as_attempt,
             )
             if decision.pause_tutor:
+                self.paused_until[row.switch_id] = max(
+                    decision.at, self.paused_until.get(row.switch_id, decision.at)
+                )
                 await self.store.pause_switch(
                     row.switch_id,
                     until=decision.at,

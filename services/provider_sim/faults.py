@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -84,6 +85,9 @@ async def gate(provider: Provider, request: Request) -> AccountState | JSONRespo
     if grant is None:
         return unauthorized(provider, why)
     email = grant.email
+    account = state.account(provider, email)
+    if time.monotonic() < account.wait_until:
+        account.early_calls += 1
     latency = state.fault(provider, email, "latency_ms")
     if latency:
         await asyncio.sleep(latency / 1000)
@@ -91,6 +95,7 @@ async def gate(provider: Provider, request: Request) -> AccountState | JSONRespo
         return unavailable(provider)
     retry_after = state.take_429(provider, email)
     if retry_after is not None:
+        account.wait_until = time.monotonic() + retry_after
         return throttled(provider, retry_after)
     if state.injected_error(provider, email):
         return server_error(provider)

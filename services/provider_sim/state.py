@@ -74,6 +74,10 @@ class AccountState:
     conferences: dict[str, str] = field(default_factory=dict)  # requestId -> conference id
     create_calls: int = 0
     daily_creates: dict[date, int] = field(default_factory=dict)
+    # A 429's Retry-After, as a monotonic deadline; API calls that arrive
+    # before it are counted (a client that does not wait as told).
+    wait_until: float = 0.0
+    early_calls: int = 0
 
 
 class SimState:
@@ -300,6 +304,7 @@ class SimState:
             "id": account.id,
             "meetings": live,
             "create_calls": account.create_calls,
+            "early_calls": account.early_calls,
             "creates_today": account.daily_creates.get(self.quota_day(provider), 0),
             "conferences": len(set(account.conferences.values())),
         }

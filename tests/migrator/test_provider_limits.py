@@ -38,6 +38,28 @@ async def test_a_429_burst_is_waited_out(
     assert "retry later: rate_limited" in migrator.output()
 
 
+async def test_rows_claimed_ahead_wait_out_a_429_too(
+    engine: Engine, factory: Factory, sim_admin: Any, relay: Any, start_migrator: Any
+) -> None:
+    """One create at a time, two more rows claimed ahead: none may call before the wait ends."""
+    tutor = await factory.tutor(provider="google_meet")
+    sessions = factory.sessions(tutor, count=6, provider="google_meet")
+    await sim_admin.faults("zoom", tutor.email, burst_429=1, retry_after_s=2)
+    migrator = start_migrator(
+        RELINK_MIGRATOR_CONCURRENCY="1", RELINK_MIGRATOR_TUTOR_CONCURRENCY="5"
+    )
+    switch_id = factory.switch(tutor, to_provider="zoom")
+    switch = wait_for(lambda: settled(engine, switch_id), what="switch settles")
+    assert (switch.state, switch.sessions_migrated) == ("COMPLETED", 6)
+    assert all(r.provider == "zoom" for r in session_rows(engine, sessions))
+    account = await sim_admin.account("zoom", tutor.email)
+    # Every call was sent after the one before it was answered, so any call
+    # inside the 2 s wait is a row that did not wait as told.
+    assert account["early_calls"] == 0
+    assert account["create_calls"] == 6
+    assert "retry later: rate_limited" in migrator.output()
+
+
 async def test_daily_quota_moves_the_soonest_first_then_the_rest_after_reset(
     engine: Engine, factory: Factory, sim_admin: Any, relay: Any, start_migrator: Any
 ) -> None:
