@@ -347,3 +347,42 @@ async def test_rollback_while_creates_are_in_flight_leaves_no_meeting_behind(
             break
         await asyncio.sleep(0.1)
     assert left == set()
+
+
+async def test_a_stopped_migrator_hands_back_the_rows_it_claimed_ahead(
+    engine: Engine, factory: Factory, sim_admin: Any, relay: Any, start_migrator: Any
+) -> None:
+    """SIGTERM with one create under way and two rows claimed ahead: those two are due at once.
+
+    Left to their lease they would wait CLAIM_LEASE_S (120 s) for the next process.
+    """
+    tutor = await factory.tutor(provider="google_meet")
+    sessions = factory.sessions(tutor, count=6, provider="google_meet")
+    await sim_admin.faults("zoom", tutor.email, latency_ms=3000)
+    # One create at a time; the executor claims 2 x max(1, 1 // 10) = 2 rows ahead.
+    slow = {"RELINK_MIGRATOR_CONCURRENCY": "1", "RELINK_MIGRATOR_TUTOR_CONCURRENCY": "5"}
+    migrator = start_migrator(**slow)
+    switch_id = factory.switch(tutor, to_provider="zoom")
+    wait_for(
+        lambda: sum(m.attempts for m in migration_rows(engine, switch_id)) == 3,
+        what="one row at Zoom, two claimed ahead",
+    )
+    migrator.stop()  # SIGTERM: the create under way finishes, the two ahead are handed back
+
+    rows = migration_rows(engine, switch_id)
+    handed_back = [m for m in rows if m.last_error == "not started (stopping)"]
+    assert len(handed_back) == 2, [(m.state, m.attempts, m.last_error) for m in rows]
+    with engine.connect() as conn:
+        now = conn.execute(text("SELECT now()")).scalar_one()
+    assert all(m.state == "PENDING" and m.attempts == 0 for m in handed_back)
+    assert all(m.next_attempt_at <= now for m in handed_back)
+    # No row is left behind a lease: everything unsettled is due now.
+    assert all(m.next_attempt_at <= now for m in rows if m.state == "PENDING")
+
+    await sim_admin.faults("zoom", tutor.email, latency_ms=0)
+    start_migrator(**slow)
+    switch = wait_for(lambda: settled(engine, switch_id), what="switch settles", timeout_s=60)
+    assert (switch.state, switch.sessions_migrated) == ("COMPLETED", 6)
+    assert all(r.provider == "zoom" for r in session_rows(engine, sessions))
+    account = await sim_admin.account("zoom", tutor.email)
+    assert account["create_calls"] == 6 and len(account["meetings"]) == 6
