@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -163,8 +164,12 @@ class Executor:
         self._stopping = False
         self.settled = 0
         self.settling = 0
-        # Switches told by their provider to wait (429 Retry-After, daily quota).
-        self.paused_until: dict[str, datetime] = {}
+        # Switches told by their provider to wait (429 Retry-After, daily quota):
+        # when the pause was learnt (monotonic) and until when. PostgreSQL has
+        # the wait for every later claim; this is for rows claimed before it.
+        self.pauses: dict[str, tuple[float, datetime]] = {}
+        # When the claim that took each unfinished row started (monotonic).
+        self.claimed_at: dict[int, float] = {}
         self.claim_min = max(1, concurrency // 10)
         self.claim_gather_s = 0.01
         # The two writes that end every migrated session run in group commits:
@@ -239,14 +244,17 @@ class Executor:
                     row, at=self.now(), error="not started (stopping)", counts_as_attempt=False
                 )
             self._unclaim(row.tutor_id)
+            self.claimed_at.pop(row.id, None)
 
     async def claim_once(self) -> int:
         wanted = self._wanted()
         if wanted <= 0:
             return 0
-        if self.paused_until:
-            now = self.now()
-            self.paused_until = {s: u for s, u in self.paused_until.items() if u > now}
+        started = time.monotonic()
+        if self.pauses:
+            # A pause matters only to rows claimed before it was learnt.
+            oldest = min((self.claimed_at[r.id] for r in self.ready), default=started)
+            self.pauses = {s: p for s, p in self.pauses.items() if p[0] >= oldest}
         tutors = await self.store.active_tutors()
         quotas = {
             t: self.tutor_concurrency - self.claimed[t]
@@ -256,6 +264,7 @@ class Executor:
         rows = await self.store.claim(quotas=quotas, limit=wanted, lease=self.lease)
         for row in rows:
             self.claimed[row.tutor_id] += 1
+            self.claimed_at[row.id] = started
             self.ready.append(row)
         self._start_ready()
         return len(rows)
@@ -295,6 +304,7 @@ class Executor:
             else:
                 self.active -= 1
             self._unclaim(row.tutor_id)
+            self.claimed_at.pop(row.id, None)
             self.settled += 1
             self._start_ready()
             self._wake.set()
@@ -356,16 +366,17 @@ class Executor:
         await self._delete_quietly(row, meeting, session=session)
 
     async def _waiting(self, row: ClaimedRow) -> bool:
-        """True (and the row put back) while its switch waits out a provider's stated wait.
+        """True (and the row put back) when its switch was told to wait after it was claimed.
 
-        The wait is written to every unsettled row of the switch, but a row
-        claimed ahead before it arrived would otherwise call the provider early.
+        The wait is written to every unsettled row of the switch, so later
+        claims honour it; a row claimed ahead before it was learnt would
+        otherwise call the provider early.
         """
-        until = self.paused_until.get(row.switch_id)
-        if until is None:
+        pause = self.pauses.get(row.switch_id)
+        if pause is None:
             return False
-        if self.now() >= until:
-            del self.paused_until[row.switch_id]
+        learnt, until = pause
+        if self.claimed_at.get(row.id, learnt) > learnt or self.now() >= until:
             return False
         await self.store.retry_later(
             row, at=until, error="waiting for the provider's stated wait", counts_as_attempt=False
@@ -450,9 +461,7 @@ class Executor:
                 counts_as_attempt=decision.counts_as_attempt,
             )
             if decision.pause_tutor:
-                self.paused_until[row.switch_id] = max(
-                    decision.at, self.paused_until.get(row.switch_id, decision.at)
-                )
+                self.pauses[row.switch_id] = (time.monotonic(), decision.at)
                 await self.store.pause_switch(
                     row.switch_id,
                     until=decision.at,
