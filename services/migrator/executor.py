@@ -154,7 +154,8 @@ class Executor:
         self.poll_interval_s = poll_interval_s
         self.lease = lease
         self.now = now
-        # Rows claimed and not finished, per tutor (the per-tutor bound) ...
+        # Rows claimed and not yet answered by the provider, per tutor (the
+        # per-tutor bound: what the provider's per-user rate limit sees) ...
         self.claimed: Counter[str] = Counter()
         # ... of which these wait to start, and this many are at the provider.
         self.ready: deque[ClaimedRow] = deque()
@@ -286,6 +287,7 @@ class Executor:
             if not released:
                 released = True
                 self.active -= 1
+                self._unclaim(row.tutor_id)
                 self.settling += 1
                 self._start_ready()
                 self._wake.set()
@@ -303,7 +305,7 @@ class Executor:
                 self.settling -= 1
             else:
                 self.active -= 1
-            self._unclaim(row.tutor_id)
+                self._unclaim(row.tutor_id)
             self.claimed_at.pop(row.id, None)
             self.settled += 1
             self._start_ready()
