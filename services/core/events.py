@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cache
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -53,7 +54,10 @@ from services.core.errors import RelinkError
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
 AGGREGATE_TYPE = "tutor"
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# The schemas ship inside the package (`services/core/schemas` links to the
+# top-level `schemas/` in the checkout and the wheel build copies the files in),
+# so they are found the same way from a wheel install and an editable one.
+SCHEMAS_DIR = resources.files("services.core") / "schemas"
 SCHEMA_BASE_URI = "https://relink.example/schemas"
 
 # Headers the dead-letter topic adds to the original message's own headers.
@@ -175,7 +179,7 @@ def schema_uri(event_type: str, *, version: int = 1) -> str:
     return f"{SCHEMA_BASE_URI}/{event_type}/v{version}.json"
 
 
-def schema_path(event_type: str, *, version: int = 1) -> Path:
+def schema_path(event_type: str, *, version: int = 1) -> Traversable:
     return SCHEMAS_DIR / event_type / f"v{version}.json"
 
 

@@ -13,8 +13,20 @@ from jsonschema import Draft202012Validator
 from services.core import events
 from services.core.events import EventType
 
-SCHEMAS = events.SCHEMAS_DIR
+# The one source of the contract: the top-level `schemas/` of the checkout.
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 SCHEMA_FILES = sorted(SCHEMAS.glob("*/v*.json"))
+
+
+def test_the_package_sees_exactly_the_checkouts_schemas() -> None:
+    # events.py reads them through importlib.resources; the package's view must
+    # be the top-level folder's files, byte for byte (a new schema is picked up).
+    packaged = events.SCHEMAS_DIR
+    for path in [*SCHEMA_FILES, SCHEMAS / "asyncapi.yaml"]:
+        relative = path.relative_to(SCHEMAS).parts
+        assert packaged.joinpath(*relative).read_bytes() == path.read_bytes()
+    seen = {entry.name for entry in packaged.iterdir() if entry.is_dir()}
+    assert seen == {path.parent.name for path in SCHEMA_FILES}
 
 
 def test_every_event_type_has_a_v1_schema_and_no_orphans() -> None:
