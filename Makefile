@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test install kafka-jars browser dev-up dev-down lint typecheck bench clean
+.PHONY: run test install kafka-jars browser dev-up dev-down lint typecheck bench clean floors
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,20 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy services
+
+# The dependency floors of pyproject.toml, checked once by hand (not part of
+# `make test`): a scratch venv with the LOWEST version each direct dependency
+# allows (uv's --resolution lowest-direct; transitive ones at their newest),
+# then every module imported, the CLI built, and the unit tests run.
+FLOORS := .floors
+floors:
+	rm -rf $(FLOORS)
+	$(PYTHON) -m venv $(FLOORS)
+	$(FLOORS)/bin/pip install --quiet uv
+	$(FLOORS)/bin/uv pip install --python $(FLOORS)/bin/python --resolution lowest-direct -e '.[test]'
+	$(FLOORS)/bin/python -W ignore -c "import importlib, pkgutil, services; [importlib.import_module(m.name) for m in pkgutil.walk_packages(services.__path__, 'services.') if '.migrations.' not in m.name and not m.name.endswith('__main__')]"
+	$(FLOORS)/bin/relink --help >/dev/null
+	$(FLOORS)/bin/python -m pytest tests/unit -q -p no:cacheprovider
 
 clean:
 	-$(BIN)/relink dev down

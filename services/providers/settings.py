@@ -6,6 +6,9 @@ production sets the real endpoints (listed in services/providers/README.md).
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,6 +22,43 @@ DEV_ZOOM_CLIENT_ID = "relink-dev-zoom"
 DEV_ZOOM_CLIENT_SECRET = "relink-dev-zoom-secret"
 DEV_GOOGLE_CLIENT_ID = "relink-dev-google.apps.googleusercontent.com"
 DEV_GOOGLE_CLIENT_SECRET = "relink-dev-google-secret"
+
+# Where the simulator mounts each provider (provider_sim/zoom_api.py, google_api.py); a
+# real provider's endpoint never has this path.
+SIM_MOUNTS = ("/zoom", "/google")
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+ENDPOINT_SETTINGS = {
+    "zoom_auth_base": "RELINK_ZOOM_AUTH_BASE",
+    "zoom_api_base": "RELINK_ZOOM_API_BASE",
+    "google_auth_base": "RELINK_GOOGLE_AUTH_BASE",
+    "google_token_base": "RELINK_GOOGLE_TOKEN_BASE",
+    "google_api_base": "RELINK_GOOGLE_API_BASE",
+}
+
+
+def simulator_like(url: str) -> str | None:
+    """Why `url` cannot be a real provider endpoint (None when it may be one).
+
+    Zoom's and Google's endpoints are public HTTPS hosts (services/providers/
+    README.md); loopback, plain HTTP, or the simulator's mount paths all mean
+    the setting still points at the devstack's simulator.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host:
+        return "has no host"
+    try:
+        if ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified:
+            return f"is a loopback address ({host})"
+    except ValueError:
+        if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+            return f"is a loopback address ({host})"
+    if parts.scheme != "https":
+        return "is not https"
+    if any(parts.path == m or parts.path.startswith(f"{m}/") for m in SIM_MOUNTS):
+        return f"has the simulator's path ({parts.path})"
+    return None
+
 
 # Calendar scope that lets us insert/delete events; openid+email give the account.
 GOOGLE_SCOPES = "openid email https://www.googleapis.com/auth/calendar.events"
@@ -84,5 +124,24 @@ class ProviderSettings(BaseSettings):
             raise ConfigurationError(
                 "RELINK_ZOOM_CLIENT_SECRET / RELINK_GOOGLE_CLIENT_SECRET still hold the "
                 "simulator's dev secrets while RELINK_DEV_MODE is false"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_simulator_endpoints_in_production(self) -> ProviderSettings:
+        # Production talking to the simulator would "work" (the sim answers
+        # everything) while no tutor's meeting exists anywhere real.
+        if self.dev_mode:
+            return self
+        wrong = [
+            f"{env}={getattr(self, field)} {why}"
+            for field, env in ENDPOINT_SETTINGS.items()
+            if (why := simulator_like(getattr(self, field)))
+        ]
+        if wrong:
+            raise ConfigurationError(
+                "RELINK_DEV_MODE is false but provider endpoints still point at the simulator: "
+                + "; ".join(wrong)
+                + " (set the real Zoom/Google endpoints, see README 'Going live')"
             )
         return self
