@@ -85,6 +85,22 @@ async def revoke_account(provider: Provider, email: str, request: Request) -> di
     return {"revoked_grants": sim(request).revoke_account(provider, email)}
 
 
+class TrackingFields(BaseModel):
+    """The tracking fields a Zoom account's admin defined (none by default)."""
+
+    fields: list[str]
+
+
+@router.put("/accounts/zoom/{email}/tracking-fields")
+async def zoom_tracking_fields(
+    email: str, body: TrackingFields, request: Request
+) -> dict[str, list[str]]:
+    """Define the account's tracking fields: only these may ride on a created meeting."""
+    account = sim(request).account("zoom", email)
+    account.tracking_fields = set(body.fields)
+    return {"fields": sorted(account.tracking_fields)}
+
+
 @router.post("/accounts/{provider}/{email}/expire-tokens")
 async def expire_tokens(provider: Provider, email: str, request: Request) -> dict[str, int]:
     return {"expired_tokens": sim(request).expire_tokens(provider, email)}

@@ -151,20 +151,33 @@ async def token_endpoint(provider: Provider, request: Request) -> Response:
     grant_type = form.get("grant_type")
     answer: dict[str, Any] | None
     if grant_type == "authorization_code":
+        # Codes are single-use and short-lived (RFC 6749 §4.1.2; Zoom OAuth docs:
+        # valid five minutes; Google OAuth 2.0 docs): `take_code` removes the code
+        # on first use, so a second exchange, like an expired code, is invalid_grant.
         record = state.take_code(form.get("code", ""))
         if record is None:
-            return oauth_error(provider, 400, "invalid_grant", "Invalid authorization code")
+            if provider == "zoom":
+                return oauth_error(provider, 400, "invalid_grant", "Invalid authorization code")
+            # Google's answer to a used or expired code.
+            return oauth_error(provider, 400, "invalid_grant", "Bad Request")
         if record.redirect_uri != form.get("redirect_uri"):
             return oauth_error(provider, 400, "invalid_grant", "redirect_uri mismatch")
         if s256(form.get("code_verifier", "")) != record.code_challenge:
             return oauth_error(provider, 400, "invalid_grant", "Invalid code_verifier")
+        if provider == "zoom":
+            # Zoom OAuth docs: re-authorizing the app revokes the user's earlier
+            # authorization for it; its access and refresh tokens stop working.
+            state.revoke_earlier_grants(record.grant)
         answer = state.issue_tokens(record.grant)
     elif grant_type == "refresh_token":
         answer = state.refresh(provider, form.get("refresh_token", ""), rotate=provider == "zoom")
         if answer is None:
-            # Zoom's answer to a used/revoked refresh token; Google's invalid_grant.
+            # Zoom's answer to a used (rotated), revoked or superseded refresh token,
+            # as zoom.us/oauth/token sends it: HTTP 400 {"reason":"Invalid Token!",
+            # "error":"invalid_grant"} (Zoom OAuth docs, "Refresh an access token";
+            # the body as reported in raycast/extensions#10896). Google's invalid_grant.
             if provider == "zoom":
-                return oauth_error(provider, 400, "invalid_request", "Invalid Token!")
+                return oauth_error(provider, 400, "invalid_grant", "Invalid Token!")
             return oauth_error(provider, 400, "invalid_grant", "Token has been expired or revoked.")
     else:
         return oauth_error(provider, 400, "unsupported_grant_type", "Unsupported grant type")

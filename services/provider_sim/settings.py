@@ -31,6 +31,8 @@ class ProviderSimSettings(BaseSettings):
     token_ttl_s: int = Field(default=3600, ge=1)
     # Authorization codes: Google's live ~10 minutes; Zoom's are single-use too.
     code_ttl_s: int = Field(default=600, ge=1)
+    # Zoom OAuth docs: "The authorization code is valid for five minutes."
+    zoom_code_ttl_s: int = Field(default=300, ge=1)
     # Zoom: 100 meeting create/update requests per user per day (see ratelimit.py).
     zoom_daily_meeting_cap: int = Field(default=100, ge=0)
     # How many reads (insert answer included) a new Meet conference stays "pending".

@@ -51,6 +51,11 @@ class Grant:
     scope: str
     revoked: bool = False
 
+    def has_scope(self, *accepted: str) -> bool:
+        """Whether the consent covered any of `accepted` (space-separated, RFC 6749 §3.3)."""
+        granted = set(self.scope.replace(",", " ").split())
+        return any(scope in granted for scope in accepted)
+
 
 @dataclass
 class AuthCode:
@@ -78,6 +83,9 @@ class AccountState:
     # before it are counted (a client that does not wait as told).
     wait_until: float = 0.0
     early_calls: int = 0
+    # Zoom: the tracking fields the account's admin defined (Zoom API "Tracking
+    # fields"); a meeting may only carry these. None defined unless the admin API says so.
+    tracking_fields: set[str] = field(default_factory=set)
 
 
 class SimState:
@@ -171,11 +179,14 @@ class SimState:
             scope=scope,
         )
         code = secrets.token_urlsafe(24)
+        # Zoom OAuth docs ("Get an access token"): the authorization code is valid
+        # for five minutes; Google's keep code_ttl_s. The movable clock ages them.
+        ttl = self.settings.zoom_code_ttl_s if provider == "zoom" else self.settings.code_ttl_s
         self.codes[code] = AuthCode(
             grant=grant,
             redirect_uri=redirect_uri,
             code_challenge=code_challenge,
-            expires_at=self.now() + self.settings.code_ttl_s,
+            expires_at=self.now() + ttl,
         )
         return code
 
@@ -185,6 +196,24 @@ class SimState:
         if record is None or record.expires_at < self.now():
             return None
         return record
+
+    def revoke_earlier_grants(self, grant: Grant) -> int:
+        """Revoke the account's other grants for the same app (Zoom re-authorization).
+
+        Zoom OAuth docs: when a user authorizes the app again, the access and
+        refresh tokens of the earlier authorization stop working; only the
+        newest consent's tokens are valid.
+        """
+        earlier = {
+            g.id: g
+            for g in [*self.refresh_tokens.values(), *(g for g, _ in self.access_tokens.values())]
+            if g.id != grant.id
+            and (g.provider, g.email, g.client_id) == (grant.provider, grant.email, grant.client_id)
+            and not g.revoked
+        }
+        for other in earlier.values():
+            other.revoked = True
+        return len(earlier)
 
     def issue_tokens(self, grant: Grant) -> dict[str, Any]:
         """A fresh access and refresh token pair for a grant, as the token endpoint answers."""

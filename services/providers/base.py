@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Token endpoint answers to a refresh that only a new consent can fix.
+REVOKED_TOKEN_CODES = frozenset(
+    {"invalid_grant", "invalid_request", "invalid_token", "4711", "4735", "4741"}
+)
+
 # RFC 7636 §4.1: a verifier of 43-128 characters; 64 of Authlib's URL-safe alphabet.
 PKCE_VERIFIER_LENGTH = 64
 
@@ -323,10 +328,13 @@ class ProviderClient(ABC):
             return ProviderUnavailableError(
                 message, provider=self.provider, status=status, code=code
             )
-        # invalid_grant: Google's revoked/expired refresh token; Zoom answers a
-        # dead (already rotated or revoked) refresh token with invalid_request
-        # "Invalid Token!". Either way only a new consent helps.
-        if revoked and code in ("invalid_grant", "invalid_request", "invalid_token"):
+        # invalid_grant: Google's revoked/expired refresh token, and Zoom's
+        # {"reason": "Invalid Token!", "error": "invalid_grant"} for a dead
+        # (rotated, revoked or superseded) one (older Zoom: invalid_request).
+        # Zoom's numbered OAuth errors (Zoom "OAuth error messages"): 4711
+        # refresh token scopes no longer match the app's, 4735 the token's owner
+        # does not exist, 4741 the token has been revoked. Only a new consent helps.
+        if revoked and code in REVOKED_TOKEN_CODES:
             return AuthorizationRevokedError(
                 message, provider=self.provider, status=status, code=code
             )

@@ -62,8 +62,15 @@ def simulator_like(url: str) -> str | None:
 
 # Calendar scope that lets us insert/delete events; openid+email give the account.
 GOOGLE_SCOPES = "openid email https://www.googleapis.com/auth/calendar.events"
-# Zoom granular scopes for a General app (Zoom "OAuth scopes" docs).
-ZOOM_SCOPES = "meeting:write:meeting meeting:read:meeting meeting:delete:meeting user:read:user"
+# Zoom granular scopes for a General app (Zoom "OAuth scopes" docs), one per
+# call relink makes: create, get, list (the migrator's in-flight dedupe lists
+# the tutor's meetings on every retried or re-claimed row), delete, and the
+# user's own profile. Without list, a first transient error would fail every
+# later session of the switch with 4711, and reconnecting could not help.
+ZOOM_SCOPES = (
+    "meeting:write:meeting meeting:read:meeting meeting:read:list_meetings "
+    "meeting:delete:meeting user:read:user"
+)
 
 
 class ProviderSettings(BaseSettings):
@@ -81,6 +88,9 @@ class ProviderSettings(BaseSettings):
     zoom_api_base: str = f"{SIM}/zoom/v2"
     zoom_redirect_uri: str = f"{GATEWAY}/oauth/zoom/callback"
     zoom_scopes: str = ZOOM_SCOPES
+    # A Zoom tracking field to label relink's meetings with, for Zoom's reports.
+    # Zoom accepts only fields the account's admin defined, so none by default.
+    zoom_tracking_field: str | None = None
 
     google_client_id: str = DEV_GOOGLE_CLIENT_ID
     google_client_secret: SecretStr = SecretStr(DEV_GOOGLE_CLIENT_SECRET)

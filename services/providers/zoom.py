@@ -18,6 +18,7 @@ from services.providers.errors import (
     RateLimitedError,
     TokenExpiredError,
 )
+from services.providers.limits import zoom_fields
 from services.providers.models import (
     Meeting,
     MeetingRequest,
@@ -101,7 +102,14 @@ class ZoomClient(ProviderClient):
         code = str(body.get("code", status))
         message = f"{operation}: {body.get('message') or response.reason_phrase}"
         common: ErrorContext = {"provider": self.provider, "status": status, "code": code}
+        if code in ZOOM_SCOPE_CODES:
+            # Checked before the status: the token lacks a scope (4711 comes as
+            # HTTP 400, 4700 may come as 401). A refresh returns the same
+            # scopes and would only rotate the refresh token: reconnect.
+            return AuthorizationRevokedError(message, **common)
         if status == 401:
+            # 124 "Invalid access token" / "Access token is expired": refresh
+            # once and retry (AuthorizedSession.call).
             return TokenExpiredError(message, **common)
         if status == 429:
             if is_zoom_daily_limit(headers=response.headers, message=message):
@@ -118,8 +126,15 @@ class ZoomClient(ProviderClient):
             return ProviderUnavailableError(message, **common)
         if status == 404 and code == ZOOM_MEETING_NOT_FOUND:
             return MeetingNotFoundError(message, **common)
-        if code in ZOOM_SCOPE_CODES:
-            return AuthorizationRevokedError(message, **common)
+        # 300 "Validation Failed." and the other 4xx: Zoom refused this request;
+        # sending it again unchanged cannot help.
+        fields = [
+            str(item.get("field"))
+            for item in body.get("errors") or []
+            if isinstance(item, dict) and item.get("field")
+        ]
+        if fields:
+            message += f" (fields: {', '.join(fields)})"
         return InvalidRequestError(message, **common)
 
     async def account(self, access_token: str) -> ProviderAccount:
@@ -133,22 +148,30 @@ class ZoomClient(ProviderClient):
     async def create_meeting(self, access_token: str, request: MeetingRequest) -> Meeting:
         """POST /users/me/meetings: a scheduled meeting for the session."""
         marker = meeting_marker(request.switch_id, request.session_id)
-        payload = {
-            "topic": request.topic,
+        # Within Zoom's limits before anything is sent (limits.py): a request
+        # Zoom would refuse never leaves relink.
+        fields = zoom_fields(request, marker=marker, note="Scheduled by relink")
+        payload: dict[str, object] = {
+            "topic": fields.topic,
             "type": ZOOM_SCHEDULED_MEETING,
             "start_time": zoom_time(request.start_time),
             "duration": request.duration_min,
-            "timezone": request.timezone,
+            "timezone": fields.timezone,
             # Zoom has no idempotency key. The agenda (which "List meetings"
             # returns, unlike tracking fields) carries our marker so a retry
             # finds the meeting a create whose answer was lost made.
-            "agenda": f"Scheduled by relink {marker}",
-            # For operators: Zoom's reports filter by tracking field.
-            "tracking_fields": [
-                {"field": "relink", "value": f"{request.switch_id}:{request.session_id}"}
-            ],
+            "agenda": fields.agenda,
             "settings": {"join_before_host": False, "waiting_room": True},
         }
+        if self.settings.zoom_tracking_field:
+            # For operators: Zoom's reports filter by tracking field. Zoom takes
+            # only fields the account's admin defined, so this is opt-in.
+            payload["tracking_fields"] = [
+                {
+                    "field": self.settings.zoom_tracking_field,
+                    "value": f"{request.switch_id}:{request.session_id}",
+                }
+            ]
         response = await self.api_call(
             "POST",
             self._api("/users/me/meetings"),

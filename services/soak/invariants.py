@@ -7,6 +7,7 @@ violation with what it saw. It changes nothing.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -20,6 +21,8 @@ from sqlalchemy import Engine, text
 
 ELIGIBLE = ("SCHEDULED", "JOIN_OPEN")
 UNSETTLED_SWITCH_STATES = ("PENDING", "PLANNING", "MIGRATING", "ROLLING_BACK")
+# services.providers.models.meeting_marker: "[relink:<switch>:<session>]".
+ZOOM_MARKER = re.compile(r"\[relink:[^\]\s]+\]")
 
 
 @dataclass
@@ -168,9 +171,10 @@ def check_no_duplicate_meetings(report: InvariantReport, *, sim_url: str) -> Non
         for meeting in items:
             report.checked["live meetings at the providers"] += 1
             if provider == "zoom":
-                for tracking in meeting.get("tracking_fields") or []:
-                    if tracking.get("field") == "relink":
-                        keys[f"zoom:{tracking['value']}"] += 1
+                # relink's marker in the agenda names the (switch, session); the
+                # tracking field is opt-in (Zoom takes only fields the account defined).
+                for marker in ZOOM_MARKER.findall(str(meeting.get("agenda") or "")):
+                    keys[f"zoom:{marker}"] += 1
             else:
                 # Google event ids are derived from (switch, session): a second
                 # insert is refused by the provider, so count by id.
