@@ -283,6 +283,7 @@ async def insert_event(request: Request) -> Response:
     if event_id in account.meetings:
         return google_error(409, "duplicate", "The requested identifier already exists.")
     if state.take_count("google", account.email, "google_usage_limits"):
+        account.create_calls += 1  # asked, and refused
         return usage_limits_exceeded()
     if not state.count_create(account):
         return usage_limits_exceeded()
