@@ -26,7 +26,18 @@ async def allow_consent(http: httpx.AsyncClient, authorize_url: str, *, email: s
         )
     }
     fields |= {"email": email, "decision": "allow"}
-    answer = await http.post(urljoin(authorize_url, unescape(action.group(1))), data=fields)
+    # Google's consent lists each scope with a checkbox, ticked by default: send
+    # the ticked ones, as a browser does (services/provider_sim/oauth.py).
+    ticked = [
+        unescape(v)
+        for v in re.findall(
+            r'<input type="checkbox" name="granted_scope" value="([^"]*)" checked>', page.text
+        )
+    ]
+    answer = await http.post(
+        urljoin(authorize_url, unescape(action.group(1))),
+        data={**fields, "granted_scope": ticked},
+    )
     back = urlsplit(answer.headers.get("location", ""))
     if "code" not in parse_qs(back.query):
         raise ConsentError(f"consent answered without a code: {back.query[:200]}")

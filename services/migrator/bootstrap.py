@@ -59,6 +59,8 @@ def build_migrator(
             max_attempts=settings.max_attempts,
             base_s=settings.backoff_base_s,
             cap_s=settings.backoff_cap_s,
+            usage_base_s=settings.usage_limit_backoff_base_s,
+            usage_cap_s=settings.usage_limit_backoff_cap_s,
         ),
         concurrency=settings.concurrency,
         tutor_concurrency=settings.tutor_concurrency,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import random
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -63,6 +64,9 @@ class FailureKind(enum.StrEnum):
     RECONNECT_REQUIRED = "reconnect_required"  # grant revoked; the tutor must connect again
     TRANSIENT = "provider_error"  # 5xx, timeouts: back off and try again
     REJECTED = "invalid_request"  # the provider refused the request itself
+    # Google's "Calendar usage limits exceeded": no reset time given; longer and longer waits
+    USAGE_LIMITED = "usage_limited"
+    NO_JOIN_LINK = "no_join_link"  # the provider made the meeting without a join link
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,8 @@ class Failure:
     detail: str
     wait_s: float | None = None
     resets_at: datetime | None = None
+    # How many usage-limit refusals in a row came before this one (USAGE_LIMITED).
+    streak: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +88,26 @@ class RetryPolicy:
     max_attempts: int
     base_s: float
     cap_s: float
+    # Google's Calendar usage limits: users "should be able to edit their
+    # calendars normally again within several hours" (Google Workspace Admin
+    # Help, "Avoid Calendar use limits") and the Calendar error guide asks for
+    # exponential backoff: from a minute, doubling, at most an hour apart.
+    usage_base_s: float = 60.0
+    usage_cap_s: float = 3600.0
 
     def backoff_s(self, attempt: int, *, rng: random.Random | None = None) -> float:
         """Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter")."""
         ceiling = min(self.cap_s, self.base_s * (2 ** max(attempt - 1, 0)))
         return (rng or random).uniform(0, ceiling)
+
+    def usage_backoff_s(self, streak: int, *, rng: random.Random | None = None) -> float:
+        """The wait after the (streak+1)-th usage-limit refusal in a row: "equal jitter".
+
+        Half the ceiling is always waited: a limit that lasts hours is not
+        helped by a retry seconds later, as full jitter could give.
+        """
+        ceiling = min(self.usage_cap_s, self.usage_base_s * (2 ** max(streak, 0)))
+        return float(ceiling / 2 + (rng or random).uniform(0, ceiling / 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +149,15 @@ def decide(
         return RetryLater(
             at=now + timedelta(seconds=wait), pause_tutor=True, counts_as_attempt=False
         )
+    if failure.kind is FailureKind.USAGE_LIMITED:
+        # Not an attempt: the session waits, however long Google's limit lasts,
+        # until it is moved or its start passes (then it is skipped).
+        wait = policy.usage_backoff_s(failure.streak, rng=rng)
+        return RetryLater(
+            at=now + timedelta(seconds=wait), pause_tutor=True, counts_as_attempt=False
+        )
+    if failure.kind is FailureKind.NO_JOIN_LINK:
+        return GiveUp(reason=failure.kind.value, retryable=False)
     if failure.kind is FailureKind.RECONNECT_REQUIRED:
         return GiveUp(reason=failure.kind.value, retryable=True, all_remaining=True)
     if failure.kind is FailureKind.REJECTED:
@@ -135,3 +165,21 @@ def decide(
     if attempts >= policy.max_attempts:
         return GiveUp(reason=failure.kind.value, retryable=True)
     return RetryLater(at=now + timedelta(seconds=policy.backoff_s(attempts, rng=rng)))
+
+
+_USAGE_STREAK = re.compile(r"^usage_limited #(\d+):")
+
+
+def usage_limit_error(streak: int, detail: str) -> str:
+    """The row's `last_error` after a usage-limit refusal: it counts the refusals in a row."""
+    return f"{FailureKind.USAGE_LIMITED.value} #{streak + 1}: {detail}"
+
+
+def usage_streak(last_error: str | None) -> int:
+    """How many usage-limit refusals in a row the row's `last_error` records (0: none).
+
+    The count lives in the error text, so the backoff grows across claims
+    and processes without a column of its own.
+    """
+    found = _USAGE_STREAK.match(last_error or "")
+    return int(found.group(1)) if found else 0

@@ -23,6 +23,8 @@ from services.migrator.domain import (
     RetryLater,
     RetryPolicy,
     decide,
+    usage_limit_error,
+    usage_streak,
 )
 from services.migrator.logs import get_logger
 from services.migrator.store import ClaimedRow, ConnectionState, MigrationStore
@@ -31,10 +33,12 @@ from services.providers.errors import (
     AuthorizationRevokedError,
     DailyQuotaExhaustedError,
     InvalidRequestError,
+    NoJoinLinkError,
     ProviderError,
     RateLimitedError,
     RetryableProviderError,
     TokenExpiredError,
+    UsageLimitedError,
 )
 from services.providers.models import Meeting, MeetingRequest, ProviderName, TokenSet
 from services.providers.session import AuthorizedSession
@@ -42,9 +46,16 @@ from services.providers.session import AuthorizedSession
 log = get_logger(__name__)
 
 
-def failure_of(exc: ProviderError) -> Failure:
-    """Translate a provider error into the migrator's words (messages carry no token)."""
+def failure_of(exc: ProviderError, *, streak: int = 0) -> Failure:
+    """Translate a provider error into the migrator's words (messages carry no token).
+
+    `streak`: the usage-limit refusals in a row before this one (the row's `last_error`).
+    """
     detail = str(exc)[:500]
+    if isinstance(exc, UsageLimitedError):
+        return Failure(FailureKind.USAGE_LIMITED, detail, streak=streak)
+    if isinstance(exc, NoJoinLinkError):
+        return Failure(FailureKind.NO_JOIN_LINK, detail)
     if isinstance(exc, DailyQuotaExhaustedError):
         return Failure(FailureKind.QUOTA_EXCEEDED, detail, resets_at=exc.resets_at)
     if isinstance(exc, RateLimitedError):
@@ -445,7 +456,7 @@ class Executor:
         self, row: ClaimedRow, exc: ProviderError, *, session: AuthorizedSession
     ) -> None:
         ids = {"switch_id": row.switch_id, "session_id": row.session_id}
-        failure = failure_of(exc)
+        failure = failure_of(exc, streak=usage_streak(row.last_error))
         if failure.kind is FailureKind.RECONNECT_REQUIRED and await self.connections.reload(
             row.tutor_id, used=session.tokens
         ):
@@ -456,10 +467,15 @@ class Executor:
             return
         decision = decide(failure, attempts=row.attempts, now=self.now(), policy=self.policy)
         if isinstance(decision, RetryLater):
+            usage_limited = failure.kind is FailureKind.USAGE_LIMITED
             await self.store.retry_later(
                 row,
                 at=decision.at,
-                error=f"{failure.kind.value}: {failure.detail}",
+                error=(
+                    usage_limit_error(failure.streak, failure.detail)
+                    if usage_limited
+                    else f"{failure.kind.value}: {failure.detail}"
+                ),
                 counts_as_attempt=decision.counts_as_attempt,
             )
             if decision.pause_tutor:
@@ -468,6 +484,7 @@ class Executor:
                     row.switch_id,
                     until=decision.at,
                     quota=failure.kind is FailureKind.QUOTA_EXCEEDED,
+                    usage_limited=usage_limited,
                 )
             log.info(
                 "retry later: %s", failure.kind.value, extra={**ids, "at": decision.at.isoformat()}

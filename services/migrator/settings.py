@@ -42,6 +42,14 @@ class MigratorSettings(CommonSettings):
     max_attempts: int = Field(default=5, ge=1, le=100, alias="RELINK_MIGRATOR_MAX_ATTEMPTS")
     backoff_base_s: float = Field(default=1.0, gt=0, alias="RELINK_MIGRATOR_BACKOFF_BASE_S")
     backoff_cap_s: float = Field(default=300.0, gt=0, alias="RELINK_MIGRATOR_BACKOFF_CAP_S")
+    # Google's "Calendar usage limits exceeded" gives no reset time: the first
+    # wait after it, doubled each time it repeats, up to the cap.
+    usage_limit_backoff_base_s: float = Field(
+        default=60.0, gt=0, alias="RELINK_MIGRATOR_USAGE_LIMIT_BACKOFF_BASE_S"
+    )
+    usage_limit_backoff_cap_s: float = Field(
+        default=3600.0, gt=0, alias="RELINK_MIGRATOR_USAGE_LIMIT_BACKOFF_CAP_S"
+    )
     # Retryable failures (after the attempts above) go back in the queue by
     # themselves this many times, the n-th after auto_retry_after_s x 2^(n-1);
     # 0 leaves them to the tutor's "retry failed" button.

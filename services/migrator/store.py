@@ -115,6 +115,8 @@ class ClaimedRow:
     switch_generation: int
     connection_generation: int | None
     connection_provider: str | None
+    # What the last attempt left (a usage-limit refusal counts its streak there).
+    last_error: str | None = None
 
     @property
     def switch_current(self) -> bool:
@@ -630,7 +632,8 @@ class MigrationStore:
                 s.provider AS session_provider, b.topic, b.timezone,
                 m.new_meeting_external_id, m.new_join_url, m.previous_meeting_external_id,
                 p.state AS switch_state, p.generation AS switch_generation,
-                c.generation AS connection_generation, c.provider AS connection_provider
+                c.generation AS connection_generation, c.provider AS connection_provider,
+                m.last_error
         """
         async with self.engine.begin() as conn:
             quotas = await self._within_budget(conn, quotas)
@@ -810,6 +813,60 @@ class MigrationStore:
                     topics=self.topics,
                     # Once per new resume time: the conditional UPDATE above (a
                     # row lock) lets only one executor through.
+                    event_id=uuid.uuid4(),
+                )
+            )
+        )
+
+    async def _announce_usage_limits(self, conn: AsyncConnection, *, switch_id: str) -> None:
+        """Tell the tutor, once per switch, that Google's usage limits hold the rest back.
+
+        `switch.delayed` with reason `usage_limits` and no `resumes_at`: Google's
+        "Calendar usage limits exceeded" names no time, so neither do we
+        (relink keeps trying with growing waits). `waiting_until` stays unset:
+        the page shows the switch as still moving, which it is.
+        """
+        switch = (
+            await conn.execute(
+                text(
+                    "UPDATE provider_switches SET waiting_reason = 'usage_limits' "
+                    "WHERE id = :id AND state IN ('PLANNING', 'MIGRATING') "
+                    "AND waiting_reason IS DISTINCT FROM 'usage_limits' "
+                    "RETURNING tutor_id, to_provider, sessions_total, sessions_migrated, "
+                    "sessions_failed"
+                ),
+                {"id": switch_id},
+            )
+        ).first()
+        if switch is None:
+            return
+        waiting = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM session_migrations "
+                    f"WHERE switch_id = :id AND state IN {_UNSETTLED}"
+                ),
+                {"id": switch_id},
+            )
+        ).scalar_one()
+        await conn.execute(
+            insert(Outbox).values(
+                **events.outbox_row(
+                    "switch.delayed",
+                    {
+                        "switch_id": switch_id,
+                        "tutor_id": str(switch.tutor_id),
+                        "provider": switch.to_provider,
+                        "reason": "usage_limits",
+                        "sessions_total": switch.sessions_total,
+                        "sessions_migrated": switch.sessions_migrated,
+                        "sessions_failed": switch.sessions_failed,
+                        "sessions_waiting": int(waiting),
+                        "delayed_at": _iso(datetime.now(UTC)),
+                    },
+                    tutor_id=str(switch.tutor_id),
+                    source=SOURCE,
+                    topics=self.topics,
                     event_id=uuid.uuid4(),
                 )
             )
@@ -1044,12 +1101,15 @@ class MigrationStore:
                 {"id": row.id, "at": at, "e": error, "undo": 0 if counts_as_attempt else 1},
             )
 
-    async def pause_switch(self, switch_id: str, *, until: datetime, quota: bool = False) -> None:
-        """Nothing of this switch is tried before `until` (a provider's stated wait).
+    async def pause_switch(
+        self, switch_id: str, *, until: datetime, quota: bool = False, usage_limited: bool = False
+    ) -> None:
+        """Nothing of this switch is tried before `until` (a provider's stated wait, or ours).
 
         A daily quota (`quota`) the budget did not foresee — creates made
         outside relink count too — also spends the rest of the day's budget
-        and is announced to the tutor.
+        and is announced to the tutor. Google's usage limits (`usage_limited`)
+        are announced too, once per switch, with no time: Google gives none.
         """
         async with self.engine.begin() as conn:
             switch = (
@@ -1063,6 +1123,8 @@ class MigrationStore:
                     {"id": switch_id, "u": until},
                 )
             ).first()
+            if usage_limited and switch is not None:
+                await self._announce_usage_limits(conn, switch_id=switch_id)
             if not quota or switch is None:
                 return
             cap = self.daily_caps.get(switch.to_provider)

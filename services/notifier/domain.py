@@ -160,7 +160,12 @@ def audit_facts(event_type: str, data: dict[str, Any]) -> AuditFacts:
         return AuditFacts(
             None,
             data.get("provider"),
-            f"delayed: {data.get('sessions_waiting', 0)} waiting until {data.get('resumes_at')}",
+            f"delayed: {data.get('sessions_waiting', 0)} waiting "
+            + (
+                f"until {data['resumes_at']}"
+                if data.get("resumes_at")
+                else f"({data.get('reason')}, no time given)"
+            ),
         )
     if event_type == EventType.SESSION_RETRY_REQUESTED:
         return AuditFacts(None, None, f"retry_requested: {len(data.get('session_ids', []))}")

@@ -83,7 +83,8 @@ class DelayNotice:
     to_provider: str
     total: int
     waiting: int
-    resumes_at: datetime
+    # None: the provider named no time (Google's usage limits), so we promise none.
+    resumes_at: datetime | None
     setup_url: str
 
 
@@ -163,8 +164,25 @@ def render_rollback_summary(summary: RollbackSummary) -> Rendered:
 
 
 def render_delay_notice(notice: DelayNotice) -> Rendered:
-    """The tutor's email when the remaining sessions must wait for a daily limit's reset."""
+    """The tutor's email when the remaining sessions must wait for a provider's limit."""
     to_name = provider_name(notice.to_provider)
+    if notice.resumes_at is None:
+        # Google's "Calendar usage limits exceeded" names no reset time.
+        subject = (
+            f"Your switch to {to_name}: the remaining {notice.waiting} sessions move "
+            f"once {to_name} allows new events again"
+        )
+        return _render(
+            "tutor_delayed_usage",
+            subject,
+            {
+                "tutor_name": notice.tutor_name,
+                "to_name": to_name,
+                "total": notice.total,
+                "waiting": notice.waiting,
+                "setup_url": notice.setup_url,
+            },
+        )
     when = local_time(notice.resumes_at, notice.tutor_timezone)
     context = {
         "tutor_name": notice.tutor_name,

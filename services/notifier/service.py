@@ -144,11 +144,12 @@ class Notifier:
             to_provider=data["provider"],
             total=data["sessions_total"],
             waiting=data["sessions_waiting"],
-            resumes_at=domain.parse_time(data["resumes_at"]),
+            # No `resumes_at` (reason usage_limits): the provider gave no time.
+            resumes_at=domain.parse_time(data["resumes_at"]) if data.get("resumes_at") else None,
             setup_url=self._setup_url(data["switch_id"]),
         )
         return self._owed(
-            domain.delayed_change(data["switch_id"], data["resumes_at"]),
+            domain.delayed_change(data["switch_id"], data.get("resumes_at") or data["reason"]),
             facts["tutor_email"],
             facts["tutor_name"],
             NoticeKind.TUTOR_DELAYED,

@@ -248,7 +248,17 @@ async def consent_at_simulator(client: ProviderClient, *, email: str) -> TokenSe
             )
         }
         fields |= {"email": email, "decision": "allow"}
-        answer = await browser.post(urljoin(url, unescape(action.group(1))), data=fields)
+        # Google's consent lists each scope with a checkbox, ticked by default: send
+        # the ticked ones, as a browser does (services/provider_sim/oauth.py).
+        ticked = [
+            unescape(v)
+            for v in re.findall(
+                r'<input type="checkbox" name="granted_scope" value="([^"]*)" checked>', page.text
+            )
+        ]
+        answer = await browser.post(
+            urljoin(url, unescape(action.group(1))), data={**fields, "granted_scope": ticked}
+        )
     code = parse_qs(urlsplit(answer.headers.get("location", "")).query).get("code")
     if answer.status_code != 302 or not code:
         raise ValueError("the simulator did not hand back a code")

@@ -30,6 +30,55 @@ AUTHORIZE_FIELDS = (
 )
 
 
+# Google's Sign-In scopes. With granular consent Google asks for these on a
+# page of their own (all or nothing: the user signs in or not) and shows
+# every other requested scope with its own checkbox, ticked by default; the
+# app gets only what stayed ticked and "can't assume users grant all
+# requested scopes" (Google OAuth 2.0 docs, "How to handle granular
+# permissions",
+# https://developers.google.com/identity/protocols/oauth2/resources/granular-permissions).
+# The simulator grants the Sign-In scopes with Allow and the others as ticked.
+GOOGLE_SIGN_IN_SCOPES = frozenset(
+    {
+        "openid",
+        "email",
+        "profile",
+        "https://www.googleapis.com/auth/userinfo.email",
+        "https://www.googleapis.com/auth/userinfo.profile",
+    }
+)
+
+
+def scope_checkboxes(provider: Provider, params: dict[str, str]) -> str:
+    """Google's granular consent: one ticked checkbox per non-Sign-In scope requested.
+
+    Contract other code relies on: each is
+    `<input type="checkbox" name="granted_scope" value="<scope>" checked>`.
+    """
+    if provider != "google":
+        return ""
+    boxes = "\n".join(
+        f'<li><label><input type="checkbox" name="granted_scope" value="{escape(scope)}" '
+        f"checked> {escape(scope)}</label></li>"
+        for scope in dict.fromkeys(params.get("scope", "").split())
+        if scope not in GOOGLE_SIGN_IN_SCOPES
+    )
+    return f"<p>Select what relink can access:</p>\n<ul>\n{boxes}\n</ul>" if boxes else ""
+
+
+def granted_scope(provider: Provider, requested: str, ticked: list[str]) -> str:
+    """The scopes a consent grants: all requested (Zoom); Sign-In plus the ticked ones (Google).
+
+    A ticked value that was never requested grants nothing: the form is the
+    browser's to forge, the request is the app's.
+    """
+    scopes = list(dict.fromkeys(requested.split()))
+    if provider != "google":
+        return " ".join(scopes)
+    chosen = set(ticked)
+    return " ".join(s for s in scopes if s in GOOGLE_SIGN_IN_SCOPES or s in chosen)
+
+
 def s256(verifier: str) -> str:
     """RFC 7636 §4.2: BASE64URL(SHA256(verifier)) without padding."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
@@ -83,6 +132,7 @@ def consent_page(provider: Provider, params: dict[str, str], *, action: str) -> 
 <form method="post" action="{escape(action)}">
 {hidden}
 <label>Account email <input type="email" name="email" id="email" value="{email}"></label>
+{scope_checkboxes(provider, params)}
 <button type="submit" name="decision" value="allow" id="allow">Allow</button>
 <button type="submit" name="decision" value="deny" id="deny">Deny</button>
 </form>
@@ -102,10 +152,12 @@ async def authorize_page(provider: Provider, request: Request) -> Response:
 async def authorize_decision(provider: Provider, request: Request) -> Response:
     """POST of the consent form: redirect back with a code, or with error=access_denied."""
     state: SimState = request.app.state.sim
-    form = {key: str(value) for key, value in (await request.form()).items()}
+    raw = await request.form()
+    form = {key: str(value) for key, value in raw.items()}
     problem = authorize_problem(provider, state, form)
     if problem:
         return HTMLResponse(f"<h1>Bad request</h1><p>{escape(problem)}</p>", status_code=400)
+    ticked = [str(value) for value in raw.getlist("granted_scope")]
     back: dict[str, str] = {}
     if form.get("decision") != "allow":
         back["error"] = "access_denied"
@@ -114,7 +166,7 @@ async def authorize_decision(provider: Provider, request: Request) -> Response:
             provider=provider,
             client_id=form["client_id"],
             email=form.get("email") or DEFAULT_EMAIL[provider],
-            scope=form.get("scope", ""),
+            scope=granted_scope(provider, form.get("scope", ""), ticked),
             redirect_uri=form["redirect_uri"],
             code_challenge=form["code_challenge"],
         )

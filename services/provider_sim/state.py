@@ -38,6 +38,13 @@ class Faults(BaseModel):
     down: bool | None = None
     conference_pending_reads: int | None = None
     conference_failure: bool | None = None
+    # Google's refusal forms, each a count of the next answers it applies to
+    # (Calendar API guide "Handle API errors"; services/provider_sim/google_api.py).
+    google_rate_limit_403: int | None = None
+    google_user_rate_limit_403: int | None = None
+    google_usage_limits: int | None = None
+    conference_failures: int | None = None
+    conference_missing: int | None = None
 
 
 @dataclass
@@ -143,6 +150,16 @@ class SimState:
                 faults.burst_429 -= 1
                 return faults.retry_after_s if faults.retry_after_s is not None else 1.0
         return None
+
+    def take_count(self, provider: Provider, email: str | None, name: str) -> bool:
+        """Spend one of a counted fault (the account's, else provider-wide); False if none."""
+        for scope in ((provider, email), (provider, "*")) if email else ((provider, "*"),):
+            faults = self.faults.get(scope)
+            left = getattr(faults, name) if faults is not None else None
+            if left:
+                setattr(faults, name, left - 1)
+                return True
+        return False
 
     def injected_error(self, provider: Provider, email: str | None) -> bool:
         rate = self.fault(provider, email, "error_rate") or 0.0

@@ -52,7 +52,8 @@ async def connect(client: ProviderClient, http: httpx.AsyncClient, email: str) -
     verifier = new_pkce_verifier()
     url = client.authorization_url(state="bench", code_verifier=verifier, login_hint=email)
     query = dict(httpx.URL(url).params)
-    form = query | {"email": email, "decision": "allow"}
+    # Every scope left ticked on Google's granular consent screen.
+    form = query | {"email": email, "decision": "allow", "granted_scope": client.scopes.split()}
     answer = await http.post(url.split("?")[0], data=form)
     code = httpx.URL(answer.headers["location"]).params["code"]
     return await client.exchange_code(code, code_verifier=verifier)

@@ -3,14 +3,17 @@
     ProviderError                     a Zoom / Google call failed; `.provider` says which
     ├── RetryableProviderError        worth retrying later, as is
     │   ├── RateLimitedError          429 / rate-limit 403; `.retry_after_s` is the wait asked for
-    │   └── ProviderUnavailableError  5xx, timeout, connection failure: back off and retry
-    │       └── ConferencePendingError   Google still building the Meet link after our polls
+    │   ├── ProviderUnavailableError  5xx, timeout, connection failure: back off and retry
+    │   │   └── ConferencePendingError   Google still building the Meet link after our polls
+    │   └── UsageLimitedError         Google's "Calendar usage limits exceeded": no reset time
+    │                                 given; back off (minutes, then hours), not retried in place
     ├── DailyQuotaExhaustedError      a per-day cap is spent; `.resets_at` says when to resume
     ├── TokenExpiredError             the access token is no longer accepted: refresh, retry once
     ├── AuthorizationRevokedError     the grant is revoked or expired: the tutor must reconnect
     ├── ConferenceFailedError         Google could not create the Meet conference
     └── InvalidRequestError           the provider refused what we sent: do not retry
-        └── MeetingNotFoundError      the meeting / event does not exist (404 / 410)
+        ├── MeetingNotFoundError      the meeting / event does not exist (404 / 410)
+        └── NoJoinLinkError           the meeting came back without a join link
 
 Messages carry the provider's own error code and text, never a token: tokens
 travel only in headers and form bodies, which no error here ever copies.
@@ -102,6 +105,18 @@ class ConferencePendingError(ProviderUnavailableError):
     """Google kept the conference `pending` for longer than we polled."""
 
 
+class UsageLimitedError(RetryableProviderError):
+    """Google's 403 `quotaExceeded` "Calendar usage limits exceeded.".
+
+    A per-user Calendar limit against abuse, not a daily API quota: Google
+    gives no reset time (users "should be able to edit their calendars
+    normally again within several hours", Google Workspace Admin Help "Avoid
+    Calendar use limits") and its error guide asks for exponential backoff.
+    Retrying within seconds cannot help, so the client raises it at once and
+    the caller waits longer each time.
+    """
+
+
 class DailyQuotaExhaustedError(ProviderError):
     """A per-day cap is spent; nothing succeeds before `resets_at`."""
 
@@ -136,3 +151,7 @@ class InvalidRequestError(ProviderError):
 
 class MeetingNotFoundError(InvalidRequestError):
     """The meeting or calendar event does not exist."""
+
+
+class NoJoinLinkError(InvalidRequestError):
+    """The provider made the meeting without a join link (a Meet event with no conferenceData)."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
+from zoneinfo import available_timezones
 
 import httpx
 
@@ -17,10 +21,12 @@ from services.providers.errors import (
     ErrorContext,
     InvalidRequestError,
     MeetingNotFoundError,
+    NoJoinLinkError,
     ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
     TokenExpiredError,
+    UsageLimitedError,
 )
 from services.providers.models import (
     Meeting,
@@ -33,6 +39,7 @@ from services.providers.models import (
 from services.providers.ratelimit import (
     GOOGLE_DAILY_LIMIT_REASONS,
     GOOGLE_RATE_LIMIT_REASONS,
+    GOOGLE_USAGE_LIMIT_REASONS,
     next_pacific_midnight,
     retry_after_from_headers,
 )
@@ -69,12 +76,59 @@ def conference_status(event: dict[str, Any]) -> str | None:
     return str(status) if status else None
 
 
+# What Google refuses, checked before a request leaves relink (the simulator
+# enforces the same, with sources: services/provider_sim/google_api.py).
+# `summary` has no documented limit; 1,024 characters is a conservative cap.
+SUMMARY_MAX = 1024
+ELLIPSIS = "\u2026"
+
+
+@cache
+def known_time_zones() -> frozenset[str]:
+    """IANA names: what start/end `timeZone` must be (Events resource)."""
+    return frozenset(available_timezones())
+
+
+def event_summary(topic: str) -> str:
+    """The topic as the event's summary, cut (with an ellipsis) to what Google takes."""
+    if len(topic) <= SUMMARY_MAX:
+        return topic
+    return topic[: SUMMARY_MAX - len(ELLIPSIS)] + ELLIPSIS
+
+
+def check_request(request: MeetingRequest, *, provider: str) -> None:
+    """Refuse, before any call, what Google would refuse: a clear error, nothing sent.
+
+    A `timeZone` that is not an IANA name gets Google's 400 "Invalid time zone
+    definition for start time."; a start without an offset needs a timeZone
+    (Events resource, start.dateTime); RFC 3339 date-times end at year 9999.
+    """
+    if request.timezone not in known_time_zones():
+        raise InvalidRequestError(
+            f"time zone {request.timezone[:64]!r} is not an IANA time zone name",
+            provider=provider,
+            code="invalidTimeZone",
+        )
+    if request.start_time.tzinfo is None:
+        raise InvalidRequestError(
+            "start time has no UTC offset", provider=provider, code="invalidStartTime"
+        )
+    try:
+        end = request.start_time + timedelta(minutes=request.duration_min)
+    except OverflowError:
+        end = None
+    if end is None or end.year > 9999 or request.start_time.year < 1:
+        raise InvalidRequestError(
+            "session dates are out of range", provider=provider, code="invalidTimeRange"
+        )
+
+
 def event_body(request: MeetingRequest) -> dict[str, Any]:
     """The Calendar event for one session, asking for a Meet conference."""
     end = request.start_time + timedelta(minutes=request.duration_min)
     return {
         "id": google_event_id(request.switch_id, request.session_id),
-        "summary": request.topic,
+        "summary": event_summary(request.topic),
         "start": {"dateTime": request.start_time.isoformat(), "timeZone": request.timezone},
         "end": {"dateTime": end.isoformat(), "timeZone": request.timezone},
         "conferenceData": {
@@ -86,6 +140,28 @@ def event_body(request: MeetingRequest) -> dict[str, Any]:
             }
         },
     }
+
+
+def next_request_id(event: dict[str, Any], request: MeetingRequest) -> str:
+    """The requestId of the next conference for an event whose conference failed.
+
+    "Clients should regenerate this ID for every new request. If an ID
+    provided is the same as for the previous request, the request is
+    ignored" (Events resource, conferenceData.createRequest.requestId). It is
+    derived from the failed one, so it is new for each failed attempt and yet
+    the same for two retries that read the same failed event (Google ignores
+    the second): no stray conferences.
+    """
+    create = (event.get("conferenceData") or {}).get("createRequest") or {}
+    failed = str(create.get("requestId") or idempotency_key(request.switch_id, request.session_id))
+    return hashlib.sha256(f"relink:retry:{failed}".encode()).hexdigest()
+
+
+def needs_new_conference(event: dict[str, Any]) -> bool:
+    """An earlier attempt's event whose conference failed (or never came): ask again."""
+    return conference_status(event) == "failure" or (
+        not event.get("conferenceData") and meet_link(event) is None
+    )
 
 
 class GoogleMeetClient(ProviderClient):
@@ -144,6 +220,8 @@ class GoogleMeetClient(ProviderClient):
         common: ErrorContext = {"provider": self.provider, "status": status, "code": reason}
         if status == 401:
             return TokenExpiredError(message, **common)
+        if reason in GOOGLE_USAGE_LIMIT_REASONS:
+            return UsageLimitedError(message, **common)
         if reason in GOOGLE_DAILY_LIMIT_REASONS:
             return DailyQuotaExhaustedError(message, resets_at=next_pacific_midnight(), **common)
         if status == 429 or reason in GOOGLE_RATE_LIMIT_REASONS:
@@ -167,7 +245,14 @@ class GoogleMeetClient(ProviderClient):
         return ProviderAccount(id=str(body["sub"]), email=str(body.get("email", "")))
 
     async def create_meeting(self, access_token: str, request: MeetingRequest) -> Meeting:
-        """events.insert with a Meet createRequest, then poll until the conference is ready."""
+        """events.insert with a Meet createRequest, then poll until the conference is ready.
+
+        A retry after a failed conference (Google's `statusCode: failure`)
+        asks for a new one on the same event, under a new requestId: the
+        event id stays the one derived from (switch, session), so there is
+        never a second live event for the session.
+        """
+        check_request(request, provider=self.provider)
         body = event_body(request)
         response = await self.api_call(
             "POST",
@@ -181,15 +266,54 @@ class GoogleMeetClient(ProviderClient):
         if response.status_code == 409:
             # Our event id is derived from (switch, session): a 409 means an
             # earlier attempt already made this event, so use that one.
-            event = await self._event(access_token, str(body["id"]))
-            if event is None:
+            found = await self._event(access_token, str(body["id"]))
+            if found is None:
                 raise InvalidRequestError(
                     "insert event: id taken by a deleted event", provider=self.provider, status=409
                 )
+            event = found
+            if needs_new_conference(event):
+                event = await self._new_conference(access_token, event, request)
         else:
             event = json_body(response)
         event = await self._await_conference(access_token, event)
+        if meet_link(event) is None:
+            # Without a link the session cannot move: take the linkless event
+            # back out of the tutor's calendar and say why.
+            await self._delete_quietly(access_token, str(event["id"]))
+            raise NoJoinLinkError(
+                "Google created the calendar event without a Meet link (no conferenceData); "
+                "Google Meet may be turned off for this account",
+                provider=self.provider,
+                code="noConferenceData",
+            )
         return self._meeting(event)
+
+    async def _new_conference(
+        self, access_token: str, event: dict[str, Any], request: MeetingRequest
+    ) -> dict[str, Any]:
+        """events.patch with a fresh createRequest: a new conference on the same event."""
+        response = await self.api_call(
+            "PATCH",
+            self._api(f"{EVENTS}/{event['id']}"),
+            access_token=access_token,
+            operation="recreate conference",
+            json={
+                "conferenceData": {
+                    "createRequest": {
+                        "requestId": next_request_id(event, request),
+                        "conferenceSolutionKey": {"type": "hangoutsMeet"},
+                    }
+                }
+            },
+            params={"conferenceDataVersion": "1"},
+        )
+        return json_body(response)
+
+    async def _delete_quietly(self, access_token: str, event_id: str) -> None:
+        # Best effort: the caller reports the missing link either way.
+        with contextlib.suppress(ProviderError):
+            await self.delete_meeting(access_token, event_id)
 
     async def find_meeting(self, access_token: str, request: MeetingRequest) -> Meeting | None:
         """The event our derived id names, once its conference is ready; None if never made."""

@@ -24,10 +24,15 @@ GOOGLE_QUOTA_TZ = ZoneInfo("America/Los_Angeles")
 
 # Google Calendar error reasons (Calendar API guide "Handle API errors"):
 # 403/429 rateLimitExceeded and 403 userRateLimitExceeded are per-minute
-# throttles (retry with backoff); 403 quotaExceeded / dailyLimitExceeded are the
-# daily Calendar usage limits.
+# throttles (retry with exponential backoff, like a 429); 403 quotaExceeded
+# "Calendar usage limits exceeded." is the per-user Calendar usage limit, which
+# has no stated reset ("Avoid Calendar use limits": edits work again "within
+# several hours"), so it is backed off, not waited until midnight; only
+# dailyLimitExceeded is a daily project quota (Cloud daily quotas reset at
+# midnight Pacific time).
 GOOGLE_RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
-GOOGLE_DAILY_LIMIT_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded"})
+GOOGLE_USAGE_LIMIT_REASONS = frozenset({"quotaExceeded"})
+GOOGLE_DAILY_LIMIT_REASONS = frozenset({"dailyLimitExceeded"})
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

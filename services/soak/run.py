@@ -166,7 +166,19 @@ class SoakDriver:
                     )
                 }
                 fields |= {"email": tutor.email, "decision": "allow"}
-                answer = browser.post(urljoin(consent_url, unescape(action.group(1))), data=fields)
+                # Google's consent lists each scope with a checkbox, ticked by default: send
+                # the ticked ones, as a browser does (services/provider_sim/oauth.py).
+                ticked = [
+                    unescape(v)
+                    for v in re.findall(
+                        r'<input type="checkbox" name="granted_scope" value="([^"]*)" checked>',
+                        page.text,
+                    )
+                ]
+                answer = browser.post(
+                    urljoin(consent_url, unescape(action.group(1))),
+                    data={**fields, "granted_scope": ticked},
+                )
             if answer.status_code != 302:
                 raise TransientFailure(f"consent answer {answer.status_code}")
             callback = http.get(answer.headers["location"])

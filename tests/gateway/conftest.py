@@ -139,7 +139,17 @@ async def consent(authorize_url: str, *, email: str, decision: str = "allow") ->
             )
         }
         fields |= {"email": email, "decision": decision}
-        answer = await browser.post(urljoin(authorize_url, action), data=fields)
+        # Google's consent lists each scope with a checkbox, ticked by default: send
+        # the ticked ones, as a browser does (services/provider_sim/oauth.py).
+        ticked = [
+            unescape(v)
+            for v in re.findall(
+                r'<input type="checkbox" name="granted_scope" value="([^"]*)" checked>', page.text
+            )
+        ]
+        answer = await browser.post(
+            urljoin(authorize_url, action), data={**fields, "granted_scope": ticked}
+        )
     assert answer.status_code == 302, answer.text
     return answer.headers["location"]
 

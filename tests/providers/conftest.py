@@ -132,7 +132,15 @@ async def consent(
             )
         }
         fields |= {"email": email, "decision": decision}
-        answer = await browser.post(urljoin(url, action), data=fields)
+        # Google's consent lists each scope with a checkbox, ticked by default: send
+        # the ticked ones, as a browser does (services/provider_sim/oauth.py).
+        ticked = [
+            unescape(v)
+            for v in re.findall(
+                r'<input type="checkbox" name="granted_scope" value="([^"]*)" checked>', form
+            )
+        ]
+        answer = await browser.post(urljoin(url, action), data={**fields, "granted_scope": ticked})
     assert answer.status_code == 302
     location = answer.headers["location"]
     assert location.startswith(client.redirect_uri)
