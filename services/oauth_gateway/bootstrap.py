@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.db.engine import make_engine, make_session_factory
 from services.core.errors import ConfigurationError
+from services.oauth_gateway.domain import scope_label
 from services.oauth_gateway.errors import (
     BookingFailed,
     Conflict,
@@ -134,6 +135,8 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
         "reason": reason,
         "status": code,
         "dev_mode": gateway.settings.dev_mode,
+        "retry_url": getattr(exc, "retry_url", None),
+        "missing": [scope_label(s) for s in getattr(exc, "missing", ())],
     }
     templates: Jinja2Templates = request.app.state.templates
     response: HTMLResponse = templates.TemplateResponse(

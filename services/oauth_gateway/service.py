@@ -17,7 +17,12 @@ from typing import ParamSpec, TypeVar
 import anyio.to_thread
 
 from services.oauth_gateway.auth import Principal
-from services.oauth_gateway.domain import PROVIDER_LABELS, ConnectOutcome
+from services.oauth_gateway.domain import (
+    PROVIDER_LABELS,
+    ConnectOutcome,
+    missing_scopes,
+    scope_label,
+)
 from services.oauth_gateway.errors import (
     BookingFailed,
     Conflict,
@@ -25,6 +30,7 @@ from services.oauth_gateway.errors import (
     Forbidden,
     NoConnection,
     NotFound,
+    ScopesMissing,
     StateRejected,
     TokenExchangeFailed,
 )
@@ -162,6 +168,29 @@ class Gateway:
             raise TokenExchangeFailed(f"{label} sent no authorization code.", reason="code_missing")
         try:
             tokens = await client.exchange_code(code, code_verifier=verifier)
+        except ProviderError as exc:
+            log.warning("code exchange with %s failed: %s", provider, exc)
+            raise TokenExchangeFailed(
+                f"{label} did not accept the sign-in ({exc.code or exc.status or 'error'}); "
+                "nothing was changed. Please try again."
+            ) from exc
+        # Granular consent lets the tutor untick a permission: a connection
+        # without it would commit a switch whose every session then fails.
+        # Checked before the account call (which needs a scope of its own) and
+        # before anything is written.
+        missing = missing_scopes(client.scopes, tokens.scopes)
+        if missing:
+            log.info("callback from %s refused: %d scope(s) not granted", provider, len(missing))
+            words = ", ".join(scope_label(s) for s in missing)
+            raise ScopesMissing(
+                f"{label} did not give relink permission for: {words}. relink needs "
+                f"{'it' if len(missing) == 1 else 'them'} to create and update your sessions' "
+                "meetings; nothing was changed. Please try again and leave "
+                f"{'it' if len(missing) == 1 else 'them'} ticked.",
+                provider=provider,
+                missing=missing,
+            )
+        try:
             account = await client.account(tokens.access_token)
         except ProviderError as exc:
             log.warning("code exchange with %s failed: %s", provider, exc)
