@@ -48,7 +48,8 @@ def counts(engine: Engine, tutor_id) -> tuple[int, int, int]:
     with engine.connect() as conn:
         row = conn.execute(
             text(
-                "SELECT (SELECT count(*) FROM tutor_video_provider_connections WHERE tutor_id = :t),"
+                "SELECT (SELECT count(*) FROM tutor_video_provider_connections"
+                " WHERE tutor_id = :t),"
                 " (SELECT count(*) FROM provider_switches WHERE tutor_id = :t),"
                 " (SELECT count(*) FROM outbox WHERE aggregate_id = :s)"
             ),
