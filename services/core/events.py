@@ -98,6 +98,7 @@ class EventType(StrEnum):
     SESSION_RETRY_REQUESTED = "session.retry_requested"
     SESSION_MIGRATED = "session.migrated"
     SESSION_FAILED = "session.failed"
+    PROVIDER_DISCONNECTED = "provider.disconnected"
 
 
 _KNOWN_TYPES = frozenset(str(t) for t in EventType)

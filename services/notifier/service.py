@@ -39,6 +39,7 @@ from services.notifier import domain
 from services.notifier.domain import NoticeKind
 from services.notifier.emails import (
     DelayNotice,
+    DisconnectNotice,
     FailedSession,
     Rendered,
     RollbackSummary,
@@ -46,6 +47,7 @@ from services.notifier.emails import (
     SwitchSummary,
     build_message,
     render_delay_notice,
+    render_disconnect_notice,
     render_rollback_summary,
     render_session_notice,
     render_switch_summary,
@@ -120,7 +122,39 @@ class Notifier:
         if event.type == EventType.SWITCH_DELAYED:
             email = self._delay_email(conn, event)
             return [email] if email is not None else []
+        if event.type == EventType.PROVIDER_DISCONNECTED:
+            email = self._disconnect_email(conn, event)
+            return [email] if email is not None else []
         return []
+
+    def _disconnect_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+        data = event.data
+        facts = self.store.tutor_and_switch(
+            conn, tutor_id=domain.as_uuid(event.tutor_id), switch_id=None
+        )
+        if facts is None:
+            log.warning("%s %s: no such tutor %s", event.type, event.id, event.tutor_id)
+            return None
+        base = self.settings.gateway_public_url.rstrip("/")
+        notice = DisconnectNotice(
+            tutor_name=facts["tutor_name"],
+            tutor_timezone=facts["tutor_timezone"],
+            provider=data["provider"],
+            upcoming=data["upcoming_sessions"],
+            disconnected_at=domain.parse_time(data["disconnected_at"]),
+            setup_url=f"{base}/tutor/video-setup",
+        )
+        return self._owed(
+            domain.disconnected_change(
+                str(data["tutor_id"]), data["provider"], data["disconnected_at"]
+            ),
+            facts["tutor_email"],
+            facts["tutor_name"],
+            NoticeKind.TUTOR_DISCONNECTED,
+            None,
+            None,
+            render_disconnect_notice(notice),
+        )
 
     def _tutor_of(self, conn: Connection, event: Event) -> dict[str, Any] | None:
         """The tutor (and switch) a switch-level event is about; None, logged, if unknown."""

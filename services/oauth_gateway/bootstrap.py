@@ -30,7 +30,7 @@ from services.oauth_gateway.errors import (
     OAuthRejected,
 )
 from services.oauth_gateway.metrics import GatewayMetrics
-from services.oauth_gateway.routes import api, dev, oauth, ops, pages
+from services.oauth_gateway.routes import api, dev, oauth, ops, pages, webhooks
 from services.oauth_gateway.service import Gateway
 from services.oauth_gateway.settings import GatewaySettings
 from services.oauth_gateway.store import GatewayStore
@@ -91,7 +91,7 @@ def create_app(
     app.state.gateway = gateway
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (oauth, pages, api, dev, ops):
+    for module in (oauth, pages, api, dev, ops, webhooks):
         app.include_router(module.router)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(SQLAlchemyError, _database_error)  # type: ignore[arg-type]
