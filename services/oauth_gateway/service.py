@@ -16,6 +16,7 @@ from typing import ParamSpec, TypeVar
 
 import anyio.to_thread
 
+from services.oauth_gateway import zoom_events
 from services.oauth_gateway.auth import Principal
 from services.oauth_gateway.domain import (
     PROVIDER_LABELS,
@@ -37,7 +38,6 @@ from services.oauth_gateway.errors import (
 from services.oauth_gateway.metrics import GatewayMetrics
 from services.oauth_gateway.settings import GatewaySettings
 from services.oauth_gateway.store import GatewayStore, SaveResult
-from services.oauth_gateway import zoom_events
 from services.oauth_gateway.views import (
     BookingRequest,
     DeletedMeetingView,

@@ -763,7 +763,7 @@ class GatewayStore:
             ]
 
     def deletion(self, *, tutor_id: uuid.UUID, session_id: uuid.UUID) -> MeetingDeletion | None:
-        """The session's open deletion, if the session is the tutor's and still uses that meeting."""
+        """The open deletion of one of the tutor's sessions that still uses that meeting."""
         with self._sessions() as s:
             return s.scalars(
                 select(MeetingDeletion)
