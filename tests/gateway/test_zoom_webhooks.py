@@ -199,8 +199,8 @@ async def test_replayed_deauthorization_changes_nothing_after_a_reconnect(
     reconnected = connection_row(engine, zoom_tutor.id)
     assert reconnected["access_token_encrypted"] is not None
     assert reconnected["disconnected_at"] is None
-    for headers in (headers, signed(body)):
-        again = await http.post("/webhooks/zoom", content=body, headers=headers)
+    for resent in (headers, signed(body)):
+        again = await http.post("/webhooks/zoom", content=body, headers=resent)
         assert again.status_code == 200
         assert again.json() == {"status": "duplicate"}
     assert connection_row(engine, zoom_tutor.id) == reconnected
