@@ -99,6 +99,7 @@ class EventType(StrEnum):
     SESSION_MIGRATED = "session.migrated"
     SESSION_FAILED = "session.failed"
     PROVIDER_DISCONNECTED = "provider.disconnected"
+    SESSION_MEETING_RECREATED = "session.meeting_recreated"
 
 
 _KNOWN_TYPES = frozenset(str(t) for t in EventType)

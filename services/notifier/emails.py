@@ -134,6 +134,9 @@ def render_session_notice(notice: SessionNotice) -> Rendered:
         "to_name": to_name,
         "join_url": notice.join_url,
     }
+    if notice.kind == NoticeKind.SESSION_RECREATED:
+        subject = f"Your session \u201c{notice.topic}\u201d ({short}) has a new {to_name} link"
+        return _render("session_recreated", subject, context)
     if notice.kind == NoticeKind.SESSION_RESTORED:
         subject = f"Your session \u201c{notice.topic}\u201d ({short}) is back on {to_name}"
         return _render("session_restored", subject, context)

@@ -125,7 +125,52 @@ class Notifier:
         if event.type == EventType.PROVIDER_DISCONNECTED:
             email = self._disconnect_email(conn, event)
             return [email] if email is not None else []
+        if event.type == EventType.SESSION_MEETING_RECREATED:
+            email = self._recreated_email(conn, event)
+            return [email] if email is not None else []
         return []
+
+    def _recreated_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+        data = event.data
+        session_id = domain.as_uuid(data["session_id"])
+        student_id = domain.as_uuid(data["student_id"])
+        facts = (
+            self.store.session_facts(
+                conn,
+                student_id=student_id,
+                session_id=session_id,
+                tutor_id=domain.as_uuid(event.tutor_id),
+                switch_id=None,
+            )
+            if student_id is not None
+            else None
+        )
+        if facts is None:
+            log.warning("%s %s: no such student %s", event.type, event.id, data["student_id"])
+            return None
+        if facts["status"] in INACTIVE_SESSION:
+            return None
+        notice = SessionNotice(
+            kind=NoticeKind.SESSION_RECREATED,
+            student_name=facts["student_name"],
+            student_timezone=facts["student_timezone"] or facts["booking_timezone"],
+            tutor_name=facts["tutor_name"] or "Your tutor",
+            topic=facts["topic"] or "Tutoring session",
+            starts_at=domain.parse_time(data["scheduled_start_at"]),
+            duration_minutes=facts["duration_minutes"],
+            from_provider=data["provider"],
+            to_provider=data["provider"],
+            join_url=data["join_url"],
+        )
+        return self._owed(
+            domain.recreated_change(str(data["session_id"]), data["meeting_external_id"]),
+            facts["student_email"],
+            facts["student_name"],
+            NoticeKind.SESSION_RECREATED,
+            None,
+            session_id,
+            render_session_notice(notice),
+        )
 
     def _disconnect_email(self, conn: Connection, event: Event) -> OwedEmail | None:
         data = event.data

@@ -818,6 +818,24 @@ class GatewayStore:
             session.updated_at = now
             deletion.resolved_at = now
             deletion.new_meeting_external_id = meeting.external_id
+            if meeting.join_url:
+                self._add_event(
+                    s,
+                    events.EventType.SESSION_MEETING_RECREATED,
+                    {
+                        "tutor_id": str(tutor_id),
+                        "session_id": str(session.id),
+                        "student_id": str(session.student_id),
+                        "scheduled_start_at": session.scheduled_start_at.isoformat(),
+                        "provider": meeting.provider,
+                        "meeting_external_id": meeting.external_id,
+                        "join_url": meeting.join_url,
+                        "deleted_meeting_external_id": deletion.meeting_external_id,
+                        "recreated_at": now.isoformat(),
+                    },
+                    tutor_id=tutor_id,
+                    now=now,
+                )
             return True
 
     # -- sessions and bookings ------------------------------------------------

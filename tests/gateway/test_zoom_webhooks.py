@@ -292,6 +292,25 @@ def deliveries(sim: SimHandle) -> list[dict[str, Any]]:
     return list(httpx.get(f"{sim.base_url}/_admin/webhooks/zoom/deliveries").json()["deliveries"])
 
 
+def relay_and_notify(settings: CommonSettings, tmp_path) -> list[Any]:
+    """Run the relay and the notifier until the outbox's emails arrive; the mails received."""
+    with SmtpSink(folder=tmp_path / "mail") as sink:
+        notifier = NotifierSettings(
+            DATABASE_URL=settings.database_url,
+            KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+            RELINK_TOPIC_PREFIX=settings.topic_prefix,
+            RELINK_SMTP_HOST=sink.host,
+            RELINK_SMTP_PORT=sink.port,
+            RELINK_NOTIFIER_GROUP_ID=f"notifier-{uuid.uuid4().hex[:8]}",
+            RELINK_NOTIFIER_POLL_TIMEOUT_S=0.2,
+            RELINK_NOTIFIER_GATEWAY_PUBLIC_URL="https://relink.test",
+        )
+        with running_relay(relay_settings(settings)), running_notifier(notifier):
+            wait_for(lambda: len(sink.mails()) >= 1, what="an email")
+            time.sleep(1.0)  # a second email would have been sent by now
+        return list(sink.mails())
+
+
 async def test_removing_the_app_at_zoom_disconnects_and_emails_the_tutor(
     live: LiveGateway,
     live_http: httpx.AsyncClient,
@@ -339,21 +358,7 @@ async def test_removing_the_app_at_zoom_disconnects_and_emails_the_tutor(
     assert 'href="/oauth/zoom/start"' in page.text
 
     # The relay publishes the outbox row; the notifier emails the tutor once.
-    with SmtpSink(folder=tmp_path / "mail") as sink:
-        notifier = NotifierSettings(
-            DATABASE_URL=settings.database_url,
-            KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-            RELINK_TOPIC_PREFIX=settings.topic_prefix,
-            RELINK_SMTP_HOST=sink.host,
-            RELINK_SMTP_PORT=sink.port,
-            RELINK_NOTIFIER_GROUP_ID=f"notifier-{uuid.uuid4().hex[:8]}",
-            RELINK_NOTIFIER_POLL_TIMEOUT_S=0.2,
-            RELINK_NOTIFIER_GATEWAY_PUBLIC_URL="https://relink.test",
-        )
-        with running_relay(relay_settings(settings)), running_notifier(notifier):
-            wait_for(lambda: len(sink.mails()) >= 1, what="the tutor's email")
-            time.sleep(1.0)  # a second email would have been sent by now
-        mails = sink.mails()
+    mails = relay_and_notify(settings, tmp_path)
     assert len(mails) == 1
     [mail] = mails
     assert mail.rcpt_to == (tutor.email,)
@@ -371,7 +376,13 @@ async def test_removing_the_app_at_zoom_disconnects_and_emails_the_tutor(
 
 
 async def test_meeting_deleted_at_zoom_is_shown_and_recreated(
-    live: LiveGateway, live_http: httpx.AsyncClient, people, engine: Engine, gateway_settings
+    live: LiveGateway,
+    live_http: httpx.AsyncClient,
+    people,
+    engine: Engine,
+    gateway_settings,
+    settings: CommonSettings,
+    tmp_path,
 ) -> None:
     tutor = people("tutor")
     assert (await connect(live_http, tutor, "zoom")).status_code == 303
@@ -428,6 +439,12 @@ async def test_meeting_deleted_at_zoom_is_shown_and_recreated(
         headers=tutor.cookies | csrf_for(tutor, gateway_settings),
     )
     assert again.status_code == 404
+
+    # The student is emailed the new link, once.
+    mails = relay_and_notify(settings, tmp_path)
+    assert [m.rcpt_to for m in mails] == [(student.email,)]
+    assert "has a new Zoom link" in mails[0].subject
+    assert new_url in mails[0].body()
 
 
 async def test_deletion_of_a_meeting_no_longer_the_sessions_is_ignored(
