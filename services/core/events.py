@@ -102,6 +102,8 @@ class EventType(StrEnum):
     SESSION_RETRY_REQUESTED = "session.retry_requested"
     SESSION_MIGRATED = "session.migrated"
     SESSION_FAILED = "session.failed"
+    PROVIDER_DISCONNECTED = "provider.disconnected"
+    SESSION_MEETING_RECREATED = "session.meeting_recreated"
 
 
 _KNOWN_TYPES = frozenset(str(t) for t in EventType)

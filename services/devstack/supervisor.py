@@ -138,6 +138,15 @@ def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
     report = stack.up()
     env = stack.env()
     os.environ.update(env)
+    # The simulator's Zoom app sends its event notifications (app removed,
+    # meeting deleted at Zoom) to the gateway, as Zoom does to relink's app.
+    from services.core.settings import DEVSTACK_GATEWAY_PORT
+
+    os.environ.setdefault(
+        "RELINK_PROVIDER_SIM_ZOOM_WEBHOOK_URL",
+        f"http://127.0.0.1:{os.environ.get('RELINK_GATEWAY_PORT', DEVSTACK_GATEWAY_PORT)}"
+        "/webhooks/zoom",
+    )
     migrate.upgrade(stack.database_url)
     create_topics(CommonSettings())
     commands = available_commands()

@@ -71,7 +71,8 @@ class ConnectionState:
     tutor_id: str
     provider: str
     generation: int
-    access_token_encrypted: bytes
+    # None once the tutor removed relink's app at the provider (the gateway forgot the tokens).
+    access_token_encrypted: bytes | None
     refresh_token_encrypted: bytes | None
     token_expires_at: datetime | None
 
@@ -193,7 +194,9 @@ class MigrationStore:
             tutor_id=str(row.tutor_id),
             provider=row.provider,
             generation=row.generation,
-            access_token_encrypted=bytes(row.access_token_encrypted),
+            access_token_encrypted=(
+                bytes(row.access_token_encrypted) if row.access_token_encrypted else None
+            ),
             refresh_token_encrypted=(
                 bytes(row.refresh_token_encrypted) if row.refresh_token_encrypted else None
             ),
@@ -203,6 +206,14 @@ class MigrationStore:
     def tokens_of(self, connection: ConnectionState) -> TokenSet:
         """Decrypt a connection's tokens (they never leave this process)."""
         tutor = connection.tutor_id
+        if connection.access_token_encrypted is None:
+            # Forgotten tokens (the app was removed at the provider): an expired
+            # token without a refresh token, so the first call raises
+            # AuthorizationRevokedError and the rows end as reconnect_required,
+            # without a request to the provider.
+            return TokenSet(
+                access_token="", refresh_token=None, expires_at=datetime.min.replace(tzinfo=UTC)
+            )
         refresh = (
             self.cipher.decrypt(
                 connection.refresh_token_encrypted, tutor_id=tutor, field="refresh_token"
@@ -262,6 +273,8 @@ class MigrationStore:
             ).first()
         if row is None:
             return None
+        if row.provider == provider and row.access_token_encrypted is None:
+            return None  # the app was removed at the provider: no tokens to act with
         if row.provider == provider:
             slot, access, refresh, expires = (
                 "",

@@ -34,6 +34,8 @@ class NoticeKind:
     TUTOR_SUMMARY = "tutor_summary"
     TUTOR_ROLLBACK = "tutor_rollback"
     TUTOR_DELAYED = "tutor_delayed"
+    TUTOR_DISCONNECTED = "tutor_disconnected"
+    SESSION_RECREATED = "session_recreated"
 
 
 def provider_name(provider: str | None) -> str:
@@ -89,6 +91,16 @@ def rollback_change(switch_id: str) -> uuid.UUID:
 def delayed_change(switch_id: str, resumes_at: str) -> uuid.UUID:
     """One email per announced wait: a later day's wait is a new change."""
     return change_id("delayed", switch_id, resumes_at)
+
+
+def disconnected_change(tutor_id: str, provider: str, disconnected_at: str) -> uuid.UUID:
+    """One email per removal of the app: a later removal (after reconnecting) is a new change."""
+    return change_id("disconnected", tutor_id, provider, disconnected_at)
+
+
+def recreated_change(session_id: str, meeting_external_id: str) -> uuid.UUID:
+    """One email per re-created meeting of a session."""
+    return change_id("recreated", session_id, meeting_external_id)
 
 
 def backoff_s(attempts: int, *, initial: float, maximum: float) -> float:
@@ -169,6 +181,10 @@ def audit_facts(event_type: str, data: dict[str, Any]) -> AuditFacts:
         )
     if event_type == EventType.SESSION_RETRY_REQUESTED:
         return AuditFacts(None, None, f"retry_requested: {len(data.get('session_ids', []))}")
+    if event_type == EventType.SESSION_MEETING_RECREATED:
+        return AuditFacts(data.get("provider"), data.get("provider"), "meeting_recreated")
+    if event_type == EventType.PROVIDER_DISCONNECTED:
+        return AuditFacts(data.get("provider"), None, f"disconnected: {data.get('reason')}")
     return AuditFacts(None, None, event_type)
 
 

@@ -88,6 +88,18 @@ class DelayNotice:
     setup_url: str
 
 
+@dataclass(frozen=True, slots=True)
+class DisconnectNotice:
+    """The tutor removed relink's app at a provider: reconnect required."""
+
+    tutor_name: str
+    tutor_timezone: str | None
+    provider: str
+    upcoming: int
+    disconnected_at: datetime
+    setup_url: str
+
+
 @cache
 def _environment() -> Environment:
     return Environment(
@@ -123,6 +135,9 @@ def render_session_notice(notice: SessionNotice) -> Rendered:
         "to_name": to_name,
         "join_url": notice.join_url,
     }
+    if notice.kind == NoticeKind.SESSION_RECREATED:
+        subject = f"Your session \u201c{notice.topic}\u201d ({short}) has a new {to_name} link"
+        return _render("session_recreated", subject, context)
     if notice.kind == NoticeKind.SESSION_RESTORED:
         subject = f"Your session \u201c{notice.topic}\u201d ({short}) is back on {to_name}"
         return _render("session_restored", subject, context)
@@ -195,6 +210,20 @@ def render_delay_notice(notice: DelayNotice) -> Rendered:
     }
     subject = f"Your switch to {to_name}: the remaining {notice.waiting} sessions move after {when}"
     return _render("tutor_delayed", subject, context)
+
+
+def render_disconnect_notice(notice: DisconnectNotice) -> Rendered:
+    """The tutor's email when relink's app was removed at the provider."""
+    name = provider_name(notice.provider)
+    context = {
+        "tutor_name": notice.tutor_name,
+        "provider_name": name,
+        "upcoming": notice.upcoming,
+        "when": local_time(notice.disconnected_at, notice.tutor_timezone),
+        "setup_url": notice.setup_url,
+    }
+    subject = f"relink lost access to {name}: reconnect to keep your sessions up to date"
+    return _render("tutor_disconnected", subject, context)
 
 
 def build_message(

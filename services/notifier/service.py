@@ -39,6 +39,7 @@ from services.notifier import domain
 from services.notifier.domain import NoticeKind
 from services.notifier.emails import (
     DelayNotice,
+    DisconnectNotice,
     FailedSession,
     Rendered,
     RollbackSummary,
@@ -46,6 +47,7 @@ from services.notifier.emails import (
     SwitchSummary,
     build_message,
     render_delay_notice,
+    render_disconnect_notice,
     render_rollback_summary,
     render_session_notice,
     render_switch_summary,
@@ -120,7 +122,84 @@ class Notifier:
         if event.type == EventType.SWITCH_DELAYED:
             email = self._delay_email(conn, event)
             return [email] if email is not None else []
+        if event.type == EventType.PROVIDER_DISCONNECTED:
+            email = self._disconnect_email(conn, event)
+            return [email] if email is not None else []
+        if event.type == EventType.SESSION_MEETING_RECREATED:
+            email = self._recreated_email(conn, event)
+            return [email] if email is not None else []
         return []
+
+    def _recreated_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+        data = event.data
+        session_id = domain.as_uuid(data["session_id"])
+        student_id = domain.as_uuid(data["student_id"])
+        facts = (
+            self.store.session_facts(
+                conn,
+                student_id=student_id,
+                session_id=session_id,
+                tutor_id=domain.as_uuid(event.tutor_id),
+                switch_id=None,
+            )
+            if student_id is not None
+            else None
+        )
+        if facts is None:
+            log.warning("%s %s: no such student %s", event.type, event.id, data["student_id"])
+            return None
+        if facts["status"] in INACTIVE_SESSION:
+            return None
+        notice = SessionNotice(
+            kind=NoticeKind.SESSION_RECREATED,
+            student_name=facts["student_name"],
+            student_timezone=facts["student_timezone"] or facts["booking_timezone"],
+            tutor_name=facts["tutor_name"] or "Your tutor",
+            topic=facts["topic"] or "Tutoring session",
+            starts_at=domain.parse_time(data["scheduled_start_at"]),
+            duration_minutes=facts["duration_minutes"],
+            from_provider=data["provider"],
+            to_provider=data["provider"],
+            join_url=data["join_url"],
+        )
+        return self._owed(
+            domain.recreated_change(str(data["session_id"]), data["meeting_external_id"]),
+            facts["student_email"],
+            facts["student_name"],
+            NoticeKind.SESSION_RECREATED,
+            None,
+            session_id,
+            render_session_notice(notice),
+        )
+
+    def _disconnect_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+        data = event.data
+        facts = self.store.tutor_and_switch(
+            conn, tutor_id=domain.as_uuid(event.tutor_id), switch_id=None
+        )
+        if facts is None:
+            log.warning("%s %s: no such tutor %s", event.type, event.id, event.tutor_id)
+            return None
+        base = self.settings.gateway_public_url.rstrip("/")
+        notice = DisconnectNotice(
+            tutor_name=facts["tutor_name"],
+            tutor_timezone=facts["tutor_timezone"],
+            provider=data["provider"],
+            upcoming=data["upcoming_sessions"],
+            disconnected_at=domain.parse_time(data["disconnected_at"]),
+            setup_url=f"{base}/tutor/video-setup",
+        )
+        return self._owed(
+            domain.disconnected_change(
+                str(data["tutor_id"]), data["provider"], data["disconnected_at"]
+            ),
+            facts["tutor_email"],
+            facts["tutor_name"],
+            NoticeKind.TUTOR_DISCONNECTED,
+            None,
+            None,
+            render_disconnect_notice(notice),
+        )
 
     def _tutor_of(self, conn: Connection, event: Event) -> dict[str, Any] | None:
         """The tutor (and switch) a switch-level event is about; None, logged, if unknown."""

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.db.engine import make_engine, make_session_factory
 from services.core.errors import ConfigurationError
+from services.oauth_gateway.domain import scope_label
 from services.oauth_gateway.errors import (
     BookingFailed,
     Conflict,
@@ -29,7 +30,7 @@ from services.oauth_gateway.errors import (
     OAuthRejected,
 )
 from services.oauth_gateway.metrics import GatewayMetrics
-from services.oauth_gateway.routes import api, dev, oauth, ops, pages
+from services.oauth_gateway.routes import api, dev, oauth, ops, pages, webhooks
 from services.oauth_gateway.service import Gateway
 from services.oauth_gateway.settings import GatewaySettings
 from services.oauth_gateway.store import GatewayStore
@@ -90,7 +91,7 @@ def create_app(
     app.state.gateway = gateway
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (oauth, pages, api, dev, ops):
+    for module in (oauth, pages, api, dev, ops, webhooks):
         app.include_router(module.router)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(SQLAlchemyError, _database_error)  # type: ignore[arg-type]
@@ -134,6 +135,8 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
         "reason": reason,
         "status": code,
         "dev_mode": gateway.settings.dev_mode,
+        "retry_url": getattr(exc, "retry_url", None),
+        "missing": [scope_label(s) for s in getattr(exc, "missing", ())],
     }
     templates: Jinja2Templates = request.app.state.templates
     response: HTMLResponse = templates.TemplateResponse(

@@ -144,3 +144,53 @@ def rollback_allowed(
     if not has_previous_tokens:
         return "the previous connection is no longer kept"
     return None
+
+
+# What each scope relink requests lets it do, in the tutor's words (the
+# missing-permission page names these, never the raw scope strings alone).
+SCOPE_LABELS = {
+    "https://www.googleapis.com/auth/calendar.events": "Google Calendar events",
+    "openid": "your Google account id (sign-in)",
+    "email": "your Google account's email address",
+    "meeting:write:meeting": "creating Zoom meetings",
+    "meeting:read:meeting": "reading Zoom meetings",
+    "meeting:read:list_meetings": "listing your Zoom meetings",
+    "meeting:delete:meeting": "deleting Zoom meetings",
+    "user:read:user": "your Zoom profile (account id and email)",
+}
+
+# Granted scopes that also cover a requested one. Google's token response
+# spells `email` as its full URL and the broader `calendar` scope includes
+# `calendar.events` (Google OAuth 2.0 Scopes for Google APIs; Calendar API v3
+# "Choose Google Calendar API scopes").
+_COVERED_BY = {
+    "email": frozenset({"email", "https://www.googleapis.com/auth/userinfo.email"}),
+    "profile": frozenset({"profile", "https://www.googleapis.com/auth/userinfo.profile"}),
+    "https://www.googleapis.com/auth/calendar.events": frozenset(
+        {
+            "https://www.googleapis.com/auth/calendar.events",
+            "https://www.googleapis.com/auth/calendar",
+        }
+    ),
+}
+
+
+def missing_scopes(requested: str, granted: tuple[str, ...]) -> tuple[str, ...]:
+    """The requested scopes the token response does not grant, in request order.
+
+    RFC 6749 §5.1: a token response may omit `scope` only when it is exactly
+    what was requested, so an empty `granted` means everything was granted.
+    """
+    if not granted:
+        return ()
+    have = set(granted)
+    return tuple(
+        scope
+        for scope in requested.split()
+        if not (_COVERED_BY.get(scope, frozenset({scope})) & have)
+    )
+
+
+def scope_label(scope: str) -> str:
+    """A scope in the tutor's words (the raw scope when we have none)."""
+    return SCOPE_LABELS.get(scope, scope)

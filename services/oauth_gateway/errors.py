@@ -7,6 +7,7 @@ GatewayError                    base of the gateway's errors
 ├── OAuthRejected               a callback refused, nothing written; `.reason` is a short code
 │   ├── StateRejected           unknown, expired, replayed, other tutor's or other provider's state
 │   ├── ConsentDenied           the tutor declined at the provider (error=access_denied)
+│   ├── ScopesMissing           the tutor unticked a permission relink needs; `.missing` names it
 │   └── TokenExchangeFailed     the provider refused or failed the code exchange
 ├── Conflict                    the request clashes with the current state: 409
 │   ├── NoConnection            the tutor has no video provider connected yet
@@ -58,6 +59,22 @@ class ConsentDenied(OAuthRejected):
     """The tutor declined access at the provider."""
 
     reason = "access_denied"
+
+
+class ScopesMissing(OAuthRejected):
+    """The provider granted fewer permissions than relink needs (granular consent)."""
+
+    reason = "scopes_missing"
+
+    def __init__(self, message: str, *, provider: str, missing: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.missing = missing
+
+    @property
+    def retry_url(self) -> str:
+        """Where the tutor starts over (a fresh state, the consent screen again)."""
+        return f"/oauth/{self.provider}/start"
 
 
 class TokenExchangeFailed(OAuthRejected):

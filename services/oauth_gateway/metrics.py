@@ -16,6 +16,7 @@ class GatewayMetrics:
 
     callbacks: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     bookings: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    webhooks: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     requests: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
     latency_counts: dict[str, list[int]] = field(default_factory=dict)
     latency_sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -25,6 +26,11 @@ class GatewayMetrics:
         """Count one OAuth callback by provider and outcome (switched, bad_state, ...)."""
         with self._lock:
             self.callbacks[(provider, outcome)] += 1
+
+    def webhook(self, *, provider: str, outcome: str) -> None:
+        """Count one provider notification by outcome (disconnected, bad_signature, stale, ...)."""
+        with self._lock:
+            self.webhooks[(provider, outcome.split(":")[0])] += 1
 
     def booking(self, *, outcome: str) -> None:
         with self._lock:
@@ -53,6 +59,14 @@ class GatewayMetrics:
                     f'relink_gateway_oauth_callbacks_total{{provider="{provider}",'
                     f'outcome="{outcome}"}} {n}'
                 )
+            out += [
+                "# HELP relink_gateway_webhooks_total Provider notifications by outcome.",
+                "# TYPE relink_gateway_webhooks_total counter",
+            ]
+            out += [
+                f'relink_gateway_webhooks_total{{provider="{p}",outcome="{o}"}} {n}'
+                for (p, o), n in sorted(self.webhooks.items())
+            ]
             out += [
                 "# HELP relink_gateway_bookings_total Bookings accepted, by outcome.",
                 "# TYPE relink_gateway_bookings_total counter",

@@ -16,8 +16,14 @@ from typing import ParamSpec, TypeVar
 
 import anyio.to_thread
 
+from services.oauth_gateway import zoom_events
 from services.oauth_gateway.auth import Principal
-from services.oauth_gateway.domain import PROVIDER_LABELS, ConnectOutcome
+from services.oauth_gateway.domain import (
+    PROVIDER_LABELS,
+    ConnectOutcome,
+    missing_scopes,
+    scope_label,
+)
 from services.oauth_gateway.errors import (
     BookingFailed,
     Conflict,
@@ -25,6 +31,7 @@ from services.oauth_gateway.errors import (
     Forbidden,
     NoConnection,
     NotFound,
+    ScopesMissing,
     StateRejected,
     TokenExchangeFailed,
 )
@@ -33,6 +40,7 @@ from services.oauth_gateway.settings import GatewaySettings
 from services.oauth_gateway.store import GatewayStore, SaveResult
 from services.oauth_gateway.views import (
     BookingRequest,
+    DeletedMeetingView,
     RetryAccepted,
     RollbackAccepted,
     SessionView,
@@ -162,6 +170,29 @@ class Gateway:
             raise TokenExchangeFailed(f"{label} sent no authorization code.", reason="code_missing")
         try:
             tokens = await client.exchange_code(code, code_verifier=verifier)
+        except ProviderError as exc:
+            log.warning("code exchange with %s failed: %s", provider, exc)
+            raise TokenExchangeFailed(
+                f"{label} did not accept the sign-in ({exc.code or exc.status or 'error'}); "
+                "nothing was changed. Please try again."
+            ) from exc
+        # Granular consent lets the tutor untick a permission: a connection
+        # without it would commit a switch whose every session then fails.
+        # Checked before the account call (which needs a scope of its own) and
+        # before anything is written.
+        missing = missing_scopes(client.scopes, tokens.scopes)
+        if missing:
+            log.info("callback from %s refused: %d scope(s) not granted", provider, len(missing))
+            words = ", ".join(scope_label(s) for s in missing)
+            raise ScopesMissing(
+                f"{label} did not give relink permission for: {words}. relink needs "
+                f"{'it' if len(missing) == 1 else 'them'} to create and update your sessions' "
+                "meetings; nothing was changed. Please try again and leave "
+                f"{'it' if len(missing) == 1 else 'them'} ticked.",
+                provider=provider,
+                missing=missing,
+            )
+        try:
             account = await client.account(tokens.access_token)
         except ProviderError as exc:
             log.warning("code exchange with %s failed: %s", provider, exc)
@@ -321,4 +352,119 @@ class Gateway:
             except ProviderError as exc:
                 log.warning("could not delete a stale booking meeting: %s", exc)
             return None
+        return meeting
+
+    # -- what the providers tell us ------------------------------------------
+
+    async def zoom_notification(
+        self, *, body: bytes, timestamp: str | None, signature: str | None
+    ) -> dict[str, str]:
+        """Verify and act on one Zoom event notification; the JSON to answer with.
+
+        Raises `zoom_events.NotificationRefused` for anything not signed by
+        Zoom with our secret token, or too old: nothing is changed then.
+        """
+        secret = self.settings.zoom_webhook_secret_token.get_secret_value()
+        if not secret:
+            raise zoom_events.NotificationRefused(
+                "RELINK_ZOOM_WEBHOOK_SECRET_TOKEN is not set", reason="not_configured"
+            )
+        now = self.clock()
+        zoom_events.verify(
+            secret,
+            timestamp=timestamp,
+            given=signature,
+            body=body,
+            now=now,
+            max_skew_s=self.settings.webhook_max_skew_s,
+        )
+        notification = zoom_events.parse(body, now=now)
+        nid = zoom_events.notification_id(body)
+        if isinstance(notification, zoom_events.UrlValidation):
+            return zoom_events.url_validation_answer(secret, notification.plain_token)
+        if isinstance(notification, zoom_events.Deauthorized):
+            outcome = await in_thread(
+                self.store.deauthorize,
+                notification_id=nid,
+                provider="zoom",
+                account_id=notification.user_id,
+                deauthorized_at=notification.deauthorized_at,
+                now=now,
+            )
+            log.info("zoom app_deauthorized: %s", outcome)
+            return {"status": outcome}
+        if isinstance(notification, zoom_events.MeetingDeleted):
+            outcome = await in_thread(
+                self.store.record_meeting_deletion,
+                notification_id=nid,
+                provider="zoom",
+                meeting_id=notification.meeting_id,
+                deleted_at=notification.deleted_at,
+                now=now,
+            )
+            log.info("zoom meeting.deleted: %s", outcome)
+            return {"status": outcome}
+        return {"status": "ignored"}
+
+    async def deleted_meetings(self, principal: Principal) -> list[DeletedMeetingView]:
+        return await in_thread(self.store.open_deletions, principal.user_id, now=self.clock())
+
+    async def recreate_meeting(self, principal: Principal, session_id: uuid.UUID) -> Meeting:
+        """A new meeting at the tutor's current provider for a session whose meeting was deleted."""
+        tutor_id = principal.user_id
+        deletion = await in_thread(self.store.deletion, tutor_id=tutor_id, session_id=session_id)
+        if deletion is None:
+            raise NotFound("no deleted meeting to re-create for this session")
+        sessions = await in_thread(
+            self.store.upcoming_sessions, now=self.clock(), tutor_id=tutor_id, limit=1000
+        )
+        view = next((v for v in sessions if v.id == session_id), None)
+        if view is None:
+            raise Conflict("this session is no longer upcoming")
+        booking = await in_thread(self.store.booking, view.booking_id)
+        snapshot = await in_thread(self.store.connection_snapshot, tutor_id)
+        if snapshot is None:
+            raise NoConnection("connect a video provider first")
+        client = self._client(snapshot.provider)
+
+        async def save(tokens: TokenSet) -> None:
+            await in_thread(
+                self.store.save_refreshed_tokens,
+                tutor_id=tutor_id,
+                generation=snapshot.generation,
+                tokens=tokens,
+                now=self.clock(),
+            )
+
+        session = AuthorizedSession(client, snapshot.tokens, on_refresh=save)
+        request = MeetingRequest(
+            # One key per deletion: a repeated click finds (Zoom marker) or
+            # re-reads (Google event id) the meeting the first click made.
+            switch_id=f"recreate-{deletion.id}-g{snapshot.generation}",
+            session_id=str(session_id),
+            topic=view.topic or "Tutoring session",
+            start_time=view.scheduled_start_at,
+            duration_min=view.duration_minutes,
+            timezone=booking.timezone if booking else "UTC",
+        )
+        try:
+            meeting = await session.find_meeting(request) if not client.idempotent_create else None
+            meeting = meeting or await session.create_meeting(request)
+        except ProviderError as exc:
+            raise BookingFailed(f"could not re-create the meeting: {exc}") from exc
+        replaced = await in_thread(
+            self.store.replace_deleted_meeting,
+            deletion_id=deletion.id,
+            tutor_id=tutor_id,
+            meeting=meeting,
+            generation=snapshot.generation,
+            now=self.clock(),
+        )
+        if not replaced:
+            try:
+                await session.delete_meeting(meeting.external_id)
+            except ProviderError as exc:
+                log.warning("could not delete an unused re-created meeting: %s", exc)
+            raise Conflict("the session changed meanwhile; reload the page")
+        log.info("meeting re-created for session %s", session_id)
         return meeting

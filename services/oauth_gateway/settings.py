@@ -10,6 +10,8 @@ from services.core.settings import DEVSTACK_GATEWAY_PORT, CommonSettings
 # Public by design so the devstack signs people in with no setup; refused outside dev mode.
 DEV_SESSION_SECRET = "relink-dev-session-secret-not-for-production-use"
 MIN_SECRET_LENGTH = 32
+# The secret token of the simulator's Zoom app (services/provider_sim): public, dev mode only.
+DEV_ZOOM_WEBHOOK_SECRET_TOKEN = "relink-dev-zoom-webhook-secret-token"
 
 
 class GatewaySettings(CommonSettings):
@@ -39,6 +41,17 @@ class GatewaySettings(CommonSettings):
     progress_poll_ms: int = Field(default=1000, ge=100, alias="RELINK_GATEWAY_PROGRESS_POLL_MS")
     # How many times a booking re-creates its meeting when a switch commits meanwhile.
     booking_attempts: int = Field(default=3, ge=1, le=10, alias="RELINK_GATEWAY_BOOKING_ATTEMPTS")
+    # The Zoom app's "Secret Token" (Marketplace > Features > Access): Zoom signs
+    # every event notification with it (x-zm-signature) and we answer its
+    # endpoint.url_validation challenge with it.
+    zoom_webhook_secret_token: SecretStr = Field(
+        default=SecretStr(""), alias="RELINK_ZOOM_WEBHOOK_SECRET_TOKEN", repr=False
+    )
+    # How far x-zm-request-timestamp may be from our clock: older notifications
+    # are refused as stale (a replay window), as Zoom's docs advise checking.
+    webhook_max_skew_s: int = Field(
+        default=300, ge=1, le=3600, alias="RELINK_GATEWAY_WEBHOOK_MAX_SKEW_S"
+    )
 
     @model_validator(mode="after")
     def _refuse_dev_session_secret(self) -> GatewaySettings:
@@ -58,7 +71,21 @@ class GatewaySettings(CommonSettings):
                 f"RELINK_GATEWAY_SESSION_SECRET must be at least {MIN_SECRET_LENGTH} characters"
             )
         self.public_base_url = self.public_base_url.rstrip("/")
+        self._refuse_dev_webhook_secret()
         return self
+
+    def _refuse_dev_webhook_secret(self) -> None:
+        # Outside dev mode an empty token leaves the Zoom event endpoint closed
+        # (every notification refused with 503): a Google-only deployment needs
+        # none, and a forged notification must never be accepted for lack of a key.
+        token = self.zoom_webhook_secret_token.get_secret_value()
+        if not token:
+            if self.dev_mode:
+                self.zoom_webhook_secret_token = SecretStr(DEV_ZOOM_WEBHOOK_SECRET_TOKEN)
+        elif not self.dev_mode and token == DEV_ZOOM_WEBHOOK_SECRET_TOKEN:
+            raise ConfigurationError(
+                "the public dev Zoom webhook secret token must not be used outside dev mode"
+            )
 
     @property
     def secure_cookies(self) -> bool:

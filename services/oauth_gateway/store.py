@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,9 +23,11 @@ from services.core import events
 from services.core.db.models import (
     Booking,
     Connection,
+    MeetingDeletion,
     MigrationState,
     OAuthState,
     Outbox,
+    ProviderNotification,
     ProviderSwitch,
     SessionMigration,
     SessionStatus,
@@ -35,12 +37,14 @@ from services.core.db.models import (
 from services.core.db.models import Session as SessionRow
 from services.core.tokens import TokenCipher
 from services.oauth_gateway.domain import (
+    PROVIDER_LABELS,
     ConnectOutcome,
     Progress,
     connect_outcome,
     rollback_allowed,
 )
 from services.oauth_gateway.errors import (
+    NoConnection,
     NotFound,
     NothingToRetry,
     RollbackNotAllowed,
@@ -48,6 +52,7 @@ from services.oauth_gateway.errors import (
 )
 from services.oauth_gateway.views import (
     ConnectionView,
+    DeletedMeetingView,
     FailedSessionView,
     SessionView,
     SwitchView,
@@ -182,6 +187,8 @@ class GatewayStore:
                 connected_at=row.connected_at,
                 provider_account_email=row.provider_account_email,
                 previous_provider=row.previous_provider,
+                disconnected_at=row.disconnected_at,
+                disconnect_reason=row.disconnect_reason,
             )
 
     def save_connection(
@@ -299,6 +306,9 @@ class GatewayStore:
         row.provider_account_id = account.id
         row.provider_account_email = account.email
         row.updated_at = now
+        # A fresh consent after the app was removed at the provider reconnects.
+        row.disconnected_at = None
+        row.disconnect_reason = None
 
     def _keep_previous(self, row: Connection) -> None:
         """Move the current tokens into the `previous_*` columns (re-bound to those columns)."""
@@ -561,6 +571,273 @@ class GatewayStore:
         event_id: uuid.UUID = values["event_id"]
         return event_id
 
+    # -- what the providers tell us (event notifications) ----------------------
+
+    @staticmethod
+    def _first_time(
+        s: Session, *, notification_id: str, provider: str, event: str, now: datetime
+    ) -> ProviderNotification | None:
+        """Record the notification; None when it was already processed (a replay).
+
+        Inserted first, in the effect's own transaction: a concurrent copy waits
+        on the primary key and then finds it, and a rolled-back effect leaves
+        no record, so a retry by the provider is processed again.
+        """
+        inserted = s.execute(
+            pg_insert(ProviderNotification)
+            .values(id=notification_id, provider=provider, event=event, received_at=now, outcome="")
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(ProviderNotification.id)
+        ).scalar_one_or_none()
+        if inserted is None:
+            return None
+        return s.get(ProviderNotification, inserted)
+
+    def deauthorize(
+        self,
+        *,
+        notification_id: str,
+        provider: str,
+        account_id: str,
+        deauthorized_at: datetime,
+        now: datetime,
+    ) -> str:
+        """The tutor removed our app: connection disconnected, tokens erased, tutor told.
+
+        Returns the outcome ("duplicate", "no_connection", "disconnected:N").
+        """
+        with self._sessions() as s, s.begin():
+            record = self._first_time(
+                s,
+                notification_id=notification_id,
+                provider=provider,
+                event="app_deauthorized",
+                now=now,
+            )
+            if record is None:
+                return "duplicate"
+            rows = s.scalars(
+                select(Connection)
+                .where(
+                    Connection.provider == provider, Connection.provider_account_id == account_id
+                )
+                .order_by(Connection.tutor_id)
+                .with_for_update()
+            ).all()
+            done = 0
+            for row in rows:
+                if row.access_token_encrypted is None:
+                    continue  # already forgotten (an earlier removal)
+                row.access_token_encrypted = None
+                row.refresh_token_encrypted = None
+                row.token_expires_at = None
+                row.disconnected_at = deauthorized_at
+                row.disconnect_reason = "app_deauthorized"
+                row.updated_at = now
+                upcoming = s.scalar(
+                    select(func.count())
+                    .select_from(SessionRow)
+                    .where(
+                        SessionRow.tutor_id == row.tutor_id,
+                        SessionRow.provider == provider,
+                        SessionRow.status.in_(ELIGIBLE),
+                        SessionRow.scheduled_start_at >= now,
+                    )
+                )
+                self._add_event(
+                    s,
+                    events.EventType.PROVIDER_DISCONNECTED,
+                    {
+                        "tutor_id": str(row.tutor_id),
+                        "provider": provider,
+                        "reason": "app_deauthorized",
+                        "upcoming_sessions": int(upcoming or 0),
+                        "disconnected_at": deauthorized_at.isoformat(),
+                    },
+                    tutor_id=row.tutor_id,
+                    now=now,
+                )
+                done += 1
+            record.outcome = f"disconnected:{done}" if rows else "no_connection"
+            return record.outcome
+
+    def record_meeting_deletion(
+        self,
+        *,
+        notification_id: str,
+        provider: str,
+        meeting_id: str,
+        deleted_at: datetime,
+        now: datetime,
+    ) -> str:
+        """A meeting was deleted at the provider: record it against the session that uses it.
+
+        Only a session whose CURRENT meeting it is counts, and not one relink
+        itself deleted (a rollback's or a cleanup's delete also makes Zoom send
+        `meeting.deleted`): those meetings are no longer any session's current
+        one, or are recorded as deleted by relink in `session_migrations`.
+        """
+        with self._sessions() as s, s.begin():
+            record = self._first_time(
+                s,
+                notification_id=notification_id,
+                provider=provider,
+                event="meeting.deleted",
+                now=now,
+            )
+            if record is None:
+                return "duplicate"
+            sessions = s.scalars(
+                select(SessionRow).where(
+                    SessionRow.provider == provider,
+                    SessionRow.meeting_external_id == meeting_id,
+                    SessionRow.status.in_(ELIGIBLE),
+                    SessionRow.scheduled_start_at >= now,
+                )
+            ).all()
+            ours = s.scalar(
+                select(func.count())
+                .select_from(SessionMigration)
+                .where(
+                    (
+                        (SessionMigration.new_meeting_external_id == meeting_id)
+                        & (SessionMigration.new_meeting_deleted_at.is_not(None))
+                    )
+                    | (
+                        (SessionMigration.previous_meeting_external_id == meeting_id)
+                        & (SessionMigration.previous_meeting_deleted_at.is_not(None))
+                    )
+                )
+            )
+            if not sessions or ours:
+                record.outcome = "ignored"
+                return record.outcome
+            for row in sessions:
+                s.execute(
+                    pg_insert(MeetingDeletion)
+                    .values(
+                        session_id=row.id,
+                        tutor_id=row.tutor_id,
+                        provider=provider,
+                        meeting_external_id=meeting_id,
+                        deleted_at=deleted_at,
+                        recorded_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["session_id", "meeting_external_id"])
+                )
+            record.outcome = f"recorded:{len(sessions)}"
+            return record.outcome
+
+    def open_deletions(self, tutor_id: uuid.UUID, *, now: datetime) -> list[DeletedMeetingView]:
+        """The tutor's upcoming sessions whose current meeting was deleted at the provider."""
+        with self._sessions() as s:
+            rows = s.execute(
+                select(MeetingDeletion, SessionRow.scheduled_start_at, Booking.topic, User.name)
+                .join(SessionRow, SessionRow.id == MeetingDeletion.session_id)
+                .join(Booking, Booking.id == SessionRow.booking_id)
+                .join(User, User.id == SessionRow.student_id)
+                .where(
+                    MeetingDeletion.tutor_id == tutor_id,
+                    MeetingDeletion.resolved_at.is_(None),
+                    # Still the session's meeting: a move or a rollback since replaced it.
+                    SessionRow.meeting_external_id == MeetingDeletion.meeting_external_id,
+                    SessionRow.provider == MeetingDeletion.provider,
+                    SessionRow.status.in_(ELIGIBLE),
+                    SessionRow.scheduled_start_at >= now,
+                )
+                .order_by(SessionRow.scheduled_start_at)
+                .limit(100)
+            ).all()
+            return [
+                DeletedMeetingView(
+                    id=d.id,
+                    session_id=d.session_id,
+                    provider=d.provider,
+                    meeting_external_id=d.meeting_external_id,
+                    deleted_at=d.deleted_at,
+                    scheduled_start_at=start,
+                    topic=topic,
+                    student_name=student,
+                )
+                for d, start, topic, student in rows
+            ]
+
+    def deletion(self, *, tutor_id: uuid.UUID, session_id: uuid.UUID) -> MeetingDeletion | None:
+        """The open deletion of one of the tutor's sessions that still uses that meeting."""
+        with self._sessions() as s:
+            return s.scalars(
+                select(MeetingDeletion)
+                .join(SessionRow, SessionRow.id == MeetingDeletion.session_id)
+                .where(
+                    MeetingDeletion.session_id == session_id,
+                    MeetingDeletion.tutor_id == tutor_id,
+                    MeetingDeletion.resolved_at.is_(None),
+                    SessionRow.meeting_external_id == MeetingDeletion.meeting_external_id,
+                )
+                .order_by(MeetingDeletion.id.desc())
+                .limit(1)
+            ).one_or_none()
+
+    def replace_deleted_meeting(
+        self,
+        *,
+        deletion_id: int,
+        tutor_id: uuid.UUID,
+        meeting: Meeting,
+        generation: int,
+        now: datetime,
+    ) -> bool:
+        """Give the session its re-created meeting, unless anything changed since it was made.
+
+        The connection row is locked (the per-tutor lock every writer takes):
+        a switch that committed meanwhile moves the session itself (False:
+        the caller deletes the meeting it made).
+        """
+        with self._sessions() as s, s.begin():
+            conn = self._lock_connection(s, tutor_id)
+            deletion = s.get(MeetingDeletion, deletion_id, with_for_update=True)
+            if (
+                conn is None
+                or deletion is None
+                or deletion.resolved_at is not None
+                or conn.generation != generation
+                or conn.provider != meeting.provider
+            ):
+                return False
+            session = s.get(SessionRow, deletion.session_id, with_for_update=True)
+            if (
+                session is None
+                or session.meeting_external_id != deletion.meeting_external_id
+                or session.status not in ELIGIBLE
+            ):
+                return False
+            session.meeting_external_id = meeting.external_id
+            session.join_url = meeting.join_url
+            session.provider = meeting.provider
+            session.meeting_created_at = now
+            session.updated_at = now
+            deletion.resolved_at = now
+            deletion.new_meeting_external_id = meeting.external_id
+            if meeting.join_url:
+                self._add_event(
+                    s,
+                    events.EventType.SESSION_MEETING_RECREATED,
+                    {
+                        "tutor_id": str(tutor_id),
+                        "session_id": str(session.id),
+                        "student_id": str(session.student_id),
+                        "scheduled_start_at": session.scheduled_start_at.isoformat(),
+                        "provider": meeting.provider,
+                        "meeting_external_id": meeting.external_id,
+                        "join_url": meeting.join_url,
+                        "deleted_meeting_external_id": deletion.meeting_external_id,
+                        "recreated_at": now.isoformat(),
+                    },
+                    tutor_id=tutor_id,
+                    now=now,
+                )
+            return True
+
     # -- sessions and bookings ------------------------------------------------
 
     def upcoming_sessions(
@@ -606,12 +883,21 @@ class GatewayStore:
                 for row, topic, tutor_name, student_name in s.execute(query).all()
             ]
 
+    def booking(self, booking_id: uuid.UUID) -> Booking | None:
+        with self._sessions() as s:
+            return s.get(Booking, booking_id)
+
     def connection_snapshot(self, tutor_id: uuid.UUID) -> ConnectionSnapshot | None:
         """The current provider, generation and tokens (decrypted) for creating a meeting."""
         with self._sessions() as s:
             row = s.scalars(select(Connection).where(Connection.tutor_id == tutor_id)).one_or_none()
             if row is None:
                 return None
+            if row.access_token_encrypted is None:
+                raise NoConnection(
+                    f"relink's app was removed at {PROVIDER_LABELS.get(row.provider, row.provider)}"
+                    "; reconnect it before accepting bookings"
+                )
             refresh = (
                 None
                 if row.refresh_token_encrypted is None

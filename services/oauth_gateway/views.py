@@ -18,6 +18,13 @@ class ConnectionView(BaseModel):
     connected_at: datetime
     provider_account_email: str | None = None
     previous_provider: str | None = None
+    # Set when the tutor removed relink's app at the provider: reconnect required.
+    disconnected_at: datetime | None = None
+    disconnect_reason: str | None = None
+
+    @property
+    def reconnect_required(self) -> bool:
+        return self.disconnected_at is not None
 
 
 class FailedSessionView(BaseModel):
@@ -99,6 +106,19 @@ class SessionView(BaseModel):
     join_url: str | None
     scheduled_start_at: datetime
     duration_minutes: int
+
+
+class DeletedMeetingView(BaseModel):
+    """An upcoming session whose meeting was deleted at the provider (a dead link)."""
+
+    id: int
+    session_id: uuid.UUID
+    provider: str
+    meeting_external_id: str
+    deleted_at: datetime
+    scheduled_start_at: datetime
+    topic: str | None = None
+    student_name: str | None = None
 
 
 class BookingRequest(BaseModel):

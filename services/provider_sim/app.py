@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.provider_sim import admin, google_api, zoom_api
+from services.provider_sim import admin, google_api, webhooks, zoom_api
 from services.provider_sim.settings import ProviderSimSettings
 from services.provider_sim.state import SimState
 
@@ -25,4 +25,5 @@ def create_app(settings: ProviderSimSettings | None = None) -> FastAPI:
     app.include_router(zoom_api.router)
     app.include_router(google_api.router)
     app.include_router(admin.router)
+    app.include_router(webhooks.router)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.oauth_gateway.settings import DEV_ZOOM_WEBHOOK_SECRET_TOKEN
 from services.providers.settings import (
     DEV_GOOGLE_CLIENT_ID,
     DEV_GOOGLE_CLIENT_SECRET,
@@ -35,6 +36,12 @@ class ProviderSimSettings(BaseSettings):
     zoom_code_ttl_s: int = Field(default=300, ge=1)
     # Zoom: 100 meeting create/update requests per user per day (see ratelimit.py).
     zoom_daily_meeting_cap: int = Field(default=100, ge=0)
+    # Zoom's event notification endpoint of relink's app (the gateway's
+    # /webhooks/zoom) and the app's secret token; unset: no notifications sent.
+    zoom_webhook_url: str | None = None
+    zoom_webhook_secret_token: str = DEV_ZOOM_WEBHOOK_SECRET_TOKEN
+    zoom_webhook_attempts: int = Field(default=4, ge=1)
+    zoom_webhook_retry_s: float = Field(default=0.5, ge=0)
     # How many reads (insert answer included) a new Meet conference stays "pending".
     google_conference_pending_reads: int = Field(default=1, ge=0)
     seed: int = 0

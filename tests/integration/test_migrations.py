@@ -25,6 +25,8 @@ TABLES = {
     "notifications",
     "oauth_states",
     "provider_quota_usage",
+    "provider_notifications",
+    "meeting_deletions",
 }
 
 

@@ -129,7 +129,8 @@ class Connection(Base):
         UUID, ForeignKey("users.id", ondelete="CASCADE"), unique=True
     )
     provider: Mapped[str] = mapped_column(Text)
-    access_token_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    # 0006: NULL once the tutor removed relink's app at the provider (tokens forgotten).
+    access_token_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     refresh_token_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     token_expires_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
@@ -153,6 +154,9 @@ class Connection(Base):
     previous_token_expires_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+    # 0006: when and why the provider told us the tutor removed relink's app.
+    disconnected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    disconnect_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Booking(Base):
@@ -413,6 +417,45 @@ class Notification(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class ProviderNotification(Base):
+    """A provider notification the gateway acted on, keyed by its signed body's hash (0006)."""
+
+    __tablename__ = "provider_notifications"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    provider: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(Text)
+
+
+class MeetingDeletion(Base):
+    """A session's meeting deleted at the provider, open until a new meeting replaces it (0006)."""
+
+    __tablename__ = "meeting_deletions"
+    __table_args__ = (
+        UniqueConstraint("session_id", "meeting_external_id"),
+        CheckConstraint("provider IN ('google_meet', 'zoom')", name="provider_valid"),
+        Index(
+            "ix_meeting_deletions_tutor_open",
+            "tutor_id",
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("sessions.id", ondelete="CASCADE")
+    )
+    tutor_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    provider: Mapped[str] = mapped_column(Text)
+    meeting_external_id: Mapped[str] = mapped_column(Text)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    new_meeting_external_id: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class OAuthState(Base):

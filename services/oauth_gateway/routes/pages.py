@@ -61,7 +61,9 @@ async def video_setup(
     elif shown is not None and (shown.watched or notice):
         message = message_view(shown.progress)
     sessions = await gateway.upcoming_for(tutor)
+    deleted = await gateway.deleted_meetings(tutor)
     context: dict[str, Any] = {
+        "deleted_meetings": deleted,
         "tutor": user,
         "connection": connection,
         "labels": PROVIDER_LABELS,
@@ -97,6 +99,15 @@ async def roll_back(
     return RedirectResponse(
         f"/tutor/video-setup?switch={switch_id}&notice=rollback_requested", status_code=303
     )
+
+
+@router.post("/tutor/sessions/{session_id}/recreate-meeting", dependencies=[CsrfChecked])
+async def recreate_meeting(
+    session_id: uuid.UUID, tutor: CurrentTutor, gateway: GatewayDep
+) -> RedirectResponse:
+    """The "Re-create meeting" button of a session whose meeting was deleted at the provider."""
+    await gateway.recreate_meeting(tutor, session_id)
+    return RedirectResponse("/tutor/video-setup?notice=meeting_recreated", status_code=303)
 
 
 @router.get("/student/sessions", response_class=HTMLResponse)
