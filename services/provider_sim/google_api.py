@@ -46,9 +46,12 @@ KNOWN_ZONES = frozenset(available_timezones())
 SUMMARY_MAX = 1024
 DESCRIPTION_MAX = 8192
 
-# The Meet conference solution of consumer and Workspace calendars; any other
-# type is refused with 400 "Invalid conference type value." (Calendar API
-# guide "Create events", conferencing: conferenceSolutionKey.type).
+# conferenceSolutionKey.type: "hangoutsMeet" for Google Meet; the legacy
+# "eventHangout" / "eventNamedHangout" and "addOn" need a calendar that allows
+# them (Events resource, conferenceData.conferenceSolution.key.type; a
+# calendar's conferenceProperties.allowedConferenceSolutionTypes). Google's
+# refusal, 400 "Invalid conference type value.", is as integrators report it
+# (not in the error guide). The simulated calendars allow Meet only.
 CONFERENCE_TYPES = frozenset({"hangoutsMeet"})
 
 

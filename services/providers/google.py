@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 from datetime import UTC, datetime, timedelta
@@ -142,6 +143,26 @@ def event_body(request: MeetingRequest) -> dict[str, Any]:
     }
 
 
+# How many deleted events of one session a create steps over (a linkless
+# event deleted, then the tutor's retry; a rollback's deletes, then a retry).
+EVENT_ID_CHAIN = 8
+
+
+def event_ids(request: MeetingRequest) -> list[str]:
+    """The session's event ids: the derived one, then each derived from the one before.
+
+    Google keeps a deleted event's id taken (insert answers 409, the event
+    reads back `cancelled`), so a session whose event was deleted gets the
+    next id of this chain: still deterministic, so a retry finds it again.
+    Ids stay base32hex (a-v, 0-9), as Google requires (Events resource, `id`).
+    """
+    ids = [google_event_id(request.switch_id, request.session_id)]
+    while len(ids) < EVENT_ID_CHAIN:
+        digest = hashlib.sha256(f"relink:next:{ids[-1]}".encode()).digest()
+        ids.append(base64.b32hexencode(digest).decode().rstrip("=").lower())
+    return ids
+
+
 def next_request_id(event: dict[str, Any], request: MeetingRequest) -> str:
     """The requestId of the next conference for an event whose conference failed.
 
@@ -254,28 +275,36 @@ class GoogleMeetClient(ProviderClient):
         """
         check_request(request, provider=self.provider)
         body = event_body(request)
-        response = await self.api_call(
-            "POST",
-            self._api(EVENTS),
-            access_token=access_token,
-            operation="insert event",
-            json=body,
-            params={"conferenceDataVersion": "1"},
-            accept=(409,),
-        )
-        if response.status_code == 409:
+        for event_id in event_ids(request):
+            body["id"] = event_id
+            response = await self.api_call(
+                "POST",
+                self._api(EVENTS),
+                access_token=access_token,
+                operation="insert event",
+                json=body,
+                params={"conferenceDataVersion": "1"},
+                accept=(409,),
+            )
+            if response.status_code != 409:
+                event = json_body(response)
+                break
             # Our event id is derived from (switch, session): a 409 means an
-            # earlier attempt already made this event, so use that one.
-            found = await self._event(access_token, str(body["id"]))
-            if found is None:
-                raise InvalidRequestError(
-                    "insert event: id taken by a deleted event", provider=self.provider, status=409
-                )
-            event = found
-            if needs_new_conference(event):
-                event = await self._new_conference(access_token, event, request)
+            # earlier attempt already made this event, so use that one ...
+            found, _ = await self._read(access_token, event_id)
+            if found is not None:
+                event = found
+                if needs_new_conference(event):
+                    event = await self._new_conference(access_token, event, request)
+                break
+            # ... unless it was deleted since (Google keeps deleted ids taken):
+            # then the next id of the derived chain.
         else:
-            event = json_body(response)
+            raise InvalidRequestError(
+                "insert event: every id derived for this session is taken by a deleted event",
+                provider=self.provider,
+                status=409,
+            )
         event = await self._await_conference(access_token, event)
         if meet_link(event) is None:
             # Without a link the session cannot move: take the linkless event
@@ -316,12 +345,14 @@ class GoogleMeetClient(ProviderClient):
             await self.delete_meeting(access_token, event_id)
 
     async def find_meeting(self, access_token: str, request: MeetingRequest) -> Meeting | None:
-        """The event our derived id names, once its conference is ready; None if never made."""
-        event_id = google_event_id(request.switch_id, request.session_id)
-        event = await self._event(access_token, event_id)
-        if event is None:
-            return None
-        return self._meeting(await self._await_conference(access_token, event))
+        """The live event of the derived id chain, once its conference is ready; None if none."""
+        for event_id in event_ids(request):
+            event, existed = await self._read(access_token, event_id)
+            if event is not None:
+                return self._meeting(await self._await_conference(access_token, event))
+            if not existed:
+                return None
+        return None
 
     async def get_meeting(self, access_token: str, external_id: str) -> Meeting | None:
         """events.get; None when the event is gone or cancelled."""
@@ -342,6 +373,10 @@ class GoogleMeetClient(ProviderClient):
         return True
 
     async def _event(self, access_token: str, event_id: str) -> dict[str, Any] | None:
+        return (await self._read(access_token, event_id))[0]
+
+    async def _read(self, access_token: str, event_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """The live event, or None; and whether the id exists at all (deleted ones do)."""
         try:
             response = await self.api_call(
                 "GET",
@@ -350,10 +385,10 @@ class GoogleMeetClient(ProviderClient):
                 operation="get event",
             )
         except MeetingNotFoundError:
-            return None
+            return None, False
         event = json_body(response)
         # Deleted events can still be read, with status "cancelled".
-        return None if event.get("status") == "cancelled" else event
+        return (None if event.get("status") == "cancelled" else event), True
 
     async def _await_conference(self, access_token: str, event: dict[str, Any]) -> dict[str, Any]:
         """Poll events.get while Google is still creating the conference."""

@@ -84,7 +84,7 @@ def zoom_fields(request: MeetingRequest, *, marker: str, note: str = "") -> Zoom
         raise InvalidRequestError(
             "meeting marker longer than Zoom lists", provider="zoom", code="agenda"
         )
-    topic = shorten(request.topic.strip() or "Lesson", ZOOM_TOPIC_MAX)
+    topic = shorten(request.topic, ZOOM_TOPIC_MAX)
     agenda = marker
     if note:
         agenda = shorten(f"{marker} {note}", ZOOM_AGENDA_MAX)

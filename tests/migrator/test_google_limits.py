@@ -17,6 +17,7 @@ from tests.migrator.conftest import (
     wait_for,
 )
 from tests.migrator.factory import Factory
+from tests.migrator.test_resilience import request_retry
 from tests.migrator.test_rollback import outbox_events
 
 
@@ -81,6 +82,15 @@ async def test_a_meeting_without_a_join_link_fails_its_session_clearly(
     # The linkless event was taken back out of the calendar: only the moved session's is live.
     account = await sim_admin.account("google_meet", tutor.email)
     assert len(account["meetings"]) == 1
+
+    # Meet works again and the tutor retries: the session moves, to a new event
+    # (Google keeps the deleted event's id taken).
+    request_retry(engine, settings, tutor, switch_id)
+    wait_for(lambda: switch_row(engine, switch_id).state == "COMPLETED", what="retry completes")
+    moved = session_rows(engine, sessions)
+    assert all(s.provider == "google_meet" and s.join_url for s in moved)
+    account = await sim_admin.account("google_meet", tutor.email)
+    assert {m["id"] for m in account["meetings"]} == {s.meeting_external_id for s in moved}
 
 
 async def test_calendar_usage_limits_are_backed_off_without_promising_a_time(

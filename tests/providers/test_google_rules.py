@@ -449,3 +449,27 @@ async def test_an_event_without_conference_data_is_an_error_and_removed(
     assert "without a Meet link" in str(caught.value)
     account = await admin.account("google_meet", email)
     assert account["create_calls"] == 1 and account["meetings"] == []
+
+
+async def test_a_retry_after_the_linkless_event_was_deleted_makes_a_new_event(
+    sim_google: ProviderClient, admin: SimAdmin, email: str
+) -> None:
+    """Google keeps a deleted event's id taken: the retry steps to the next derived id."""
+    tokens = await connect(sim_google, email)
+    await admin.faults("google_meet", email, conference_missing=1)
+    with pytest.raises(NoJoinLinkError) as caught:
+        await sim_google.create_meeting(tokens.access_token, booking())
+    assert caught.value.code == "noConferenceData"
+
+    # Meet works again (the tutor fixed their settings) and the session is retried.
+    meeting = await sim_google.create_meeting(tokens.access_token, booking())
+    found = await sim_google.find_meeting(tokens.access_token, booking())
+
+    assert meeting.join_url
+    assert found is not None and found.external_id == meeting.external_id
+    account = await admin.account("google_meet", email)
+    assert [m["id"] for m in account["meetings"]] == [meeting.external_id]
+    # Once more: the same (second) event, no third.
+    assert (await sim_google.create_meeting(tokens.access_token, booking())) == meeting
+    # Two events were ever made (inserts refused as duplicates make none).
+    assert (await admin.account("google_meet", email))["create_calls"] == 2
