@@ -28,8 +28,20 @@ def uvicorn_config(settings: ProviderSimSettings, *, port: int | None = None) ->
 
 
 def serve(settings: ProviderSimSettings | None = None) -> None:
-    """Run the simulator until interrupted."""
-    uvicorn.Server(uvicorn_config(settings or ProviderSimSettings())).run()
+    """Run the simulator until interrupted (then save its state, when it keeps one)."""
+    server = uvicorn.Server(uvicorn_config(settings or ProviderSimSettings()))
+    try:
+        server.run()
+    finally:
+        close_state(server)
+
+
+def close_state(server: uvicorn.Server) -> None:
+    """The final save of a stopped simulator's state file, if it has one."""
+    app_state = getattr(server.config.app, "state", None)
+    state_file = getattr(app_state, "state_file", None)
+    if state_file is not None:
+        state_file.close()
 
 
 @dataclass
@@ -52,6 +64,8 @@ class SimHandle:
         """Ask uvicorn to exit and wait for the thread."""
         self.server.should_exit = True
         self.thread.join(timeout_s)
+        if not self.thread.is_alive():
+            close_state(self.server)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

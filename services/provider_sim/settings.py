@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,4 +38,7 @@ class ProviderSimSettings(BaseSettings):
     # How many reads (insert answer included) a new Meet conference stays "pending".
     google_conference_pending_reads: int = Field(default=1, ge=0)
     seed: int = 0
+    # Where the simulated world is kept across restarts (persistence.py); unset:
+    # in memory only. `relink run` sets it under the devstack home.
+    state_file: Path | None = None
     log_level: str = "warning"
