@@ -28,7 +28,9 @@ def create_app(settings: ProviderSimSettings | None = None) -> FastAPI:
     app.state.state_file = None
     if settings.state_file is not None:
         # The world survives a restart (persistence.py): load it now, save after requests.
-        state_file = StateFile(app.state.sim, settings.state_file)
+        state_file = StateFile(
+            app.state.sim, settings.state_file, debounce_s=settings.state_save_delay_s
+        )
         state_file.load()
         app.state.state_file = state_file
 

@@ -27,13 +27,22 @@ def uvicorn_config(settings: ProviderSimSettings, *, port: int | None = None) ->
     )
 
 
+class SimServer(uvicorn.Server):
+    """uvicorn's server, saving the simulator's state file as the last step of its shutdown.
+
+    Inside the shutdown, not after `run()` returns: uvicorn re-raises the
+    SIGTERM it caught once it has shut down, which ends the process before
+    any code after `run()` could save.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        close_state(self)
+
+
 def serve(settings: ProviderSimSettings | None = None) -> None:
     """Run the simulator until interrupted (then save its state, when it keeps one)."""
-    server = uvicorn.Server(uvicorn_config(settings or ProviderSimSettings()))
-    try:
-        server.run()
-    finally:
-        close_state(server)
+    SimServer(uvicorn_config(settings or ProviderSimSettings())).run()
 
 
 def close_state(server: uvicorn.Server) -> None:
@@ -80,7 +89,7 @@ def run_in_thread(
     """Start the simulator on a background thread (port 0: a free one) and wait until it serves."""
     settings = settings or ProviderSimSettings()
     port = port or free_port(settings.host)
-    server = uvicorn.Server(uvicorn_config(settings, port=port))
+    server = SimServer(uvicorn_config(settings, port=port))
     # uvicorn installs signal handlers only on the main thread; this one stops via should_exit.
     thread = threading.Thread(target=server.run, name=f"provider-sim:{port}", daemon=True)
     thread.start()

@@ -41,4 +41,6 @@ class ProviderSimSettings(BaseSettings):
     # Where the simulated world is kept across restarts (persistence.py); unset:
     # in memory only. `relink run` sets it under the devstack home.
     state_file: Path | None = None
+    # How long after a burst of requests the state is saved (one save per burst).
+    state_save_delay_s: float = Field(default=0.25, gt=0)
     log_level: str = "warning"

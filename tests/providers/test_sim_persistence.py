@@ -8,8 +8,14 @@ grants, tokens and meetings; `relink dev wipe` forgets them.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +25,7 @@ import pytest
 from services.core.settings import DevstackSettings
 from services.devstack.stack import Devstack
 from services.provider_sim.persistence import StateFile
-from services.provider_sim.server import SimHandle, run_in_thread
+from services.provider_sim.server import SimHandle, free_port, run_in_thread
 from services.provider_sim.settings import ProviderSimSettings
 from services.provider_sim.state import SimState
 from services.providers import ProviderClient, build_client
@@ -169,3 +175,58 @@ def test_an_unreadable_file_is_set_aside_and_the_world_starts_fresh(tmp_path: Pa
     assert state.accounts == {}
     assert not path.exists()
     assert (tmp_path / "state.pickle.unreadable").is_file()
+
+
+async def test_the_provider_sim_process_saves_on_sigterm(tmp_path: Path, email: str) -> None:
+    # `relink run` stops the simulator with SIGTERM; what the last requests
+    # changed must be on disk even if the debounced save had no time to run.
+    state_file = tmp_path / "state.pickle"
+    port = free_port()
+    env = {
+        **os.environ,
+        "RELINK_PROVIDER_SIM_PORT": str(port),
+        "RELINK_PROVIDER_SIM_STATE_FILE": str(state_file),
+        # no save after requests within the test: only the one on SIGTERM
+        "RELINK_PROVIDER_SIM_STATE_SAVE_DELAY_S": "600",
+    }
+
+    def spawn() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "provider-sim"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(300):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/_admin/health").is_success:
+                    return proc
+            assert proc.poll() is None, "provider-sim exited"
+            time.sleep(0.1)
+        proc.kill()
+        raise AssertionError("provider-sim did not answer")
+
+    handle_like = SimHandle(base_url=f"http://127.0.0.1:{port}", server=None, thread=None)  # type: ignore[arg-type]
+    proc = spawn()
+    try:
+        async with build_client("zoom", settings=sim_settings(handle_like)) as zoom:
+            tokens = await connect(zoom, email)
+            assert not state_file.exists()  # nothing saved yet (the delay is 600 s)
+            proc.send_signal(signal.SIGTERM)
+            # (uvicorn re-raises the signal once it has shut down)
+            assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert state_file.is_file()
+
+    proc = spawn()
+    try:
+        async with build_client("zoom", settings=sim_settings(handle_like)) as zoom:
+            assert tokens.refresh_token is not None
+            refreshed = await zoom.refresh(tokens.refresh_token)
+            assert (await zoom.account(refreshed.access_token)).email == email
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
