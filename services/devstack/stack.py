@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,11 +119,17 @@ class Devstack:
         if "postgres" in parts and self.embedded_postgres:
             self.postgres.stop()
 
+    @property
+    def provider_sim_state_file(self) -> Path:
+        """Where `relink run`'s provider simulator keeps its world across restarts."""
+        return self.home / "provider-sim" / "state.pickle"
+
     def wipe(self) -> None:
-        """Stop everything and remove the data directories."""
+        """Stop everything and remove the data directories (the simulator's world too)."""
         self.down()
         self.kafka.wipe()
         self.postgres.wipe()
+        shutil.rmtree(self.provider_sim_state_file.parent, ignore_errors=True)
 
     def restart_kafka(self) -> None:
         self.kafka.stop()

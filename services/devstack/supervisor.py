@@ -147,6 +147,10 @@ def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
         f"http://127.0.0.1:{os.environ.get('RELINK_GATEWAY_PORT', DEVSTACK_GATEWAY_PORT)}"
         "/webhooks/zoom",
     )
+    # The simulator keeps its accounts, grants and meetings under the devstack
+    # home, as PostgreSQL keeps relink's connections: a restart leaves both sides
+    # agreeing (`relink dev wipe` clears both).
+    os.environ.setdefault("RELINK_PROVIDER_SIM_STATE_FILE", str(stack.provider_sim_state_file))
     migrate.upgrade(stack.database_url)
     create_topics(CommonSettings())
     commands = available_commands()

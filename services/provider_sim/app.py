@@ -6,9 +6,12 @@ we scale by keeping the hot path cheap rather than by adding workers.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
 
 from services.provider_sim import admin, google_api, webhooks, zoom_api
+from services.provider_sim.persistence import StateFile
 from services.provider_sim.settings import ProviderSimSettings
 from services.provider_sim.state import SimState
 
@@ -22,6 +25,24 @@ def create_app(settings: ProviderSimSettings | None = None) -> FastAPI:
         openapi_url="/_admin/openapi.json",
     )
     app.state.sim = SimState(settings)
+    app.state.state_file = None
+    if settings.state_file is not None:
+        # The world survives a restart (persistence.py): load it now, save after requests.
+        state_file = StateFile(
+            app.state.sim, settings.state_file, debounce_s=settings.state_save_delay_s
+        )
+        state_file.load()
+        app.state.state_file = state_file
+
+        @app.middleware("http")
+        async def save_after_request(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            response = await call_next(request)
+            # Reads change the state too (pending conferences, 429 bursts, counters).
+            state_file.mark_dirty()
+            return response
+
     app.include_router(zoom_api.router)
     app.include_router(google_api.router)
     app.include_router(admin.router)

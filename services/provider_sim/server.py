@@ -27,9 +27,30 @@ def uvicorn_config(settings: ProviderSimSettings, *, port: int | None = None) ->
     )
 
 
+class SimServer(uvicorn.Server):
+    """uvicorn's server, saving the simulator's state file as the last step of its shutdown.
+
+    Inside the shutdown, not after `run()` returns: uvicorn re-raises the
+    SIGTERM it caught once it has shut down, which ends the process before
+    any code after `run()` could save.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        close_state(self)
+
+
 def serve(settings: ProviderSimSettings | None = None) -> None:
-    """Run the simulator until interrupted."""
-    uvicorn.Server(uvicorn_config(settings or ProviderSimSettings())).run()
+    """Run the simulator until interrupted (then save its state, when it keeps one)."""
+    SimServer(uvicorn_config(settings or ProviderSimSettings())).run()
+
+
+def close_state(server: uvicorn.Server) -> None:
+    """The final save of a stopped simulator's state file, if it has one."""
+    app_state = getattr(server.config.app, "state", None)
+    state_file = getattr(app_state, "state_file", None)
+    if state_file is not None:
+        state_file.close()
 
 
 @dataclass
@@ -52,6 +73,8 @@ class SimHandle:
         """Ask uvicorn to exit and wait for the thread."""
         self.server.should_exit = True
         self.thread.join(timeout_s)
+        if not self.thread.is_alive():
+            close_state(self.server)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,7 +89,7 @@ def run_in_thread(
     """Start the simulator on a background thread (port 0: a free one) and wait until it serves."""
     settings = settings or ProviderSimSettings()
     port = port or free_port(settings.host)
-    server = uvicorn.Server(uvicorn_config(settings, port=port))
+    server = SimServer(uvicorn_config(settings, port=port))
     # uvicorn installs signal handlers only on the main thread; this one stops via should_exit.
     thread = threading.Thread(target=server.run, name=f"provider-sim:{port}", daemon=True)
     thread.start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -45,4 +47,9 @@ class ProviderSimSettings(BaseSettings):
     # How many reads (insert answer included) a new Meet conference stays "pending".
     google_conference_pending_reads: int = Field(default=1, ge=0)
     seed: int = 0
+    # Where the simulated world is kept across restarts (persistence.py); unset:
+    # in memory only. `relink run` sets it under the devstack home.
+    state_file: Path | None = None
+    # How long after a burst of requests the state is saved (one save per burst).
+    state_save_delay_s: float = Field(default=0.25, gt=0)
     log_level: str = "warning"
