@@ -458,6 +458,23 @@ class MeetingDeletion(Base):
     new_meeting_external_id: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class ProviderChannel(Base):
+    """A Google Calendar push-notification channel of a connection (0006)."""
+
+    __tablename__ = "provider_channels"
+    __table_args__ = (Index("ix_provider_channels_tutor", "tutor_id"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    tutor_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(Text)
+    token_sha256: Mapped[str] = mapped_column(Text)
+    resource_id: Mapped[str] = mapped_column(Text)
+    generation: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_message_number: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
 class OAuthState(Base):
     """A single-use OAuth `state`, bound to a tutor and provider, with its PKCE verifier."""
 

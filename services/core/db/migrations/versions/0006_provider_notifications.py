@@ -7,7 +7,11 @@
   keyed by a hash of its signed body, written in the same transaction as its
   effect, so a replayed (or redelivered) notification changes nothing.
 - `meeting_deletions`: a session's meeting that was deleted at the provider
-  (Zoom `meeting.deleted`), shown to the tutor until a new meeting replaces it.
+  (Zoom `meeting.deleted`, a cancelled Google Calendar event), shown to the
+  tutor until a new meeting replaces it.
+- `provider_channels`: Google Calendar push-notification channels
+  (events.watch) opened for a connection: the channel token's hash, Google's
+  resource id, expiry, and the last message number (older ones are replays).
 
 Revision ID: 0006
 Revises: 0005
@@ -64,6 +68,19 @@ def upgrade() -> None:
             "provider IN ('google_meet', 'zoom')", name=op.f("ck_meeting_deletions_provider_valid")
         ),
     )
+    op.create_table(
+        "provider_channels",
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("tutor_id", UUID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("provider", sa.Text, nullable=False),
+        sa.Column("token_sha256", sa.Text, nullable=False),
+        sa.Column("resource_id", sa.Text, nullable=False),
+        sa.Column("generation", sa.Integer, nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_message_number", sa.BigInteger, nullable=False, server_default="0"),
+    )
+    op.create_index("ix_provider_channels_tutor", "provider_channels", ["tutor_id"])
     op.create_index(
         "ix_meeting_deletions_tutor_open",
         "meeting_deletions",
@@ -75,6 +92,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_meeting_deletions_tutor_open", table_name="meeting_deletions")
     op.drop_table("meeting_deletions")
+    op.drop_index("ix_provider_channels_tutor", table_name="provider_channels")
+    op.drop_table("provider_channels")
     op.drop_table("provider_notifications")
     op.drop_column("tutor_video_provider_connections", "disconnect_reason")
     op.drop_column("tutor_video_provider_connections", "disconnected_at")
