@@ -355,6 +355,7 @@ async def test_removing_the_app_at_zoom_disconnects_and_emails_the_tutor(
     assert page.status_code == 200
     assert 'id="reconnect-required"' in page.text
     assert "relink can no longer create, move or re-create meetings there" in page.text
+    assert '<span id="stranded-count">1</span> upcoming session on Zoom' in page.text
     assert 'href="/oauth/zoom/start"' in page.text
 
     # The relay publishes the outbox row; the notifier emails the tutor once.
