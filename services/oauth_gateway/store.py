@@ -321,6 +321,7 @@ class GatewayStore:
             row, row.refresh_token_encrypted, "refresh_token", "previous_refresh_token"
         )
         row.previous_token_expires_at = row.token_expires_at
+        row.previous_provider_account_id = row.provider_account_id
 
     def _rebind(
         self, row: Connection, blob: bytes | None, source: str, target: str
@@ -541,8 +542,12 @@ class GatewayStore:
             conn, conn.previous_refresh_token_encrypted, "previous_refresh_token", "refresh_token"
         )
         conn.token_expires_at = conn.previous_token_expires_at
-        # The account id/email we kept describe the other provider's account now.
-        conn.provider_account_id = None
+        # The ids swap with the tokens (a later app removal must find the
+        # restored account); the email we kept was the other provider's.
+        conn.provider_account_id, conn.previous_provider_account_id = (
+            conn.previous_provider_account_id,
+            conn.provider_account_id,
+        )
         conn.provider_account_email = None
         (
             conn.previous_provider,
@@ -659,7 +664,29 @@ class GatewayStore:
                     now=now,
                 )
                 done += 1
-            record.outcome = f"disconnected:{done}" if rows else "no_connection"
+            # A connection kept for rollback on that account loses its tokens
+            # too: a rollback would otherwise restore a revoked grant.
+            kept = s.scalars(
+                select(Connection)
+                .where(
+                    Connection.previous_provider == provider,
+                    Connection.previous_provider_account_id == account_id,
+                    Connection.previous_access_token_encrypted.is_not(None),
+                )
+                .with_for_update()
+            ).all()
+            for row in kept:
+                row.previous_access_token_encrypted = None
+                row.previous_refresh_token_encrypted = None
+                row.previous_token_expires_at = None
+                row.updated_at = now
+            record.outcome = (
+                f"disconnected:{done}"
+                if rows
+                else "previous_forgotten"
+                if kept
+                else "no_connection"
+            )
             return record.outcome
 
     def record_meeting_deletion(

@@ -157,6 +157,8 @@ class Connection(Base):
     # 0006: when and why the provider told us the tutor removed relink's app.
     disconnected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     disconnect_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # 0006: the provider account the previous_* tokens belong to.
+    previous_provider_account_id: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Booking(Base):

@@ -3,6 +3,8 @@
 - `tutor_video_provider_connections.disconnected_at` / `disconnect_reason`: the
   tutor removed relink's app at the provider (Zoom `app_deauthorized`); the
   connection's tokens are erased, so `access_token_encrypted` may be NULL.
+  `previous_provider_account_id`: whose account the kept previous tokens are
+  (a removal of the app at that provider erases them too).
 - `provider_notifications`: every provider notification the gateway acted on,
   keyed by a hash of its signed body, written in the same transaction as its
   effect, so a replayed (or redelivered) notification changes nothing.
@@ -40,6 +42,10 @@ def upgrade() -> None:
     op.add_column(
         "tutor_video_provider_connections",
         sa.Column("disconnect_reason", sa.Text, nullable=True),
+    )
+    op.add_column(
+        "tutor_video_provider_connections",
+        sa.Column("previous_provider_account_id", sa.Text, nullable=True),
     )
     op.create_table(
         "provider_notifications",
@@ -95,6 +101,7 @@ def downgrade() -> None:
     op.drop_index("ix_provider_channels_tutor", table_name="provider_channels")
     op.drop_table("provider_channels")
     op.drop_table("provider_notifications")
+    op.drop_column("tutor_video_provider_connections", "previous_provider_account_id")
     op.drop_column("tutor_video_provider_connections", "disconnect_reason")
     op.drop_column("tutor_video_provider_connections", "disconnected_at")
     # Rows without tokens cannot go back under NOT NULL: they have no connection left.
