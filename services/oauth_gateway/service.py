@@ -7,7 +7,10 @@ are async httpx.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,6 +58,8 @@ from services.providers import (
 )
 from services.providers.base import new_pkce_verifier
 from services.providers.errors import ProviderError
+from services.providers.google import GoogleMeetClient
+from services.providers.google_watch import watch_events
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +214,8 @@ class Gateway:
             now=self.clock(),
             rollback_grace=timedelta(seconds=self.settings.rollback_grace_s),
         )
+        if provider == "google_meet":
+            await self._watch_calendar(principal.user_id, tokens, generation=saved.generation)
         if saved.outcome is ConnectOutcome.SWITCHED:
             log.info(
                 "tutor %s switched to %s (switch %s, generation %s)",
@@ -468,3 +475,113 @@ class Gateway:
             raise Conflict("the session changed meanwhile; reload the page")
         log.info("meeting re-created for session %s", session_id)
         return meeting
+
+    # -- Google Calendar push notifications -----------------------------------
+
+    async def _watch_calendar(
+        self, tutor_id: uuid.UUID, tokens: TokenSet, *, generation: int
+    ) -> None:
+        """Open an events.watch channel on the tutor's calendar (best effort: logged on failure).
+
+        The connection is already saved: a channel that could not be opened
+        only means a cancelled event is not noticed, never a refused sign-in.
+        """
+        client = self.clients.get("google_meet")
+        if not isinstance(client, GoogleMeetClient):
+            return
+        channel_id, token = str(uuid.uuid4()), secrets.token_urlsafe(32)
+        try:
+            channel = await watch_events(
+                client,
+                tokens.access_token,
+                channel_id=channel_id,
+                address=f"{self.settings.public_base_url}/webhooks/google",
+                token=token,
+                ttl_s=self.settings.google_watch_ttl_s,
+            )
+        except ProviderError as exc:
+            log.warning("could not watch the tutor's calendar: %s", exc)
+            return
+        await in_thread(
+            self.store.save_channel,
+            tutor_id=tutor_id,
+            provider="google_meet",
+            channel_id=channel.id,
+            token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+            resource_id=channel.resource_id,
+            generation=generation,
+            expires_at=channel.expires_at,
+            now=self.clock(),
+        )
+
+    async def google_notification(
+        self,
+        *,
+        channel_id: str | None,
+        token: str | None,
+        resource_id: str | None,
+        resource_state: str | None,
+        message_number: str | None,
+    ) -> dict[str, str]:
+        """A Calendar push notification: check the tutor's upcoming events that are ours.
+
+        The notification names no event, so each upcoming session's event is
+        read back (events.get); those gone or cancelled are recorded.
+        """
+        channel = await in_thread(self.store.channel, channel_id) if channel_id else None
+        given = hashlib.sha256((token or "").encode()).hexdigest()
+        if (
+            channel is None
+            or not hmac.compare_digest(given, channel.token_sha256)
+            or resource_id != channel.resource_id
+        ):
+            raise zoom_events.NotificationRefused("unknown channel", reason="bad_channel")
+        try:
+            number = int(message_number or "")
+        except ValueError as exc:
+            raise zoom_events.NotificationRefused("no message number", reason="malformed") from exc
+        if not await in_thread(
+            self.store.take_channel_message, channel_id=channel.id, number=number
+        ):
+            return {"status": "duplicate"}
+        if resource_state == "sync":
+            return {"status": "sync"}
+        snapshot = await in_thread(self.store.connection_snapshot_or_none, channel.tutor_id)
+        if (
+            snapshot is None
+            or snapshot.provider != "google_meet"
+            or snapshot.generation != channel.generation
+        ):
+            return {"status": "stale_channel"}
+        client = self._client("google_meet")
+
+        async def save(tokens: TokenSet) -> None:
+            await in_thread(
+                self.store.save_refreshed_tokens,
+                tutor_id=channel.tutor_id,
+                generation=snapshot.generation,
+                tokens=tokens,
+                now=self.clock(),
+            )
+
+        session = AuthorizedSession(client, snapshot.tokens, on_refresh=save)
+        now = self.clock()
+        watched = await in_thread(
+            self.store.watched_meetings, tutor_id=channel.tutor_id, provider="google_meet", now=now
+        )
+        gone = []
+        for session_id, event_id in watched:
+            try:
+                if await session.get_meeting(event_id) is None:
+                    gone.append((session_id, event_id))
+            except ProviderError as exc:
+                log.warning("could not read back an event after a notification: %s", exc)
+                return {"status": "provider_error"}
+        recorded = await in_thread(
+            self.store.record_deleted_events,
+            tutor_id=channel.tutor_id,
+            provider="google_meet",
+            gone=gone,
+            now=now,
+        )
+        return {"status": f"recorded:{recorded}"}

@@ -49,6 +49,10 @@ class GatewaySettings(CommonSettings):
     )
     # How far x-zm-request-timestamp may be from our clock: older notifications
     # are refused as stale (a replay window), as Zoom's docs advise checking.
+    # Lifetime asked for a Google Calendar push channel (events.watch `ttl`).
+    google_watch_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=60, alias="RELINK_GATEWAY_GOOGLE_WATCH_TTL_S"
+    )
     webhook_max_skew_s: int = Field(
         default=300, ge=1, le=3600, alias="RELINK_GATEWAY_WEBHOOK_MAX_SKEW_S"
     )

@@ -27,6 +27,7 @@ from services.core.db.models import (
     MigrationState,
     OAuthState,
     Outbox,
+    ProviderChannel,
     ProviderNotification,
     ProviderSwitch,
     SessionMigration,
@@ -320,6 +321,7 @@ class GatewayStore:
             row, row.refresh_token_encrypted, "refresh_token", "previous_refresh_token"
         )
         row.previous_token_expires_at = row.token_expires_at
+        row.previous_provider_account_id = row.provider_account_id
 
     def _rebind(
         self, row: Connection, blob: bytes | None, source: str, target: str
@@ -540,8 +542,12 @@ class GatewayStore:
             conn, conn.previous_refresh_token_encrypted, "previous_refresh_token", "refresh_token"
         )
         conn.token_expires_at = conn.previous_token_expires_at
-        # The account id/email we kept describe the other provider's account now.
-        conn.provider_account_id = None
+        # The ids swap with the tokens (a later app removal must find the
+        # restored account); the email we kept was the other provider's.
+        conn.provider_account_id, conn.previous_provider_account_id = (
+            conn.previous_provider_account_id,
+            conn.provider_account_id,
+        )
         conn.provider_account_email = None
         (
             conn.previous_provider,
@@ -658,7 +664,29 @@ class GatewayStore:
                     now=now,
                 )
                 done += 1
-            record.outcome = f"disconnected:{done}" if rows else "no_connection"
+            # A connection kept for rollback on that account loses its tokens
+            # too: a rollback would otherwise restore a revoked grant.
+            kept = s.scalars(
+                select(Connection)
+                .where(
+                    Connection.previous_provider == provider,
+                    Connection.previous_provider_account_id == account_id,
+                    Connection.previous_access_token_encrypted.is_not(None),
+                )
+                .with_for_update()
+            ).all()
+            for row in kept:
+                row.previous_access_token_encrypted = None
+                row.previous_refresh_token_encrypted = None
+                row.previous_token_expires_at = None
+                row.updated_at = now
+            record.outcome = (
+                f"disconnected:{done}"
+                if rows
+                else "previous_forgotten"
+                if kept
+                else "no_connection"
+            )
             return record.outcome
 
     def record_meeting_deletion(
@@ -695,21 +723,7 @@ class GatewayStore:
                     SessionRow.scheduled_start_at >= now,
                 )
             ).all()
-            ours = s.scalar(
-                select(func.count())
-                .select_from(SessionMigration)
-                .where(
-                    (
-                        (SessionMigration.new_meeting_external_id == meeting_id)
-                        & (SessionMigration.new_meeting_deleted_at.is_not(None))
-                    )
-                    | (
-                        (SessionMigration.previous_meeting_external_id == meeting_id)
-                        & (SessionMigration.previous_meeting_deleted_at.is_not(None))
-                    )
-                )
-            )
-            if not sessions or ours:
+            if not sessions or self._deleted_by_relink(s, meeting_id):
                 record.outcome = "ignored"
                 return record.outcome
             for row in sessions:
@@ -727,6 +741,124 @@ class GatewayStore:
                 )
             record.outcome = f"recorded:{len(sessions)}"
             return record.outcome
+
+    def save_channel(
+        self,
+        *,
+        tutor_id: uuid.UUID,
+        provider: str,
+        channel_id: str,
+        token_sha256: str,
+        resource_id: str,
+        generation: int,
+        expires_at: datetime,
+        now: datetime,
+    ) -> None:
+        """Remember a push-notification channel opened for the tutor's connection."""
+        with self._sessions() as s, s.begin():
+            s.add(
+                ProviderChannel(
+                    id=channel_id,
+                    tutor_id=tutor_id,
+                    provider=provider,
+                    token_sha256=token_sha256,
+                    resource_id=resource_id,
+                    generation=generation,
+                    expires_at=expires_at,
+                    created_at=now,
+                )
+            )
+
+    def channel(self, channel_id: str) -> ProviderChannel | None:
+        with self._sessions() as s:
+            return s.get(ProviderChannel, channel_id)
+
+    def watched_meetings(
+        self, *, tutor_id: uuid.UUID, provider: str, now: datetime, limit: int = 200
+    ) -> list[tuple[uuid.UUID, str]]:
+        """(session id, meeting id) of the tutor's upcoming sessions on `provider`."""
+        with self._sessions() as s:
+            rows = s.execute(
+                select(SessionRow.id, SessionRow.meeting_external_id)
+                .where(
+                    SessionRow.tutor_id == tutor_id,
+                    SessionRow.provider == provider,
+                    SessionRow.meeting_external_id.is_not(None),
+                    SessionRow.status.in_(ELIGIBLE),
+                    SessionRow.scheduled_start_at >= now,
+                )
+                .order_by(SessionRow.scheduled_start_at)
+                .limit(limit)
+            ).all()
+            return [(r[0], str(r[1])) for r in rows]
+
+    def take_channel_message(self, *, channel_id: str, number: int) -> bool:
+        """Advance the channel's message number; False for a number already seen (a replay)."""
+        with self._sessions() as s, s.begin():
+            advanced = s.execute(
+                text(
+                    "UPDATE provider_channels SET last_message_number = :n "
+                    "WHERE id = :id AND last_message_number < :n RETURNING id"
+                ),
+                {"id": channel_id, "n": number},
+            ).first()
+            return advanced is not None
+
+    def record_deleted_events(
+        self,
+        *,
+        tutor_id: uuid.UUID,
+        provider: str,
+        gone: list[tuple[uuid.UUID, str]],
+        now: datetime,
+    ) -> int:
+        """Record events found gone at the provider against sessions that still use them."""
+        recorded = 0
+        with self._sessions() as s, s.begin():
+            for session_id, meeting_id in gone:
+                session = s.get(SessionRow, session_id)
+                if (
+                    session is None
+                    or session.tutor_id != tutor_id
+                    or session.meeting_external_id != meeting_id
+                    or self._deleted_by_relink(s, meeting_id)
+                ):
+                    continue
+                inserted = s.execute(
+                    pg_insert(MeetingDeletion)
+                    .values(
+                        session_id=session_id,
+                        tutor_id=tutor_id,
+                        provider=provider,
+                        meeting_external_id=meeting_id,
+                        deleted_at=now,
+                        recorded_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["session_id", "meeting_external_id"])
+                    .returning(MeetingDeletion.id)
+                ).scalar_one_or_none()
+                recorded += inserted is not None
+        return recorded
+
+    @staticmethod
+    def _deleted_by_relink(s: Session, meeting_id: str) -> bool:
+        """Whether a rollback or a cleanup of relink's recorded deleting this meeting."""
+        return bool(
+            s.scalar(
+                select(func.count())
+                .select_from(SessionMigration)
+                .where(
+                    (
+                        (SessionMigration.new_meeting_external_id == meeting_id)
+                        & (SessionMigration.new_meeting_deleted_at.is_not(None))
+                    )
+                    | (
+                        (SessionMigration.previous_meeting_external_id == meeting_id)
+                        & (SessionMigration.previous_meeting_deleted_at.is_not(None))
+                    )
+                )
+            )
+        )
 
     def open_deletions(self, tutor_id: uuid.UUID, *, now: datetime) -> list[DeletedMeetingView]:
         """The tutor's upcoming sessions whose current meeting was deleted at the provider."""
@@ -882,6 +1014,13 @@ class GatewayStore:
                 )
                 for row, topic, tutor_name, student_name in s.execute(query).all()
             ]
+
+    def connection_snapshot_or_none(self, tutor_id: uuid.UUID) -> ConnectionSnapshot | None:
+        """The snapshot, or None when there is no connection or its tokens were forgotten."""
+        try:
+            return self.connection_snapshot(tutor_id)
+        except NoConnection:
+            return None
 
     def booking(self, booking_id: uuid.UUID) -> Booking | None:
         with self._sessions() as s:

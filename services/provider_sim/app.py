@@ -47,4 +47,5 @@ def create_app(settings: ProviderSimSettings | None = None) -> FastAPI:
     app.include_router(google_api.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
+    app.include_router(webhooks.google_router)
     return app

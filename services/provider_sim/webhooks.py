@@ -203,3 +203,156 @@ async def delivery_log(request: Request) -> dict[str, Any]:
             for d in deliveries(request).log
         ]
     }
+
+
+# -- Google Calendar push notifications (Calendar API v3 "Push notifications",
+# developers.google.com/calendar/api/guides/push) ------------------------------
+
+
+@dataclass
+class GoogleChannel:
+    """An events.watch channel: where to notify, with which token, and its counter."""
+
+    id: str
+    resource_id: str
+    address: str
+    token: str | None
+    expiration_ms: int
+    email: str
+    number: int = 0
+
+
+def google_channels(request: Request) -> dict[str, GoogleChannel]:
+    app = request.app
+    if not hasattr(app.state, "google_channels"):
+        app.state.google_channels = {}
+    found: dict[str, GoogleChannel] = app.state.google_channels
+    return found
+
+
+async def notify_channel(state: SimState, channel: GoogleChannel, resource_state: str) -> None:
+    """POST one notification: headers only, no body; a few retries while the address fails."""
+    channel.number += 1
+    headers = {
+        "X-Goog-Channel-ID": channel.id,
+        "X-Goog-Resource-ID": channel.resource_id,
+        "X-Goog-Resource-URI": "https://www.googleapis.com/calendar/v3/calendars/primary/events",
+        "X-Goog-Resource-State": resource_state,
+        "X-Goog-Message-Number": str(channel.number),
+        "X-Goog-Channel-Expiration": datetime.fromtimestamp(
+            channel.expiration_ms / 1000, UTC
+        ).strftime("%a, %d %b %Y %H:%M:%S GMT"),
+    }
+    if channel.token is not None:
+        headers["X-Goog-Channel-Token"] = channel.token
+    async with httpx.AsyncClient(timeout=3.0) as client:
+        for attempt in range(state.settings.zoom_webhook_attempts):
+            if attempt:
+                await asyncio.sleep(state.settings.zoom_webhook_retry_s * attempt)
+            try:
+                answer = await client.post(channel.address, headers=headers)
+            except httpx.HTTPError:
+                continue
+            if 200 <= answer.status_code < 300:
+                return
+
+
+def _spawn(request: Request, coro: Any) -> None:
+    sent = deliveries(request)
+    task = asyncio.get_running_loop().create_task(coro)
+    sent.tasks.add(task)
+    task.add_done_callback(sent.tasks.discard)
+
+
+google_router = APIRouter(prefix="/google")
+
+
+@google_router.post("/calendar/v3/calendars/{calendar_id}/events/watch")
+async def watch_events(calendar_id: str, request: Request) -> Any:
+    """events.watch: a Channel resource; a `sync` notification follows at once, as at Google."""
+    from services.provider_sim.faults import gate, google_error
+
+    account = await gate("google", request)
+    if not isinstance(account, AccountState):
+        return account
+    state: SimState = request.app.state.sim
+    try:
+        body = await request.json()
+    except ValueError:
+        return google_error(400, "parseError", "Parse Error")
+    # Google requires a channel id and type "web_hook" (the guide's "Create
+    # notification channels"); the address must be HTTPS at Google, a
+    # loopback http address is accepted by this local stand-in.
+    if (
+        not isinstance(body, dict)
+        or not body.get("id")
+        or body.get("type") not in ("web_hook", "webhook")
+        or not str(body.get("address", "")).startswith(("https://", "http://127.0.0.1"))
+    ):
+        return google_error(400, "invalid", "Invalid channel")
+    channels = google_channels(request)
+    if body["id"] in channels:
+        return google_error(400, "channelIdNotUnique", "Channel id not unique")
+    ttl = int((body.get("params") or {}).get("ttl", 604800))
+    channel = GoogleChannel(
+        id=str(body["id"]),
+        resource_id=hashlib.sha256(f"{account.email}:{calendar_id}".encode()).hexdigest()[:27],
+        address=str(body["address"]),
+        token=body.get("token"),
+        expiration_ms=int((state.now() + ttl) * 1000),
+        email=account.email,
+    )
+    channels[channel.id] = channel
+    _spawn(request, notify_channel(state, channel, "sync"))
+    return JSONResponse(
+        {
+            "kind": "api#channel",
+            "id": channel.id,
+            "resourceId": channel.resource_id,
+            "resourceUri": f"https://www.googleapis.com/calendar/v3/calendars/{calendar_id}/events",
+            "token": channel.token,
+            "expiration": str(channel.expiration_ms),
+        }
+    )
+
+
+@router.get("/google/channels")
+async def channel_list(request: Request) -> dict[str, Any]:
+    """Every open channel with its token and counter (a test hook: Google has none)."""
+    return {
+        "channels": [
+            {
+                "id": c.id,
+                "resource_id": c.resource_id,
+                "token": c.token,
+                "email": c.email,
+                "number": c.number,
+                "address": c.address,
+            }
+            for c in google_channels(request).values()
+        ]
+    }
+
+
+@router.delete("/accounts/google/{email}/events/{event_id}")
+async def cancel_event_as_user(
+    email: str, event_id: str, request: Request, notify: bool = True
+) -> JSONResponse:
+    """The user deletes an event in Google Calendar: cancelled, every channel of theirs notified.
+
+    `notify=false` (a test hook) cancels without notifying, to show that only
+    a genuine new notification makes relink look.
+    """
+    state: SimState = request.app.state.sim
+    account = state.accounts.get(("google", email.lower()))
+    event = account.meetings.get(event_id) if account else None
+    if account is None or event is None or event.get("status") == "cancelled":
+        return JSONResponse({"error": "no such event"}, status_code=404)
+    # As events.delete does: the event stays readable with status "cancelled".
+    event["status"] = "cancelled"
+    notified = 0
+    for channel in google_channels(request).values():
+        if notify and channel.email == account.email and channel.expiration_ms > state.now() * 1000:
+            _spawn(request, notify_channel(state, channel, "exists"))
+            notified += 1
+    return JSONResponse({"cancelled": event_id, "channels_notified": notified})

@@ -355,6 +355,7 @@ async def test_removing_the_app_at_zoom_disconnects_and_emails_the_tutor(
     assert page.status_code == 200
     assert 'id="reconnect-required"' in page.text
     assert "relink can no longer create, move or re-create meetings there" in page.text
+    assert '<span id="stranded-count">1</span> upcoming session on Zoom' in page.text
     assert 'href="/oauth/zoom/start"' in page.text
 
     # The relay publishes the outbox row; the notifier emails the tutor once.
@@ -468,3 +469,39 @@ async def test_deletion_of_a_meeting_no_longer_the_sessions_is_ignored(
     assert answer.json() == {"status": "ignored"}
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM meeting_deletions")) == 0
+
+
+async def test_deauthorization_of_the_kept_previous_zoom_connection_forgets_it(
+    http: httpx.AsyncClient, zoom_tutor, engine: Engine, gateway_settings
+) -> None:
+    """After a switch to Google, removing the app at Zoom erases the tokens kept for rollback."""
+    account = connection_row(engine, zoom_tutor.id)["provider_account_id"]
+    switched = await connect(http, zoom_tutor, "google_meet")
+    assert switched.status_code == 303
+    switch_id = switched.headers["location"].split("switch=")[1]
+    body = deauthorized(account)
+    answer = await http.post("/webhooks/zoom", content=body, headers=signed(body))
+    assert answer.json() == {"status": "previous_forgotten"}
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT provider, access_token_encrypted, previous_access_token_encrypted,"
+                " previous_refresh_token_encrypted FROM tutor_video_provider_connections"
+                " WHERE tutor_id = :t"
+            ),
+            {"t": zoom_tutor.id},
+        ).one()
+    assert row.provider == "google_meet"
+    assert row.access_token_encrypted is not None  # the Google connection is untouched
+    assert (row.previous_access_token_encrypted, row.previous_refresh_token_encrypted) == (
+        None,
+        None,
+    )
+    # Nothing to restore any more: the rollback is refused rather than reviving a revoked grant.
+    refused = await http.post(
+        f"/api/switches/{switch_id}/rollback",
+        headers=zoom_tutor.headers,
+    )
+    assert refused.status_code == 409
+    assert "no longer kept" in refused.json()["detail"]
+    assert "provider.disconnected" not in outbox_types(engine, zoom_tutor.id)

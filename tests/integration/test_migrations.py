@@ -27,6 +27,7 @@ TABLES = {
     "provider_quota_usage",
     "provider_notifications",
     "meeting_deletions",
+    "provider_channels",
 }
 
 

@@ -157,6 +157,8 @@ class Connection(Base):
     # 0006: when and why the provider told us the tutor removed relink's app.
     disconnected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     disconnect_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # 0006: the provider account the previous_* tokens belong to.
+    previous_provider_account_id: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Booking(Base):
@@ -456,6 +458,23 @@ class MeetingDeletion(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     new_meeting_external_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ProviderChannel(Base):
+    """A Google Calendar push-notification channel of a connection (0006)."""
+
+    __tablename__ = "provider_channels"
+    __table_args__ = (Index("ix_provider_channels_tutor", "tutor_id"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    tutor_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(Text)
+    token_sha256: Mapped[str] = mapped_column(Text)
+    resource_id: Mapped[str] = mapped_column(Text)
+    generation: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_message_number: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class OAuthState(Base):

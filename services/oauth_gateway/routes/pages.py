@@ -72,6 +72,9 @@ async def video_setup(
         "message": message,
         "history": history,
         "sessions": sessions[:20],
+        # Upcoming sessions whose meetings are at the connected provider (what a
+        # disconnected connection strands: relink can no longer act on them).
+        "stranded": sum(1 for x in sessions if connection and x.provider == connection.provider),
         "csrf_token": _csrf(token, gateway),
         "poll_ms": gateway.settings.progress_poll_ms,
         "notice": notice,

@@ -1,4 +1,4 @@
-"""Event notifications from the providers (Zoom's event subscription endpoint)."""
+"""Event notifications from the providers: Zoom's event subscriptions, Google's push channels."""
 
 from __future__ import annotations
 
@@ -32,4 +32,25 @@ async def zoom_events(request: Request, gateway: GatewayDep) -> JSONResponse:
             {"error": exc.reason, "detail": str(exc)}, status_code=STATUS.get(exc.reason, 401)
         )
     gateway.metrics.webhook(provider="zoom", outcome=answer.get("status", "url_validation"))
+    return JSONResponse(answer)
+
+
+@router.post("/google")
+async def google_events(request: Request, gateway: GatewayDep) -> JSONResponse:
+    """Google Calendar push notifications (events.watch channels): headers only, no body."""
+    headers = request.headers
+    try:
+        answer = await gateway.google_notification(
+            channel_id=headers.get("x-goog-channel-id"),
+            token=headers.get("x-goog-channel-token"),
+            resource_id=headers.get("x-goog-resource-id"),
+            resource_state=headers.get("x-goog-resource-state"),
+            message_number=headers.get("x-goog-message-number"),
+        )
+    except NotificationRefused as exc:
+        gateway.metrics.webhook(provider="google_meet", outcome=exc.reason)
+        return JSONResponse(
+            {"error": exc.reason, "detail": str(exc)}, status_code=STATUS.get(exc.reason, 401)
+        )
+    gateway.metrics.webhook(provider="google_meet", outcome=answer["status"])
     return JSONResponse(answer)
