@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import cache
+from zoneinfo import available_timezones
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from services.oauth_gateway.domain import Progress, switch_message
 
@@ -130,6 +132,16 @@ class BookingRequest(BaseModel):
     duration_minutes: int = Field(gt=0, le=600)
     timezone: str = Field(default="UTC", min_length=1, max_length=64)
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        # Zoom's `timezone` and Google's `timeZone` take IANA names only; refuse the
+        # booking here, with a 422 naming the field, rather than send a meeting
+        # request the provider would refuse.
+        if value not in _iana_zones():
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name like Europe/Paris")
+        return value
+
 
 class RetryAccepted(BaseModel):
     switch_id: uuid.UUID
@@ -142,3 +154,8 @@ class RollbackAccepted(BaseModel):
     to_provider: str
     generation: int
     event_id: uuid.UUID
+
+
+@cache
+def _iana_zones() -> frozenset[str]:
+    return frozenset(available_timezones())

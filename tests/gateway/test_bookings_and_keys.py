@@ -64,6 +64,23 @@ async def test_booking_gets_a_meeting_at_the_current_provider(http, people, sim)
     assert [s["join_url"] for s in theirs] == [session["join_url"]]
 
 
+async def test_booking_with_an_unknown_time_zone_is_refused_and_makes_nothing(
+    http, people, sim, engine: Engine
+) -> None:
+    """Zoom and Google take IANA zone names only: the gateway refuses the booking (422, naming
+    the zone) before any meeting is requested, and no session row is written."""
+    tutor, student = people("tutor"), people("student")
+    await connect(http, tutor, "zoom")
+    bad = {**booking(student.id), "timezone": "Europe/Atlantis"}
+    response = await http.post("/api/bookings", json=bad, headers=tutor.headers)
+    assert response.status_code == 422, response.text
+    assert "Europe/Atlantis" in response.text
+    assert live_meetings(await sim_account(sim, "zoom", tutor.email)) == []
+    with Session(engine) as db:
+        rows = db.scalars(select(SessionRow).where(SessionRow.tutor_id == tutor.id)).all()
+    assert rows == []
+
+
 async def test_booking_while_a_switch_commits_lands_on_the_new_provider(
     http, people, sim, engine: Engine
 ) -> None:
