@@ -1,4 +1,4 @@
-"""`python -m services.baseline`: serve the inline baseline with uvicorn (one worker)."""
+"""`python -m devtools.baseline`: serve the inline baseline with uvicorn (one worker)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 import uvicorn
 
-from services.baseline.app import create_app
-from services.baseline.settings import BaselineSettings
+from devtools.baseline.app import create_app
+from devtools.baseline.settings import BaselineSettings
 
 
 def main() -> None:

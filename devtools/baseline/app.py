@@ -12,10 +12,10 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from sqlalchemy import text
 
-from services.baseline.errors import BaselineError
-from services.baseline.service import InlineCallback
-from services.baseline.settings import BaselineSettings
-from services.baseline.store import BaselineStore, make_async_engine
+from devtools.baseline.errors import BaselineError
+from devtools.baseline.service import InlineCallback
+from devtools.baseline.settings import BaselineSettings
+from devtools.baseline.store import BaselineStore, make_async_engine
 from services.providers.clients import build_client
 from services.providers.settings import ProviderSettings
 

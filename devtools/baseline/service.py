@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlencode
 
-from services.baseline.errors import CodeExchangeFailed
-from services.baseline.store import BaselineStore
+from devtools.baseline.errors import CodeExchangeFailed
+from devtools.baseline.store import BaselineStore
 from services.providers.base import ProviderClient, new_pkce_verifier
 from services.providers.errors import ProviderError
 from services.providers.models import MeetingRequest

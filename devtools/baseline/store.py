@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from services.baseline.errors import StateRejected
+from devtools.baseline.errors import StateRejected
 from services.core.db.models import Booking, Connection, OAuthState, Session, SessionStatus
 from services.core.settings import normalize_database_url
 from services.core.tokens import TokenCipher

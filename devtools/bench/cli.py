@@ -20,7 +20,7 @@ QUICK_OPTION = typer.Option(
 def bench_main(ctx: typer.Context, quick: bool = QUICK_OPTION) -> None:
     """Without a subcommand, run every benchmark and draw the plots (`relink bench all`)."""
     if ctx.invoked_subcommand is None:
-        from services.bench.suite import run_all
+        from devtools.bench.suite import run_all
 
         raise typer.Exit(run_all(quick=quick))
 
@@ -36,7 +36,7 @@ def bench_all(
     skip: list[str] = typer.Option([], help="a part to leave out (repeatable)"),
 ) -> None:
     """Every benchmark (gateway with the inline baseline, migrator sweep...), then the plots."""
-    from services.bench.suite import run_all
+    from devtools.bench.suite import run_all
 
     raise typer.Exit(run_all(quick=quick, results=results, skip=tuple(skip)))
 
@@ -47,7 +47,7 @@ def bench_plots(
     out: Path | None = typer.Option(None, help="folder of the PNGs (default: plots/ beside it)"),
 ) -> None:
     """Re-draw the PNG plots from a results file, measuring nothing."""
-    from services.bench.plots import draw_file
+    from devtools.bench.plots import draw_file
 
     report = draw_file(results, out or results.parent / "plots")
     for path in report.written:
@@ -61,7 +61,7 @@ def bench_devstack(
     runs: int = typer.Option(1, min=1, help="how many up/down cycles to time"),
 ) -> None:
     """Time `relink dev up` cold (empty data dirs) and warm, and the broker's memory."""
-    from services.devstack.bench import run
+    from devtools.bench.devstack import run
 
     run(runs=runs)
 
@@ -71,7 +71,7 @@ def bench_providers(
     seconds: float = typer.Option(3.0, min=0.5, help="how long to measure each point"),
 ) -> None:
     """Meeting creates per second through the Zoom client (0/100 ms latency, c1/c10/c100)."""
-    from services.providers.bench import run
+    from devtools.bench.providers import run
 
     run(seconds=seconds)
 
@@ -85,7 +85,7 @@ def bench_relay(
     naive_s: float = typer.Option(20.0, min=1, help="time box of the naive one-row relay"),
 ) -> None:
     """Outbox → Kafka throughput (vs a naive relay), commit-to-publish latency, memory."""
-    from services.relay.bench import run
+    from devtools.bench.relay import run
 
     run(rows=rows, big_rows=big_rows, naive_s=naive_s)
 
@@ -96,7 +96,7 @@ def bench_notifier(
     emails: int = typer.Option(1000, min=10, help="emails to deliver"),
 ) -> None:
     """Audit replay events/s and memory from N events; emails delivered per second."""
-    from services.notifier.bench import run
+    from devtools.bench.notifier import run
 
     run(replay_events=events, emails=emails)
 
@@ -109,11 +109,9 @@ def bench_gateway(
     baseline_tutors: int = typer.Option(5, min=1, help="tutors at once for the inline baseline"),
 ) -> None:
     """OAuth callback p50/p99 at 0/1k/10k future sessions per tutor, relink vs inline."""
-    from services.bench.suite import gateway_harness
+    from devtools.bench.gateway import run
 
-    gateway_harness().run(
-        tutors=tutors, per_tutor=per_tutor, baseline=baseline, baseline_tutors=baseline_tutors
-    )
+    run(tutors=tutors, per_tutor=per_tutor, baseline=baseline, baseline_tutors=baseline_tutors)
 
 
 @app.command("migrator")
@@ -131,7 +129,7 @@ def bench_migrator(
     ),
 ) -> None:
     """Sessions/s through outbox, relay, Kafka, migrator and simulator; switch-to-done; memory."""
-    from services.migrator.bench import PHASES, run
+    from devtools.bench.migrator import PHASES, run
 
     chosen = tuple(p.strip() for p in phases.split(",") if p.strip())
     if not chosen or set(chosen) - set(PHASES):
@@ -154,7 +152,7 @@ def bench_migrator_sweep(
     max_sessions: int = typer.Option(1000, min=100, help="most sessions migrated at a point"),
 ) -> None:
     """Sessions/s against migrator concurrency (at 100 ms) and provider latency (at 100)."""
-    from services.bench.sweep import run
+    from devtools.bench.sweep import run
 
     run(concurrencies=concurrency, latencies_ms=latency_ms, max_sessions=max_sessions)
 
@@ -165,6 +163,6 @@ def bench_e2e(
     make_run: bool = typer.Option(True, help="also time `make run` from a fresh clone"),
 ) -> None:
     """Consent click to the last student's email (5 sessions, 100 ms latency); make run."""
-    from services.bench.e2e import run
+    from devtools.bench.e2e import run
 
     run(tutors=tutors, make_run=make_run)

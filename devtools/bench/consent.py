@@ -27,7 +27,7 @@ async def allow_consent(http: httpx.AsyncClient, authorize_url: str, *, email: s
     }
     fields |= {"email": email, "decision": "allow"}
     # Google's consent lists each scope with a checkbox, ticked by default: send
-    # the ticked ones, as a browser does (services/provider_sim/oauth.py).
+    # the ticked ones, as a browser does (devtools/provider_sim/oauth.py).
     ticked = [
         unescape(v)
         for v in re.findall(

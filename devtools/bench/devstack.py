@@ -9,9 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from services.bench.results import record
-from services.core.settings import DevstackSettings
-from services.devstack.stack import Devstack
+from devtools.bench.results import record
+from devtools.devstack.settings import DevstackSettings
+from devtools.devstack.stack import Devstack
 
 console = Console()
 

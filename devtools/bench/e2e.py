@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-from services.bench.results import record
+from devtools.bench.results import record
 
 console = Console()
 
@@ -38,11 +38,11 @@ def switch_to_last_email(
     *, tutors: int = 10, sessions: int = 5, latency_ms: int = 100
 ) -> dict[str, float]:
     """Time tutors' switches from consent click to their students' last email."""
+    from devtools.devstack.stack import Devstack
+    from devtools.soak.run import SoakDriver, SoakTally, new_database
+    from devtools.soak.stack import ProcessStack
     from services.core.kafka import create_topics
     from services.core.settings import CommonSettings
-    from services.devstack.stack import Devstack
-    from services.soak.run import SoakDriver, SoakTally, new_database
-    from services.soak.stack import ProcessStack
 
     devstack = Devstack()
     started = devstack.up()

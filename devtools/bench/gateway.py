@@ -6,7 +6,7 @@ What runs, all real and on loopback, in one run:
 * `relink provider-sim` as a separate process, answering every code exchange
   and account lookup, and the baseline's meeting creates;
 * `relink gateway` as a separate process (uvicorn, RELINK_DEV_MODE=false);
-* the baseline (`python -m services.baseline`): the brief's original callback,
+* the baseline (`python -m devtools.baseline`): the brief's original callback,
   which creates a meeting and updates the row for every future session before
   it answers, as a separate uvicorn process on the same simulator and server;
 * this process as the tutors' browsers: for each point it prepares codes
@@ -39,10 +39,10 @@ import httpx
 import psycopg
 from rich.console import Console
 
-from services.bench.consent import allow_consent
-from services.bench.results import record
+from devtools.bench.consent import allow_consent
+from devtools.bench.results import record
+from devtools.devstack.settings import DevstackSettings
 from services.core.db import migrate
-from services.core.settings import DevstackSettings
 from services.core.tokens import generate_key
 from services.oauth_gateway.auth import issue_token
 
@@ -63,7 +63,7 @@ def _libpq(url: str) -> str:
 @contextmanager
 def devstack_server() -> Iterator[str]:
     """The devstack's PostgreSQL (started if not running, stopped again if we started it)."""
-    from services.devstack.stack import Devstack
+    from devtools.devstack.stack import Devstack
 
     stack = Devstack(DevstackSettings())
     report = stack.up()
@@ -341,7 +341,7 @@ def run(
                 db, gateway, figures, tutors=tutors, per_tutor=per_tutor, secret=session_secret
             )
             if baseline:
-                with process(["services.baseline"], bl_env, ready_url=f"{inline.base}/readyz"):
+                with process(["devtools.baseline"], bl_env, ready_url=f"{inline.base}/readyz"):
                     _measure_baseline(
                         db,
                         inline,
@@ -362,7 +362,7 @@ def run(
         _ratios(inline_figures, figures)
         inline_figures["command"] = f"{command} --baseline-tutors {baseline_tutors}"
         inline_figures["note"] = (
-            "the brief's callback (services/baseline, uvicorn, 1 worker, RELINK_DEV_MODE=false): "
+            "the brief's callback (devtools/baseline, uvicorn, 1 worker, RELINK_DEV_MODE=false): "
             "state check, code exchange, account lookup, connection upsert, then for each "
             "future session one after the other a meeting create at the simulator and a row "
             "update, then the 303; same run, simulator and PostgreSQL as `gateway`, simulator "

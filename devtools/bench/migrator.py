@@ -28,14 +28,15 @@ import httpx
 import psutil
 import psycopg
 
-from services.bench.results import record
+from devtools.bench.providers import connect, start_simulator, wait_until_serving
+from devtools.bench.results import record
+from devtools.devstack.settings import DevstackSettings
+from devtools.provider_sim.server import free_port
 from services.core import events
 from services.core.db import migrate
 from services.core.kafka import create_topics, delete_topics
-from services.core.settings import CommonSettings, DevstackSettings
+from services.core.settings import CommonSettings
 from services.core.tokens import TokenCipher
-from services.provider_sim.server import free_port
-from services.providers.bench import connect, start_simulator, wait_until_serving
 from services.providers.clients import build_client
 from services.providers.models import TokenSet
 from services.providers.settings import ProviderSettings
@@ -59,7 +60,7 @@ class Target:
 def bench_target(*, concurrency: int) -> Iterator[Target]:
     """The devstack (started if needed), the simulator in its own process, a prepared database
     and topics; all taken down again afterwards. Shared with `relink bench migrator-sweep`."""
-    from services.devstack.stack import Devstack
+    from devtools.devstack.stack import Devstack
 
     stack = Devstack(DevstackSettings())
     report = stack.up()
@@ -330,7 +331,7 @@ def _part_of(process: psutil.Process) -> str | None:
         return "postgresql"
     if name == "java" and any("kafka" in a for a in argv):
         return "kafka"
-    if "services.provider_sim" in argv:
+    if "devtools.provider_sim" in argv:
         return "simulator"
     if len(argv) >= 2 and os.path.basename(argv[1] if "python" in argv[0] else argv[0]) == (
         "relink"

@@ -19,19 +19,20 @@ import psutil
 import psycopg
 from confluent_kafka import Producer
 
-from services.bench.results import record
+from devtools.bench.results import record
+from devtools.devstack.settings import DevstackSettings
+from devtools.smtp_sink.sink import SmtpSink
 from services.core import events
 from services.core.db import migrate
 from services.core.kafka import create_topics, delete_topics, producer_config
-from services.core.settings import CommonSettings, DevstackSettings
-from services.smtp_sink.sink import SmtpSink
+from services.core.settings import CommonSettings
 
 TUTORS = 1000
 
 
 def run(*, replay_events: int = 1_000_000, emails: int = 1000) -> dict[str, Any]:
     """Measure and record; return the figures."""
-    from services.devstack.stack import Devstack
+    from devtools.devstack.stack import Devstack
 
     stack = Devstack(DevstackSettings())
     report = stack.up()

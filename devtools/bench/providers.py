@@ -1,6 +1,6 @@
 """`relink bench providers`: meeting creates per second via the client; the simulator's ceiling.
 
-The simulator runs in its own process (`python -m services.provider_sim`) so
+The simulator runs in its own process (`python -m devtools.provider_sim`) so
 the client's event loop and the server's do not share one core's time.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from services.provider_sim.server import free_port
+from devtools.provider_sim.server import free_port
 from services.providers.base import ProviderClient, new_pkce_verifier
 from services.providers.clients import build_client
 from services.providers.models import MeetingRequest, TokenSet
@@ -33,7 +33,7 @@ def start_simulator(port: int) -> subprocess.Popen[bytes]:
         "RELINK_PROVIDER_SIM_PORT": str(port),
         "RELINK_PROVIDER_SIM_ZOOM_DAILY_MEETING_CAP": str(10**9),
     }
-    return subprocess.Popen([sys.executable, "-m", "services.provider_sim"], env=env)
+    return subprocess.Popen([sys.executable, "-m", "devtools.provider_sim"], env=env)
 
 
 def wait_until_serving(base_url: str, *, timeout_s: float = 15.0) -> None:
@@ -152,7 +152,7 @@ async def measure(base_url: str, *, seconds: float) -> dict[str, Any]:
 
 def run(*, seconds: float = 3.0) -> dict[str, Any]:
     """Measure and record the providers figures in benchmarks/results.json."""
-    from services.bench.results import record
+    from devtools.bench.results import record
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"

@@ -20,11 +20,12 @@ import psutil
 import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from services.bench.results import record
+from devtools.bench.results import record
+from devtools.devstack.settings import DevstackSettings
 from services.core import events
 from services.core.db import migrate
 from services.core.kafka import create_topics, delete_topics
-from services.core.settings import CommonSettings, DevstackSettings
+from services.core.settings import CommonSettings
 from services.relay.publisher import relay_producer_config
 from services.relay.store import libpq_conninfo
 
@@ -55,7 +56,7 @@ class BenchTarget:
 
 def run(*, rows: int = 100_000, big_rows: int = 1_000_000, naive_s: float = 20.0) -> dict[str, Any]:
     """Measure everything and record it; return the figures."""
-    from services.devstack.stack import Devstack
+    from devtools.devstack.stack import Devstack
 
     stack = Devstack(DevstackSettings())
     report = stack.up()

@@ -6,36 +6,20 @@ so); the plots are drawn from whatever the record holds at the end.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from rich.console import Console
 
-from services.bench.results import DEFAULT_RESULTS_PATH
+from devtools.bench.results import DEFAULT_RESULTS_PATH
 
 QUICK_RESULTS_PATH = Path("benchmarks/quick/results.json")
 console = Console(highlight=False)
-
-
-def gateway_harness() -> ModuleType:
-    """benchmarks/gateway/harness.py, which lives outside the installed package: load it by path."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway" / "harness.py"
-    spec = importlib.util.spec_from_file_location("relink_bench_gateway", path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"gateway harness not found at {path}")
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the class is made
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass(frozen=True)
@@ -46,12 +30,11 @@ class Part:
 
 def parts(*, quick: bool) -> list[Part]:
     """Each benchmark with its report sizes, or small ones with `quick`."""
-    from services.bench import sweep
-    from services.devstack import bench as devstack
-    from services.migrator import bench as migrator
-    from services.notifier import bench as notifier
-    from services.providers import bench as providers
-    from services.relay import bench as relay
+    from devtools.bench import devstack, gateway, sweep
+    from devtools.bench import migrator as migrator
+    from devtools.bench import notifier as notifier
+    from devtools.bench import providers as providers
+    from devtools.bench import relay as relay
 
     if quick:
         return [
@@ -60,9 +43,7 @@ def parts(*, quick: bool) -> list[Part]:
             Part("relay", lambda: relay.run(rows=5000, big_rows=0, naive_s=2)),
             Part(
                 "gateway",
-                lambda: gateway_harness().run(
-                    tutors=3, per_tutor=3, baseline_tutors=2, baseline=True
-                ),
+                lambda: gateway.run(tutors=3, per_tutor=3, baseline_tutors=2, baseline=True),
             ),
             Part(
                 "migrator",
@@ -80,7 +61,7 @@ def parts(*, quick: bool) -> list[Part]:
         Part("devstack", devstack.run),
         Part("providers", providers.run),
         Part("relay", relay.run),
-        Part("gateway", lambda: gateway_harness().run()),
+        Part("gateway", lambda: gateway.run()),
         Part("migrator", migrator.run),
         Part("migrator-sweep", sweep.run),
         Part("notifier", notifier.run),
@@ -89,7 +70,7 @@ def parts(*, quick: bool) -> list[Part]:
 
 def run_all(*, quick: bool = False, results: Path | None = None, skip: tuple[str, ...] = ()) -> int:
     """Run every part not skipped, then draw the plots; 0 if every part succeeded."""
-    from services.bench.plots import draw_file
+    from devtools.bench.plots import draw_file
 
     path = results or (QUICK_RESULTS_PATH if quick else DEFAULT_RESULTS_PATH)
     previous = os.environ.get("RELINK_BENCH_RESULTS")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from services.bench.results import record
+from devtools.bench.results import record
 
 SESSIONS_PER_TUTOR = 20
 # Long enough at each point for the migrator to reach its pace (seconds at the bound rate).
@@ -36,7 +36,7 @@ def run(
     max_sessions: int = 1000,
 ) -> dict[str, Any]:
     """Measure both sweeps and record them as `migrator.sweep`; return the sweep."""
-    from services.migrator import bench as migrator_bench
+    from devtools.bench import migrator as migrator_bench
 
     with migrator_bench.bench_target(concurrency=fixed_concurrency) as target:
         relay = migrator_bench._spawn("relay", target.env)
@@ -70,7 +70,7 @@ def run(
 
 def _point(target: Any, concurrency: int, latency_ms: int, *, max_sessions: int) -> dict[str, Any]:
     """One migrator process at `concurrency`, one run at `latency_ms`."""
-    from services.migrator import bench as migrator_bench
+    from devtools.bench import migrator as migrator_bench
 
     env = dict(target.env)
     env["RELINK_MIGRATOR_CONCURRENCY"] = str(concurrency)
@@ -87,7 +87,7 @@ def _latency_points(
     target: Any, concurrency: int, latencies_ms: Sequence[int], *, max_sessions: int
 ) -> list[dict[str, Any]]:
     """One migrator process at `concurrency`, one run per latency."""
-    from services.migrator import bench as migrator_bench
+    from devtools.bench import migrator as migrator_bench
 
     env = dict(target.env)
     env["RELINK_MIGRATOR_CONCURRENCY"] = str(concurrency)
@@ -106,7 +106,7 @@ def _latency_points(
 def _measure(
     target: Any, concurrency: int, latency_ms: int, *, max_sessions: int, x: int
 ) -> dict[str, Any]:
-    from services.migrator import bench as migrator_bench
+    from devtools.bench import migrator as migrator_bench
 
     migrator_bench.set_latency(target.sim_url, latency_ms)
     sessions = sessions_for(concurrency, latency_ms, max_sessions=max_sessions)

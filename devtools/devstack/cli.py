@@ -1,4 +1,4 @@
-"""`relink dev up|down|status|wipe`: the local devstack."""
+"""`relink dev up|down|status|wipe` and `relink run`: the local devstack."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.core.errors import DevstackError
+from devtools.devstack.errors import DevstackError
 
 if TYPE_CHECKING:
-    from services.devstack.stack import Devstack
+    from devtools.devstack.stack import Devstack
 
 app = typer.Typer(help="The local devstack: real PostgreSQL and Kafka.", no_args_is_help=True)
 console = Console()
 
 
 def _stack() -> Devstack:
-    from services.devstack.stack import Devstack
+    from devtools.devstack.stack import Devstack
 
     return Devstack()
 
@@ -91,3 +91,10 @@ def _print_status(stack: Devstack) -> bool:
         table.add_row(part.name, state, part.address, part.detail)
     console.print(table)
     return all_up
+
+
+def run_command(seed: bool = True) -> None:
+    """Run the devstack and every relink process, logs prefixed; Ctrl-C stops all."""
+    from devtools.devstack.supervisor import run_stack
+
+    run_stack(seed=seed)

@@ -14,8 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from services.core.errors import DevstackError, StartTimeoutError, ToolMissingError
-from services.devstack.processes import (
+from devtools.devstack.errors import DevstackError, StartTimeoutError, ToolMissingError
+from devtools.devstack.processes import (
     ensure_port_free,
     port_is_open,
     read_pid,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import psycopg
 
-from services.core.errors import DevstackError, StartTimeoutError
-from services.devstack.processes import ensure_port_free, port_is_open, tail, wait_until
+from devtools.devstack.errors import DevstackError, StartTimeoutError
+from devtools.devstack.processes import ensure_port_free, port_is_open, tail, wait_until
 
 SUPERUSER = "postgres"
 APP_USER = "relink"

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from services.core.errors import PortInUseError, StartTimeoutError
+from devtools.devstack.errors import PortInUseError, StartTimeoutError
 
 
 def port_is_open(port: int, *, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:

@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.core.settings import DevstackSettings
-from services.devstack.kafka import EmbeddedKafka, broker_answers
-from services.devstack.postgres import EmbeddedPostgres
-from services.devstack.processes import ensure_port_free
+from devtools.devstack.kafka import EmbeddedKafka, broker_answers
+from devtools.devstack.postgres import EmbeddedPostgres
+from devtools.devstack.processes import ensure_port_free
+from devtools.devstack.settings import DevstackSettings
 
 
 @dataclass

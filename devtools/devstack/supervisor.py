@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
-from services.devstack.processes import stop_pid
+from devtools.devstack.processes import stop_pid
 
 COLORS = itertools.cycle(["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan"])
 
@@ -103,18 +103,8 @@ class Supervisor:
                 stop_pid(child.proc.pid, timeout=10)
 
 
-def available_commands() -> set[str]:
-    """The `relink` subcommands this checkout has."""
-    import typer
-
-    from services.cli import app
-
-    group = typer.main.get_command(app)
-    return set(getattr(group, "commands", {}))
-
-
-# Every process `make run` supervises, in start order; those whose command this
-# checkout lacks are left out (and named at start).
+# Every process `make run` supervises, in start order: the product's four and
+# the workshop's two stand-ins, all `relink` subcommands.
 PROCESSES = [
     ProcessSpec("provider-sim", ["provider-sim"]),
     ProcessSpec("smtp-sink", ["smtp-sink"]),
@@ -127,10 +117,10 @@ PROCESSES = [
 
 def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
     """Bring up the devstack and every process; block until Ctrl-C; stop it all."""
+    from devtools.devstack.stack import Devstack
     from services.core.db import migrate
     from services.core.kafka import create_topics
     from services.core.settings import DEVSTACK_PROVIDER_SIM_PORT, CommonSettings
-    from services.devstack.stack import Devstack
 
     console = console or Console(highlight=False)
     stack = Devstack()
@@ -153,12 +143,9 @@ def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
     os.environ.setdefault("RELINK_PROVIDER_SIM_STATE_FILE", str(stack.provider_sim_state_file))
     migrate.upgrade(stack.database_url)
     create_topics(CommonSettings())
-    commands = available_commands()
-    specs = [p for p in PROCESSES if p.command[0] in commands]
-    missing = [p.name for p in PROCESSES if p.command[0] not in commands]
-    if missing:
-        console.print(f"[yellow]not in this checkout yet:[/yellow] {', '.join(missing)}")
-    supervisor = Supervisor(specs, console=console)
+    # The workshop runs beside the product, so every process and the seed are there.
+    commands = {p.command[0] for p in PROCESSES} | {"seed"}
+    supervisor = Supervisor(PROCESSES, console=console)
 
     def _terminate(signum: int, frame: object) -> None:
         supervisor.stopping.set()

@@ -1,7 +1,7 @@
-"""`python -m services.provider_sim`: the simulator without the rest of the CLI."""
+"""`python -m devtools.provider_sim`: the simulator without the rest of the CLI."""
 
 from __future__ import annotations
 
-from services.provider_sim.server import serve
+from devtools.provider_sim.server import serve
 
 serve()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from services.provider_sim.state import Faults, Provider, SimState
+from devtools.provider_sim.state import Faults, Provider, SimState
 
 router = APIRouter(prefix="/_admin")
 

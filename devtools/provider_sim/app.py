@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
-from services.provider_sim import admin, google_api, webhooks, zoom_api
-from services.provider_sim.persistence import StateFile
-from services.provider_sim.settings import ProviderSimSettings
-from services.provider_sim.state import SimState
+from devtools.provider_sim import admin, google_api, webhooks, zoom_api
+from devtools.provider_sim.persistence import StateFile
+from devtools.provider_sim.settings import ProviderSimSettings
+from devtools.provider_sim.state import SimState
 
 
 def create_app(settings: ProviderSimSettings | None = None) -> FastAPI:

@@ -10,8 +10,8 @@ def provider_sim_command(
     port: int | None = typer.Option(None, help="port (RELINK_PROVIDER_SIM_PORT, default 18090)"),
 ) -> None:
     """Run the local Zoom and Google Meet simulator (OAuth, meetings, fault injection)."""
-    from services.provider_sim.server import serve
-    from services.provider_sim.settings import ProviderSimSettings
+    from devtools.provider_sim.server import serve
+    from devtools.provider_sim.settings import ProviderSimSettings
 
     overrides = {
         key: value for key, value in {"host": host, "port": port}.items() if value is not None

@@ -9,7 +9,7 @@ import time
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from services.provider_sim.state import AccountState, Provider, SimState
+from devtools.provider_sim.state import AccountState, Provider, SimState
 
 
 def zoom_error(

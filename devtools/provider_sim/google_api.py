@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo, available_timezones
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from services.provider_sim import oauth
-from services.provider_sim.faults import gate, google_error, oauth_gate
-from services.provider_sim.state import AccountState, SimState
+from devtools.provider_sim import oauth
+from devtools.provider_sim.faults import gate, google_error, oauth_gate
+from devtools.provider_sim.state import AccountState, SimState
 
 router = APIRouter(prefix="/google")
 

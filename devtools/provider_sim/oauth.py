@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from services.provider_sim.state import Provider, SimState
+from devtools.provider_sim.state import Provider, SimState
 
 TITLES = {"zoom": "Zoom", "google": "Google"}
 DEFAULT_EMAIL = {"zoom": "tutor@zoom.example", "google": "tutor@gmail.example"}

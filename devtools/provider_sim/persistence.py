@@ -41,7 +41,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from services.provider_sim.state import SimState
+from devtools.provider_sim.state import SimState
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from services.provider_sim.app import create_app
-from services.provider_sim.settings import ProviderSimSettings
+from devtools.provider_sim.app import create_app
+from devtools.provider_sim.settings import ProviderSimSettings
 
 
 def uvicorn_config(settings: ProviderSimSettings, *, port: int | None = None) -> uvicorn.Config:

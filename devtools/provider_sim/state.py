@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from services.provider_sim.settings import ProviderSimSettings
+from devtools.provider_sim.settings import ProviderSimSettings
 
 Provider = Literal["zoom", "google"]
 PACIFIC = ZoneInfo("America/Los_Angeles")
@@ -39,7 +39,7 @@ class Faults(BaseModel):
     conference_pending_reads: int | None = None
     conference_failure: bool | None = None
     # Google's refusal forms, each a count of the next answers it applies to
-    # (Calendar API guide "Handle API errors"; services/provider_sim/google_api.py).
+    # (Calendar API guide "Handle API errors"; devtools/provider_sim/google_api.py).
     google_rate_limit_403: int | None = None
     google_user_rate_limit_403: int | None = None
     google_usage_limits: int | None = None

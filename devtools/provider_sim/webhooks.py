@@ -39,7 +39,7 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from services.provider_sim.state import AccountState, SimState
+from devtools.provider_sim.state import AccountState, SimState
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/_admin")
@@ -270,7 +270,7 @@ google_router = APIRouter(prefix="/google")
 @google_router.post("/calendar/v3/calendars/{calendar_id}/events/watch")
 async def watch_events(calendar_id: str, request: Request) -> Any:
     """events.watch: a Channel resource; a `sync` notification follows at once, as at Google."""
-    from services.provider_sim.faults import gate, google_error
+    from devtools.provider_sim.faults import gate, google_error
 
     account = await gate("google", request)
     if not isinstance(account, AccountState):

@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from services.provider_sim import oauth
-from services.provider_sim.faults import gate, oauth_gate, zoom_error
-from services.provider_sim.state import AccountState, SimState
+from devtools.provider_sim import oauth
+from devtools.provider_sim.faults import gate, oauth_gate, zoom_error
+from devtools.provider_sim.state import AccountState, SimState
 
 router = APIRouter(prefix="/zoom")
 

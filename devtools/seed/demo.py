@@ -249,7 +249,7 @@ async def consent_at_simulator(client: ProviderClient, *, email: str) -> TokenSe
         }
         fields |= {"email": email, "decision": "allow"}
         # Google's consent lists each scope with a checkbox, ticked by default: send
-        # the ticked ones, as a browser does (services/provider_sim/oauth.py).
+        # the ticked ones, as a browser does (devtools/provider_sim/oauth.py).
         ticked = [
             unescape(v)
             for v in re.findall(

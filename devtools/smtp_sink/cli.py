@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from services.smtp_sink.sink import DEFAULT_HTTP_PORT, DEFAULT_SMTP_PORT
+from devtools.smtp_sink.sink import DEFAULT_HTTP_PORT, DEFAULT_SMTP_PORT
 
 
 def smtp_sink_command(
@@ -20,7 +20,7 @@ def smtp_sink_command(
     ),
 ) -> None:
     """Accept mail on loopback, keep it as .eml files, show it at the HTTP inbox."""
-    from services.smtp_sink.sink import SmtpSink
+    from devtools.smtp_sink.sink import SmtpSink
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

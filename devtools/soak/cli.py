@@ -28,10 +28,10 @@ def soak_command(
     ),
 ) -> None:
     """Many tutors switching under faults, then every invariant of DESIGN.md checked."""
+    from devtools.devstack.stack import Devstack
+    from devtools.soak.run import SoakConfig, new_database, run_soak
     from services.core.kafka import create_topics
     from services.core.settings import CommonSettings
-    from services.devstack.stack import Devstack
-    from services.soak.run import SoakConfig, new_database, run_soak
 
     stack = Devstack()
     report_up = stack.up()
@@ -65,7 +65,7 @@ def soak_command(
         stack.down(parts=tuple(report_up.started))
     print_report(tally, report)
     if record_figures:
-        from services.bench.results import record
+        from devtools.bench.results import record
 
         record(
             "e2e",

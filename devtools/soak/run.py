@@ -32,8 +32,8 @@ from rich.console import Console
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from services.soak import invariants
-from services.soak.stack import KILLABLE, ProcessStack
+from devtools.soak import invariants
+from devtools.soak.stack import KILLABLE, ProcessStack
 
 PROVIDERS = ("zoom", "google_meet")
 SIM_NAMES = {"zoom": "zoom", "google_meet": "google"}
@@ -167,7 +167,7 @@ class SoakDriver:
                 }
                 fields |= {"email": tutor.email, "decision": "allow"}
                 # Google's consent lists each scope with a checkbox, ticked by default: send
-                # the ticked ones, as a browser does (services/provider_sim/oauth.py).
+                # the ticked ones, as a browser does (devtools/provider_sim/oauth.py).
                 ticked = [
                     unescape(v)
                     for v in re.findall(

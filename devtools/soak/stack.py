@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from services.devstack.processes import pid_alive, stop_pid
+from devtools.devstack.processes import pid_alive, stop_pid
 
 
 def free_port() -> int:
