@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test install kafka-jars browser dev-up dev-down lint typecheck bench clean floors
+.PHONY: run test install kafka-jars browser dev-up dev-down lint typecheck contracts bench clean floors
 
 # Two distributions from one checkout, both editable: the product (`relink`,
 # the package `services/`) and the workshop (`relink-devtools`, the package
@@ -55,6 +55,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The import contracts of pyproject.toml's [tool.importlinter].
+contracts: $(STAMP)
+	$(BIN)/lint-imports
 
 # The dependency floors of pyproject.toml, checked once by hand (not part of
 # `make test`): a scratch venv with the LOWEST version each direct dependency
