@@ -2,23 +2,32 @@
 
 Each sub-app lives beside the code it drives and keeps its heavy imports
 inside its commands, so `relink --help` stays fast.
+
+The product's commands are registered here. The workshop's (`relink dev`,
+`bench`, `soak`, `run`, `provider-sim`, `smtp-sink`, `seed`) come from
+whatever distribution declares them in the `relink.commands` entry-point
+group (`devtools/pyproject.toml`): the product never imports the workshop,
+and without it those commands are simply absent.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import typer
 
-from services.bench.cli import app as bench_app
 from services.core.cli import db_app, init_command, kafka_app
 from services.core.keys_cli import keys_app
-from services.devstack.cli import app as dev_app
 from services.migrator.cli import migrator as migrator_command
 from services.notifier.cli import audit_app, notifier_command
-from services.oauth_gateway.cli import gateway_command, seed_app
-from services.provider_sim.cli import provider_sim_command
+from services.oauth_gateway.cli import gateway_command
 from services.relay.cli import relay as relay_command
-from services.smtp_sink.cli import smtp_sink_command
-from services.soak.cli import soak_command
+
+COMMANDS_GROUP = "relink.commands"
+WORKSHOP_HINT = (
+    "Dev, bench, soak and simulator commands come with the workshop: "
+    "`pip install -e ./devtools` from a checkout (`make install` does it)."
+)
 
 app = typer.Typer(
     name="relink",
@@ -26,29 +35,32 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(dev_app, name="dev")
 app.add_typer(db_app, name="db")
 app.add_typer(kafka_app, name="kafka")
-app.add_typer(bench_app, name="bench")
 app.add_typer(keys_app, name="keys")
-app.add_typer(seed_app, name="seed")
 app.command("gateway")(gateway_command)
 app.command("init", help="Migrate the database and create the topics.")(init_command)
 app.command("relay")(relay_command)
 app.command("migrator")(migrator_command)
-app.command("provider-sim")(provider_sim_command)
-app.command("soak")(soak_command)
 app.command("notifier")(notifier_command)
-app.command("smtp-sink")(smtp_sink_command)
 app.add_typer(audit_app, name="audit")
 
 
-@app.command("run")
-def run(seed: bool = True) -> None:
-    """Run the devstack and every relink process, logs prefixed; Ctrl-C stops all."""
-    from services.devstack.supervisor import run_stack
+def add_plugin_commands(target: typer.Typer) -> list[str]:
+    """Register every `relink.commands` entry point on `target`; their names, sorted."""
+    names = []
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        command = entry.load()
+        if isinstance(command, typer.Typer):
+            target.add_typer(command, name=entry.name)
+        else:
+            target.command(entry.name)(command)
+        names.append(entry.name)
+    return names
 
-    run_stack(seed=seed)
+
+if not add_plugin_commands(app):
+    app.info.epilog = WORKSHOP_HINT
 
 
 def main() -> None:

@@ -23,8 +23,9 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from devtools.devstack.settings import DevstackSettings
 from services.core.db import migrate
-from services.core.settings import CommonSettings, DevstackSettings, normalize_database_url
+from services.core.settings import CommonSettings, normalize_database_url
 
 
 @dataclass
@@ -84,7 +85,7 @@ def devstack() -> Iterator[TestInfrastructure]:
     if _docker_requested():
         yield from _docker_infrastructure()
         return
-    from services.devstack.stack import Devstack
+    from devtools.devstack.stack import Devstack
 
     stack = Devstack(DevstackSettings())
     report = stack.up()

@@ -2,10 +2,7 @@
 
 RelinkError
 ├── ConfigurationError      settings are missing or unsafe; fix the environment
-└── DevstackError           a local part (PostgreSQL, Kafka, ...) failed to start or stop
-    ├── ToolMissingError    java / mvn not installed
-    ├── PortInUseError      the port we want is taken by someone else
-    └── StartTimeoutError   the part did not become ready in time (see its log)
+└── DevstackError           (the workshop's: devtools.devstack.errors)
 """
 
 from __future__ import annotations
@@ -17,19 +14,3 @@ class RelinkError(Exception):
 
 class ConfigurationError(RelinkError):
     """Settings are missing, malformed or unsafe outside dev mode."""
-
-
-class DevstackError(RelinkError):
-    """A devstack part failed; the message names the log file to read."""
-
-
-class ToolMissingError(DevstackError):
-    """A tool the devstack needs (java, mvn) is not installed."""
-
-
-class PortInUseError(DevstackError):
-    """A port the devstack wants is already taken by another process."""
-
-
-class StartTimeoutError(DevstackError):
-    """A part did not become ready within its start timeout."""

@@ -16,8 +16,6 @@ from datetime import datetime, timedelta
 ELIGIBLE_STATUSES = ("SCHEDULED", "JOIN_OPEN")
 # Rows still to be worked on (a MEETING_CREATED row has its meeting, not yet its session).
 UNSETTLED_STATES = ("PENDING", "MEETING_CREATED")
-# Switches the migrator still works on; a final or superseded switch only gets the sweep.
-ACTIVE_SWITCH_STATES = ("PENDING", "PLANNING", "MIGRATING")
 DROPPED_SWITCH_STATES = ("SUPERSEDED", "ROLLING_BACK", "ROLLED_BACK")
 
 
@@ -40,11 +38,6 @@ def is_superseded(
     if connection_generation is None or connection_provider is None:
         return True
     return connection_generation > switch.generation or connection_provider != switch.to_provider
-
-
-def is_session_eligible(*, status: str, starts_at: datetime, now: datetime) -> bool:
-    """Whether a session may still be moved: scheduled (or joinable) and not yet started."""
-    return status in ELIGIBLE_STATUSES and starts_at >= now
 
 
 def final_switch_state(*, failed: int) -> str:

@@ -40,7 +40,7 @@ from services.providers.errors import (
     TokenExpiredError,
     UsageLimitedError,
 )
-from services.providers.models import Meeting, MeetingRequest, ProviderName, TokenSet
+from services.providers.models import Meeting, MeetingRequest, TokenSet
 from services.providers.session import AuthorizedSession
 
 log = get_logger(__name__)
@@ -503,7 +503,3 @@ class Executor:
                 detail="the provider no longer accepts this connection; reconnect it",
             )
             log.warning("failed remaining sessions: reconnect required (%d)", count, extra=ids)
-
-
-def provider_names() -> tuple[ProviderName, ...]:
-    return ("zoom", "google_meet")

@@ -65,8 +65,6 @@ class MigratorSettings(CommonSettings):
     # The sweep that catches sessions booked while a switch committed.
     sweep_interval_s: float = Field(default=60.0, gt=0, alias="RELINK_MIGRATOR_SWEEP_INTERVAL_S")
     sweep_window_h: float = Field(default=24.0, gt=0, alias="RELINK_MIGRATOR_SWEEP_WINDOW_H")
-    # Rollback is possible, and the old meetings are kept, for this long after a switch.
-    grace_period_h: float = Field(default=24.0, ge=0, alias="RELINK_MIGRATOR_GRACE_PERIOD_H")
     cleanup_interval_s: float = Field(
         default=300.0, gt=0, alias="RELINK_MIGRATOR_CLEANUP_INTERVAL_S"
     )

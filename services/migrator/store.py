@@ -106,7 +106,6 @@ class ClaimedRow:
     scheduled_start_at: datetime
     duration_minutes: int
     session_status: str
-    session_provider: str | None
     topic: str
     timezone: str
     new_meeting_external_id: str | None
@@ -642,7 +641,7 @@ class MigrationStore:
             RETURNING m.id, m.switch_id, m.session_id, m.tutor_id, s.student_id, s.booking_id,
                 m.state, m.kind, m.attempts, m.from_provider, m.to_provider,
                 s.scheduled_start_at, s.duration_minutes, s.status AS session_status,
-                s.provider AS session_provider, b.topic, b.timezone,
+                b.topic, b.timezone,
                 m.new_meeting_external_id, m.new_join_url, m.previous_meeting_external_id,
                 p.state AS switch_state, p.generation AS switch_generation,
                 c.generation AS connection_generation, c.provider AS connection_provider,

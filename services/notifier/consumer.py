@@ -96,10 +96,6 @@ class NotifierLoop:
             ):
                 break
 
-    def handle_batch(self, messages: list[Message]) -> None:
-        """Record a batch's effects, then commit its offsets."""
-        self.record_and_commit(self.parse_batch(messages), messages)
-
     def parse_batch(self, messages: list[Message]) -> list[Consumed]:
         """Parse a batch; what cannot be parsed goes (durably) to the dead-letter topic."""
         parsed: list[Consumed] = []

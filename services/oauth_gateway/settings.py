@@ -10,7 +10,7 @@ from services.core.settings import DEVSTACK_GATEWAY_PORT, CommonSettings
 # Public by design so the devstack signs people in with no setup; refused outside dev mode.
 DEV_SESSION_SECRET = "relink-dev-session-secret-not-for-production-use"
 MIN_SECRET_LENGTH = 32
-# The secret token of the simulator's Zoom app (services/provider_sim): public, dev mode only.
+# The secret token of the simulator's Zoom app (devtools/provider_sim): public, dev mode only.
 DEV_ZOOM_WEBHOOK_SECRET_TOKEN = "relink-dev-zoom-webhook-secret-token"
 
 

@@ -78,7 +78,7 @@ def conference_status(event: dict[str, Any]) -> str | None:
 
 
 # What Google refuses, checked before a request leaves relink (the simulator
-# enforces the same, with sources: services/provider_sim/google_api.py).
+# enforces the same, with sources: devtools/provider_sim/google_api.py).
 # `summary` has no documented limit; 1,024 characters is a conservative cap.
 SUMMARY_MAX = 1024
 ELLIPSIS = "\u2026"

@@ -17,7 +17,7 @@ from services.core.errors import ConfigurationError
 SIM = "http://127.0.0.1:18090"
 GATEWAY = "http://127.0.0.1:18000"
 
-# The credentials the simulator accepts by default (services/provider_sim/settings.py).
+# The credentials the simulator accepts by default (devtools/provider_sim/settings.py).
 DEV_ZOOM_CLIENT_ID = "relink-dev-zoom"
 DEV_ZOOM_CLIENT_SECRET = "relink-dev-zoom-secret"
 DEV_GOOGLE_CLIENT_ID = "relink-dev-google.apps.googleusercontent.com"

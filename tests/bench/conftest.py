@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from services.provider_sim.server import SimHandle, free_port, run_in_thread
-from services.provider_sim.settings import ProviderSimSettings
+from devtools.provider_sim.server import SimHandle, free_port, run_in_thread
+from devtools.provider_sim.settings import ProviderSimSettings
 
 
 @dataclass
@@ -31,7 +31,7 @@ def sim() -> Iterator[SimHandle]:
 
 @pytest.fixture
 def baseline(database_url: str, sim: SimHandle) -> Iterator[BaselineProcess]:
-    """`python -m services.baseline` pointed at the simulator, up once /readyz answers."""
+    """`python -m devtools.baseline` pointed at the simulator, up once /readyz answers."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELINK_")} | {
@@ -48,7 +48,7 @@ def baseline(database_url: str, sim: SimHandle) -> Iterator[BaselineProcess]:
         "RELINK_GOOGLE_CONFERENCE_POLL_INTERVAL_S": "0.05",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.baseline"],
+        [sys.executable, "-m", "devtools.baseline"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

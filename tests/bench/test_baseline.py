@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import psycopg
 
-from services.bench.consent import allow_consent
+from devtools.bench.consent import allow_consent
 from tests.bench.conftest import BaselineProcess
 
 ELIGIBLE = 5  # 4 SCHEDULED + 1 JOIN_OPEN in the future

@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from services.bench.plots import PLOTS, draw
+from devtools.bench.plots import PLOTS, draw
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

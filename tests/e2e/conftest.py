@@ -63,7 +63,7 @@ def running_stack(
     database_url: str, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> Iterator[object]:
     """Every relink process, as `make run` starts them, on this test's database and topics."""
-    from services.soak.stack import ProcessStack
+    from devtools.soak.stack import ProcessStack
 
     stack = ProcessStack(
         database_url=database_url,

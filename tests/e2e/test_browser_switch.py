@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.oauth_gateway.seed import SESSIONS, STUDENTS, TUTORS
-from services.soak.stack import ProcessStack
+from devtools.seed.demo import SESSIONS, STUDENTS, TUTORS
+from devtools.soak.stack import ProcessStack
 
 pytestmark = pytest.mark.slow
 

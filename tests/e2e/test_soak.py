@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.soak.run import SoakConfig, run_soak
+from devtools.soak.run import SoakConfig, run_soak
 
 pytestmark = pytest.mark.slow
 

@@ -14,14 +14,14 @@ import httpx
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
+from devtools.provider_sim.server import SimHandle, run_in_thread
+from devtools.provider_sim.settings import ProviderSimSettings
 from services.core.db.models import Connection, Outbox, ProviderSwitch, User
 from services.core.settings import CommonSettings
 from services.oauth_gateway.auth import csrf_token, issue_token
 from services.oauth_gateway.bootstrap import build_gateway, create_app
 from services.oauth_gateway.service import Gateway
 from services.oauth_gateway.settings import GatewaySettings
-from services.provider_sim.server import SimHandle, run_in_thread
-from services.provider_sim.settings import ProviderSimSettings
 from services.providers import ProviderSettings
 
 BASE = "http://127.0.0.1:18000"
@@ -140,7 +140,7 @@ async def consent(authorize_url: str, *, email: str, decision: str = "allow") ->
         }
         fields |= {"email": email, "decision": decision}
         # Google's consent lists each scope with a checkbox, ticked by default: send
-        # the ticked ones, as a browser does (services/provider_sim/oauth.py).
+        # the ticked ones, as a browser does (devtools/provider_sim/oauth.py).
         ticked = [
             unescape(v)
             for v in re.findall(

@@ -15,10 +15,10 @@ import pytest
 import uvicorn
 from sqlalchemy import Engine, text
 
+from devtools.provider_sim.server import SimHandle, free_port
 from services.core.settings import CommonSettings
 from services.oauth_gateway.bootstrap import build_gateway, create_app
 from services.oauth_gateway.settings import GatewaySettings
-from services.provider_sim.server import SimHandle, free_port
 from tests.gateway.conftest import connect, csrf_for, provider_settings_for
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import Engine, text
 
-from services.oauth_gateway.seed import seed_demo
+from devtools.seed.demo import seed_demo
 from services.oauth_gateway.settings import GatewaySettings
 from tests.gateway.conftest import provider_settings_for
 

@@ -20,13 +20,13 @@ import pytest
 import uvicorn
 from sqlalchemy import Engine, text
 
+from devtools.provider_sim.server import SimHandle, free_port, run_in_thread
+from devtools.provider_sim.settings import ProviderSimSettings
+from devtools.smtp_sink.sink import SmtpSink
 from services.core.settings import CommonSettings
 from services.notifier.settings import NotifierSettings
 from services.oauth_gateway.bootstrap import build_gateway, create_app
 from services.oauth_gateway.settings import DEV_ZOOM_WEBHOOK_SECRET_TOKEN, GatewaySettings
-from services.provider_sim.server import SimHandle, free_port, run_in_thread
-from services.provider_sim.settings import ProviderSimSettings
-from services.smtp_sink.sink import SmtpSink
 from tests.gateway.conftest import BASE, connect, csrf_for, provider_settings_for
 from tests.notifier.conftest import running_notifier
 from tests.relay.conftest import relay_settings, running_relay

@@ -16,12 +16,13 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from services.core.errors import PortInUseError
+from devtools.devstack import postgres
+from devtools.devstack.errors import PortInUseError
+from devtools.devstack.processes import pid_alive, port_is_open
+from devtools.devstack.settings import DevstackSettings
+from devtools.devstack.stack import Devstack
 from services.core.kafka import consumer_config, create_topics, producer_config
-from services.core.settings import CommonSettings, DevstackSettings
-from services.devstack import postgres
-from services.devstack.processes import pid_alive, port_is_open
-from services.devstack.stack import Devstack
+from services.core.settings import CommonSettings
 
 pytestmark = pytest.mark.slow
 
@@ -109,8 +110,8 @@ def test_devstack_lifecycle(own_stack: Devstack) -> None:
 
 
 def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.core.errors import ToolMissingError
-    from services.devstack.kafka import KafkaJars
+    from devtools.devstack.errors import ToolMissingError
+    from devtools.devstack.kafka import KafkaJars
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no mvn anywhere
     jars = KafkaJars(cache=tmp_path / "empty-cache", version="4.1.1")
@@ -119,8 +120,8 @@ def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_missing_java_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.core.errors import ToolMissingError
-    from services.devstack.kafka import EmbeddedKafka
+    from devtools.devstack.errors import ToolMissingError
+    from devtools.devstack.kafka import EmbeddedKafka
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JAVA_HOME", raising=False)
@@ -137,8 +138,8 @@ def test_missing_java_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_a_start_that_times_out_names_its_log(tmp_path: Path) -> None:
-    from services.core.errors import StartTimeoutError
-    from services.devstack.kafka import EmbeddedKafka
+    from devtools.devstack.errors import StartTimeoutError
+    from devtools.devstack.kafka import EmbeddedKafka
 
     kafka = EmbeddedKafka(
         home=tmp_path,

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from devtools.provider_sim.server import SimHandle, run_in_thread
+from devtools.provider_sim.settings import ProviderSimSettings
 from services.core.settings import CommonSettings
-from services.provider_sim.server import SimHandle, run_in_thread
-from services.provider_sim.settings import ProviderSimSettings
 from services.providers import ProviderClient, build_client
 from tests.migrator.factory import Factory
 from tests.providers.conftest import SimAdmin, sim_settings

@@ -19,12 +19,12 @@ import pytest
 from confluent_kafka import Producer
 from sqlalchemy import Engine, text
 
+from devtools.smtp_sink.sink import SmtpSink
 from services.core import events
 from services.core.kafka import producer_config
 from services.core.settings import CommonSettings
 from services.notifier.bootstrap import build_loop
 from services.notifier.settings import NotifierSettings
-from services.smtp_sink.sink import SmtpSink
 
 SOURCE = "/relink/migrator"
 START = datetime(2031, 3, 10, 15, 0, tzinfo=UTC)

@@ -9,11 +9,11 @@ import uuid
 from confluent_kafka import Consumer
 from sqlalchemy import Engine
 
+from devtools.smtp_sink.sink import SmtpSink
 from services.core import events
 from services.core.kafka import consumer_config
 from services.core.settings import CommonSettings
 from services.notifier.settings import NotifierSettings
-from services.smtp_sink.sink import SmtpSink
 from tests.notifier.conftest import (
     failed_event,
     make_world,

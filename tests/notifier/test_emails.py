@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 from sqlalchemy import text as sa_text
 
+from devtools.smtp_sink.sink import SmtpSink
 from services.core import events
 from services.core.settings import CommonSettings
 from services.notifier.domain import local_time
 from services.notifier.settings import NotifierSettings
-from services.smtp_sink.sink import SmtpSink
 from tests.notifier.conftest import (
     failed_event,
     make_world,

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.smtp_sink.sink import SmtpSink, free_port
+from devtools.smtp_sink.sink import SmtpSink, free_port
 
 
 def test_sink_keeps_mail_and_shows_it_at_the_inbox(tmp_path: Path) -> None:

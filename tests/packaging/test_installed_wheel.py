@@ -6,6 +6,11 @@ wheel, installs it NON-editable into a fresh venv in a temporary folder, and
 runs everything from there with the working directory outside the checkout,
 so nothing can come from the source tree: the event schemas, the templates,
 the migrations and the entry points all have to be in the wheel.
+
+The product's wheel holds no workshop file. The switch needs the workshop's
+provider simulator and SMTP sink, so the workshop's wheel (built from the
+checkout's `devtools/`) is installed beside it, also non-editable; the
+product's processes still run from the product's wheel.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +32,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from services.soak.run import SoakDriver, SoakTally
-from services.soak.stack import ProcessStack
+from devtools.soak.run import SoakDriver, SoakTally
+from devtools.soak.stack import ProcessStack
 
 pytestmark = pytest.mark.slow
 
@@ -77,11 +84,26 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         cwd=base,
     )
     (wheel,) = dist.glob("relink-*.whl")
+    # The workshop's wheel, built from a copy so no build output lands in the checkout.
+    workshop = base / "devtools-src"
+    shutil.copytree(
+        ROOT / "devtools",
+        workshop,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+    )
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", dist, workshop],
+        cwd=base,
+    )
+    (workshop_wheel,) = dist.glob("relink_devtools-*.whl")
     venv = base / "venv"
     _run([sys.executable, "-m", "venv", venv], cwd=base)
     # Non-editable, dependencies from the index (pip's cache when it has them);
     # --no-compile skips byte-compiling ~100 packages, which is most of the time.
-    _run([venv / "bin" / "python", "-m", "pip", "install", "--no-compile", wheel], cwd=base)
+    _run(
+        [venv / "bin" / "python", "-m", "pip", "install", "--no-compile", wheel, workshop_wheel],
+        cwd=base,
+    )
     workdir = base / "run"
     workdir.mkdir()
     found = Installed(venv=venv, workdir=workdir)
@@ -90,6 +112,21 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     ).strip()
     assert Path(where).is_relative_to(venv), f"services imported from {where}, not the venv"
     return found
+
+
+def test_the_product_wheel_holds_no_workshop_file(tmp_path: Path) -> None:
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", tmp_path, ROOT],
+        cwd=tmp_path,
+    )
+    (wheel,) = tmp_path.glob("relink-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert any(n.startswith("services/") for n in names)
+    workshop = [n for n in names if n.startswith("devtools") or "/devtools/" in n]
+    assert not workshop, f"the product's wheel carries workshop files: {workshop[:5]}"
+    tops = {n.split("/", 1)[0] for n in names if ".dist-info/" not in n}
+    assert tops == {"services"}, tops
 
 
 # Run by the installed interpreter: every schema loads, and one event of each

@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import pytest
 
-from services.provider_sim.server import SimHandle, run_in_thread
-from services.provider_sim.settings import ProviderSimSettings
+from devtools.provider_sim.server import SimHandle, run_in_thread
+from devtools.provider_sim.settings import ProviderSimSettings
 from services.providers import (
     ProviderClient,
     ProviderSettings,
@@ -133,7 +133,7 @@ async def consent(
         }
         fields |= {"email": email, "decision": decision}
         # Google's consent lists each scope with a checkbox, ticked by default: send
-        # the ticked ones, as a browser does (services/provider_sim/oauth.py).
+        # the ticked ones, as a browser does (devtools/provider_sim/oauth.py).
         ticked = [
             unescape(v)
             for v in re.findall(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from services.provider_sim.server import SimHandle
+from devtools.provider_sim.server import SimHandle
 from services.providers import MeetingRequest, ProviderClient
 from services.providers.models import meeting_marker
 from tests.providers.conftest import SimAdmin, connect

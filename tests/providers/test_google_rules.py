@@ -2,8 +2,8 @@
 
 Each simulator rule is exercised over HTTP: with our client where it can
 make the request, with plain httpx where our client (rightly) never would.
-Sources are cited next to each rule in services/provider_sim/google_api.py
-and services/provider_sim/oauth.py.
+Sources are cited next to each rule in devtools/provider_sim/google_api.py
+and devtools/provider_sim/oauth.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import pytest
 
-from services.provider_sim.server import SimHandle
+from devtools.provider_sim.server import SimHandle
 from services.providers import (
     MeetingRequest,
     ProviderClient,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from services.provider_sim.server import SimHandle
+from devtools.provider_sim.server import SimHandle
 from services.providers import MeetingRequest, ProviderClient, build_client
 from services.providers.errors import (
     ConferenceFailedError,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.provider_sim.server import SimHandle, free_port
+from devtools.provider_sim.server import SimHandle, free_port
 from services.providers import MeetingRequest, ProviderClient, RetryNotice, build_client
 from services.providers.errors import (
     DailyQuotaExhaustedError,

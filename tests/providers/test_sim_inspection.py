@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from services.provider_sim.server import SimHandle
+from devtools.provider_sim.server import SimHandle
 from services.providers import ProviderClient
 from services.providers.models import MeetingRequest
 from tests.providers.conftest import SimAdmin, connect

@@ -22,12 +22,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.core.settings import DevstackSettings
-from services.devstack.stack import Devstack
-from services.provider_sim.persistence import StateFile
-from services.provider_sim.server import SimHandle, free_port, run_in_thread
-from services.provider_sim.settings import ProviderSimSettings
-from services.provider_sim.state import SimState
+from devtools.devstack.settings import DevstackSettings
+from devtools.devstack.stack import Devstack
+from devtools.provider_sim.persistence import StateFile
+from devtools.provider_sim.server import SimHandle, free_port, run_in_thread
+from devtools.provider_sim.settings import ProviderSimSettings
+from devtools.provider_sim.state import SimState
 from services.providers import ProviderClient, build_client
 from services.providers.errors import AuthorizationRevokedError, TokenExpiredError
 from tests.providers.conftest import connect, sim_settings

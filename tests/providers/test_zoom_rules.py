@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.provider_sim.server import SimHandle
+from devtools.provider_sim.server import SimHandle
 from services.providers import (
     AuthorizedSession,
     MeetingRequest,

@@ -12,23 +12,27 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+import devtools
 import services
+from devtools.devstack.settings import DevstackSettings
 from services.core.errors import ConfigurationError
-from services.core.settings import CommonSettings, DevstackSettings, normalize_database_url
+from services.core.settings import CommonSettings, normalize_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _settings_classes() -> list[type[BaseSettings]]:
-    for module in pkgutil.walk_packages(services.__path__, "services."):
-        if module.name.endswith(".settings"):
-            importlib.import_module(module.name)
+    """Every settings class of the product and of the workshop (compose runs the simulator)."""
+    for package in (services, devtools):
+        for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if module.name.endswith(".settings"):
+                importlib.import_module(module.name)
     found: list[type[BaseSettings]] = []
     stack: list[type[BaseSettings]] = [BaseSettings]
     while stack:
         cls = stack.pop()
         for sub in cls.__subclasses__():
-            if sub.__module__.startswith("services."):
+            if sub.__module__.startswith(("services.", "devtools.")):
                 found.append(sub)
             stack.append(sub)
     return found

@@ -1,4 +1,8 @@
-"""Pure migration logic: supersession, eligibility, and what a failed attempt leads to."""
+"""Pure migration logic: supersession and what a failed attempt leads to.
+
+Which sessions a switch moves is decided by the planning query: see
+tests/migrator/test_eligibility.py.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ from services.migrator.domain import (
     SwitchRef,
     decide,
     final_switch_state,
-    is_session_eligible,
     is_superseded,
 )
 
@@ -48,24 +51,6 @@ def test_a_switch_is_superseded_by_a_newer_connection(
         is_superseded(SWITCH, connection_provider=provider, connection_generation=generation)
         is superseded
     )
-
-
-@pytest.mark.parametrize(
-    ("status", "offset", "eligible"),
-    [
-        ("SCHEDULED", 1, True),
-        ("JOIN_OPEN", 1, True),
-        ("SCHEDULED", -1, False),
-        ("IN_PROGRESS", 1, False),
-        ("COMPLETED", 1, False),
-        ("CANCELLED", 1, False),
-    ],
-)
-def test_only_future_scheduled_sessions_are_eligible(
-    status: str, offset: int, eligible: bool
-) -> None:
-    starts = NOW + timedelta(hours=offset)
-    assert is_session_eligible(status=status, starts_at=starts, now=NOW) is eligible
 
 
 def test_final_state_names_failures() -> None:

@@ -1,0 +1,113 @@
+"""Provider-shaped error answers and the fault gate every simulated API call passes."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from devtools.provider_sim.state import AccountState, Provider, SimState
+
+
+def zoom_error(
+    status: int, code: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """Zoom's error body: `{"code": ..., "message": ...}` (Zoom API "Error codes")."""
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+def google_error(
+    status: int,
+    reason: str,
+    message: str,
+    *,
+    domain: str = "global",
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """Google's error body (Calendar API guide "Handle API errors")."""
+    body = {
+        "error": {
+            "errors": [{"domain": domain, "reason": reason, "message": message}],
+            "code": status,
+            "message": message,
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def unavailable(provider: Provider) -> JSONResponse:
+    if provider == "zoom":
+        return zoom_error(503, 503, "Service Unavailable")
+    return google_error(503, "backendError", "The service is currently unavailable.")
+
+
+def server_error(provider: Provider) -> JSONResponse:
+    if provider == "zoom":
+        return zoom_error(500, 500, "Internal server error")
+    return google_error(500, "backendError", "Backend Error")
+
+
+def throttled(provider: Provider, retry_after_s: float) -> JSONResponse:
+    """A per-second/per-minute throttle answer with Retry-After (whole seconds, RFC 9110)."""
+    headers = {"Retry-After": str(max(0, math.ceil(retry_after_s)))}
+    if provider == "zoom":
+        headers |= {"X-RateLimit-Category": "Medium", "X-RateLimit-Type": "QPS"}
+        return zoom_error(
+            429,
+            429,
+            "You have reached the maximum per-second rate limit for this API. Try again later.",
+            headers,
+        )
+    return google_error(
+        429, "rateLimitExceeded", "Rate Limit Exceeded", domain="usageLimits", headers=headers
+    )
+
+
+def unauthorized(provider: Provider, why: str) -> JSONResponse:
+    """An access token refused: Zoom's code 124, Google's authError."""
+    if provider == "zoom":
+        text = "Access token is expired." if why == "expired" else "Invalid access token."
+        return zoom_error(401, 124, text)
+    return google_error(401, "authError", "Invalid Credentials")
+
+
+async def gate(provider: Provider, request: Request) -> AccountState | JSONResponse:
+    """Authenticate the bearer token and apply the faults; the account, or the answer to send."""
+    state: SimState = request.app.state.sim
+    if state.fault(provider, None, "down"):
+        return unavailable(provider)
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header[:7].lower() == "bearer " else ""
+    grant, why = state.bearer(provider, token)
+    if grant is None:
+        return unauthorized(provider, why)
+    email = grant.email
+    account = state.account(provider, email)
+    if time.monotonic() < account.wait_until:
+        account.early_calls += 1
+    latency = state.fault(provider, email, "latency_ms")
+    if latency:
+        await asyncio.sleep(latency / 1000)
+    if state.fault(provider, email, "down"):
+        return unavailable(provider)
+    retry_after = state.take_429(provider, email)
+    if retry_after is not None:
+        account.wait_until = time.monotonic() + retry_after
+        return throttled(provider, retry_after)
+    if state.injected_error(provider, email):
+        return server_error(provider)
+    return state.account(provider, email)
+
+
+async def oauth_gate(provider: Provider, request: Request) -> JSONResponse | None:
+    """Provider-wide faults on the OAuth endpoints: latency and a provider that is down."""
+    state: SimState = request.app.state.sim
+    latency = state.fault(provider, None, "latency_ms")
+    if latency:
+        await asyncio.sleep(latency / 1000)
+    if state.fault(provider, None, "down"):
+        return unavailable(provider)
+    return None

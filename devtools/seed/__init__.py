@@ -1,0 +1,1 @@
+"""The demo seed: tutors, students and sessions for the devstack."""
