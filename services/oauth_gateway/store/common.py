@@ -1,0 +1,73 @@
+"""What several parts of the gateway's store share.
+
+The per-tutor lock (the connection row), the encrypted token columns, and
+the one function that appends the gateway's outbox rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.core import events
+from services.core.db.models import Connection, Outbox, SessionStatus
+from services.core.tokens import TokenCipher
+from services.providers.models import TokenSet
+
+SOURCE = "/relink/oauth-gateway"
+ELIGIBLE = (SessionStatus.SCHEDULED.value, SessionStatus.JOIN_OPEN.value)
+
+
+def lock_connection(s: Session, tutor_id: uuid.UUID) -> Connection | None:
+    return s.scalars(
+        select(Connection).where(Connection.tutor_id == tutor_id).with_for_update()
+    ).one_or_none()
+
+
+def current_tokens(cipher: TokenCipher, tutor_id: uuid.UUID, tokens: TokenSet) -> dict[str, Any]:
+    refresh = tokens.refresh_token
+    return {
+        "access_token_encrypted": cipher.encrypt(
+            tokens.access_token, tutor_id=tutor_id, field="access_token"
+        ),
+        "refresh_token_encrypted": None
+        if refresh is None
+        else cipher.encrypt(refresh, tutor_id=tutor_id, field="refresh_token"),
+        "token_expires_at": tokens.expires_at,
+    }
+
+
+def rebind(
+    cipher: TokenCipher, row: Connection, blob: bytes | None, source: str, target: str
+) -> bytes | None:
+    # Ciphertexts are bound to their column: moving one means decrypting and re-encrypting.
+    if blob is None:
+        return None
+    plain = cipher.decrypt(blob, tutor_id=row.tutor_id, field=source)
+    return cipher.encrypt(plain, tutor_id=row.tutor_id, field=target)
+
+
+def add_event(
+    topics: events.TopicNames,
+    s: Session,
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    tutor_id: uuid.UUID,
+    now: datetime,
+) -> uuid.UUID:
+    values = events.outbox_row(
+        event_type,
+        payload,
+        tutor_id=str(tutor_id),
+        source=SOURCE,
+        topics=topics,
+        time=now,
+    )
+    s.add(Outbox(**values))
+    event_id: uuid.UUID = values["event_id"]
+    return event_id

@@ -1,0 +1,298 @@
+"""Provider switches: their views, and the retry and rollback a tutor requests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.core import events
+from services.core.db.models import (
+    Booking,
+    Connection,
+    MigrationState,
+    ProviderSwitch,
+    SessionMigration,
+    SwitchState,
+    User,
+)
+from services.core.db.models import Session as SessionRow
+from services.core.tokens import TokenCipher
+from services.oauth_gateway.domain import Progress, rollback_allowed
+from services.oauth_gateway.errors import NotFound, NothingToRetry, RollbackNotAllowed
+from services.oauth_gateway.store.common import add_event, lock_connection, rebind
+from services.oauth_gateway.views import FailedSessionView, SwitchView, message_view
+
+# The retry event lists at most this many sessions (its schema's maxItems); beyond, [] = all.
+RETRY_LIST_MAX = 1000
+
+
+class SwitchStore:
+    """Reads the tutor's switches and records retry and rollback requests."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        cipher: TokenCipher,
+        topics: events.TopicNames,
+    ) -> None:
+        self._sessions = session_factory
+        self._cipher = cipher
+        self._topics = topics
+
+    def switches(self, tutor_id: uuid.UUID, *, now: datetime, limit: int = 50) -> list[SwitchView]:
+        """The tutor's switches, newest first."""
+        with self._sessions() as s:
+            conn = s.scalars(
+                select(Connection).where(Connection.tutor_id == tutor_id)
+            ).one_or_none()
+            rows = s.scalars(
+                select(ProviderSwitch)
+                .where(ProviderSwitch.tutor_id == tutor_id)
+                .order_by(ProviderSwitch.created_at.desc(), ProviderSwitch.generation.desc())
+                .limit(limit)
+            ).all()
+            return [self._switch_view(row, conn, now=now) for row in rows]
+
+    def switch(
+        self,
+        *,
+        tutor_id: uuid.UUID,
+        switch_id: uuid.UUID,
+        now: datetime,
+        with_failures: bool = True,
+    ) -> SwitchView:
+        """One of the tutor's switches; `NotFound` for anyone else's."""
+        with self._sessions() as s:
+            row = s.get(ProviderSwitch, switch_id)
+            if row is None or row.tutor_id != tutor_id:
+                raise NotFound("no such switch")
+            conn = s.scalars(
+                select(Connection).where(Connection.tutor_id == tutor_id)
+            ).one_or_none()
+            view = self._switch_view(row, conn, now=now)
+            if with_failures and row.sessions_failed > 0:
+                view.failed_sessions = self._failed_sessions(s, switch_id)
+            return view
+
+    def _switch_view(
+        self, row: ProviderSwitch, conn: Connection | None, *, now: datetime
+    ) -> SwitchView:
+        waiting = row.waiting_until if row.waiting_until and row.waiting_until > now else None
+        progress = Progress(
+            state=row.state,
+            total=row.sessions_total,
+            migrated=row.sessions_migrated,
+            failed=row.sessions_failed,
+            to_provider=row.to_provider,
+            waiting_until=waiting,
+        )
+        refusal = "no connection" if conn is None else _rollback_refusal(row, conn, now=now)
+        return SwitchView(
+            id=row.id,
+            from_provider=row.from_provider,
+            to_provider=row.to_provider,
+            generation=row.generation,
+            state=row.state,
+            sessions_total=row.sessions_total,
+            sessions_migrated=row.sessions_migrated,
+            sessions_failed=row.sessions_failed,
+            sessions_remaining=progress.remaining,
+            created_at=row.created_at,
+            completed_at=row.completed_at,
+            rollback_deadline=row.rollback_deadline,
+            rolled_back_at=row.rolled_back_at,
+            waiting_until=waiting,
+            message=message_view(progress),
+            can_roll_back=refusal is None,
+        )
+
+    @staticmethod
+    def _failed_sessions(s: Session, switch_id: uuid.UUID) -> list[FailedSessionView]:
+        rows = s.execute(
+            select(
+                SessionMigration.session_id,
+                SessionMigration.scheduled_start_at,
+                SessionMigration.last_error,
+                SessionMigration.attempts,
+                Booking.topic,
+                User.name,
+            )
+            .join(SessionRow, SessionRow.id == SessionMigration.session_id)
+            .join(Booking, Booking.id == SessionRow.booking_id)
+            .join(User, User.id == SessionRow.student_id)
+            .where(
+                SessionMigration.switch_id == switch_id,
+                SessionMigration.state == MigrationState.FAILED.value,
+            )
+            .order_by(SessionMigration.scheduled_start_at)
+            .limit(200)
+        ).all()
+        return [
+            FailedSessionView(
+                session_id=r.session_id,
+                scheduled_start_at=r.scheduled_start_at,
+                reason=r.last_error,
+                attempts=r.attempts,
+                topic=r.topic,
+                student_name=r.name,
+            )
+            for r in rows
+        ]
+
+    def request_retry(
+        self, *, tutor_id: uuid.UUID, switch_id: uuid.UUID, now: datetime
+    ) -> tuple[uuid.UUID, list[uuid.UUID]]:
+        """Record `session.retry_requested` for the failed sessions; (event id, session ids)."""
+        with self._sessions() as s, s.begin():
+            conn = lock_connection(s, tutor_id)
+            row = s.get(ProviderSwitch, switch_id)
+            if row is None or row.tutor_id != tutor_id:
+                raise NotFound("no such switch")
+            if (
+                conn is None
+                or row.generation != conn.generation
+                or row.state
+                in (
+                    SwitchState.SUPERSEDED.value,
+                    SwitchState.ROLLING_BACK.value,
+                    SwitchState.ROLLED_BACK.value,
+                )
+            ):
+                raise NothingToRetry("a newer switch or a rollback replaced this switch")
+            failed = list(
+                s.scalars(
+                    select(SessionMigration.session_id).where(
+                        SessionMigration.switch_id == switch_id,
+                        SessionMigration.state == MigrationState.FAILED.value,
+                    )
+                )
+            )
+            if not failed and row.sessions_failed == 0:
+                raise NothingToRetry("no session of this switch failed")
+            listed = failed if len(failed) <= RETRY_LIST_MAX else []
+            event_id = add_event(
+                self._topics,
+                s,
+                events.EventType.SESSION_RETRY_REQUESTED,
+                {
+                    "switch_id": str(switch_id),
+                    "tutor_id": str(tutor_id),
+                    "session_ids": [str(i) for i in listed],
+                    "requested_at": now.isoformat(),
+                },
+                tutor_id=tutor_id,
+                now=now,
+            )
+            return event_id, failed
+
+    def request_rollback(
+        self, *, tutor_id: uuid.UUID, switch_id: uuid.UUID, now: datetime
+    ) -> tuple[uuid.UUID, str, int]:
+        """Re-activate the previous connection and record `switch.rollback_requested`.
+
+        Returns (event id, provider restored, new generation). The new
+        provider's tokens move to `previous_*`: the migrator needs them to
+        delete the meetings it made there.
+        """
+        with self._sessions() as s, s.begin():
+            conn = lock_connection(s, tutor_id)
+            row = s.scalars(
+                select(ProviderSwitch).where(ProviderSwitch.id == switch_id).with_for_update()
+            ).one_or_none()
+            if row is None or row.tutor_id != tutor_id:
+                raise NotFound("no such switch")
+            if conn is None:
+                raise RollbackNotAllowed("no connection to roll back")
+            refusal = _rollback_refusal(row, conn, now=now)
+            if refusal is not None:
+                raise RollbackNotAllowed(refusal)
+            self._swap_with_previous(conn)
+            conn.generation += 1
+            conn.connected_at = now
+            conn.updated_at = now
+            row.state = SwitchState.ROLLING_BACK.value
+            event_id = add_event(
+                self._topics,
+                s,
+                events.EventType.SWITCH_ROLLBACK_REQUESTED,
+                {
+                    "switch_id": str(switch_id),
+                    "tutor_id": str(tutor_id),
+                    "to_provider": conn.provider,
+                    "generation": conn.generation,
+                    "requested_at": now.isoformat(),
+                },
+                tutor_id=tutor_id,
+                now=now,
+            )
+            return event_id, conn.provider, conn.generation
+
+    def _swap_with_previous(self, conn: Connection) -> None:
+        current = (
+            conn.provider,
+            rebind(
+                self._cipher,
+                conn,
+                conn.access_token_encrypted,
+                "access_token",
+                "previous_access_token",
+            ),
+            rebind(
+                self._cipher,
+                conn,
+                conn.refresh_token_encrypted,
+                "refresh_token",
+                "previous_refresh_token",
+            ),
+            conn.token_expires_at,
+        )
+        assert conn.previous_provider is not None
+        conn.provider = conn.previous_provider
+        restored = rebind(
+            self._cipher,
+            conn,
+            conn.previous_access_token_encrypted,
+            "previous_access_token",
+            "access_token",
+        )
+        assert restored is not None
+        conn.access_token_encrypted = restored
+        conn.refresh_token_encrypted = rebind(
+            self._cipher,
+            conn,
+            conn.previous_refresh_token_encrypted,
+            "previous_refresh_token",
+            "refresh_token",
+        )
+        conn.token_expires_at = conn.previous_token_expires_at
+        # The ids swap with the tokens (a later app removal must find the
+        # restored account); the email we kept was the other provider's.
+        conn.provider_account_id, conn.previous_provider_account_id = (
+            conn.previous_provider_account_id,
+            conn.provider_account_id,
+        )
+        conn.provider_account_email = None
+        (
+            conn.previous_provider,
+            conn.previous_access_token_encrypted,
+            conn.previous_refresh_token_encrypted,
+            conn.previous_token_expires_at,
+        ) = current
+
+
+def _rollback_refusal(row: ProviderSwitch, conn: Connection, *, now: datetime) -> str | None:
+    """Why this switch cannot be rolled back now (None: it can)."""
+    return rollback_allowed(
+        switch_state=row.state,
+        switch_generation=row.generation,
+        connection_generation=conn.generation,
+        connection_provider=conn.provider,
+        switch_to_provider=row.to_provider,
+        has_previous_tokens=conn.previous_access_token_encrypted is not None,
+        deadline=row.rollback_deadline,
+        now=now,
+    )
