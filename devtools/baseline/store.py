@@ -19,7 +19,7 @@ from devtools.baseline.errors import StateRejected
 from services.core.db.models import Booking, Connection, OAuthState, Session, SessionStatus
 from services.core.settings import normalize_database_url
 from services.core.tokens import TokenCipher
-from services.providers.models import Meeting, ProviderAccount, TokenSet
+from services.providers import Meeting, ProviderAccount, TokenSet
 
 ELIGIBLE = (SessionStatus.SCHEDULED.value, SessionStatus.JOIN_OPEN.value)
 

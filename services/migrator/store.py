@@ -30,7 +30,7 @@ from services.migrator.domain import (
     SwitchRef,
     final_switch_state,
 )
-from services.providers.models import Meeting, TokenSet
+from services.providers import Meeting, TokenSet
 
 SOURCE = "/relink/migrator"
 

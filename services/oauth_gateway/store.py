@@ -59,7 +59,7 @@ from services.oauth_gateway.views import (
     SwitchView,
     message_view,
 )
-from services.providers.models import Meeting, ProviderAccount, TokenSet
+from services.providers import Meeting, ProviderAccount, TokenSet
 
 SOURCE = "/relink/oauth-gateway"
 VERIFIER_FIELD = "code_verifier"
