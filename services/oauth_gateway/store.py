@@ -36,7 +36,7 @@ from services.core.db.models import (
     User,
 )
 from services.core.db.models import Session as SessionRow
-from services.core.tokens import TokenCipher
+from services.core.tokens import CODE_VERIFIER, TokenCipher
 from services.oauth_gateway.domain import (
     PROVIDER_LABELS,
     ConnectOutcome,
@@ -62,7 +62,7 @@ from services.oauth_gateway.views import (
 from services.providers import Meeting, ProviderAccount, TokenSet
 
 SOURCE = "/relink/oauth-gateway"
-VERIFIER_FIELD = "code_verifier"
+VERIFIER_FIELD = CODE_VERIFIER
 ELIGIBLE = (SessionStatus.SCHEDULED.value, SessionStatus.JOIN_OPEN.value)
 # The retry event lists at most this many sessions (its schema's maxItems); beyond, [] = all.
 RETRY_LIST_MAX = 1000
@@ -281,14 +281,12 @@ class GatewayStore:
         ).one_or_none()
 
     def _current_tokens(self, tutor_id: uuid.UUID, tokens: TokenSet) -> dict[str, Any]:
-        refresh = tokens.refresh_token
+        sealed = self._cipher.seal_tokens(
+            tokens.access_token, tokens.refresh_token, tutor_id=tutor_id
+        )
         return {
-            "access_token_encrypted": self._cipher.encrypt(
-                tokens.access_token, tutor_id=tutor_id, field="access_token"
-            ),
-            "refresh_token_encrypted": None
-            if refresh is None
-            else self._cipher.encrypt(refresh, tutor_id=tutor_id, field="refresh_token"),
+            "access_token_encrypted": sealed.access,
+            "refresh_token_encrypted": sealed.refresh,
             "token_expires_at": tokens.expires_at,
         }
 
@@ -326,11 +324,7 @@ class GatewayStore:
     def _rebind(
         self, row: Connection, blob: bytes | None, source: str, target: str
     ) -> bytes | None:
-        # Ciphertexts are bound to their column: moving one means decrypting and re-encrypting.
-        if blob is None:
-            return None
-        plain = self._cipher.decrypt(blob, tutor_id=row.tutor_id, field=source)
-        return self._cipher.encrypt(plain, tutor_id=row.tutor_id, field=target)
+        return self._cipher.rebind(blob, tutor_id=row.tutor_id, source=source, target=target)
 
     # -- switches -----------------------------------------------------------
 
@@ -1037,21 +1031,15 @@ class GatewayStore:
                     f"relink's app was removed at {PROVIDER_LABELS.get(row.provider, row.provider)}"
                     "; reconnect it before accepting bookings"
                 )
-            refresh = (
-                None
-                if row.refresh_token_encrypted is None
-                else self._cipher.decrypt(
-                    row.refresh_token_encrypted, tutor_id=tutor_id, field="refresh_token"
-                )
+            opened = self._cipher.open_tokens(
+                row.access_token_encrypted, row.refresh_token_encrypted, tutor_id=tutor_id
             )
             return ConnectionSnapshot(
                 provider=row.provider,
                 generation=row.generation,
                 tokens=TokenSet(
-                    access_token=self._cipher.decrypt(
-                        row.access_token_encrypted, tutor_id=tutor_id, field="access_token"
-                    ),
-                    refresh_token=refresh,
+                    access_token=opened.access,
+                    refresh_token=opened.refresh,
                     expires_at=row.token_expires_at or datetime.max.replace(tzinfo=UTC),
                     scopes=tuple(row.scopes.split()),
                 ),
