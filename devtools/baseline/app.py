@@ -16,8 +16,7 @@ from devtools.baseline.errors import BaselineError
 from devtools.baseline.service import InlineCallback
 from devtools.baseline.settings import BaselineSettings
 from devtools.baseline.store import BaselineStore, make_async_engine
-from services.providers.clients import build_client
-from services.providers.settings import ProviderSettings
+from services.providers import ProviderSettings, build_client
 
 ProviderPath = Literal["zoom", "google_meet"]
 

@@ -11,9 +11,7 @@ from urllib.parse import urlencode
 
 from devtools.baseline.errors import CodeExchangeFailed
 from devtools.baseline.store import BaselineStore
-from services.providers.base import ProviderClient, new_pkce_verifier
-from services.providers.errors import ProviderError
-from services.providers.models import MeetingRequest
+from services.providers import MeetingRequest, ProviderClient, ProviderError, new_pkce_verifier
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from devtools.baseline.errors import StateRejected
 from services.core.db.models import Booking, Connection, OAuthState, Session, SessionStatus
 from services.core.settings import normalize_database_url
-from services.core.tokens import TokenCipher
-from services.providers.models import Meeting, ProviderAccount, TokenSet
+from services.core.tokens import CODE_VERIFIER, TokenCipher
+from services.providers import Meeting, ProviderAccount, TokenSet
 
 ELIGIBLE = (SessionStatus.SCHEDULED.value, SessionStatus.JOIN_OPEN.value)
 
@@ -61,7 +61,7 @@ class BaselineStore:
                     tutor_id=tutor_id,
                     provider=provider,
                     code_verifier_encrypted=self._cipher.encrypt(
-                        verifier, tutor_id=tutor_id, field="code_verifier"
+                        verifier, tutor_id=tutor_id, field=CODE_VERIFIER
                     ),
                     created_at=now,
                     expires_at=now + ttl,
@@ -86,7 +86,7 @@ class BaselineStore:
                 raise StateRejected("This sign-in link has expired.")
             row.used_at = now
             verifier = self._cipher.decrypt(
-                row.code_verifier_encrypted, tutor_id=row.tutor_id, field="code_verifier"
+                row.code_verifier_encrypted, tutor_id=row.tutor_id, field=CODE_VERIFIER
             )
             return row.tutor_id, verifier
 
@@ -95,16 +95,13 @@ class BaselineStore:
     ) -> str | None:
         """Upsert the tutor's one connection; the provider it replaced, if any."""
         now = datetime.now(UTC)
+        sealed = self._cipher.seal_tokens(
+            tokens.access_token, tokens.refresh_token, tutor_id=tutor_id
+        )
         values = {
             "provider": provider,
-            "access_token_encrypted": self._cipher.encrypt(
-                tokens.access_token, tutor_id=tutor_id, field="access_token"
-            ),
-            "refresh_token_encrypted": None
-            if tokens.refresh_token is None
-            else self._cipher.encrypt(
-                tokens.refresh_token, tutor_id=tutor_id, field="refresh_token"
-            ),
+            "access_token_encrypted": sealed.access,
+            "refresh_token_encrypted": sealed.refresh,
             "token_expires_at": tokens.expires_at,
             "scopes": " ".join(tokens.scopes),
             "provider_account_id": account.id,

@@ -37,9 +37,7 @@ from services.core.db import migrate
 from services.core.kafka import create_topics, delete_topics
 from services.core.settings import CommonSettings
 from services.core.tokens import TokenCipher
-from services.providers.clients import build_client
-from services.providers.models import TokenSet
-from services.providers.settings import ProviderSettings
+from services.providers import ProviderSettings, TokenSet, build_client
 from services.relay.store import libpq_conninfo
 
 FINAL = ("COMPLETED", "COMPLETED_WITH_FAILURES", "SUPERSEDED")

@@ -18,10 +18,14 @@ from typing import Any
 import httpx
 
 from devtools.provider_sim.server import free_port
-from services.providers.base import ProviderClient, new_pkce_verifier
-from services.providers.clients import build_client
-from services.providers.models import MeetingRequest, TokenSet
-from services.providers.settings import ProviderSettings
+from services.providers import (
+    MeetingRequest,
+    ProviderClient,
+    ProviderSettings,
+    TokenSet,
+    build_client,
+    new_pkce_verifier,
+)
 
 LATENCIES_MS = (0, 100)
 CONCURRENCIES = (1, 10, 100)

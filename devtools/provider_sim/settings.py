@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.oauth_gateway.settings import DEV_ZOOM_WEBHOOK_SECRET_TOKEN
-from services.providers.settings import (
+from services.providers import (
     DEV_GOOGLE_CLIENT_ID,
     DEV_GOOGLE_CLIENT_SECRET,
     DEV_ZOOM_CLIENT_ID,

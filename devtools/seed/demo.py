@@ -40,15 +40,17 @@ from services.core.errors import ConfigurationError
 from services.oauth_gateway.settings import GatewaySettings
 from services.oauth_gateway.store import GatewayStore
 from services.providers import (
+    Meeting,
     MeetingRequest,
+    ProviderAccount,
     ProviderClient,
+    ProviderError,
+    ProviderName,
     ProviderSettings,
     TokenSet,
     build_client,
     new_pkce_verifier,
 )
-from services.providers.errors import ProviderError
-from services.providers.models import Meeting, ProviderAccount, ProviderName
 
 log = logging.getLogger(__name__)
 NAMESPACE = uuid.UUID("6f2d8a52-7d41-4c38-9a61-3b1f0c4e2a10")

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, text
 
 ELIGIBLE = ("SCHEDULED", "JOIN_OPEN")
 UNSETTLED_SWITCH_STATES = ("PENDING", "PLANNING", "MIGRATING", "ROLLING_BACK")
-# services.providers.models.meeting_marker: "[relink:<switch>:<session>]".
+# services.providers.meeting_marker: "[relink:<switch>:<session>]".
 ZOOM_MARKER = re.compile(r"\[relink:[^\]\s]+\]")
 
 

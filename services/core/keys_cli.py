@@ -94,11 +94,11 @@ def _reencrypt(
         blob = row[index]
         if blob is None:
             continue
-        if not cipher.needs_rotation(bytes(blob)):
+        fresh = cipher.reencrypt(bytes(blob), tutor_id=tutor_id, field=bound_field)
+        if fresh is None:
             report.current += 1
-            continue
-        plain = cipher.decrypt(bytes(blob), tutor_id=tutor_id, field=bound_field)
-        changes[column] = cipher.encrypt(plain, tutor_id=tutor_id, field=bound_field)
+        else:
+            changes[column] = fresh
     return changes
 
 

@@ -7,6 +7,13 @@ can be rotated: every configured key decrypts, the newest encrypts.
 
 Layout: b"rl1" | key-id length (1 byte) | key id | 12-byte nonce | ciphertext+tag.
 
+This module is the one home of token sealing: which field a ciphertext is
+bound to (`ACCESS_TOKEN`, `REFRESH_TOKEN` in a slot: current or `PREVIOUS`;
+`CODE_VERIFIER`), sealing and opening a connection's pair
+(`TokenCipher.seal_tokens` / `open_tokens`), moving a ciphertext to another
+column (`rebind`) and re-encrypting it under the newest key (`reencrypt`).
+Stores call these; none encrypts or decrypts a token field by itself.
+
 Keys come from `RELINK_TOKEN_KEYS`: a comma-separated list of
 `<key-id>:<urlsafe-base64 32-byte key>`, newest LAST. Generate one with
 `relink keys generate`.
@@ -32,8 +39,34 @@ DEV_TOKEN_KEYS = (
 )
 
 
+# The fields a ciphertext is bound to: its column without `_encrypted`. A
+# connection holds two slots of tokens: the current ones and, after a switch,
+# the previous provider's (kept for a rollback), bound to `previous_*`.
+ACCESS_TOKEN = "access_token"
+REFRESH_TOKEN = "refresh_token"
+CODE_VERIFIER = "code_verifier"
+CURRENT = ""
+PREVIOUS = "previous_"
+
+
 class TokenDecryptError(RelinkError):
     """A ciphertext is corrupt, bound to another row, or made by an unknown key."""
+
+
+@dataclass(frozen=True, slots=True)
+class SealedTokens:
+    """A connection's token pair as stored: the refresh token is optional."""
+
+    access: bytes
+    refresh: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedTokens:
+    """A connection's token pair in clear (it never leaves the process)."""
+
+    access: str
+    refresh: str | None
 
 
 @dataclass(frozen=True)
@@ -110,6 +143,48 @@ class TokenCipher:
                 f"token for field {field!r} does not decrypt for this tutor (wrong row or key)"
             ) from exc
         return plain.decode()
+
+    def seal_tokens(
+        self, access: str, refresh: str | None, *, tutor_id: object, slot: str = CURRENT
+    ) -> SealedTokens:
+        """Encrypt a token pair for its slot's columns; no refresh token stays None."""
+        return SealedTokens(
+            access=self.encrypt(access, tutor_id=tutor_id, field=f"{slot}{ACCESS_TOKEN}"),
+            refresh=None
+            if refresh is None
+            else self.encrypt(refresh, tutor_id=tutor_id, field=f"{slot}{REFRESH_TOKEN}"),
+        )
+
+    def open_tokens(
+        self, access: bytes, refresh: bytes | None, *, tutor_id: object, slot: str = CURRENT
+    ) -> OpenedTokens:
+        """Decrypt a token pair read from its slot's columns; an absent refresh gives None."""
+        return OpenedTokens(
+            access=self.decrypt(access, tutor_id=tutor_id, field=f"{slot}{ACCESS_TOKEN}"),
+            refresh=self.decrypt(refresh, tutor_id=tutor_id, field=f"{slot}{REFRESH_TOKEN}")
+            if refresh
+            else None,
+        )
+
+    def rebind(
+        self, ciphertext: bytes | None, *, tutor_id: object, source: str, target: str
+    ) -> bytes | None:
+        """Move a ciphertext from the `source` field to `target` (None stays None).
+
+        Ciphertexts are bound to their column: moving one means decrypting and
+        re-encrypting (under the newest key).
+        """
+        if ciphertext is None:
+            return None
+        plain = self.decrypt(ciphertext, tutor_id=tutor_id, field=source)
+        return self.encrypt(plain, tutor_id=tutor_id, field=target)
+
+    def reencrypt(self, ciphertext: bytes, *, tutor_id: object, field: str) -> bytes | None:
+        """The ciphertext under the newest key, or None if the newest key made it."""
+        if not self.needs_rotation(ciphertext):
+            return None
+        plain = self.decrypt(ciphertext, tutor_id=tutor_id, field=field)
+        return self.encrypt(plain, tutor_id=tutor_id, field=field)
 
     def key_id_of(self, ciphertext: bytes) -> str:
         """Which key made a ciphertext (rotation re-encrypts the others)."""

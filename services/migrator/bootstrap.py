@@ -12,9 +12,7 @@ from services.migrator.rollback_store import RollbackStore
 from services.migrator.service import MigrationService
 from services.migrator.settings import MigratorSettings
 from services.migrator.store import make_async_engine
-from services.providers.base import ProviderClient
-from services.providers.clients import build_client
-from services.providers.settings import ProviderSettings
+from services.providers import ProviderClient, ProviderSettings, build_client
 
 
 @dataclass

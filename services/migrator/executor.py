@@ -28,20 +28,22 @@ from services.migrator.domain import (
 )
 from services.migrator.logs import get_logger
 from services.migrator.store import ClaimedRow, ConnectionState, MigrationStore
-from services.providers.base import ProviderClient
-from services.providers.errors import (
+from services.providers import (
     AuthorizationRevokedError,
+    AuthorizedSession,
     DailyQuotaExhaustedError,
     InvalidRequestError,
+    Meeting,
+    MeetingRequest,
     NoJoinLinkError,
+    ProviderClient,
     ProviderError,
     RateLimitedError,
     RetryableProviderError,
     TokenExpiredError,
+    TokenSet,
     UsageLimitedError,
 )
-from services.providers.models import Meeting, MeetingRequest, TokenSet
-from services.providers.session import AuthorizedSession
 
 log = get_logger(__name__)
 

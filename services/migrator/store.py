@@ -30,7 +30,7 @@ from services.migrator.domain import (
     SwitchRef,
     final_switch_state,
 )
-from services.providers.models import Meeting, TokenSet
+from services.providers import Meeting, TokenSet
 
 SOURCE = "/relink/migrator"
 
@@ -213,33 +213,22 @@ class MigrationStore:
             return TokenSet(
                 access_token="", refresh_token=None, expires_at=datetime.min.replace(tzinfo=UTC)
             )
-        refresh = (
-            self.cipher.decrypt(
-                connection.refresh_token_encrypted, tutor_id=tutor, field="refresh_token"
-            )
-            if connection.refresh_token_encrypted
-            else None
+        opened = self.cipher.open_tokens(
+            connection.access_token_encrypted, connection.refresh_token_encrypted, tutor_id=tutor
         )
         return TokenSet(
-            access_token=self.cipher.decrypt(
-                connection.access_token_encrypted, tutor_id=tutor, field="access_token"
-            ),
-            refresh_token=refresh,
+            access_token=opened.access,
+            refresh_token=opened.refresh,
             expires_at=connection.token_expires_at or datetime.now(UTC) + timedelta(hours=1),
         )
 
     def _sealed(self, tokens: TokenSet, *, tutor_id: str, prefix: str = "") -> dict[str, Any]:
         """Bind values `a`, `r`, `e`: the tokens encrypted for their (previous_?) columns."""
-        refresh = tokens.refresh_token
-        return {
-            "a": self.cipher.encrypt(
-                tokens.access_token, tutor_id=tutor_id, field=f"{prefix}access_token"
-            ),
-            "r": self.cipher.encrypt(refresh, tutor_id=tutor_id, field=f"{prefix}refresh_token")
-            if refresh
-            else None,
-            "e": tokens.expires_at,
-        }
+        # An empty refresh token is none: coalesce(:r, …) keeps the stored one.
+        sealed = self.cipher.seal_tokens(
+            tokens.access_token, tokens.refresh_token or None, tutor_id=tutor_id, slot=prefix
+        )
+        return {"a": sealed.access, "r": sealed.refresh, "e": tokens.expires_at}
 
     async def save_tokens(self, *, tutor_id: str, generation: int, tokens: TokenSet) -> None:
         """Persist refreshed tokens (Zoom rotated the refresh token: the old one is dead)."""
@@ -290,15 +279,12 @@ class MigrationStore:
             )
         else:
             return None
+        opened = self.cipher.open_tokens(
+            bytes(access), bytes(refresh) if refresh else None, tutor_id=tutor_id, slot=slot
+        )
         tokens = TokenSet(
-            access_token=self.cipher.decrypt(
-                bytes(access), tutor_id=tutor_id, field=f"{slot}access_token"
-            ),
-            refresh_token=(
-                self.cipher.decrypt(bytes(refresh), tutor_id=tutor_id, field=f"{slot}refresh_token")
-                if refresh
-                else None
-            ),
+            access_token=opened.access,
+            refresh_token=opened.refresh,
             expires_at=expires or datetime.now(UTC) + timedelta(hours=1),
         )
         return SlotTokens(

@@ -51,15 +51,15 @@ from services.oauth_gateway.views import (
 )
 from services.providers import (
     AuthorizedSession,
+    GoogleMeetClient,
     Meeting,
     MeetingRequest,
     ProviderClient,
+    ProviderError,
     TokenSet,
+    new_pkce_verifier,
+    watch_events,
 )
-from services.providers.base import new_pkce_verifier
-from services.providers.errors import ProviderError
-from services.providers.google import GoogleMeetClient
-from services.providers.google_watch import watch_events
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,7 @@ from services.core import events
 from services.core.db.models import Booking, Connection, Outbox, ProviderSwitch, User
 from services.core.db.models import Session as SessionRow
 from services.core.settings import CommonSettings
-from services.providers import ProviderClient, TokenSet
-from services.providers.models import MeetingRequest
+from services.providers import MeetingRequest, ProviderClient, TokenSet
 from tests.providers.conftest import connect
 
 SOURCE = "/relink/tests/gateway-factory"

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from services.core.settings import CommonSettings
 from services.migrator.batching import GroupCommit
 from services.migrator.store import MigrationStore, make_async_engine
-from services.providers.models import Meeting
+from services.providers import Meeting
 from tests.migrator.conftest import migration_rows, switch_row
 from tests.migrator.factory import Factory
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from services.providers.models import meeting_marker
+from services.providers import meeting_marker
 from tests.migrator.conftest import session_rows, settled, wait_for
 from tests.migrator.factory import Factory
 

@@ -16,13 +16,13 @@ from devtools.provider_sim.server import SimHandle, run_in_thread
 from devtools.provider_sim.settings import ProviderSimSettings
 from services.providers import (
     ProviderClient,
+    ProviderName,
     ProviderSettings,
     RetryNotice,
     TokenSet,
     build_client,
     new_pkce_verifier,
 )
-from services.providers.models import ProviderName
 
 SIM_NAMES: dict[ProviderName, str] = {"zoom": "zoom", "google_meet": "google"}
 

@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from devtools.provider_sim.server import SimHandle
-from services.providers import MeetingRequest, ProviderClient
-from services.providers.models import meeting_marker
+from services.providers import MeetingRequest, ProviderClient, meeting_marker
 from tests.providers.conftest import SimAdmin, connect
 
 START = datetime(2031, 3, 4, 15, 30, tzinfo=UTC)

@@ -21,23 +21,21 @@ import pytest
 
 from devtools.provider_sim.server import SimHandle
 from services.providers import (
-    MeetingRequest,
-    ProviderClient,
-    RetryNotice,
-    TokenSet,
-    build_client,
-    new_pkce_verifier,
-)
-from services.providers.errors import (
     AuthorizationRevokedError,
     ConferenceFailedError,
     DailyQuotaExhaustedError,
     InvalidRequestError,
+    MeetingRequest,
     NoJoinLinkError,
+    ProviderClient,
     RateLimitedError,
+    RetryNotice,
+    TokenSet,
     UsageLimitedError,
+    build_client,
+    new_pkce_verifier,
 )
-from services.providers.google import SUMMARY_MAX
+from services.providers._google import SUMMARY_MAX
 from tests.providers.conftest import SimAdmin, connect, sim_settings
 
 CALENDAR_EVENTS = "https://www.googleapis.com/auth/calendar.events"

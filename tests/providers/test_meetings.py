@@ -8,11 +8,13 @@ import httpx
 import pytest
 
 from devtools.provider_sim.server import SimHandle
-from services.providers import MeetingRequest, ProviderClient, build_client
-from services.providers.errors import (
+from services.providers import (
     ConferenceFailedError,
     ConferencePendingError,
     InvalidRequestError,
+    MeetingRequest,
+    ProviderClient,
+    build_client,
 )
 from tests.providers.conftest import SimAdmin, connect, sim_settings
 
@@ -144,7 +146,7 @@ async def test_invalid_meeting_is_not_retried(
     with pytest.raises(InvalidRequestError) as caught:
         await client.create_meeting(tokens.access_token, booking(minutes=0))
     if client.provider == "zoom":
-        # Refused before sending (providers/limits.py): no HTTP status, Zoom never saw it.
+        # Refused before sending (providers/_limits.py): no HTTP status, Zoom never saw it.
         assert caught.value.status is None
     else:
         assert caught.value.status == 400

@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.providers import MeetingRequest, ProviderClient, TokenSet
-from services.providers.errors import ProviderError
+from services.providers import MeetingRequest, ProviderClient, ProviderError, TokenSet
 from tests.providers.conftest import SimAdmin, connect
 
 

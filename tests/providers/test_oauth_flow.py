@@ -6,11 +6,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from services.providers import AuthorizedSession, ProviderClient, TokenSet
-from services.providers.errors import (
+from services.providers import (
     AuthorizationRevokedError,
+    AuthorizedSession,
     InvalidRequestError,
+    ProviderClient,
     TokenExpiredError,
+    TokenSet,
 )
 from tests.providers.conftest import SimAdmin, connect, consent
 

@@ -7,14 +7,17 @@ from datetime import UTC, datetime
 import pytest
 
 from devtools.provider_sim.server import SimHandle, free_port
-from services.providers import MeetingRequest, ProviderClient, RetryNotice, build_client
-from services.providers.errors import (
+from services.providers import (
     DailyQuotaExhaustedError,
+    MeetingRequest,
+    ProviderClient,
     ProviderUnavailableError,
     RateLimitedError,
+    RetryNotice,
     UsageLimitedError,
+    build_client,
 )
-from services.providers.ratelimit import next_utc_midnight
+from services.providers._ratelimit import next_utc_midnight
 from tests.providers.conftest import SimAdmin, connect, sim_settings
 
 

@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 import httpx
 
 from devtools.provider_sim.server import SimHandle
-from services.providers import ProviderClient
-from services.providers.models import MeetingRequest
+from services.providers import MeetingRequest, ProviderClient
 from tests.providers.conftest import SimAdmin, connect
 
 

@@ -28,8 +28,12 @@ from devtools.provider_sim.persistence import StateFile
 from devtools.provider_sim.server import SimHandle, free_port, run_in_thread
 from devtools.provider_sim.settings import ProviderSimSettings
 from devtools.provider_sim.state import SimState
-from services.providers import ProviderClient, build_client
-from services.providers.errors import AuthorizationRevokedError, TokenExpiredError
+from services.providers import (
+    AuthorizationRevokedError,
+    ProviderClient,
+    TokenExpiredError,
+    build_client,
+)
 from tests.providers.conftest import connect, sim_settings
 from tests.providers.test_meetings import booking
 

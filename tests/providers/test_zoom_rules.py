@@ -15,19 +15,17 @@ import pytest
 
 from devtools.provider_sim.server import SimHandle
 from services.providers import (
+    ZOOM_SCOPES,
+    AuthorizationRevokedError,
     AuthorizedSession,
+    InvalidRequestError,
     MeetingRequest,
     ProviderClient,
+    TokenExpiredError,
     TokenSet,
     build_client,
+    meeting_marker,
 )
-from services.providers.errors import (
-    AuthorizationRevokedError,
-    InvalidRequestError,
-    TokenExpiredError,
-)
-from services.providers.models import meeting_marker
-from services.providers.settings import ZOOM_SCOPES
 from tests.providers.conftest import SimAdmin, connect, consent, sim_settings
 
 ALL_SCOPES = ZOOM_SCOPES.split()

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from services.core.errors import ConfigurationError
-from services.providers.settings import ENDPOINT_SETTINGS, ProviderSettings
+from services.providers import ProviderSettings
+from services.providers._settings import ENDPOINT_SETTINGS
 
 REAL = {
     "zoom_auth_base": "https://zoom.us",

@@ -12,7 +12,7 @@ from services.core.db.models import Booking, SessionStatus, User
 from services.core.db.models import Session as SessionRow
 from services.oauth_gateway.store.common import ELIGIBLE, lock_connection
 from services.oauth_gateway.views import SessionView
-from services.providers.models import Meeting
+from services.providers import Meeting
 
 
 class BookingStore:

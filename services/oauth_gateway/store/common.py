@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from services.core import events
 from services.core.db.models import Connection, Outbox, SessionStatus
 from services.core.tokens import TokenCipher
-from services.providers.models import TokenSet
+from services.providers import TokenSet
 
 SOURCE = "/relink/oauth-gateway"
 ELIGIBLE = (SessionStatus.SCHEDULED.value, SessionStatus.JOIN_OPEN.value)
@@ -29,14 +29,10 @@ def lock_connection(s: Session, tutor_id: uuid.UUID) -> Connection | None:
 
 
 def current_tokens(cipher: TokenCipher, tutor_id: uuid.UUID, tokens: TokenSet) -> dict[str, Any]:
-    refresh = tokens.refresh_token
+    sealed = cipher.seal_tokens(tokens.access_token, tokens.refresh_token, tutor_id=tutor_id)
     return {
-        "access_token_encrypted": cipher.encrypt(
-            tokens.access_token, tutor_id=tutor_id, field="access_token"
-        ),
-        "refresh_token_encrypted": None
-        if refresh is None
-        else cipher.encrypt(refresh, tutor_id=tutor_id, field="refresh_token"),
+        "access_token_encrypted": sealed.access,
+        "refresh_token_encrypted": sealed.refresh,
         "token_expires_at": tokens.expires_at,
     }
 
@@ -44,11 +40,7 @@ def current_tokens(cipher: TokenCipher, tutor_id: uuid.UUID, tokens: TokenSet) -
 def rebind(
     cipher: TokenCipher, row: Connection, blob: bytes | None, source: str, target: str
 ) -> bytes | None:
-    # Ciphertexts are bound to their column: moving one means decrypting and re-encrypting.
-    if blob is None:
-        return None
-    plain = cipher.decrypt(blob, tutor_id=row.tutor_id, field=source)
-    return cipher.encrypt(plain, tutor_id=row.tutor_id, field=target)
+    return cipher.rebind(blob, tutor_id=row.tutor_id, source=source, target=target)
 
 
 def add_event(

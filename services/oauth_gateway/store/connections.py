@@ -24,7 +24,7 @@ from services.oauth_gateway.domain import PROVIDER_LABELS, ConnectOutcome, conne
 from services.oauth_gateway.errors import NoConnection
 from services.oauth_gateway.store.common import SOURCE, current_tokens, lock_connection, rebind
 from services.oauth_gateway.views import ConnectionView
-from services.providers.models import ProviderAccount, TokenSet
+from services.providers import ProviderAccount, TokenSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,21 +209,15 @@ class ConnectionStore:
                     f"relink's app was removed at {PROVIDER_LABELS.get(row.provider, row.provider)}"
                     "; reconnect it before accepting bookings"
                 )
-            refresh = (
-                None
-                if row.refresh_token_encrypted is None
-                else self._cipher.decrypt(
-                    row.refresh_token_encrypted, tutor_id=tutor_id, field="refresh_token"
-                )
+            opened = self._cipher.open_tokens(
+                row.access_token_encrypted, row.refresh_token_encrypted, tutor_id=tutor_id
             )
             return ConnectionSnapshot(
                 provider=row.provider,
                 generation=row.generation,
                 tokens=TokenSet(
-                    access_token=self._cipher.decrypt(
-                        row.access_token_encrypted, tutor_id=tutor_id, field="access_token"
-                    ),
-                    refresh_token=refresh,
+                    access_token=opened.access,
+                    refresh_token=opened.refresh,
                     expires_at=row.token_expires_at or datetime.max.replace(tzinfo=UTC),
                     scopes=tuple(row.scopes.split()),
                 ),

@@ -14,7 +14,7 @@ from services.core.db.models import Booking, MeetingDeletion, SessionMigration, 
 from services.core.db.models import Session as SessionRow
 from services.oauth_gateway.store.common import ELIGIBLE, add_event, lock_connection
 from services.oauth_gateway.views import DeletedMeetingView
-from services.providers.models import Meeting
+from services.providers import Meeting
 
 
 class DeletionStore:

@@ -10,10 +10,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.db.models import OAuthState
-from services.core.tokens import TokenCipher
+from services.core.tokens import CODE_VERIFIER, TokenCipher
 from services.oauth_gateway.errors import StateRejected
 
-VERIFIER_FIELD = "code_verifier"
+VERIFIER_FIELD = CODE_VERIFIER
 
 
 class OAuthStateStore:

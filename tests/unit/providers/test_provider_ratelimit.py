@@ -5,14 +5,16 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from services.providers.errors import (
+from services.providers import (
     DailyQuotaExhaustedError,
     InvalidRequestError,
     ProviderUnavailableError,
     RateLimitedError,
+    RetryPolicy,
+    TokenSet,
 )
-from services.providers.models import TokenSet, google_event_id, idempotency_key
-from services.providers.ratelimit import (
+from services.providers._models import google_event_id, idempotency_key
+from services.providers._ratelimit import (
     backoff_delay,
     is_zoom_daily_limit,
     next_pacific_midnight,
@@ -20,7 +22,7 @@ from services.providers.ratelimit import (
     parse_retry_after,
     retry_after_from_headers,
 )
-from services.providers.retry import RetryPolicy, wait_before_retry
+from services.providers._retry import wait_before_retry
 
 NOW = datetime(2030, 6, 1, 22, 30, tzinfo=UTC)
 POLICY = RetryPolicy(max_attempts=4, max_wait_s=30, base_delay_s=1, max_delay_s=8)

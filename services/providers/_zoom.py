@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import httpx
 
-from services.providers.base import ProviderClient, json_body
-from services.providers.errors import (
+from services.providers._base import ProviderClient, json_body
+from services.providers._errors import (
     AuthorizationRevokedError,
     DailyQuotaExhaustedError,
     ErrorContext,
@@ -18,15 +18,15 @@ from services.providers.errors import (
     RateLimitedError,
     TokenExpiredError,
 )
-from services.providers.limits import zoom_fields
-from services.providers.models import (
+from services.providers._limits import zoom_fields
+from services.providers._models import (
     Meeting,
     MeetingRequest,
     ProviderAccount,
     ProviderName,
     meeting_marker,
 )
-from services.providers.ratelimit import (
+from services.providers._ratelimit import (
     is_zoom_daily_limit,
     next_utc_midnight,
     parse_retry_after,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import httpx
 
-from services.providers.base import ProviderClient
-from services.providers.google import GoogleMeetClient
-from services.providers.models import ProviderName
-from services.providers.retry import RetryObserver
-from services.providers.settings import ProviderSettings
-from services.providers.zoom import ZoomClient
+from services.providers._base import ProviderClient
+from services.providers._google import GoogleMeetClient
+from services.providers._models import ProviderName
+from services.providers._retry import RetryObserver
+from services.providers._settings import ProviderSettings
+from services.providers._zoom import ZoomClient
 
 
 def build_client(

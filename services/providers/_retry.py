@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from services.providers.errors import (
+from services.providers._errors import (
     ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
 )
-from services.providers.ratelimit import backoff_delay
+from services.providers._ratelimit import backoff_delay
 
 log = logging.getLogger(__name__)
 

@@ -23,23 +23,23 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_r
 from authlib.oauth2.rfc7009 import prepare_revoke_token_request
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from services.providers.errors import (
+from services.providers._errors import (
     AuthorizationRevokedError,
     InvalidRequestError,
     ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
 )
-from services.providers.models import (
+from services.providers._models import (
     Meeting,
     MeetingRequest,
     ProviderAccount,
     ProviderName,
     TokenSet,
 )
-from services.providers.ratelimit import retry_after_from_headers
-from services.providers.retry import RetryObserver, RetryPolicy, call_with_retry
-from services.providers.settings import ProviderSettings
+from services.providers._ratelimit import retry_after_from_headers
+from services.providers._retry import RetryObserver, RetryPolicy, call_with_retry
+from services.providers._settings import ProviderSettings
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from zoneinfo import available_timezones
 
 import httpx
 
-from services.providers.base import ProviderClient, json_body
-from services.providers.errors import (
+from services.providers._base import ProviderClient, json_body
+from services.providers._errors import (
     AuthorizationRevokedError,
     ConferenceFailedError,
     ConferencePendingError,
@@ -29,7 +29,7 @@ from services.providers.errors import (
     TokenExpiredError,
     UsageLimitedError,
 )
-from services.providers.models import (
+from services.providers._models import (
     Meeting,
     MeetingRequest,
     ProviderAccount,
@@ -37,7 +37,7 @@ from services.providers.models import (
     google_event_id,
     idempotency_key,
 )
-from services.providers.ratelimit import (
+from services.providers._ratelimit import (
     GOOGLE_DAILY_LIMIT_REASONS,
     GOOGLE_RATE_LIMIT_REASONS,
     GOOGLE_USAGE_LIMIT_REASONS,

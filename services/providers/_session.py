@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from services.providers.base import ProviderClient
-from services.providers.errors import AuthorizationRevokedError, TokenExpiredError
-from services.providers.models import Meeting, MeetingRequest, ProviderAccount, TokenSet
+from services.providers._base import ProviderClient
+from services.providers._errors import AuthorizationRevokedError, TokenExpiredError
+from services.providers._models import Meeting, MeetingRequest, ProviderAccount, TokenSet
 
 T = TypeVar("T")
 

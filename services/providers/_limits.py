@@ -13,8 +13,8 @@ import zoneinfo
 from dataclasses import dataclass
 from functools import cache
 
-from services.providers.errors import InvalidRequestError
-from services.providers.models import MeetingRequest
+from services.providers._errors import InvalidRequestError
+from services.providers._models import MeetingRequest
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from services.providers.base import json_body
-from services.providers.errors import InvalidRequestError
-from services.providers.google import EVENTS, GoogleMeetClient
+from services.providers._base import json_body
+from services.providers._errors import InvalidRequestError
+from services.providers._google import EVENTS, GoogleMeetClient
 
 
 @dataclass(frozen=True, slots=True)
