@@ -8,10 +8,10 @@ from datetime import timedelta
 from services.migrator.domain import RetryPolicy
 from services.migrator.executor import ConnectionCache, Executor
 from services.migrator.rollback import RollbackService
-from services.migrator.rollback_store import RollbackStore
 from services.migrator.service import MigrationService
 from services.migrator.settings import MigratorSettings
-from services.migrator.store import make_async_engine
+from services.migrator.store import MigrationStore, make_async_engine
+from services.migrator.store.rollback import RollbackStore
 from services.providers import ProviderClient, ProviderSettings, build_client
 
 
@@ -20,7 +20,7 @@ class Migrator:
     """Everything one migrator process runs on."""
 
     settings: MigratorSettings
-    store: RollbackStore
+    store: MigrationStore
     service: MigrationService
     executor: Executor
     rollbacks: RollbackService
@@ -41,7 +41,7 @@ def build_migrator(
     """A migrator wired to PostgreSQL and the providers as the settings say."""
     settings = settings or MigratorSettings()
     provider_settings = provider_settings or ProviderSettings()
-    store = RollbackStore(
+    store = MigrationStore(
         make_async_engine(settings.database_url, pool_size=settings.db_pool_size),
         topics=settings,
         cipher=settings.token_cipher(),
@@ -66,7 +66,7 @@ def build_migrator(
         lease=timedelta(seconds=settings.claim_lease_s),
     )
     rollbacks = RollbackService(
-        store=store,
+        store=RollbackStore(store.engine, topics=settings, plans=store.plans),
         connections=ConnectionCache(store=store, clients=clients),
         batch_size=settings.plan_batch_size,
         delete_concurrency=settings.tutor_concurrency,

@@ -24,7 +24,7 @@ from services.migrator.domain import SwitchRef
 from services.migrator.errors import UnknownSwitchError
 from services.migrator.executor import ConnectionCache
 from services.migrator.logs import get_logger
-from services.migrator.rollback_store import MeetingToDelete, RollbackStore
+from services.migrator.store.rollback import MeetingToDelete, RollbackStore
 from services.providers import AuthorizedSession, ProviderError
 
 log = get_logger(__name__)

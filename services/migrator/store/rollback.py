@@ -18,12 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core import events
 from services.core.db.models import Outbox
+from services.core.settings import CommonSettings
 from services.migrator.domain import ELIGIBLE_STATUSES, UNSETTLED_STATES, SwitchRef
-from services.migrator.store import SOURCE, MigrationStore, switch_ref
+from services.migrator.store.common import SOURCE, switch_ref
+from services.migrator.store.plan import PlanStore
 
 _ELIGIBLE = "(" + ", ".join(f"'{s}'" for s in ELIGIBLE_STATUSES) + ")"
 _UNSETTLED = "(" + ", ".join(f"'{s}'" for s in UNSETTLED_STATES) + ")"
@@ -56,8 +58,14 @@ def event_id_for(*parts: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, "relink:migrator:" + ":".join(parts))
 
 
-class RollbackStore(MigrationStore):
-    """The migrator's store plus the rollback's and the cleanup's transactions."""
+class RollbackStore:
+    """The rollback's and the cleanup's transactions; reads switches through the plan part."""
+
+    def __init__(self, engine: AsyncEngine, *, topics: CommonSettings, plans: PlanStore) -> None:
+        self.engine = engine
+        self.topics = topics
+        self.plans = plans
+        self.switch = plans.switch
 
     # -- rollback ---------------------------------------------------------------
 

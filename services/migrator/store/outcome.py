@@ -1,0 +1,341 @@
+"""PostgreSQL adapter of the migrator: the one-transaction outcomes of claimed rows.
+
+Every outcome of a row (migrated, failed, skipped) commits together with the
+session update, the switch's counters and the outbox row of its event, so a
+crash leaves either all of it or none.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.core import events
+from services.core.db.models import Outbox
+from services.core.settings import CommonSettings
+from services.migrator.store.claim import ClaimedRow
+from services.migrator.store.common import (
+    ELIGIBLE_SQL,
+    SOURCE,
+    UNSETTLED_SQL,
+    complete_if_settled,
+    complete_settled,
+    iso,
+)
+from services.providers import Meeting
+
+
+class OutcomeStore:
+    """How a claimed row ends: its meeting recorded, its session moved, or it failed or skipped."""
+
+    def __init__(self, engine: AsyncEngine, *, topics: CommonSettings) -> None:
+        self.engine = engine
+        self.topics = topics
+
+    async def record_meetings(self, done: Sequence[tuple[ClaimedRow, Meeting]]) -> list[bool]:
+        """Remember each created meeting before anything else can fail: a retry reuses it.
+
+        One statement for several rows (the executor's group commit). False
+        where the row was settled meanwhile (a rollback cancelled it): that
+        meeting is then nobody's, and the caller deletes it.
+        """
+        # One statement: autocommit spares the BEGIN and COMMIT round trips.
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            recorded = set(
+                (
+                    await conn.execute(
+                        text(
+                            "UPDATE session_migrations m SET state = 'MEETING_CREATED', "
+                            "new_meeting_external_id = i.mid, new_join_url = i.url, "
+                            "updated_at = now() FROM unnest(CAST(:ids AS bigint[]), "
+                            "CAST(:mids AS text[]), CAST(:urls AS text[])) AS i(id, mid, url) "
+                            "WHERE m.id = i.id AND m.state = 'PENDING' RETURNING m.id"
+                        ),
+                        {
+                            "ids": [row.id for row, _ in done],
+                            "mids": [meeting.external_id for _, meeting in done],
+                            "urls": [meeting.join_url for _, meeting in done],
+                        },
+                    )
+                ).scalars()
+            )
+        return [row.id in recorded for row, _ in done]
+
+    async def complete_migrations(self, done: Sequence[tuple[ClaimedRow, Meeting]]) -> list[bool]:
+        """Move each row's session to its new meeting where it may still move; True where moved.
+
+        One transaction for all of them: each session's update (only if still
+        eligible, still on the provider the plan saw, and its switch still
+        current), its row, its switch's counters and its `session.migrated`
+        outbox row -- one statement -- then the check whether the switches are
+        complete. A row whose session may no longer move is settled SKIPPED.
+        No two rows of one session may be in one call.
+        """
+        now = datetime.now(UTC)
+        outbox = [
+            events.outbox_row(
+                "session.migrated",
+                {
+                    "switch_id": row.switch_id,
+                    "tutor_id": row.tutor_id,
+                    "session_id": row.session_id,
+                    "student_id": row.student_id,
+                    "booking_id": row.booking_id,
+                    "scheduled_start_at": iso(row.scheduled_start_at),
+                    "kind": row.kind,
+                    "provider": row.to_provider,
+                    "meeting_external_id": meeting.external_id,
+                    "join_url": meeting.join_url,
+                    "previous_provider": row.from_provider,
+                    "previous_meeting_external_id": row.previous_meeting_external_id,
+                    "migrated_at": iso(now),
+                },
+                tutor_id=row.tutor_id,
+                source=SOURCE,
+                topics=self.topics,
+            )
+            for row, meeting in done
+        ]
+        sql = f"""
+            WITH input AS (
+                SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:sids AS uuid[]),
+                    CAST(:switches AS uuid[]), CAST(:froms AS text[]), CAST(:tos AS text[]),
+                    CAST(:mids AS text[]), CAST(:urls AS text[]), CAST(:event_ids AS uuid[]),
+                    CAST(:aggregate_types AS text[]), CAST(:aggregate_ids AS text[]),
+                    CAST(:event_types AS text[]), CAST(:topics AS text[]),
+                    CAST(:payloads AS jsonb[]), CAST(:headers AS jsonb[]))
+                    WITH ORDINALITY AS i(id, sid, switch, from_p, to_p, mid, url, event_id,
+                        aggregate_type, aggregate_id, event_type, topic, payload, headers, ord)
+            ), moved AS (
+                UPDATE sessions s SET provider = i.to_p, meeting_external_id = i.mid,
+                    join_url = i.url, meeting_created_at = :now, version = s.version + 1,
+                    updated_at = :now
+                FROM input i
+                JOIN provider_switches p ON p.id = i.switch
+                JOIN tutor_video_provider_connections c ON c.tutor_id = p.tutor_id
+                WHERE s.id = i.sid
+                  AND s.status IN {ELIGIBLE_SQL} AND s.scheduled_start_at >= :now
+                  AND s.provider IS NOT DISTINCT FROM i.from_p
+                  AND p.state IN ('PLANNING', 'MIGRATING')
+                  AND c.generation = p.generation AND c.provider = p.to_provider
+                RETURNING i.id
+            ), settled AS (
+                UPDATE session_migrations m SET
+                    state = CASE WHEN m.id IN (SELECT id FROM moved) THEN 'MIGRATED'
+                                 ELSE 'SKIPPED' END,
+                    last_error = CASE WHEN m.id IN (SELECT id FROM moved) THEN NULL
+                                      ELSE 'no longer eligible' END,
+                    new_meeting_external_id = coalesce(i.mid, m.new_meeting_external_id),
+                    new_join_url = coalesce(i.url, m.new_join_url), updated_at = now()
+                FROM input i
+                WHERE m.id = i.id AND m.state IN {UNSETTLED_SQL}
+                RETURNING m.switch_id, m.state
+            ), counted AS (
+                UPDATE provider_switches p SET
+                    sessions_migrated = p.sessions_migrated + n.migrated,
+                    sessions_total = greatest(p.sessions_total - n.skipped, 0)
+                FROM (
+                    SELECT switch_id, count(*) FILTER (WHERE state = 'MIGRATED') AS migrated,
+                        count(*) FILTER (WHERE state = 'SKIPPED') AS skipped
+                    FROM settled GROUP BY switch_id
+                ) n
+                WHERE p.id = n.switch_id
+                RETURNING 1
+            ), published AS (
+                INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic,
+                    payload, headers)
+                SELECT i.event_id, i.aggregate_type, i.aggregate_id, i.event_type, i.topic,
+                    i.payload, i.headers
+                FROM input i WHERE i.id IN (SELECT id FROM moved)
+                ORDER BY i.ord
+                RETURNING 1
+            )
+            SELECT id FROM moved
+        """
+        params = {
+            "now": now,
+            "ids": [row.id for row, _ in done],
+            "sids": [row.session_id for row, _ in done],
+            "switches": [row.switch_id for row, _ in done],
+            "froms": [row.from_provider for row, _ in done],
+            "tos": [row.to_provider for row, _ in done],
+            "mids": [meeting.external_id for _, meeting in done],
+            "urls": [meeting.join_url for _, meeting in done],
+            "event_ids": [str(e["event_id"]) for e in outbox],
+            "aggregate_types": [e["aggregate_type"] for e in outbox],
+            "aggregate_ids": [str(e["aggregate_id"]) for e in outbox],
+            "event_types": [e["event_type"] for e in outbox],
+            "topics": [e["topic"] for e in outbox],
+            "payloads": [json.dumps(e["payload"]) for e in outbox],
+            "headers": [json.dumps(e["headers"]) for e in outbox],
+        }
+        async with self.engine.begin() as conn:
+            moved = set((await conn.execute(text(sql), params)).scalars())
+            await complete_settled(conn, sorted({row.switch_id for row, _ in done}))
+        return [row.id in moved for row, _ in done]
+
+    async def skip(self, row: ClaimedRow, *, why: str) -> None:
+        """Settle a row without moving its session (cancelled, started, superseded)."""
+        async with self.engine.begin() as conn:
+            await self._settle(conn, row, state="SKIPPED", error=why)
+            await complete_if_settled(conn, row.switch_id)
+
+    async def fail(self, row: ClaimedRow, *, reason: str, detail: str, retryable: bool) -> None:
+        """Settle a row as failed and write its `session.failed`."""
+        async with self.engine.begin() as conn:
+            if await self._settle(conn, row, state="FAILED", error=f"{reason}: {detail}"):
+                await conn.execute(
+                    insert(Outbox).values(
+                        **self._failed_event(
+                            row=row, reason=reason, detail=detail, retryable=retryable
+                        )
+                    )
+                )
+                await conn.execute(
+                    text("UPDATE session_migrations SET retryable = :r WHERE id = :id"),
+                    {"r": retryable, "id": row.id},
+                )
+            await complete_if_settled(conn, row.switch_id)
+
+    async def fail_remaining(
+        self, *, switch_id: str, reason: str, detail: str, batch: int = 500
+    ) -> int:
+        """Fail every unsettled row of a switch (e.g. revoked grant), in batches."""
+        failed = 0
+        while True:
+            async with self.engine.begin() as conn:
+                rows = (
+                    await conn.execute(
+                        text(
+                            "SELECT m.id, m.switch_id, m.session_id, m.tutor_id, s.student_id, "
+                            "s.booking_id, m.kind, m.attempts, m.to_provider, "
+                            "s.scheduled_start_at FROM session_migrations m "
+                            "JOIN sessions s ON s.id = m.session_id "
+                            f"WHERE m.switch_id = :id AND m.state IN {UNSETTLED_SQL} "
+                            "ORDER BY m.scheduled_start_at LIMIT :n FOR UPDATE OF m SKIP LOCKED"
+                        ),
+                        {"id": switch_id, "n": batch},
+                    )
+                ).all()
+                if not rows:
+                    await complete_if_settled(conn, switch_id)
+                    return failed
+                ids = [r.id for r in rows]
+                await conn.execute(
+                    text(
+                        "UPDATE session_migrations SET state = 'FAILED', retryable = true, "
+                        "last_error = :e, updated_at = now() WHERE id = ANY(:ids)"
+                    ),
+                    {"ids": ids, "e": f"{reason}: {detail}"},
+                )
+                await conn.execute(
+                    text(
+                        "UPDATE provider_switches SET sessions_failed = sessions_failed + :n "
+                        "WHERE id = :id"
+                    ),
+                    {"id": switch_id, "n": len(ids)},
+                )
+                await conn.execute(
+                    insert(Outbox),
+                    [
+                        self._failed_event(
+                            row=r, reason=reason, detail=detail, retryable=True, attempts=None
+                        )
+                        for r in rows
+                    ],
+                )
+                await complete_if_settled(conn, switch_id)
+                failed += len(rows)
+
+    async def retry_later(
+        self, row: ClaimedRow, *, at: datetime, error: str, counts_as_attempt: bool
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE session_migrations SET next_attempt_at = :at, last_error = :e, "
+                    "attempts = attempts - :undo, updated_at = now() "
+                    f"WHERE id = :id AND state IN {UNSETTLED_SQL}"
+                ),
+                {"id": row.id, "at": at, "e": error, "undo": 0 if counts_as_attempt else 1},
+            )
+
+    # -- pieces of the transactions above ---------------------------------------
+
+    async def _settle(
+        self,
+        conn: AsyncConnection,
+        row: ClaimedRow,
+        *,
+        state: str,
+        error: str | None,
+        meeting: Meeting | None = None,
+    ) -> bool:
+        """Mark the row final and move the switch's counters; False if it was settled already."""
+        settled = (
+            await conn.execute(
+                text(
+                    "UPDATE session_migrations SET state = :state, last_error = :e, "
+                    "new_meeting_external_id = coalesce(:mid, new_meeting_external_id), "
+                    "new_join_url = coalesce(:url, new_join_url), updated_at = now() "
+                    f"WHERE id = :id AND state IN {UNSETTLED_SQL} RETURNING id"
+                ),
+                {
+                    "id": row.id,
+                    "state": state,
+                    "e": error,
+                    "mid": meeting.external_id if meeting else None,
+                    "url": meeting.join_url if meeting else None,
+                },
+            )
+        ).first()
+        if settled is None:
+            return False
+        counter = {
+            "MIGRATED": "sessions_migrated = sessions_migrated + 1",
+            "FAILED": "sessions_failed = sessions_failed + 1",
+            "SKIPPED": "sessions_total = greatest(sessions_total - 1, 0)",
+        }[state]
+        await conn.execute(
+            text(f"UPDATE provider_switches SET {counter} WHERE id = :id"), {"id": row.switch_id}
+        )
+        return True
+
+    def _failed_event(
+        self,
+        *,
+        row: Any,
+        reason: str,
+        detail: str,
+        retryable: bool,
+        attempts: int | None = 0,
+    ) -> dict[str, Any]:
+        return events.outbox_row(
+            "session.failed",
+            {
+                "switch_id": str(row.switch_id),
+                "tutor_id": str(row.tutor_id),
+                "session_id": str(row.session_id),
+                "student_id": str(row.student_id),
+                "booking_id": str(row.booking_id) if row.booking_id else None,
+                "scheduled_start_at": iso(row.scheduled_start_at),
+                "kind": row.kind,
+                "provider": row.to_provider,
+                "reason": reason,
+                "detail": detail[:2000],
+                "retryable": retryable,
+                "attempts": max(int(row.attempts), 1),
+                "failed_at": iso(datetime.now(UTC)),
+            },
+            tutor_id=str(row.tutor_id),
+            source=SOURCE,
+            topics=self.topics,
+            event_id=uuid.uuid4(),
+        )
