@@ -7,16 +7,17 @@ from pathlib import Path
 import pytest
 
 from devtools.soak.run import SoakConfig, run_soak
+from tests.conftest import TestInfrastructure
 
 pytestmark = pytest.mark.slow
 
 
 def test_small_soak_holds_every_invariant(
-    devstack,
+    devstack: TestInfrastructure,
     database_url: str,
     kafka_bootstrap: str,
     topic_prefix: str,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     config = SoakConfig(
         tutors=4,
