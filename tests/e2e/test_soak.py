@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from devtools.soak.run import SoakConfig, run_soak
-from tests.conftest import TestInfrastructure
+
+if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
+    from tests.conftest import TestInfrastructure
 
 pytestmark = pytest.mark.slow
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -13,7 +14,9 @@ from sqlalchemy.exc import IntegrityError
 
 from services.core.db import migrate
 from services.core.db.engine import make_engine
-from tests.conftest import TestInfrastructure
+
+if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
+    from tests.conftest import TestInfrastructure
 
 TABLES = {
     "users",
