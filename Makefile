@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: run test check install kafka-jars browser dev-up dev-down lint typecheck \
-	typecheck-tests contracts unit bench clean floors
+	contracts unit bench clean floors
 
 # Two distributions from one checkout, both editable: the product (`relink`,
 # the package `services/`) and the workshop (`relink-devtools`, the package
@@ -59,13 +59,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check services devtools tests
 	$(BIN)/ruff format --check services devtools tests
 
-# mypy strict over the product and the workshop (packages in pyproject.toml).
+# mypy strict over the product, the workshop and the tests (the packages of
+# pyproject.toml's [tool.mypy]).
 typecheck: $(STAMP)
 	$(BIN)/mypy
-
-# The tests under the same strict settings: not a gate yet (errors remain).
-typecheck-tests: $(STAMP)
-	$(BIN)/mypy tests
 
 # The import contracts of pyproject.toml's [tool.importlinter].
 contracts: $(STAMP)

@@ -11,8 +11,12 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # playwright is the `browser` extra, imported only when used
+    from playwright.sync_api import Browser
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_FLAGS = [
@@ -38,7 +42,7 @@ def chromium_path() -> str:
 
 
 @pytest.fixture
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     # Function scope: Playwright's sync API keeps an asyncio loop running while it
     # is open, which would break every async test that runs after it.
     from playwright.sync_api import sync_playwright
@@ -53,7 +57,8 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def artifacts(request: pytest.FixtureRequest) -> Path:
-    folder = ARTIFACTS / request.node.name
+    name: str = request.node.name
+    folder = ARTIFACTS / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -14,12 +14,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from devtools.seed.demo import SESSIONS, STUDENTS, TUTORS
 from devtools.soak.stack import ProcessStack
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +55,9 @@ def _sign_in(page, stack: ProcessStack, email: str) -> None:  # type: ignore[no-
 
 
 def test_tutor_switches_to_google_meet_in_a_browser(
-    browser,
+    browser: Browser,
     running_stack: ProcessStack,
-    artifacts: Path,  # type: ignore[no-untyped-def]
+    artifacts: Path,
 ) -> None:
     stack = running_stack
     _seed(stack)

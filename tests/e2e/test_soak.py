@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from devtools.soak.run import SoakConfig, run_soak
 
+if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
+    from tests.conftest import TestInfrastructure
+
 pytestmark = pytest.mark.slow
 
 
 def test_small_soak_holds_every_invariant(
-    devstack,
+    devstack: TestInfrastructure,
     database_url: str,
     kafka_bootstrap: str,
     topic_prefix: str,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     config = SoakConfig(
         tutors=4,

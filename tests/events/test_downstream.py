@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session
 from services.core import events
 from services.core.db.models import Outbox
 from services.core.settings import CommonSettings
-from tests.relay.conftest import read_topic, relay_settings, running_relay, unpublished, wait_for
+from tests.relay.conftest import (
+    Received,
+    read_topic,
+    relay_settings,
+    running_relay,
+    unpublished,
+    wait_for,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "downstream_consumer.py"
 # Token values a leaky producer would copy from a connection row.
@@ -26,7 +33,7 @@ KNOWN_TEST_TOKENS = ["ya29.test-access-token-relink", "1//test-refresh-token-rel
 
 
 def migrated(tutor_id: str, session_id: str, join_url: str) -> dict[str, Any]:
-    payload = copy.deepcopy(events.load_schema("session.migrated")["examples"][0])
+    payload: dict[str, Any] = copy.deepcopy(events.load_schema("session.migrated")["examples"][0])
     payload |= {"tutor_id": tutor_id, "session_id": session_id, "join_url": join_url}
     payload["switch_id"] = str(uuid.uuid4())
     return payload
@@ -119,7 +126,7 @@ def test_example_consumer_dedups_dead_letters_and_keeps_going(
 def test_no_produced_event_carries_a_secret(engine: Engine, settings: CommonSettings) -> None:
     rows = []
     for event_type in events.EventType:
-        payload = copy.deepcopy(events.load_schema(event_type)["examples"][0])
+        payload: dict[str, Any] = copy.deepcopy(events.load_schema(event_type)["examples"][0])
         rows.append(
             events.outbox_row(
                 event_type, payload, tutor_id="tutor-42", source="/relink/test", topics=settings
@@ -142,9 +149,11 @@ def test_no_produced_event_carries_a_secret(engine: Engine, settings: CommonSett
     received = []
     for topic in {row["topic"] for row in rows}:
         expected = sum(1 for row in rows if row["topic"] == topic)
-        received += read_topic(
-            settings.kafka_bootstrap_servers, topic, until=lambda got, n=expected: len(got) >= n
-        )
+
+        def enough(got: list[Received], n: int = expected) -> bool:
+            return len(got) >= n
+
+        received += read_topic(settings.kafka_bootstrap_servers, topic, until=enough)
     assert len(received) == len(rows)
     for message in received:
         raw = message.value + b"".join(name.encode() + value for name, value in message.headers)

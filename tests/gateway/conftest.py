@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from html import unescape
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -89,6 +89,8 @@ class Person:
     email: str
     role: str
     token: str
+    # the session a fixture booked for this person, when it booked one
+    session: dict[str, Any] = field(default_factory=dict)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -100,8 +102,12 @@ class Person:
         return {"Cookie": f"relink_session={self.token}"}
 
 
+# `people(role="tutor", name=None)`: a new user of this test's own.
+People = Callable[..., Person]
+
+
 @pytest.fixture
-def people(engine: Engine, gateway_settings: GatewaySettings) -> Any:
+def people(engine: Engine, gateway_settings: GatewaySettings) -> People:
     """Make users of this test's own: `people("tutor")`."""
 
     def make(role: str = "tutor", name: str | None = None) -> Person:

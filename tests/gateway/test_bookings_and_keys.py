@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -15,14 +16,16 @@ from confluent_kafka import Consumer
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
+from devtools.provider_sim.server import SimHandle
 from services.core import events
 from services.core.db.models import Connection, OAuthState
 from services.core.db.models import Session as SessionRow
 from services.core.keys_cli import rotate_tokens
 from services.core.tokens import TokenCipher, TokenDecryptError, generate_key
+from services.oauth_gateway.service import Gateway
 from services.oauth_gateway.settings import GatewaySettings
 from services.oauth_gateway.store import GatewayStore
-from tests.gateway.conftest import callback, connect, consent, start, switch_id_of
+from tests.gateway.conftest import People, callback, connect, consent, start, switch_id_of
 
 
 def booking(student_id: uuid.UUID, *, days: int = 3) -> dict[str, object]:
@@ -35,20 +38,23 @@ def booking(student_id: uuid.UUID, *, days: int = 3) -> dict[str, object]:
     }
 
 
-async def sim_account(sim, provider: str, email: str) -> dict:
+async def sim_account(sim: SimHandle, provider: str, email: str) -> dict[str, Any]:
     name = {"zoom": "zoom", "google_meet": "google"}[provider]
     async with httpx.AsyncClient(base_url=sim.base_url) as admin:
         response = await admin.get(f"/_admin/accounts/{name}/{email}")
         response.raise_for_status()
-        return response.json()
+        account: dict[str, Any] = response.json()
+        return account
 
 
-def live_meetings(account: dict) -> list[dict]:
+def live_meetings(account: dict[str, Any]) -> list[dict[str, Any]]:
     meetings = account.get("meetings", [])
     return [m for m in meetings if not m.get("deleted")]
 
 
-async def test_booking_gets_a_meeting_at_the_current_provider(http, people, sim) -> None:
+async def test_booking_gets_a_meeting_at_the_current_provider(
+    http: httpx.AsyncClient, people: People, sim: SimHandle
+) -> None:
     tutor, student = people("tutor"), people("student")
     no_connection = await http.post(
         "/api/bookings", json=booking(student.id), headers=tutor.headers
@@ -65,7 +71,7 @@ async def test_booking_gets_a_meeting_at_the_current_provider(http, people, sim)
 
 
 async def test_booking_with_an_unknown_time_zone_is_refused_and_makes_nothing(
-    http, people, sim, engine: Engine
+    http: httpx.AsyncClient, people: People, sim: SimHandle, engine: Engine
 ) -> None:
     """Zoom and Google take IANA zone names only: the gateway refuses the booking (422, naming
     the zone) before any meeting is requested, and no session row is written."""
@@ -82,7 +88,7 @@ async def test_booking_with_an_unknown_time_zone_is_refused_and_makes_nothing(
 
 
 async def test_booking_while_a_switch_commits_lands_on_the_new_provider(
-    http, people, sim, engine: Engine
+    http: httpx.AsyncClient, people: People, sim: SimHandle, engine: Engine
 ) -> None:
     """The meeting is slow at Zoom; a switch to Google commits meanwhile: the booking re-checks
     the locked connection row and makes its meeting at Google instead."""
@@ -111,7 +117,7 @@ async def test_booking_while_a_switch_commits_lands_on_the_new_provider(
 
 
 async def test_ciphertext_moved_to_another_row_does_not_decrypt(
-    http, people, engine: Engine, gateway
+    http: httpx.AsyncClient, people: People, engine: Engine, gateway: Gateway
 ) -> None:
     a, b = people("tutor"), people("tutor")
     await connect(http, a, "zoom")
@@ -142,7 +148,11 @@ async def test_ciphertext_moved_to_another_row_does_not_decrypt(
 
 
 async def test_rotation_reencrypts_everything_and_old_keys_retire(
-    http, people, engine: Engine, gateway_settings: GatewaySettings, relink_env
+    http: httpx.AsyncClient,
+    people: People,
+    engine: Engine,
+    gateway_settings: GatewaySettings,
+    relink_env: dict[str, str],
 ) -> None:
     tutor = people("tutor")
     await connect(http, tutor, "zoom")
@@ -152,6 +162,7 @@ async def test_rotation_reencrypts_everything_and_old_keys_retire(
     new = generate_key("k2")
     with Session(engine) as s:
         before = s.scalars(select(Connection).where(Connection.tutor_id == tutor.id)).one()
+        assert before.previous_refresh_token_encrypted is not None
         plain = TokenCipher.from_spec(old).decrypt(
             before.previous_refresh_token_encrypted,
             tutor_id=tutor.id,
@@ -181,6 +192,7 @@ async def test_rotation_reencrypts_everything_and_old_keys_retire(
             blob = getattr(row, column)
             assert retired.key_id_of(blob) == "k2"
             retired.decrypt(blob, tutor_id=tutor.id, field=field)
+        assert row.previous_refresh_token_encrypted is not None
         assert (
             retired.decrypt(
                 row.previous_refresh_token_encrypted,
@@ -196,7 +208,11 @@ async def test_rotation_reencrypts_everything_and_old_keys_retire(
 
 
 async def test_switch_event_reaches_the_topic(
-    http, people, relink_env, gateway_settings: GatewaySettings, engine: Engine
+    http: httpx.AsyncClient,
+    people: People,
+    relink_env: dict[str, str],
+    gateway_settings: GatewaySettings,
+    engine: Engine,
 ) -> None:
     """The relay publishes the gateway's outbox row; the event on Kafka is the switch."""
     tutor = people("tutor")
@@ -230,7 +246,10 @@ async def test_switch_event_reaches_the_topic(
             if message is None or message.error():
                 continue
             event = events.parse_message(
-                key=message.key(), value=message.value(), headers=message.headers()
+                key=message.key(),
+                value=message.value(),
+                # a consumed message's header values are bytes (str only when producing)
+                headers=cast("list[tuple[str, bytes | None]] | None", message.headers()),
             )
             if event.data.get("switch_id") == str(switch_id):
                 found = (message.key(), event)

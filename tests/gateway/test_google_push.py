@@ -19,7 +19,7 @@ from devtools.provider_sim.server import SimHandle, free_port
 from services.core.settings import CommonSettings
 from services.oauth_gateway.bootstrap import build_gateway, create_app
 from services.oauth_gateway.settings import GatewaySettings
-from tests.gateway.conftest import connect, csrf_for, provider_settings_for
+from tests.gateway.conftest import People, Person, connect, csrf_for, provider_settings_for
 
 
 def wait_for(condition: Any, *, timeout: float = 30.0, what: str = "") -> Any:
@@ -95,7 +95,7 @@ def deletions(engine: Engine) -> list[Any]:
 
 
 @pytest.fixture
-async def booked(live: Live, people, engine: Engine) -> Any:
+async def booked(live: Live, people: People, engine: Engine) -> Person:
     tutor = people("tutor")
     assert (await connect(live.client, tutor, "google_meet")).status_code == 303
     # The channel was opened, and Google's first "sync" notification was taken.
@@ -120,12 +120,12 @@ async def booked(live: Live, people, engine: Engine) -> Any:
         session["event_id"] = conn.scalar(
             text("SELECT meeting_external_id FROM sessions WHERE id = :id"), {"id": session["id"]}
         )
-    tutor.session = session  # type: ignore[attr-defined]
+    tutor.session = session
     return tutor
 
 
 async def test_event_cancelled_in_google_calendar_is_shown_and_recreated(
-    live: Live, booked, sim: SimHandle, engine: Engine
+    live: Live, booked: Person, sim: SimHandle, engine: Engine
 ) -> None:
     tutor, session = booked, booked.session
     async with httpx.AsyncClient(base_url=sim.base_url) as google:
@@ -158,7 +158,7 @@ async def test_event_cancelled_in_google_calendar_is_shown_and_recreated(
 
 
 async def test_forged_or_replayed_channel_notifications_change_nothing(
-    live: Live, booked, sim: SimHandle, engine: Engine
+    live: Live, booked: Person, sim: SimHandle, engine: Engine
 ) -> None:
     tutor, session = booked, booked.session
     channel = channel_of(engine, tutor.id)

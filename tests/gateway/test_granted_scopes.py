@@ -4,6 +4,7 @@ nothing is written: no connection change, no switch, no outbox row."""
 from __future__ import annotations
 
 import re
+import uuid
 from html import unescape
 from urllib.parse import urljoin
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.gateway.conftest import callback, connect, start, written
+from tests.gateway.conftest import People, callback, connect, start, written
 
 CALENDAR = "https://www.googleapis.com/auth/calendar.events"
 
@@ -44,7 +45,7 @@ async def consent_granting(authorize_url: str, *, email: str, drop: str) -> str:
     return str(answer.headers["location"])
 
 
-def counts(engine: Engine, tutor_id) -> tuple[int, int, int]:
+def counts(engine: Engine, tutor_id: uuid.UUID) -> tuple[int, int, int]:
     with engine.connect() as conn:
         row = conn.execute(
             text(
@@ -58,7 +59,9 @@ def counts(engine: Engine, tutor_id) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
-async def test_unticked_calendar_refuses_the_switch(http, people, engine: Engine) -> None:
+async def test_unticked_calendar_refuses_the_switch(
+    http: httpx.AsyncClient, people: People, engine: Engine
+) -> None:
     tutor = people("tutor")
     assert (await connect(http, tutor, "zoom")).status_code == 303
     before = written(engine, tutor.id)
@@ -88,7 +91,7 @@ async def test_unticked_calendar_refuses_the_switch(http, people, engine: Engine
     ],
 )
 async def test_first_connection_without_a_needed_scope_writes_nothing(
-    http, people, engine: Engine, provider: str, drop: str, words: str
+    http: httpx.AsyncClient, people: People, engine: Engine, provider: str, drop: str, words: str
 ) -> None:
     tutor = people("tutor")
     back = await consent_granting(await start(http, tutor, provider), email=tutor.email, drop=drop)

@@ -8,11 +8,16 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.gateway.conftest import callback, connect, consent, start, switch_id_of
+from devtools.provider_sim.server import SimHandle
+from tests.gateway.conftest import People, callback, connect, consent, start, switch_id_of
 
 
 async def test_no_token_in_logs_pages_apis_or_events(
-    http: httpx.AsyncClient, people, engine: Engine, sim, caplog: pytest.LogCaptureFixture
+    http: httpx.AsyncClient,
+    people: People,
+    engine: Engine,
+    sim: SimHandle,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     tutor, student = people("tutor"), people("student")

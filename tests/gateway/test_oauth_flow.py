@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 from services.core.db.models import Connection, Outbox, ProviderSwitch
 from services.core.tokens import TokenCipher
 from services.oauth_gateway.settings import GatewaySettings
-from tests.gateway.conftest import connect, switch_id_of, written
+from tests.gateway.conftest import People, connect, switch_id_of, written
 
 
 async def test_first_connection_switch_both_ways_and_reconnect(
-    http: httpx.AsyncClient, people, engine: Engine, gateway_settings: GatewaySettings
+    http: httpx.AsyncClient, people: People, engine: Engine, gateway_settings: GatewaySettings
 ) -> None:
     tutor = people("tutor")
 
@@ -60,6 +60,8 @@ async def test_first_connection_switch_both_ways_and_reconnect(
     assert connection.provider == "zoom"
     assert connection.generation == 3
     assert connection.previous_provider == "google_meet"
+    assert connection.access_token_encrypted is not None
+    assert connection.previous_access_token_encrypted is not None
     cipher: TokenCipher = gateway_settings.token_cipher()
     access = cipher.decrypt(
         connection.access_token_encrypted, tutor_id=tutor.id, field="access_token"
@@ -73,7 +75,7 @@ async def test_first_connection_switch_both_ways_and_reconnect(
     assert access.encode() not in connection.access_token_encrypted
 
 
-async def test_switch_status_and_history_api(http: httpx.AsyncClient, people) -> None:
+async def test_switch_status_and_history_api(http: httpx.AsyncClient, people: People) -> None:
     tutor = people("tutor")
     await connect(http, tutor, "google_meet")
     switch_id = switch_id_of(await connect(http, tutor, "zoom"))

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, insert, select, update
 
+from devtools.provider_sim.server import SimHandle
 from services.core.db.models import (
     Booking,
     Connection,
@@ -19,11 +21,12 @@ from services.core.db.models import (
 )
 from services.core.db.models import Session as SessionRow
 from services.oauth_gateway.auth import csrf_token
-from tests.gateway.conftest import connect, switch_id_of
+from services.oauth_gateway.settings import GatewaySettings
+from tests.gateway.conftest import People, Person, connect, switch_id_of
 
 
 @pytest.fixture
-async def switched(http: httpx.AsyncClient, people):
+async def switched(http: httpx.AsyncClient, people: People) -> tuple[Person, uuid.UUID]:
     """A tutor who switched from Zoom to Google Meet; (tutor, switch id)."""
     tutor = people("tutor")
     await connect(http, tutor, "zoom")
@@ -37,7 +40,7 @@ def set_progress(engine: Engine, switch_id: uuid.UUID, **values: object) -> None
         conn.execute(update(ProviderSwitch).where(ProviderSwitch.id == switch_id).values(**values))
 
 
-async def page(http: httpx.AsyncClient, tutor, switch_id: uuid.UUID) -> str:
+async def page(http: httpx.AsyncClient, tutor: Person, switch_id: uuid.UUID) -> str:
     response = await http.get(
         f"/tutor/video-setup?success=true&switch={switch_id}", headers=tutor.cookies
     )
@@ -45,7 +48,9 @@ async def page(http: httpx.AsyncClient, tutor, switch_id: uuid.UUID) -> str:
     return response.text
 
 
-async def test_the_three_messages_and_progress(http, switched, engine: Engine) -> None:
+async def test_the_three_messages_and_progress(
+    http: httpx.AsyncClient, switched: tuple[Person, uuid.UUID], engine: Engine
+) -> None:
     tutor, switch_id = switched
     set_progress(engine, switch_id, state="MIGRATING", sessions_total=5, sessions_migrated=2)
     html = await page(http, tutor, switch_id)
@@ -84,7 +89,7 @@ async def test_the_three_messages_and_progress(http, switched, engine: Engine) -
 
 
 async def test_a_daily_limit_wait_says_when_the_rest_will_move(
-    http, switched, engine: Engine
+    http: httpx.AsyncClient, switched: tuple[Person, uuid.UUID], engine: Engine
 ) -> None:
     tutor, switch_id = switched
     until = datetime(2030, 1, 10, 0, 0, tzinfo=UTC)
@@ -115,7 +120,9 @@ async def test_a_daily_limit_wait_says_when_the_rest_will_move(
     assert 'data-kind="in_progress"' in html and "⏳" not in html
 
 
-async def test_first_connection_page_and_progress_json(http, people) -> None:
+async def test_first_connection_page_and_progress_json(
+    http: httpx.AsyncClient, people: People
+) -> None:
     tutor = people("tutor")
     response = await connect(http, tutor, "zoom")
     html = (await http.get(response.headers["location"], headers=tutor.cookies)).text
@@ -123,7 +130,11 @@ async def test_first_connection_page_and_progress_json(http, people) -> None:
 
 
 async def test_failed_sessions_shown_and_retry_recorded(
-    http, switched, engine: Engine, people, gateway_settings
+    http: httpx.AsyncClient,
+    switched: tuple[Person, uuid.UUID],
+    engine: Engine,
+    people: People,
+    gateway_settings: GatewaySettings,
 ) -> None:
     tutor, switch_id = switched
     student = people("student")
@@ -187,7 +198,10 @@ async def test_failed_sessions_shown_and_retry_recorded(
 
 
 async def test_rollback_restores_previous_connection(
-    http, switched, engine: Engine, gateway_settings
+    http: httpx.AsyncClient,
+    switched: tuple[Person, uuid.UUID],
+    engine: Engine,
+    gateway_settings: GatewaySettings,
 ) -> None:
     tutor, switch_id = switched
     response = await http.post(f"/api/switches/{switch_id}/rollback", headers=tutor.headers)
@@ -210,7 +224,9 @@ async def test_rollback_restores_previous_connection(
     assert again.status_code == 409
 
 
-async def test_rollback_refused_after_grace_period(http, switched, engine: Engine) -> None:
+async def test_rollback_refused_after_grace_period(
+    http: httpx.AsyncClient, switched: tuple[Person, uuid.UUID], engine: Engine
+) -> None:
     tutor, switch_id = switched
     set_progress(engine, switch_id, rollback_deadline=datetime.now(UTC) - timedelta(seconds=1))
     response = await http.post(f"/api/switches/{switch_id}/rollback", headers=tutor.headers)
@@ -219,7 +235,7 @@ async def test_rollback_refused_after_grace_period(http, switched, engine: Engin
 
 
 async def test_tutor_cannot_read_another_tutors_switch_or_sessions(
-    http, switched, people, engine: Engine
+    http: httpx.AsyncClient, switched: tuple[Person, uuid.UUID], people: People, engine: Engine
 ) -> None:
     tutor_a, switch_a = switched
     tutor_b = people("tutor")
@@ -268,7 +284,7 @@ async def test_tutor_cannot_read_another_tutors_switch_or_sessions(
     assert (await http.get("/api/tutor/sessions")).status_code == 401
 
 
-async def test_dev_sign_in_page(http, people) -> None:
+async def test_dev_sign_in_page(http: httpx.AsyncClient, people: People) -> None:
     tutor = people("tutor", name="Dev Tutor")
     listing = await http.get("/dev/sign-in")
     assert listing.status_code == 200 and "Dev Tutor" in listing.text
@@ -279,7 +295,7 @@ async def test_dev_sign_in_page(http, people) -> None:
     assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
 
 
-async def test_ops_endpoints(http) -> None:
+async def test_ops_endpoints(http: httpx.AsyncClient) -> None:
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     assert (await http.get("/readyz")).json() == {"status": "ready"}
     metrics = await http.get("/metrics")
@@ -288,7 +304,9 @@ async def test_ops_endpoints(http) -> None:
     assert "/api/bookings" in openapi["paths"]
 
 
-async def test_dev_sign_in_absent_outside_dev_mode(gateway_settings, sim) -> None:
+async def test_dev_sign_in_absent_outside_dev_mode(
+    gateway_settings: GatewaySettings, sim: SimHandle
+) -> None:
     from services.oauth_gateway.bootstrap import build_gateway, create_app
     from services.oauth_gateway.settings import GatewaySettings
     from tests.gateway.conftest import BASE, provider_settings_for
@@ -297,7 +315,7 @@ async def test_dev_sign_in_absent_outside_dev_mode(gateway_settings, sim) -> Non
         DATABASE_URL=gateway_settings.database_url,
         RELINK_DEV_MODE=False,
         RELINK_TOKEN_KEYS="k1:" + "A" * 43,
-        RELINK_GATEWAY_SESSION_SECRET="s" * 40,
+        RELINK_GATEWAY_SESSION_SECRET=SecretStr("s" * 40),
         RELINK_GATEWAY_PUBLIC_BASE_URL=BASE,
     )
     gw = build_gateway(settings, provider_settings=provider_settings_for(sim))
@@ -309,7 +327,9 @@ async def test_dev_sign_in_absent_outside_dev_mode(gateway_settings, sim) -> Non
         await gw.aclose()
 
 
-async def test_older_switch_cannot_be_retried_or_rolled_back(http, switched, engine) -> None:
+async def test_older_switch_cannot_be_retried_or_rolled_back(
+    http: httpx.AsyncClient, switched: tuple[Person, uuid.UUID], engine: Engine
+) -> None:
     tutor, older = switched
     newer = switch_id_of(await connect(http, tutor, "zoom"))
     set_progress(

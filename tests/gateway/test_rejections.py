@@ -9,11 +9,21 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.gateway.conftest import callback, connect, consent, start, switch_id_of, written
+from devtools.provider_sim.server import SimHandle
+from tests.gateway.conftest import (
+    People,
+    Person,
+    callback,
+    connect,
+    consent,
+    start,
+    switch_id_of,
+    written,
+)
 
 
 @pytest.fixture
-async def connected(http: httpx.AsyncClient, people):
+async def connected(http: httpx.AsyncClient, people: People) -> Person:
     """A tutor already on Zoom (so "previous connection untouched" means something)."""
     tutor = people("tutor")
     assert (await connect(http, tutor, "zoom")).status_code == 303
@@ -32,7 +42,7 @@ async def rejected(response: httpx.Response, reason: str) -> None:
     assert "Your previous video provider connection is unchanged." in response.text
 
 
-async def test_unknown_state(http, connected, engine: Engine) -> None:
+async def test_unknown_state(http: httpx.AsyncClient, connected: Person, engine: Engine) -> None:
     before = written(engine, connected.id)
     response = await http.get(
         "/oauth/google_meet/callback?state=not-ours&code=abc", headers=connected.cookies
@@ -41,14 +51,14 @@ async def test_unknown_state(http, connected, engine: Engine) -> None:
     assert written(engine, connected.id) == before
 
 
-async def test_missing_state(http, connected, engine: Engine) -> None:
+async def test_missing_state(http: httpx.AsyncClient, connected: Person, engine: Engine) -> None:
     before = written(engine, connected.id)
     response = await http.get("/oauth/google_meet/callback?code=abc", headers=connected.cookies)
     await rejected(response, "state_missing")
     assert written(engine, connected.id) == before
 
 
-async def test_expired_state(http, connected, engine: Engine) -> None:
+async def test_expired_state(http: httpx.AsyncClient, connected: Person, engine: Engine) -> None:
     back = await consent(await start(http, connected, "google_meet"), email=connected.email)
     with engine.begin() as conn:
         conn.execute(text("UPDATE oauth_states SET expires_at = now() - interval '1 second'"))
@@ -57,7 +67,7 @@ async def test_expired_state(http, connected, engine: Engine) -> None:
     assert written(engine, connected.id) == before
 
 
-async def test_replayed_state(http, connected, engine: Engine) -> None:
+async def test_replayed_state(http: httpx.AsyncClient, connected: Person, engine: Engine) -> None:
     back = await consent(await start(http, connected, "google_meet"), email=connected.email)
     assert switch_id_of(await callback(http, connected, back)) is not None
     before = written(engine, connected.id)
@@ -65,7 +75,9 @@ async def test_replayed_state(http, connected, engine: Engine) -> None:
     assert written(engine, connected.id) == before
 
 
-async def test_another_tutors_state(http, connected, people, engine: Engine) -> None:
+async def test_another_tutors_state(
+    http: httpx.AsyncClient, connected: Person, people: People, engine: Engine
+) -> None:
     other = people("tutor")
     await connect(http, other, "zoom")
     back = await consent(await start(http, connected, "google_meet"), email=connected.email)
@@ -77,7 +89,9 @@ async def test_another_tutors_state(http, connected, people, engine: Engine) -> 
     assert switch_id_of(await callback(http, connected, back)) is not None
 
 
-async def test_state_of_another_provider(http, connected, engine: Engine) -> None:
+async def test_state_of_another_provider(
+    http: httpx.AsyncClient, connected: Person, engine: Engine
+) -> None:
     back = await consent(await start(http, connected, "google_meet"), email=connected.email)
     before = written(engine, connected.id)
     wrong = back.replace("/oauth/google_meet/callback", "/oauth/zoom/callback")
@@ -85,7 +99,7 @@ async def test_state_of_another_provider(http, connected, engine: Engine) -> Non
     assert written(engine, connected.id) == before
 
 
-async def test_access_denied(http, connected, engine: Engine) -> None:
+async def test_access_denied(http: httpx.AsyncClient, connected: Person, engine: Engine) -> None:
     back = await consent(
         await start(http, connected, "google_meet"), email=connected.email, decision="deny"
     )
@@ -97,7 +111,9 @@ async def test_access_denied(http, connected, engine: Engine) -> None:
     assert written(engine, connected.id) == before
 
 
-async def test_token_exchange_refused(http, connected, engine: Engine) -> None:
+async def test_token_exchange_refused(
+    http: httpx.AsyncClient, connected: Person, engine: Engine
+) -> None:
     back = await consent(await start(http, connected, "google_meet"), email=connected.email)
     before = written(engine, connected.id)
     response = await http.get(with_query(back, code="forged-code"), headers=connected.cookies)
@@ -105,7 +121,9 @@ async def test_token_exchange_refused(http, connected, engine: Engine) -> None:
     assert written(engine, connected.id) == before
 
 
-async def test_provider_down_during_exchange(http, connected, engine: Engine, sim) -> None:
+async def test_provider_down_during_exchange(
+    http: httpx.AsyncClient, connected: Person, engine: Engine, sim: SimHandle
+) -> None:
     back = await consent(await start(http, connected, "google_meet"), email=connected.email)
     async with httpx.AsyncClient(base_url=sim.base_url) as admin:
         (await admin.put("/_admin/faults/google", json={"down": True})).raise_for_status()
@@ -114,7 +132,9 @@ async def test_provider_down_during_exchange(http, connected, engine: Engine, si
     assert written(engine, connected.id) == before
 
 
-async def test_not_signed_in_or_forged(http, connected, engine: Engine) -> None:
+async def test_not_signed_in_or_forged(
+    http: httpx.AsyncClient, connected: Person, engine: Engine
+) -> None:
     back = await consent(await start(http, connected, "google_meet"), email=connected.email)
     before = written(engine, connected.id)
     parts = urlsplit(back)
@@ -128,7 +148,9 @@ async def test_not_signed_in_or_forged(http, connected, engine: Engine) -> None:
     assert written(engine, connected.id) == before
 
 
-async def test_failure_after_upsert_rolls_everything_back(http, connected, engine: Engine) -> None:
+async def test_failure_after_upsert_rolls_everything_back(
+    http: httpx.AsyncClient, connected: Person, engine: Engine
+) -> None:
     """A failure injected after the connection update (the outbox insert fails) changes nothing."""
     with engine.begin() as conn:
         conn.execute(
@@ -153,7 +175,9 @@ async def test_failure_after_upsert_rolls_everything_back(http, connected, engin
         conn.execute(text("DROP TRIGGER fail_outbox ON outbox"))
 
 
-async def test_two_concurrent_callbacks_serialize(http, connected, engine: Engine) -> None:
+async def test_two_concurrent_callbacks_serialize(
+    http: httpx.AsyncClient, connected: Person, engine: Engine
+) -> None:
     """Two callbacks to Google Meet at once: one switch, the other a reconnect."""
     backs = [
         await consent(await start(http, connected, "google_meet"), email=connected.email)
@@ -168,7 +192,9 @@ async def test_two_concurrent_callbacks_serialize(http, connected, engine: Engin
     assert after.connection is not None and after.connection[:2] == ("google_meet", 2)
 
 
-async def test_two_concurrent_first_connections(http, people, engine: Engine) -> None:
+async def test_two_concurrent_first_connections(
+    http: httpx.AsyncClient, people: People, engine: Engine
+) -> None:
     """No row to lock yet: the unique index serializes; the later one is a switch."""
     tutor = people("tutor")
     backs = [

@@ -5,13 +5,14 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import Engine, text
 
+from devtools.provider_sim.server import SimHandle
 from devtools.seed.demo import seed_demo
 from services.oauth_gateway.settings import GatewaySettings
 from tests.gateway.conftest import provider_settings_for
 
 
 def test_seed_demo_is_idempotent_with_real_meetings(
-    gateway_settings: GatewaySettings, engine: Engine, sim
+    gateway_settings: GatewaySettings, engine: Engine, sim: SimHandle
 ) -> None:
     first = seed_demo(gateway_settings, provider_settings=provider_settings_for(sim))
     assert (first.users_created, first.sessions_created) == (6, 11)
@@ -19,7 +20,7 @@ def test_seed_demo_is_idempotent_with_real_meetings(
     again = seed_demo(gateway_settings, provider_settings=provider_settings_for(sim))
     assert (again.users_created, again.sessions_created) == (0, 0)
     with engine.connect() as conn:
-        statuses = dict(
+        statuses: dict[str, int] = dict(
             conn.execute(
                 text(
                     "SELECT s.status, count(*) FROM sessions s JOIN users u ON u.id = s.tutor_id "
@@ -27,7 +28,7 @@ def test_seed_demo_is_idempotent_with_real_meetings(
                 )
             ).all()
         )
-        providers = dict(
+        providers: dict[str, str] = dict(
             conn.execute(
                 text(
                     "SELECT u.email, c.provider FROM tutor_video_provider_connections c "

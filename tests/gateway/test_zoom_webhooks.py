@@ -10,9 +10,10 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ from services.core.settings import CommonSettings
 from services.notifier.settings import NotifierSettings
 from services.oauth_gateway.bootstrap import build_gateway, create_app
 from services.oauth_gateway.settings import DEV_ZOOM_WEBHOOK_SECRET_TOKEN, GatewaySettings
-from tests.gateway.conftest import BASE, connect, csrf_for, provider_settings_for
+from tests.gateway.conftest import BASE, People, Person, connect, csrf_for, provider_settings_for
 from tests.notifier.conftest import running_notifier
 from tests.relay.conftest import relay_settings, running_relay
 
@@ -104,7 +105,7 @@ def notifications_count(engine: Engine) -> int:
 
 
 @pytest.fixture
-async def zoom_tutor(http: httpx.AsyncClient, people, engine: Engine):
+async def zoom_tutor(http: httpx.AsyncClient, people: People, engine: Engine) -> Person:
     """A tutor connected to Zoom (through the simulator) with one upcoming session there."""
     tutor = people("tutor")
     assert (await connect(http, tutor, "zoom")).status_code == 303
@@ -120,7 +121,7 @@ async def zoom_tutor(http: httpx.AsyncClient, people, engine: Engine):
         },
     )
     assert booked.status_code == 201, booked.text
-    tutor.session = booked.json()  # type: ignore[attr-defined]
+    tutor.session = booked.json()
     return tutor
 
 
@@ -160,7 +161,10 @@ async def test_url_validation_answers_the_challenge(http: httpx.AsyncClient) -> 
     ],
 )
 async def test_forged_or_stale_deauthorization_changes_nothing(
-    http: httpx.AsyncClient, zoom_tutor, engine: Engine, forge
+    http: httpx.AsyncClient,
+    zoom_tutor: Person,
+    engine: Engine,
+    forge: Callable[[bytes], dict[str, str]],
 ) -> None:
     before = connection_row(engine, zoom_tutor.id)
     body = deauthorized(before["provider_account_id"])
@@ -173,7 +177,9 @@ async def test_forged_or_stale_deauthorization_changes_nothing(
     assert notifications_count(engine) == 0
 
 
-async def test_tampered_body_is_refused(http: httpx.AsyncClient, zoom_tutor, engine) -> None:
+async def test_tampered_body_is_refused(
+    http: httpx.AsyncClient, zoom_tutor: Person, engine: Engine
+) -> None:
     before = connection_row(engine, zoom_tutor.id)
     headers = signed(deauthorized("someone-else"))
     body = deauthorized(before["provider_account_id"])
@@ -183,7 +189,7 @@ async def test_tampered_body_is_refused(http: httpx.AsyncClient, zoom_tutor, eng
 
 
 async def test_replayed_deauthorization_changes_nothing_after_a_reconnect(
-    http: httpx.AsyncClient, zoom_tutor, engine: Engine
+    http: httpx.AsyncClient, zoom_tutor: Person, engine: Engine
 ) -> None:
     account = connection_row(engine, zoom_tutor.id)["provider_account_id"]
     body = deauthorized(account)
@@ -208,7 +214,7 @@ async def test_replayed_deauthorization_changes_nothing_after_a_reconnect(
 
 
 async def test_bookings_need_a_reconnect_after_deauthorization(
-    http: httpx.AsyncClient, zoom_tutor, people, engine: Engine
+    http: httpx.AsyncClient, zoom_tutor: Person, people: People, engine: Engine
 ) -> None:
     account = connection_row(engine, zoom_tutor.id)["provider_account_id"]
     body = deauthorized(account)
@@ -278,7 +284,9 @@ def live(gateway_settings: GatewaySettings) -> Iterator[LiveGateway]:
 
 
 @pytest.fixture
-async def live_http(gateway_settings: GatewaySettings, live: LiveGateway):
+async def live_http(
+    gateway_settings: GatewaySettings, live: LiveGateway
+) -> AsyncIterator[httpx.AsyncClient]:
     """The tutor's browser on a gateway whose provider clients use the live simulator."""
     gw = build_gateway(gateway_settings, provider_settings=provider_settings_for(live.sim))
     async with httpx.AsyncClient(
@@ -292,7 +300,7 @@ def deliveries(sim: SimHandle) -> list[dict[str, Any]]:
     return list(httpx.get(f"{sim.base_url}/_admin/webhooks/zoom/deliveries").json()["deliveries"])
 
 
-def relay_and_notify(settings: CommonSettings, tmp_path) -> list[Any]:
+def relay_and_notify(settings: CommonSettings, tmp_path: Path) -> list[Any]:
     """Run the relay and the notifier until the outbox's emails arrive; the mails received."""
     with SmtpSink(folder=tmp_path / "mail") as sink:
         notifier = NotifierSettings(
@@ -314,11 +322,11 @@ def relay_and_notify(settings: CommonSettings, tmp_path) -> list[Any]:
 async def test_removing_the_app_at_zoom_disconnects_and_emails_the_tutor(
     live: LiveGateway,
     live_http: httpx.AsyncClient,
-    people,
+    people: People,
     engine: Engine,
     settings: CommonSettings,
     relink_env: dict[str, str],
-    tmp_path,
+    tmp_path: Path,
 ) -> None:
     tutor = people("tutor", name="Tess Tutor")
     assert (await connect(live_http, tutor, "zoom")).status_code == 303
@@ -379,11 +387,11 @@ async def test_removing_the_app_at_zoom_disconnects_and_emails_the_tutor(
 async def test_meeting_deleted_at_zoom_is_shown_and_recreated(
     live: LiveGateway,
     live_http: httpx.AsyncClient,
-    people,
+    people: People,
     engine: Engine,
-    gateway_settings,
+    gateway_settings: GatewaySettings,
     settings: CommonSettings,
-    tmp_path,
+    tmp_path: Path,
 ) -> None:
     tutor = people("tutor")
     assert (await connect(live_http, tutor, "zoom")).status_code == 303
@@ -449,7 +457,7 @@ async def test_meeting_deleted_at_zoom_is_shown_and_recreated(
 
 
 async def test_deletion_of_a_meeting_no_longer_the_sessions_is_ignored(
-    http: httpx.AsyncClient, zoom_tutor, engine: Engine
+    http: httpx.AsyncClient, zoom_tutor: Person, engine: Engine
 ) -> None:
     """relink's own deletes (rollback, cleanup) target meetings no session uses any more."""
     body = json.dumps(
@@ -472,7 +480,7 @@ async def test_deletion_of_a_meeting_no_longer_the_sessions_is_ignored(
 
 
 async def test_deauthorization_of_the_kept_previous_zoom_connection_forgets_it(
-    http: httpx.AsyncClient, zoom_tutor, engine: Engine, gateway_settings
+    http: httpx.AsyncClient, zoom_tutor: Person, engine: Engine, gateway_settings: GatewaySettings
 ) -> None:
     """After a switch to Google, removing the app at Zoom erases the tokens kept for rollback."""
     account = connection_row(engine, zoom_tutor.id)["provider_account_id"]

@@ -51,7 +51,9 @@ def _consume_all(bootstrap: str, topic: str, expected: int) -> list[bytes]:
         for _ in range(200):
             msg = consumer.poll(0.2)
             if msg is not None and msg.error() is None:
-                values.append(msg.value())
+                value = msg.value()
+                assert value is not None  # every message the test produced has a value
+                values.append(value)
             if len(values) >= expected:
                 break
     finally:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -12,6 +14,9 @@ from sqlalchemy.exc import IntegrityError
 
 from services.core.db import migrate
 from services.core.db.engine import make_engine
+
+if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
+    from tests.conftest import TestInfrastructure
 
 TABLES = {
     "users",
@@ -32,7 +37,7 @@ TABLES = {
 
 
 @pytest.fixture
-def empty_database_url(devstack) -> str:  # type: ignore[no-untyped-def]
+def empty_database_url(devstack: TestInfrastructure) -> Iterator[str]:
     name = f"relink_m_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(devstack.admin_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -46,7 +46,7 @@ async def factory(
     engine: Engine, settings: CommonSettings, migrator_sim: SimHandle
 ) -> AsyncIterator[Factory]:
     clients: dict[str, ProviderClient] = {
-        name: build_client(name, settings=sim_settings(migrator_sim))  # type: ignore[arg-type]
+        name: build_client(name, settings=sim_settings(migrator_sim))
         for name in ("zoom", "google_meet")
     }
     yield Factory(engine, settings, clients)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -18,7 +20,7 @@ def next_midnight_utc() -> datetime:
     return tomorrow.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def day_done(engine: Engine, switch_id: str, *, migrated: int) -> list[Any]:
+def day_done(engine: Engine, switch_id: uuid.UUID, *, migrated: int) -> list[Any]:
     """The rows once `migrated` moved and every other one waits for the reset (else [])."""
     rows = migration_rows(engine, switch_id)
     done = [m for m in rows if m.state == "MIGRATED"]
@@ -45,7 +47,7 @@ async def test_250_sessions_move_100_a_day_soonest_first_never_over_zooms_cap(
 
     for day, moved in enumerate((100, 200), start=1):
         rows = wait_for(
-            lambda moved=moved: day_done(engine, switch_id, migrated=moved),
+            partial(day_done, engine, switch_id, migrated=moved),
             timeout_s=180,
             what=f"day {day}: {moved} moved, the rest waiting for the reset",
         )
@@ -60,8 +62,12 @@ async def test_250_sessions_move_100_a_day_soonest_first_never_over_zooms_cap(
         assert account["create_calls"] == moved
         assert len(account["meetings"]) == moved
         # The tutor is told when the rest will move (the notifier emails it).
+
+        def announced(day: int = day) -> list[dict[str, Any]]:
+            return outbox_events(engine, "switch.delayed", switch_id)[day - 1 :]
+
         delays = wait_for(
-            lambda day=day: outbox_events(engine, "switch.delayed", switch_id)[day - 1 :],
+            announced,
             what="the wait announced",
         )
         assert delays[0]["sessions_waiting"] == 250 - moved

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -99,7 +100,7 @@ async def test_daily_quota_moves_the_soonest_first_then_the_rest_after_reset(
     assert len(account["meetings"]) == 6
 
 
-def roll_the_quota_day_over(engine: Engine, switch_id: str) -> None:
+def roll_the_quota_day_over(engine: Engine, switch_id: uuid.UUID) -> None:
     """Stand in for the wall clock passing midnight UTC: the wait is over, the budget new."""
     with engine.begin() as conn:
         conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -21,9 +22,9 @@ async def test_five_zoom_sessions_move_to_google_meet(
     engine: Engine,
     settings: CommonSettings,
     factory: Factory,
-    sim_admin,
-    relay,
-    start_migrator,
+    sim_admin: Any,
+    relay: Any,
+    start_migrator: Any,
 ) -> None:
     tutor = await factory.tutor(provider="zoom")
     sessions = factory.sessions(tutor, count=5, provider="zoom")

@@ -36,7 +36,9 @@ async def test_no_token_in_logs_errors_or_reprs(
     await client.create_meeting(refreshed.access_token, request)
     for call in (
         lambda: client.account("bogus-token"),
-        lambda: client.refresh(tokens.refresh_token if client.provider == "zoom" else "bogus"),
+        lambda: client.refresh(
+            (tokens.refresh_token or "") if client.provider == "zoom" else "bogus"
+        ),
         lambda: client.exchange_code("bogus", code_verifier="v" * 64),
     ):
         try:

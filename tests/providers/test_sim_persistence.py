@@ -105,6 +105,7 @@ async def test_accounts_tokens_and_meetings_survive_a_restart(
         assert await google.get_meeting(google_tokens.access_token, google_meeting.external_id) == (
             google_meeting
         )
+        assert zoom_meeting.join_url is not None and google_meeting.join_url is not None
         async with httpx.AsyncClient() as browser:
             assert (await browser.get(zoom_meeting.join_url)).status_code == 200
             assert (await browser.get(google_meeting.join_url)).status_code == 200

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -131,13 +131,17 @@ def read_topic(
             for message in consumer.consume(num_messages=1000, timeout=0.5):
                 if message.error():
                     continue
+                # a consumed message has its partition and offset, and bytes header values
+                partition, offset = message.partition(), message.offset()
+                assert partition is not None and offset is not None
+                headers = cast("list[tuple[str, bytes]] | None", message.headers())
                 received.append(
                     Received(
                         key=(message.key() or b"").decode(),
                         value=message.value() or b"",
-                        headers=list(message.headers() or []),
-                        partition=message.partition(),
-                        offset=message.offset(),
+                        headers=list(headers or []),
+                        partition=partition,
+                        offset=offset,
                     )
                 )
         return received

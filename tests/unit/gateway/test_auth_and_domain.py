@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import SecretStr
 
 from services.core.errors import ConfigurationError
 from services.oauth_gateway.auth import csrf_token, csrf_valid, issue_token, verify_token
@@ -118,12 +119,14 @@ def test_settings_refuse_dev_secret_outside_dev_mode() -> None:
         GatewaySettings(
             RELINK_DEV_MODE=False,
             RELINK_TOKEN_KEYS=keys,
-            RELINK_GATEWAY_SESSION_SECRET=DEV_SESSION_SECRET,
+            RELINK_GATEWAY_SESSION_SECRET=SecretStr(DEV_SESSION_SECRET),
         )
     with pytest.raises(ConfigurationError):
-        GatewaySettings(RELINK_GATEWAY_SESSION_SECRET="short")
+        GatewaySettings(RELINK_GATEWAY_SESSION_SECRET=SecretStr("short"))
     settings = GatewaySettings(
-        RELINK_DEV_MODE=False, RELINK_TOKEN_KEYS=keys, RELINK_GATEWAY_SESSION_SECRET="s" * 40
+        RELINK_DEV_MODE=False,
+        RELINK_TOKEN_KEYS=keys,
+        RELINK_GATEWAY_SESSION_SECRET=SecretStr("s" * 40),
     )
     assert settings.rollback_grace_s == 86400
     assert settings.redirect_uri("zoom") == "http://127.0.0.1:18000/oauth/zoom/callback"

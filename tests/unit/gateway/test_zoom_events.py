@@ -6,8 +6,10 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from services.oauth_gateway import zoom_events
 from services.oauth_gateway.settings import DEV_ZOOM_WEBHOOK_SECRET_TOKEN, GatewaySettings
@@ -81,14 +83,14 @@ def test_parse_the_events_relink_reads() -> None:
 def test_webhook_secret_token_setting() -> None:
     dev = GatewaySettings()
     assert dev.zoom_webhook_secret_token.get_secret_value() == DEV_ZOOM_WEBHOOK_SECRET_TOKEN
-    production = dict(
+    production: dict[str, Any] = dict(
         RELINK_DEV_MODE=False, RELINK_TOKEN_KEYS=KEYS, RELINK_GATEWAY_SESSION_SECRET="s" * 40
     )
     # Not set outside dev mode: the endpoint stays closed (no key, nothing verifiable).
     assert GatewaySettings(**production).zoom_webhook_secret_token.get_secret_value() == ""
     with pytest.raises(Exception, match="dev Zoom webhook secret token"):
         GatewaySettings(
-            **production, RELINK_ZOOM_WEBHOOK_SECRET_TOKEN=DEV_ZOOM_WEBHOOK_SECRET_TOKEN
+            **production, RELINK_ZOOM_WEBHOOK_SECRET_TOKEN=SecretStr(DEV_ZOOM_WEBHOOK_SECRET_TOKEN)
         )
-    real = GatewaySettings(**production, RELINK_ZOOM_WEBHOOK_SECRET_TOKEN="z" * 22)
+    real = GatewaySettings(**production, RELINK_ZOOM_WEBHOOK_SECRET_TOKEN=SecretStr("z" * 22))
     assert "z" * 22 not in repr(real)
