@@ -353,13 +353,14 @@ def envelope_headers(event: Event) -> dict[str, str]:
     return {
         "source": event.source,
         "subject": event.subject,
-        "time": _rfc3339(event.time),
+        "time": rfc3339(event.time),
         "specversion": event.specversion,
         "dataschema": event.dataschema,
     }
 
 
-def _rfc3339(moment: datetime) -> str:
+def rfc3339(moment: datetime) -> str:
+    """The one UTC timestamp form relink writes: RFC 3339 with a `Z`."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 

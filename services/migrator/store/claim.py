@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core import events
 from services.core.db.models import Outbox
+from services.core.events import rfc3339
 from services.core.settings import CommonSettings
 from services.migrator.domain import ELIGIBLE_STATUSES
-from services.migrator.store.common import SOURCE, UNSETTLED_SQL, iso
+from services.migrator.store.common import SOURCE, UNSETTLED_SQL
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,12 +296,12 @@ class ClaimStore:
                         "tutor_id": str(switch.tutor_id),
                         "provider": switch.to_provider,
                         "reason": reason,
-                        "resumes_at": iso(until),
+                        "resumes_at": rfc3339(until),
                         "sessions_total": switch.sessions_total,
                         "sessions_migrated": switch.sessions_migrated,
                         "sessions_failed": switch.sessions_failed,
                         "sessions_waiting": int(waiting),
-                        "delayed_at": iso(datetime.now(UTC)),
+                        "delayed_at": rfc3339(datetime.now(UTC)),
                     },
                     tutor_id=str(switch.tutor_id),
                     source=SOURCE,
@@ -356,7 +357,7 @@ class ClaimStore:
                         "sessions_migrated": switch.sessions_migrated,
                         "sessions_failed": switch.sessions_failed,
                         "sessions_waiting": int(waiting),
-                        "delayed_at": iso(datetime.now(UTC)),
+                        "delayed_at": rfc3339(datetime.now(UTC)),
                     },
                     tutor_id=str(switch.tutor_id),
                     source=SOURCE,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -74,7 +73,3 @@ async def complete_settled(
         {"ids": list(switch_ids), "states": list(from_states)},
     )
     return {str(r.id): r.state for r in rows}
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

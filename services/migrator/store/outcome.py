@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core import events
 from services.core.db.models import Outbox
+from services.core.events import rfc3339
 from services.core.settings import CommonSettings
 from services.migrator.store.claim import ClaimedRow
 from services.migrator.store.common import (
@@ -26,7 +27,6 @@ from services.migrator.store.common import (
     UNSETTLED_SQL,
     complete_if_settled,
     complete_settled,
-    iso,
 )
 from services.providers import Meeting
 
@@ -88,14 +88,14 @@ class OutcomeStore:
                     "session_id": row.session_id,
                     "student_id": row.student_id,
                     "booking_id": row.booking_id,
-                    "scheduled_start_at": iso(row.scheduled_start_at),
+                    "scheduled_start_at": rfc3339(row.scheduled_start_at),
                     "kind": row.kind,
                     "provider": row.to_provider,
                     "meeting_external_id": meeting.external_id,
                     "join_url": meeting.join_url,
                     "previous_provider": row.from_provider,
                     "previous_meeting_external_id": row.previous_meeting_external_id,
-                    "migrated_at": iso(now),
+                    "migrated_at": rfc3339(now),
                 },
                 tutor_id=row.tutor_id,
                 source=SOURCE,
@@ -325,14 +325,14 @@ class OutcomeStore:
                 "session_id": str(row.session_id),
                 "student_id": str(row.student_id),
                 "booking_id": str(row.booking_id) if row.booking_id else None,
-                "scheduled_start_at": iso(row.scheduled_start_at),
+                "scheduled_start_at": rfc3339(row.scheduled_start_at),
                 "kind": row.kind,
                 "provider": row.to_provider,
                 "reason": reason,
                 "detail": detail[:2000],
                 "retryable": retryable,
                 "attempts": max(int(row.attempts), 1),
-                "failed_at": iso(datetime.now(UTC)),
+                "failed_at": rfc3339(datetime.now(UTC)),
             },
             tutor_id=str(row.tutor_id),
             source=SOURCE,

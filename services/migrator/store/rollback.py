@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core import events
 from services.core.db.models import Outbox
+from services.core.events import rfc3339
 from services.core.settings import CommonSettings
 from services.migrator.domain import ELIGIBLE_STATUSES, UNSETTLED_STATES, SwitchRef
 from services.migrator.store.common import SOURCE, switch_ref
@@ -172,14 +173,14 @@ class RollbackStore:
                 "session_id": str(row.session_id),
                 "student_id": str(row.student_id),
                 "booking_id": str(row.booking_id) if row.booking_id else None,
-                "scheduled_start_at": _iso(row.scheduled_start_at),
+                "scheduled_start_at": rfc3339(row.scheduled_start_at),
                 "kind": "rollback",
                 "provider": row.from_provider,
                 "meeting_external_id": row.previous_meeting_external_id,
                 "join_url": row.previous_join_url,
                 "previous_provider": row.to_provider,
                 "previous_meeting_external_id": row.new_meeting_external_id,
-                "migrated_at": _iso(now),
+                "migrated_at": rfc3339(now),
             },
             tutor_id=str(row.tutor_id),
             source=SOURCE,
@@ -250,7 +251,7 @@ class RollbackStore:
                             "restored_provider": outcome.restored_provider,
                             "sessions_restored": outcome.sessions_restored,
                             "sessions_failed": outcome.sessions_failed,
-                            "rolled_back_at": _iso(now),
+                            "rolled_back_at": rfc3339(now),
                         },
                         tutor_id=switch.tutor_id,
                         source=SOURCE,
@@ -324,7 +325,7 @@ class RollbackStore:
                         "from_provider": switch.to_provider,
                         "to_provider": connection.provider,
                         "generation": connection.generation,
-                        "switched_at": _iso(now),
+                        "switched_at": rfc3339(now),
                     },
                     tutor_id=switch.tutor_id,
                     source=SOURCE,
@@ -468,7 +469,3 @@ class RollbackStore:
                 ),
                 {"ids": list(row_ids)},
             )
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
