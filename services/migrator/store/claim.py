@@ -287,30 +287,15 @@ class ClaimStore:
                 {"id": switch_id, "u": until},
             )
         ).scalar_one()
-        await conn.execute(
-            insert(Outbox).values(
-                **events.outbox_row(
-                    "switch.delayed",
-                    {
-                        "switch_id": switch_id,
-                        "tutor_id": str(switch.tutor_id),
-                        "provider": switch.to_provider,
-                        "reason": reason,
-                        "resumes_at": rfc3339(until),
-                        "sessions_total": switch.sessions_total,
-                        "sessions_migrated": switch.sessions_migrated,
-                        "sessions_failed": switch.sessions_failed,
-                        "sessions_waiting": int(waiting),
-                        "delayed_at": rfc3339(datetime.now(UTC)),
-                    },
-                    tutor_id=str(switch.tutor_id),
-                    source=SOURCE,
-                    topics=self.topics,
-                    # Once per new resume time: the conditional UPDATE above (a
-                    # row lock) lets only one executor through.
-                    event_id=uuid.uuid4(),
-                )
-            )
+        # Once per new resume time: the conditional UPDATE above (a row lock) lets
+        # only one executor through.
+        await self._insert_delayed(
+            conn,
+            switch_id=switch_id,
+            switch=switch,
+            reason=reason,
+            waiting=int(waiting),
+            resumes_at=until,
         )
 
     async def _announce_usage_limits(self, conn: AsyncConnection, *, switch_id: str) -> None:
@@ -344,21 +329,44 @@ class ClaimStore:
                 {"id": switch_id},
             )
         ).scalar_one()
+        await self._insert_delayed(
+            conn,
+            switch_id=switch_id,
+            switch=switch,
+            reason="usage_limits",
+            waiting=int(waiting),
+            resumes_at=None,
+        )
+
+    async def _insert_delayed(
+        self,
+        conn: AsyncConnection,
+        *,
+        switch_id: str,
+        switch: Any,
+        reason: str,
+        waiting: int,
+        resumes_at: datetime | None,
+    ) -> None:
+        """The `switch.delayed` outbox row; `resumes_at` only when the provider named a time."""
+        data: dict[str, Any] = {
+            "switch_id": switch_id,
+            "tutor_id": str(switch.tutor_id),
+            "provider": switch.to_provider,
+            "reason": reason,
+            "sessions_total": switch.sessions_total,
+            "sessions_migrated": switch.sessions_migrated,
+            "sessions_failed": switch.sessions_failed,
+            "sessions_waiting": waiting,
+            "delayed_at": rfc3339(datetime.now(UTC)),
+        }
+        if resumes_at is not None:
+            data["resumes_at"] = rfc3339(resumes_at)
         await conn.execute(
             insert(Outbox).values(
                 **events.outbox_row(
                     "switch.delayed",
-                    {
-                        "switch_id": switch_id,
-                        "tutor_id": str(switch.tutor_id),
-                        "provider": switch.to_provider,
-                        "reason": "usage_limits",
-                        "sessions_total": switch.sessions_total,
-                        "sessions_migrated": switch.sessions_migrated,
-                        "sessions_failed": switch.sessions_failed,
-                        "sessions_waiting": int(waiting),
-                        "delayed_at": rfc3339(datetime.now(UTC)),
-                    },
+                    data,
                     tutor_id=str(switch.tutor_id),
                     source=SOURCE,
                     topics=self.topics,
