@@ -266,7 +266,7 @@ def _emails(settings: CommonSettings, env: dict[str, str], count: int) -> dict[s
             "RELINK_NOTIFIER_GROUP_ID": f"bench-{uuid.uuid4().hex[:6]}",
         }
         print(f"notifier: sending {count} emails ...", flush=True)
-        _timed(["notifier", "--until-idle", "2"], mail_env)
+        _timed(["notifier", "--until-idle", "--idle-seconds", "2"], mail_env)
         received = len(sink.mails())
     with psycopg.connect(_libpq(settings.database_url)) as conn:
         row = conn.execute(

@@ -161,7 +161,11 @@ def _relay_command() -> list[str]:
 
 def _run_relay(target: BenchTarget, *, until_idle: bool, seconds: float = 0.0) -> float:
     """Run `relink relay` as a process; return its peak resident memory in MB."""
-    command = [*_relay_command(), "--until-idle"] if until_idle else _relay_command()
+    command = (
+        [*_relay_command(), "--until-idle", "--idle-seconds", "0"]
+        if until_idle
+        else _relay_command()
+    )
     process = subprocess.Popen(command, env=target.env)
     handle = psutil.Process(process.pid)
     peak = 0.0

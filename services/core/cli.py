@@ -63,3 +63,15 @@ def init_command() -> None:
     """Prepare a fresh environment: migrate the database to head and create the topics."""
     db_upgrade("head")
     kafka_topics(None)
+
+
+# One meaning of `--until-idle` for every loop that has it (relay, notifier):
+# exit once nothing is owed and nothing has happened for `--idle-seconds`.
+UNTIL_IDLE = typer.Option(
+    False,
+    "--until-idle",
+    help="exit once nothing is owed and nothing happened for --idle-seconds (scripts, benches)",
+)
+IDLE_SECONDS = typer.Option(
+    1.0, "--idle-seconds", min=0.0, help="with --until-idle: how long idle counts as done"
+)

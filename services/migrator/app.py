@@ -16,10 +16,10 @@ import faust
 from sqlalchemy.exc import DBAPIError
 
 from services.core import events
+from services.core.logs import get_logger
 from services.migrator.batching import aborted_to_retry
 from services.migrator.bootstrap import Migrator
 from services.migrator.errors import MigratorError
-from services.migrator.logs import get_logger
 
 log = get_logger(__name__)
 

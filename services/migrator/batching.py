@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
-from services.migrator.logs import get_logger
+from services.core.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from services.migrator.domain import RetryPolicy
+from services.core.backoff import Backoff, RetryPolicy
+from services.migrator.domain import RowRetry
 from services.migrator.executor import ConnectionCache, Executor
 from services.migrator.rollback import RollbackService
 from services.migrator.service import MigrationService
@@ -53,12 +54,16 @@ def build_migrator(
     executor = Executor(
         store=store,
         clients=clients,
-        policy=RetryPolicy(
-            max_attempts=settings.max_attempts,
-            base_s=settings.backoff_base_s,
-            cap_s=settings.backoff_cap_s,
-            usage_base_s=settings.usage_limit_backoff_base_s,
-            usage_cap_s=settings.usage_limit_backoff_cap_s,
+        policy=RowRetry(
+            transient=RetryPolicy(
+                max_attempts=settings.max_attempts,
+                backoff=Backoff(base_s=settings.backoff_base_s, cap_s=settings.backoff_cap_s),
+            ),
+            usage=Backoff(
+                base_s=settings.usage_limit_backoff_base_s,
+                cap_s=settings.usage_limit_backoff_cap_s,
+                jitter="equal",
+            ),
         ),
         concurrency=settings.concurrency,
         tutor_concurrency=settings.tutor_concurrency,

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from services.core.backoff import Backoff, RetryPolicy
+
 # Only these sessions move; past, running, completed and cancelled ones never do.
 ELIGIBLE_STATUSES = ("SCHEDULED", "JOIN_OPEN")
 # Rows still to be worked on (a MEETING_CREATED row has its meeting, not yet its session).
@@ -74,33 +76,23 @@ class Failure:
     streak: int = 0
 
 
+USAGE_LIMIT_BACKOFF = Backoff(base_s=60.0, cap_s=3600.0, jitter="equal")
+
+
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Transient failures: attempts before giving up, full-jitter exponential backoff."""
+class RowRetry:
+    """How a failed row is retried: transient failures, and Google's usage limits.
 
-    max_attempts: int
-    base_s: float
-    cap_s: float
-    # Google's Calendar usage limits: users "should be able to edit their
-    # calendars normally again within several hours" (Google Workspace Admin
-    # Help, "Avoid Calendar use limits") and the Calendar error guide asks for
-    # exponential backoff: from a minute, doubling, at most an hour apart.
-    usage_base_s: float = 60.0
-    usage_cap_s: float = 3600.0
+    Transient failures use full jitter. Google's Calendar usage limits: users
+    "should be able to edit their calendars normally again within several
+    hours" (Google Workspace Admin Help, "Avoid Calendar use limits") and the
+    Calendar error guide asks for exponential backoff: from a minute,
+    doubling, at most an hour apart; "equal" jitter always waits half, since a
+    limit that lasts hours is not helped by a retry seconds later.
+    """
 
-    def backoff_s(self, attempt: int, *, rng: random.Random | None = None) -> float:
-        """Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter")."""
-        ceiling = min(self.cap_s, self.base_s * (2 ** max(attempt - 1, 0)))
-        return (rng or random).uniform(0, ceiling)
-
-    def usage_backoff_s(self, streak: int, *, rng: random.Random | None = None) -> float:
-        """The wait after the (streak+1)-th usage-limit refusal in a row: "equal jitter".
-
-        Half the ceiling is always waited: a limit that lasts hours is not
-        helped by a retry seconds later, as full jitter could give.
-        """
-        ceiling = min(self.usage_cap_s, self.usage_base_s * (2 ** max(streak, 0)))
-        return float(ceiling / 2 + (rng or random).uniform(0, ceiling / 2))
+    transient: RetryPolicy
+    usage: Backoff = USAGE_LIMIT_BACKOFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +121,7 @@ def decide(
     *,
     attempts: int,
     now: datetime,
-    policy: RetryPolicy,
+    policy: RowRetry,
     rng: random.Random | None = None,
 ) -> Decision:
     """What to do after a failed attempt (the `attempts`-th) of one row."""
@@ -138,14 +130,18 @@ def decide(
         # Soonest first survives the wait: the claim orders by start time.
         return RetryLater(at=max(resets_at, now), pause_tutor=True, counts_as_attempt=False)
     if failure.kind is FailureKind.RATE_LIMITED:
-        wait = failure.wait_s if failure.wait_s is not None else policy.backoff_s(attempts, rng=rng)
+        wait = (
+            failure.wait_s
+            if failure.wait_s is not None
+            else policy.transient.delay_s(attempts, rng=rng)
+        )
         return RetryLater(
             at=now + timedelta(seconds=wait), pause_tutor=True, counts_as_attempt=False
         )
     if failure.kind is FailureKind.USAGE_LIMITED:
         # Not an attempt: the session waits, however long Google's limit lasts,
         # until it is moved or its start passes (then it is skipped).
-        wait = policy.usage_backoff_s(failure.streak, rng=rng)
+        wait = policy.usage.delay_s(failure.streak + 1, rng=rng)
         return RetryLater(
             at=now + timedelta(seconds=wait), pause_tutor=True, counts_as_attempt=False
         )
@@ -155,9 +151,9 @@ def decide(
         return GiveUp(reason=failure.kind.value, retryable=True, all_remaining=True)
     if failure.kind is FailureKind.REJECTED:
         return GiveUp(reason=failure.kind.value, retryable=False)
-    if attempts >= policy.max_attempts:
+    if policy.transient.exhausted(attempts):
         return GiveUp(reason=failure.kind.value, retryable=True)
-    return RetryLater(at=now + timedelta(seconds=policy.backoff_s(attempts, rng=rng)))
+    return RetryLater(at=now + timedelta(seconds=policy.transient.delay_s(attempts, rng=rng)))
 
 
 _USAGE_STREAK = re.compile(r"^usage_limited #(\d+):")

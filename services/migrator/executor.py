@@ -15,18 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from services.core.logs import get_logger
 from services.migrator.batching import GroupCommit
 from services.migrator.domain import (
     Failure,
     FailureKind,
     GiveUp,
     RetryLater,
-    RetryPolicy,
+    RowRetry,
     decide,
     usage_limit_error,
     usage_streak,
 )
-from services.migrator.logs import get_logger
 from services.migrator.store import ClaimedRow, ConnectionState, MigrationStore
 from services.providers import (
     AuthorizationRevokedError,
@@ -151,7 +151,7 @@ class Executor:
         *,
         store: MigrationStore,
         clients: dict[str, ProviderClient],
-        policy: RetryPolicy,
+        policy: RowRetry,
         concurrency: int,
         tutor_concurrency: int,
         poll_interval_s: float,

@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from services.core.logs import get_logger
 from services.migrator.domain import SwitchRef
 from services.migrator.errors import UnknownSwitchError
 from services.migrator.executor import ConnectionCache
-from services.migrator.logs import get_logger
 from services.migrator.store.rollback import MeetingToDelete, RollbackStore
 from services.providers import AuthorizedSession, ProviderError
 

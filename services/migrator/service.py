@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.core.events import Event, EventType
+from services.core.logs import get_logger
 from services.migrator.domain import DROPPED_SWITCH_STATES, SwitchRef, is_superseded
 from services.migrator.errors import UnknownSwitchError
-from services.migrator.logs import get_logger
 from services.migrator.rollback import RollbackService
 from services.migrator.store import MigrationStore
 

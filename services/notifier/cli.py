@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 import uuid
@@ -10,29 +9,28 @@ from datetime import UTC, datetime
 
 import typer
 
+from services.core.cli import IDLE_SECONDS, UNTIL_IDLE
+from services.core.logs import configure_logging
+
 audit_app = typer.Typer(help="The audit trail: show a tutor's history, replay it from the topics.")
 
 
 def notifier_command(
-    until_idle: float = typer.Option(
-        0.0, "--until-idle", help="exit after this many idle seconds with nothing owed (0: never)"
-    ),
+    until_idle: bool = UNTIL_IDLE,
+    idle_seconds: float = IDLE_SECONDS,
 ) -> None:
     """Email students and tutors, write the audit trail (settings: services/notifier/README.md)."""
     from services.notifier.bootstrap import build_loop
     from services.notifier.settings import NotifierSettings
 
     settings = NotifierSettings()
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+    configure_logging(settings.log_level)
     loop = build_loop(settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        loop.run(stop=stop, until_idle_s=until_idle or None)
+        loop.run(stop=stop, until_idle_s=idle_seconds if until_idle else None)
     finally:
         loop.close()
 

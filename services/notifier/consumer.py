@@ -8,7 +8,6 @@ emails are sent and settled switches get their tutor summary.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,12 +18,13 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from services.core import events
+from services.core.logs import get_logger
 from services.notifier.audit import kafka_headers, parse_for_audit
 from services.notifier.errors import NotifierError
 from services.notifier.service import Consumed, Notifier
 from services.notifier.settings import NotifierSettings
 
-log = logging.getLogger("relink.notifier")
+log = get_logger(__name__)
 T = TypeVar("T")
 # How long to wait before trying PostgreSQL again with a batch in hand.
 DATABASE_RETRY_S = 1.0

@@ -103,11 +103,6 @@ def recreated_change(session_id: str, meeting_external_id: str) -> uuid.UUID:
     return change_id("recreated", session_id, meeting_external_id)
 
 
-def backoff_s(attempts: int, *, initial: float, maximum: float) -> float:
-    """Delay before retry number `attempts` (1-based): doubling, capped."""
-    return float(min(maximum, initial * 2 ** max(0, attempts - 1)))
-
-
 def zone(name: str | None) -> ZoneInfo:
     """The student's time zone; UTC when unknown or unset."""
     try:

@@ -23,7 +23,6 @@ Exactly once per (change, recipient), and why it holds:
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -33,8 +32,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from services.core.backoff import Backoff
 from services.core.db.models import NotificationState
 from services.core.events import Event, EventType
+from services.core.logs import get_logger
 from services.notifier import domain
 from services.notifier.domain import NoticeKind
 from services.notifier.emails import (
@@ -57,7 +58,7 @@ from services.notifier.mailer import Mailer
 from services.notifier.settings import NotifierSettings
 from services.notifier.store import NotifierStore, OwedEmail
 
-log = logging.getLogger("relink.notifier")
+log = get_logger(__name__)
 
 INACTIVE_SESSION = ("CANCELLED", "COMPLETED", "NO_SHOW")
 # How long a settled switch's summary waits for the details of its failed
@@ -430,11 +431,11 @@ class Notifier:
 
     def _mail_server_failed(self) -> float:
         self._consecutive_failures += 1
-        delay = domain.backoff_s(
-            self._consecutive_failures,
-            initial=self.settings.backoff_initial_s,
-            maximum=self.settings.backoff_max_s,
-        )
+        delay = Backoff(
+            base_s=self.settings.backoff_initial_s,
+            cap_s=self.settings.backoff_max_s,
+            jitter="none",
+        ).delay_s(self._consecutive_failures)
         self._mail_server_down_until = self._clock() + delay
         return delay
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.db.engine import make_engine, make_session_factory
 from services.core.errors import ConfigurationError
+from services.core.logs import get_logger
 from services.oauth_gateway.domain import scope_label
 from services.oauth_gateway.errors import (
     BookingFailed,
@@ -36,7 +36,7 @@ from services.oauth_gateway.settings import GatewaySettings
 from services.oauth_gateway.store import GatewayStore
 from services.providers import ProviderClient, ProviderSettings, build_client
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 HERE = Path(__file__).parent
 PROVIDERS = ("zoom", "google_meet")
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 def gateway_command() -> None:
     """Serve the OAuth gateway with uvicorn (settings: RELINK_GATEWAY_*, see its README)."""
-    import logging
-
     import uvicorn
 
+    from services.core.logs import configure_logging
     from services.oauth_gateway.settings import GatewaySettings
 
     settings = GatewaySettings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level)
     uvicorn.run(
         "services.oauth_gateway.bootstrap:create_app",
         factory=True,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
@@ -19,6 +18,7 @@ from typing import ParamSpec, TypeVar
 
 import anyio.to_thread
 
+from services.core.logs import get_logger
 from services.oauth_gateway import zoom_events
 from services.oauth_gateway.auth import Principal
 from services.oauth_gateway.domain import (
@@ -61,7 +61,7 @@ from services.providers import (
     watch_events,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -7,6 +7,7 @@ in pyproject.toml's [tool.importlinter] says so).
 
 from __future__ import annotations
 
+from services.core.backoff import RetryPolicy
 from services.providers._base import ProviderClient, new_pkce_verifier
 from services.providers._clients import build_client
 from services.providers._errors import (
@@ -34,7 +35,7 @@ from services.providers._models import (
     TokenSet,
     meeting_marker,
 )
-from services.providers._retry import RetryNotice, RetryPolicy
+from services.providers._retry import RetryNotice
 from services.providers._session import AuthorizedSession
 from services.providers._settings import (
     DEV_GOOGLE_CLIENT_ID,

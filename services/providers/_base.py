@@ -11,7 +11,6 @@ Authlib 1.9 its httpx integration is a deprecated fallback to `httpx2`.
 from __future__ import annotations
 
 import itertools
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,8 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_r
 from authlib.oauth2.rfc7009 import prepare_revoke_token_request
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
+from services.core.backoff import Backoff, RetryPolicy
+from services.core.logs import get_logger
 from services.providers._errors import (
     AuthorizationRevokedError,
     InvalidRequestError,
@@ -38,10 +39,10 @@ from services.providers._models import (
     TokenSet,
 )
 from services.providers._ratelimit import retry_after_from_headers
-from services.providers._retry import RetryObserver, RetryPolicy, call_with_retry
+from services.providers._retry import RetryObserver, call_with_retry
 from services.providers._settings import ProviderSettings
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -146,8 +147,7 @@ class ProviderClient(ABC):
         self.policy = RetryPolicy(
             max_attempts=settings.max_attempts,
             max_wait_s=settings.max_retry_wait_s,
-            base_delay_s=settings.backoff_base_s,
-            max_delay_s=settings.backoff_cap_s,
+            backoff=Backoff(base_s=settings.backoff_base_s, cap_s=settings.backoff_cap_s),
         )
 
     async def aclose(self) -> None:

@@ -8,15 +8,15 @@ one session with a clear reason instead of spending a call on it.
 
 from __future__ import annotations
 
-import logging
 import zoneinfo
 from dataclasses import dataclass
 from functools import cache
 
+from services.core.logs import get_logger
 from services.providers._errors import InvalidRequestError
 from services.providers._models import MeetingRequest
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ELLIPSIS = "…"
 

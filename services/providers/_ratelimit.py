@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -94,20 +93,3 @@ def is_zoom_daily_limit(*, headers: Mapping[str, str], message: str) -> bool:
     if headers.get("x-ratelimit-type", "").lower() == "daily-limit":
         return True
     return bool(ZOOM_DAILY_LIMIT_PATTERN.search(message))
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    base_s: float,
-    cap_s: float,
-    rng: random.Random | None = None,
-) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)].
-
-    "Full jitter" spreads retries of many clients apart (AWS Architecture Blog,
-    "Exponential Backoff And Jitter"); Google's Calendar guide asks for
-    exponential backoff on 5xx and rate-limit errors.
-    """
-    ceiling = min(cap_s, base_s * (2 ** max(0, attempt)))
-    return (rng or random).uniform(0, ceiling)

@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from services.core.backoff import RetryPolicy
+from services.core.logs import get_logger
 from services.providers._errors import (
     ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
 )
-from services.providers._ratelimit import backoff_delay
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How hard to retry: attempts in all, the longest single wait we accept, backoff shape."""
-
-    max_attempts: int = 5
-    max_wait_s: float = 60.0
-    base_delay_s: float = 0.2
-    max_delay_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +47,7 @@ def wait_before_retry(
         return None
     if isinstance(error, RateLimitedError):
         if error.retry_after_s is None:
-            return backoff_delay(
-                attempt, base_s=policy.base_delay_s, cap_s=policy.max_delay_s, rng=rng
-            )
+            return policy.delay_s(attempt + 1, rng=rng)
         # Waiting less than asked earns another 429; waiting longer than the
         # caller allows is the caller's call (it can park the work), so give up.
         return error.retry_after_s if error.retry_after_s <= policy.max_wait_s else None
@@ -68,7 +56,7 @@ def wait_before_retry(
         # Zoom has no idempotency key, so a second POST could make a second meeting.
         if error.request_sent and not idempotent and error.status not in (502, 503, 504, 429):
             return None
-        return backoff_delay(attempt, base_s=policy.base_delay_s, cap_s=policy.max_delay_s, rng=rng)
+        return policy.delay_s(attempt + 1, rng=rng)
     return None
 
 

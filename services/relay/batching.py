@@ -46,13 +46,6 @@ def settle(deliveries: list[Delivery]) -> BatchOutcome:
     return BatchOutcome(published=published, failed=failed, first_error=first_error)
 
 
-def backoff_delay(failures: int, *, initial_s: float, max_s: float) -> float:
-    """Seconds to wait after `failures` consecutive failures (exponential, capped)."""
-    if failures <= 0:
-        return 0.0
-    return float(min(max_s, initial_s * 2.0 ** min(failures - 1, 30)))
-
-
 def should_wait_for_notify(claimed: int, *, batch_size: int) -> bool:
     """A short batch means the backlog is drained: sleep until NOTIFY or the poll."""
     return claimed < batch_size

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 
-import typer
+from services.core.cli import IDLE_SECONDS, UNTIL_IDLE
+from services.core.logs import configure_logging
 
 
 def relay(
-    until_idle: bool = typer.Option(
-        False, "--until-idle", help="exit once no unpublished row is left (benchmarks, scripts)"
-    ),
+    until_idle: bool = UNTIL_IDLE,
+    idle_seconds: float = IDLE_SECONDS,
 ) -> None:
     """Publish outbox rows to Kafka (settings: RELINK_RELAY_*, see services/relay/README.md)."""
     from services.relay.bootstrap import build_relay
@@ -20,10 +19,7 @@ def relay(
     from services.relay.settings import RelaySettings
 
     settings = RelaySettings()
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+    configure_logging(settings.log_level)
     relay_process = build_relay(settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -34,7 +30,7 @@ def relay(
             relay_process.metrics, host=settings.metrics_host, port=settings.metrics_port
         )
     try:
-        relay_process.run(stop=stop, until_idle=until_idle)
+        relay_process.run(stop=stop, until_idle_s=idle_seconds if until_idle else None)
     finally:
         if server is not None:
             server.shutdown()

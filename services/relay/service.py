@@ -8,22 +8,23 @@ their rows were written.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from services.core.backoff import Backoff
+from services.core.logs import get_logger
 from services.relay import PublishFailed, RelayError, StoreUnavailable
-from services.relay.batching import backoff_delay, settle, should_wait_for_notify
+from services.relay.batching import settle, should_wait_for_notify
 from services.relay.metrics import RelayMetrics
 from services.relay.ownership import owns_everything, wanted_slots
 from services.relay.publisher import KafkaPublisher
 from services.relay.settings import RelaySettings
 from services.relay.store import OutboxStore
 
-log = logging.getLogger("relink.relay")
+log = get_logger(__name__)
 
 # Exit status of the fault-injection hook, distinct from crashes and signals.
 CRASH_EXIT_CODE = 86
@@ -47,13 +48,21 @@ class Relay:
             slot_count=self.settings.slot_count,
         )
         self._failures = 0
+        self._backoff = Backoff(
+            base_s=self.settings.backoff_initial_s,
+            cap_s=self.settings.backoff_max_s,
+            jitter="none",
+        )
         self._next_lease_at = 0.0
         self._next_metrics_at = 0.0
         self._next_cleanup_at = 0.0
 
-    def run(self, *, stop: threading.Event | None = None, until_idle: bool = False) -> None:
-        """Publish until `stop` is set (or, with `until_idle`, the backlog is empty)."""
+    def run(
+        self, *, stop: threading.Event | None = None, until_idle_s: float | None = None
+    ) -> None:
+        """Publish until `stop` is set (or, with `until_idle_s`, nothing was left that long)."""
         stop = stop or threading.Event()
+        last_activity = time.monotonic()
         log.info(
             "relay %d of %d starting (%d of %d slots wanted)",
             self.settings.instance,
@@ -66,18 +75,16 @@ class Relay:
                 claimed = self.step()
             except RelayError as exc:
                 self._failures += 1
-                delay = backoff_delay(
-                    self._failures,
-                    initial_s=self.settings.backoff_initial_s,
-                    max_s=self.settings.backoff_max_s,
-                )
+                delay = self._backoff.delay_s(self._failures)
                 self._report_failure(exc, delay)
                 stop.wait(delay)
                 continue
             if self._failures:
                 log.info("relay recovered after %d failed attempt(s)", self._failures)
                 self._failures = 0
-            if claimed == 0 and until_idle:
+            if claimed:
+                last_activity = time.monotonic()
+            elif until_idle_s is not None and time.monotonic() - last_activity >= until_idle_s:
                 return
             if should_wait_for_notify(claimed, batch_size=self.settings.batch_size):
                 self._wait(stop)

@@ -219,7 +219,7 @@ async def test_switch_event_reaches_the_topic(
     await connect(http, tutor, "zoom")
     switch_id = switch_id_of(await connect(http, tutor, "google_meet"))
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "relay", "--until-idle"],
+        [sys.executable, "-m", "services.cli", "relay", "--until-idle", "--idle-seconds", "0"],
         env=relink_env,
         capture_output=True,
         text=True,

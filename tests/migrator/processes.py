@@ -2,7 +2,7 @@
 
 `relink migrator` logs its consumer's assignment (aiokafka: "Setting newly
 assigned partitions {...} for group ...") and each step with its ids at the
-end of the line (`services.migrator.logs`), so the tests can tell which
+end of the line (`services.core.logs`), so the tests can tell which
 process owned which partition and planned which switch.
 """
 

@@ -132,7 +132,7 @@ def test_redelivered_three_times_and_killed_mid_batch_sends_each_email_once(
     assert sent_before_kill < 7, "the kill came after the batch; nothing was tested"
 
     smtp_sink.faults.rcpt_delay_s = 0.0
-    second = start_notifier_process(env, "--until-idle", "2")
+    second = start_notifier_process(env, "--until-idle", "--idle-seconds", "2")
     assert second.wait(120) == 0, second.stderr.read() if second.stderr else ""
 
     mails = smtp_sink.mails()

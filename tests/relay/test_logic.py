@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.relay.batching import Delivery, backoff_delay, settle, should_wait_for_notify
+from services.relay.batching import Delivery, settle, should_wait_for_notify
 from services.relay.metrics import RelayMetrics
 from services.relay.ownership import owns_everything, wanted_slots
 from services.relay.settings import RelaySettings
@@ -36,12 +36,6 @@ def test_settle_marks_acknowledged_rows_and_holds_back_a_tutors_tail_after_a_fai
     assert outcome.published == [1, 3]
     assert outcome.failed == [2, 4]
     assert outcome.first_error == "MSG_SIZE_TOO_LARGE"
-
-
-def test_backoff_grows_and_is_capped() -> None:
-    delays = [backoff_delay(n, initial_s=0.2, max_s=5) for n in range(0, 8)]
-    assert delays[:4] == [0.0, 0.2, 0.4, 0.8]
-    assert delays[-1] == 5
 
 
 def test_a_short_batch_means_wait_for_notify() -> None:

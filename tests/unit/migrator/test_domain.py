@@ -11,12 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.core.backoff import Backoff, RetryPolicy
 from services.migrator.domain import (
     Failure,
     FailureKind,
     GiveUp,
     RetryLater,
-    RetryPolicy,
+    RowRetry,
     SwitchRef,
     decide,
     final_switch_state,
@@ -24,7 +25,7 @@ from services.migrator.domain import (
 )
 
 NOW = datetime(2030, 1, 6, 9, 0, tzinfo=UTC)
-POLICY = RetryPolicy(max_attempts=3, base_s=1.0, cap_s=30.0)
+POLICY = RowRetry(transient=RetryPolicy(max_attempts=3, backoff=Backoff(base_s=1.0, cap_s=30.0)))
 SWITCH = SwitchRef(
     id="s",
     tutor_id="t",
@@ -94,7 +95,7 @@ def test_transient_failures_back_off_with_jitter_then_give_up_retryable() -> Non
 
 
 def test_backoff_is_capped() -> None:
-    assert all(POLICY.backoff_s(50) <= 30.0 for _ in range(100))
+    assert all(POLICY.transient.delay_s(50) <= 30.0 for _ in range(100))
 
 
 def test_a_revoked_grant_fails_everything_left_for_reconnection() -> None:

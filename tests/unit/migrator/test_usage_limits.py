@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 from services.core import events
+from services.core.backoff import Backoff, RetryPolicy
 from services.core.events import InvalidEvent
 from services.migrator.domain import (
     Failure,
     FailureKind,
     GiveUp,
     RetryLater,
-    RetryPolicy,
+    RowRetry,
     decide,
     usage_limit_error,
     usage_streak,
@@ -25,7 +26,10 @@ from services.migrator.domain import (
 from services.notifier.emails import DelayNotice, render_delay_notice
 
 NOW = datetime(2030, 1, 6, 9, 0, tzinfo=UTC)
-POLICY = RetryPolicy(max_attempts=3, base_s=1.0, cap_s=30.0, usage_base_s=60, usage_cap_s=3600)
+POLICY = RowRetry(
+    transient=RetryPolicy(max_attempts=3, backoff=Backoff(base_s=1.0, cap_s=30.0)),
+    usage=Backoff(base_s=60, cap_s=3600, jitter="equal"),
+)
 
 
 def test_usage_limits_wait_longer_each_time_and_never_until_a_midnight() -> None:

@@ -79,11 +79,6 @@ def test_message_id_is_deterministic_per_recipient() -> None:
     assert a.startswith(f"<{change}.") and a.endswith("@relink.test>")
 
 
-def test_backoff_doubles_and_is_capped() -> None:
-    delays = [domain.backoff_s(n, initial=1.0, maximum=10.0) for n in range(1, 7)]
-    assert delays == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-
-
 def test_times_read_in_the_students_zone() -> None:
     moment = datetime(2031, 1, 10, 15, 0, tzinfo=UTC)
     assert domain.local_time(moment, "Europe/Berlin") == (
