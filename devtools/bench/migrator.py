@@ -34,11 +34,11 @@ from devtools.devstack.settings import DevstackSettings
 from devtools.provider_sim.server import free_port
 from services.core import events
 from services.core.db import migrate
+from services.core.db.engine import libpq_conninfo
 from services.core.kafka import create_topics, delete_topics
 from services.core.settings import CommonSettings
 from services.core.tokens import TokenCipher
 from services.providers import ProviderSettings, TokenSet, build_client
-from services.relay.store import libpq_conninfo
 
 FINAL = ("COMPLETED", "COMPLETED_WITH_FAILURES", "SUPERSEDED")
 # throughput: sessions/s; switch: switch-to-done times; rss: memory while migrating.

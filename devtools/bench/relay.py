@@ -24,10 +24,10 @@ from devtools.bench.results import record
 from devtools.devstack.settings import DevstackSettings
 from services.core import events
 from services.core.db import migrate
+from services.core.db.engine import libpq_conninfo
 from services.core.kafka import create_topics, delete_topics
 from services.core.settings import CommonSettings
 from services.relay.publisher import relay_producer_config
-from services.relay.store import libpq_conninfo
 
 TUTORS = 1000
 LATENCY_NOTE = (

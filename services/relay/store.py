@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy.engine import make_url
 
+from services.core.db.engine import libpq_conninfo
 from services.relay import StoreUnavailable
 from services.relay.ownership import SLOT_LOCK_CLASS
 
@@ -50,12 +50,6 @@ class OutboxRow:
     topic: str
     payload: bytes
     headers: dict[str, str]
-
-
-def libpq_conninfo(database_url: str) -> str:
-    """A libpq URI from a SQLAlchemy URL (`postgresql+psycopg://` and friends)."""
-    url = make_url(database_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
 
 
 class OutboxStore:

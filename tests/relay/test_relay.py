@@ -10,9 +10,9 @@ import psycopg
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session
 
+from services.core.db.engine import libpq_conninfo
 from services.core.db.models import Outbox
 from services.core.settings import CommonSettings
-from services.relay.store import libpq_conninfo
 from tests.relay.conftest import (
     assert_per_tutor_order,
     ids_of,

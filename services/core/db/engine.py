@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.settings import normalize_database_url
@@ -21,3 +21,9 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def libpq_conninfo(database_url: str) -> str:
+    """A libpq URI from a SQLAlchemy URL (`postgresql+psycopg://` and friends), for raw psycopg."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
