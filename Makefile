@@ -87,4 +87,4 @@ floors:
 
 clean:
 	-$(BIN)/relink dev down
-	rm -rf .devstack
+	rm -rf .devstack build devtools/build

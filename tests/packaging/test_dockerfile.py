@@ -1,4 +1,8 @@
-"""The Dockerfile installs the built wheel and nothing else from the checkout.
+"""Both Dockerfiles install built wheels and nothing else from the checkout.
+
+`Dockerfile` is the product's image (the `relink` wheel only);
+`devtools/Dockerfile` is the workshop's (the product's wheel plus
+`relink-devtools`, for the provider simulator). Every test runs on both.
 
 No Docker engine runs on the project's machines, so the file is read: its
 build stage copies what a wheel is built from and builds one; the stage that
@@ -73,17 +77,32 @@ def _copy_args(args: str) -> tuple[list[str], list[str], str]:
     return flags, rest[:-1], rest[-1]
 
 
-STAGES = _stages((ROOT / "Dockerfile").read_text())
-BUILD, RUNTIME = STAGES[0], STAGES[-1]
+# Each image and the distributions (wheel name prefixes) its build stage makes.
+IMAGES = {
+    "Dockerfile": ("relink-",),
+    "devtools/Dockerfile": ("relink-", "relink_devtools-"),
+}
 
 
-def test_two_stages_build_then_run() -> None:
+@pytest.fixture(params=sorted(IMAGES), ids=lambda name: name.replace("/", "-"))
+def dockerfile(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _image(dockerfile: str) -> tuple[list[Stage], Stage, Stage]:
+    stages = _stages((ROOT / dockerfile).read_text())
+    return stages, stages[0], stages[-1]
+
+
+def test_two_stages_build_then_run(dockerfile: str) -> None:
+    STAGES, BUILD, _ = _image(dockerfile)
     assert len(STAGES) == 2
     assert BUILD.name, "the build stage must be named for COPY --from"
     assert any("pip wheel" in run and "--no-deps" in run for run in BUILD.all("RUN"))
 
 
-def test_the_runtime_stage_installs_only_the_wheel() -> None:
+def test_the_runtime_stage_installs_only_the_wheel(dockerfile: str) -> None:
+    _, BUILD, RUNTIME = _image(dockerfile)
     copies = [_copy_args(args) for args in RUNTIME.all("COPY") + RUNTIME.all("ADD")]
     assert copies, "the runtime stage copies nothing: where would the wheel come from?"
     for flags, _sources, _target in copies:
@@ -93,9 +112,12 @@ def test_the_runtime_stage_installs_only_the_wheel() -> None:
     targets = shlex.split(installs[0].split("pip install", 1)[1].split("&&")[0])
     assert targets and all(t.endswith(".whl") for t in targets if not t.startswith("-"))
     assert "-e" not in targets and "." not in targets
+    installed = {Path(t).name.split("*")[0] for t in targets if not t.startswith("-")}
+    assert installed == set(IMAGES[dockerfile])
 
 
-def test_every_variable_set_is_a_real_setting() -> None:
+def test_every_variable_set_is_a_real_setting(dockerfile: str) -> None:
+    STAGES, _, _ = _image(dockerfile)
     known = set().union(*(_env_names(cls) for cls in _settings_classes()))
     for stage in STAGES:
         for args in stage.all("ENV"):
@@ -108,21 +130,22 @@ def _wheel_files(wheel: Path) -> set[str]:
         return {n for n in archive.namelist() if ".dist-info/" not in n}
 
 
-def _build_wheel(source: Path, out: Path) -> Path:
+def _build_wheels(sources: list[Path], out: Path) -> dict[str, set[str]]:
+    """Build a wheel of each source; the files of each, by distribution prefix."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", out, source],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--wheel-dir", out, *sources],
         check=True,
         capture_output=True,
         timeout=600,
     )
-    (wheel,) = out.glob("relink-*.whl")
-    return wheel
+    return {wheel.name.split("-")[0] + "-": _wheel_files(wheel) for wheel in out.glob("*.whl")}
 
 
 @pytest.mark.slow
-def test_the_build_stage_copies_everything_the_wheel_needs(tmp_path: Path) -> None:
+def test_the_build_stage_copies_everything_the_wheel_needs(dockerfile: str, tmp_path: Path) -> None:
     # Replay the build stage's COPY lines into an empty folder, then build the
-    # wheel there and from the checkout: the two must hold the same files.
+    # wheels there and from the checkout: each pair must hold the same files.
+    _, BUILD, _ = _image(dockerfile)
     context = tmp_path / "context"
     workdir = context  # stands for the stage's WORKDIR: the copies' targets are relative
     context.mkdir()
@@ -142,7 +165,17 @@ def test_the_build_stage_copies_everything_the_wheel_needs(tmp_path: Path) -> No
             else:
                 destination.mkdir(parents=True, exist_ok=True)
                 subprocess.run(["cp", "-a", str(origin), str(destination)], check=True)
-    from_dockerfile = _wheel_files(_build_wheel(context, tmp_path / "docker-dist"))
-    from_checkout = _wheel_files(_build_wheel(ROOT, tmp_path / "checkout-dist"))
+    built = [
+        run.split("--wheel-dir", 1)[1].split()[1:] for run in BUILD.all("RUN") if "pip wheel" in run
+    ]
+    (sources,) = built
+    from_dockerfile = _build_wheels([context / s for s in sources], tmp_path / "docker-dist")
+    from_checkout = _build_wheels([ROOT / s for s in sources], tmp_path / "checkout-dist")
+    assert from_dockerfile.keys() == set(IMAGES[dockerfile])
     assert from_dockerfile == from_checkout
-    assert any(n.startswith("services/core/schemas/") for n in from_dockerfile)
+    assert any(n.startswith("services/core/schemas/") for n in from_dockerfile["relink-"])
+    if "relink_devtools-" in from_dockerfile:
+        assert any(
+            n.startswith("devtools/provider_sim/") for n in from_dockerfile["relink_devtools-"]
+        )
+        assert not any(n.startswith("devtools/") for n in from_dockerfile["relink-"])

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from services.core.errors import ConfigurationError
-from services.core.tokens import TokenCipher, TokenDecryptError, generate_key, parse_keys
+from services.core.tokens import (
+    ACCESS_TOKEN,
+    CURRENT,
+    PREVIOUS,
+    OpenedTokens,
+    TokenCipher,
+    TokenDecryptError,
+    generate_key,
+    parse_keys,
+)
 
 
 def test_round_trip_and_binding_to_row() -> None:
@@ -58,3 +67,48 @@ def test_bad_key_specs_are_refused(spec: str, message: str) -> None:
 def test_repr_holds_no_key_material() -> None:
     spec = generate_key("k1")
     assert spec.split(":")[1] not in repr(TokenCipher.from_spec(spec))
+
+
+def test_a_pair_is_sealed_for_its_slot_and_opened_back() -> None:
+    cipher = TokenCipher.from_spec(generate_key("k"))
+    sealed = cipher.seal_tokens("acc", "ref", tutor_id="t1")
+    assert cipher.open_tokens(sealed.access, sealed.refresh, tutor_id="t1") == OpenedTokens(
+        "acc", "ref"
+    )
+    # no refresh token stays None both ways
+    lone = cipher.seal_tokens("acc", None, tutor_id="t1")
+    assert lone.refresh is None
+    assert cipher.open_tokens(lone.access, None, tutor_id="t1") == OpenedTokens("acc", None)
+    # a pair sealed for the previous slot does not open as the current one
+    previous = cipher.seal_tokens("acc", "ref", tutor_id="t1", slot=PREVIOUS)
+    assert cipher.open_tokens(
+        previous.access, previous.refresh, tutor_id="t1", slot=PREVIOUS
+    ).access == ("acc")
+    with pytest.raises(TokenDecryptError):
+        cipher.open_tokens(previous.access, previous.refresh, tutor_id="t1")
+
+
+def test_rebind_moves_a_ciphertext_to_another_column() -> None:
+    cipher = TokenCipher.from_spec(generate_key("k"))
+    source, target = f"{PREVIOUS}{ACCESS_TOKEN}", f"{CURRENT}{ACCESS_TOKEN}"
+    sealed = cipher.encrypt("acc", tutor_id="t1", field=source)
+    moved = cipher.rebind(sealed, tutor_id="t1", source=source, target=target)
+    assert moved is not None
+    assert cipher.decrypt(moved, tutor_id="t1", field=target) == "acc"
+    with pytest.raises(TokenDecryptError):
+        cipher.decrypt(moved, tutor_id="t1", field=source)
+    assert cipher.rebind(None, tutor_id="t1", source=source, target=target) is None
+    # a ciphertext bound to another row cannot be moved onto this one
+    with pytest.raises(TokenDecryptError):
+        cipher.rebind(sealed, tutor_id="t2", source=source, target=target)
+
+
+def test_reencrypt_only_what_an_older_key_made() -> None:
+    old, new = generate_key("old"), generate_key("new")
+    sealed_old = TokenCipher.from_spec(old).encrypt("acc", tutor_id=7, field="f")
+    both = TokenCipher.from_spec(f"{old},{new}")
+    rotated = both.reencrypt(sealed_old, tutor_id=7, field="f")
+    assert rotated is not None and both.key_id_of(rotated) == "new"
+    assert not both.needs_rotation(rotated)
+    assert both.decrypt(rotated, tutor_id=7, field="f") == "acc"
+    assert both.reencrypt(rotated, tutor_id=7, field="f") is None
