@@ -27,7 +27,7 @@ from services.core.db import migrate
 from services.core.db.engine import libpq_conninfo
 from services.core.kafka import create_topics, delete_topics
 from services.core.settings import CommonSettings
-from services.relay.publisher import relay_producer_config
+from services.relay.adapters.kafka import relay_producer_config
 
 TUTORS = 1000
 LATENCY_NOTE = (

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from services.relay.adapters.db import OutboxStore
+from services.relay.adapters.kafka import KafkaPublisher, relay_producer_config
+from services.relay.entrypoint import Relay
 from services.relay.metrics import RelayMetrics
-from services.relay.publisher import KafkaPublisher, relay_producer_config
-from services.relay.service import Relay
 from services.relay.settings import RelaySettings
-from services.relay.store import OutboxStore
+from services.relay.usecases import RelayUseCases
 
 
 def build_relay(settings: RelaySettings | None = None) -> Relay:
@@ -15,9 +16,11 @@ def build_relay(settings: RelaySettings | None = None) -> Relay:
     config = relay_producer_config(
         settings, linger_ms=settings.linger_ms, delivery_timeout_s=settings.delivery_timeout_s
     )
-    return Relay(
+    metrics = RelayMetrics()
+    usecases = RelayUseCases(
         settings=settings,
         store=OutboxStore(settings.sync_database_url),
         publisher=KafkaPublisher(config, delivery_timeout_s=settings.delivery_timeout_s),
-        metrics=RelayMetrics(),
+        metrics=metrics,
     )
+    return Relay(settings=settings, usecases=usecases, metrics=metrics)

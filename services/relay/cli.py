@@ -15,7 +15,7 @@ def relay(
 ) -> None:
     """Publish outbox rows to Kafka (settings: RELINK_RELAY_*, see services/relay/README.md)."""
     from services.relay.bootstrap import build_relay
-    from services.relay.metrics_http import serve_metrics
+    from services.relay.metrics import serve_metrics
     from services.relay.settings import RelaySettings
 
     settings = RelaySettings()

@@ -8,7 +8,7 @@ from collections import Counter
 from sqlalchemy import Engine
 
 from services.core.settings import CommonSettings
-from services.relay.service import CRASH_EXIT_CODE
+from services.relay.usecases import CRASH_EXIT_CODE
 from tests.conftest import TestInfrastructure as Infrastructure
 from tests.relay.conftest import (
     assert_per_tutor_order,

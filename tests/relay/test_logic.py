@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from services.relay.batching import Delivery, settle, should_wait_for_notify
+from services.relay.domain import (
+    Delivery,
+    owns_everything,
+    settle,
+    should_wait_for_notify,
+    wanted_slots,
+)
 from services.relay.metrics import RelayMetrics
-from services.relay.ownership import owns_everything, wanted_slots
 from services.relay.settings import RelaySettings
 
 
@@ -57,7 +62,7 @@ def test_metrics_render_in_prometheus_text_format() -> None:
 def test_metrics_endpoint_serves_the_text() -> None:
     import urllib.request
 
-    from services.relay.metrics_http import serve_metrics
+    from services.relay.metrics import serve_metrics
 
     metrics = RelayMetrics()
     metrics.add_batch(published=5, failed=0)

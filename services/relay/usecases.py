@@ -1,28 +1,25 @@
-"""The relay loop: lease slots, claim a batch, publish it, mark it, repeat.
+"""What the relay does: lease slots, publish one batch, housekeeping.
 
-Batches run one after another: batch N+1 is claimed only after batch N is
-acknowledged and marked, and each batch is produced in id order through one
-idempotent producer, so a tutor's events reach their partition in the order
-their rows were written.
+Each batch is one claim-publish-mark transaction on the store's connection:
+batch N+1 is claimed only after batch N is acknowledged and marked, and each
+batch is produced in id order through one idempotent producer, so a tutor's
+events reach their partition in the order their rows were written.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.core.backoff import Backoff
 from services.core.logs import get_logger
-from services.relay import PublishFailed, RelayError, StoreUnavailable
-from services.relay.batching import settle, should_wait_for_notify
+from services.relay.adapters.db import OutboxStore
+from services.relay.adapters.kafka import KafkaPublisher
+from services.relay.domain import owns_everything, settle, wanted_slots
+from services.relay.errors import PublishFailed
 from services.relay.metrics import RelayMetrics
-from services.relay.ownership import owns_everything, wanted_slots
-from services.relay.publisher import KafkaPublisher
 from services.relay.settings import RelaySettings
-from services.relay.store import OutboxStore
 
 log = get_logger(__name__)
 
@@ -32,8 +29,8 @@ LEASE_RETRY_S = 2.0
 
 
 @dataclass
-class Relay:
-    """Publishes the outbox; build one with `services.relay.bootstrap.build_relay`."""
+class RelayUseCases:
+    """The relay's use cases over its store and publisher; built by `bootstrap`."""
 
     settings: RelaySettings
     store: OutboxStore
@@ -42,59 +39,21 @@ class Relay:
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
-        self._wanted = wanted_slots(
+        self.wanted = wanted_slots(
             instance=self.settings.instance,
             instances=self.settings.instances,
             slot_count=self.settings.slot_count,
-        )
-        self._failures = 0
-        self._backoff = Backoff(
-            base_s=self.settings.backoff_initial_s,
-            cap_s=self.settings.backoff_max_s,
-            jitter="none",
         )
         self._next_lease_at = 0.0
         self._next_metrics_at = 0.0
         self._next_cleanup_at = 0.0
 
-    def run(
-        self, *, stop: threading.Event | None = None, until_idle_s: float | None = None
-    ) -> None:
-        """Publish until `stop` is set (or, with `until_idle_s`, nothing was left that long)."""
-        stop = stop or threading.Event()
-        last_activity = time.monotonic()
-        log.info(
-            "relay %d of %d starting (%d of %d slots wanted)",
-            self.settings.instance,
-            self.settings.instances,
-            len(self._wanted),
-            self.settings.slot_count,
-        )
-        while not stop.is_set():
-            try:
-                claimed = self.step()
-            except RelayError as exc:
-                self._failures += 1
-                delay = self._backoff.delay_s(self._failures)
-                self._report_failure(exc, delay)
-                stop.wait(delay)
-                continue
-            if self._failures:
-                log.info("relay recovered after %d failed attempt(s)", self._failures)
-                self._failures = 0
-            if claimed:
-                last_activity = time.monotonic()
-            elif until_idle_s is not None and time.monotonic() - last_activity >= until_idle_s:
-                return
-            if should_wait_for_notify(claimed, batch_size=self.settings.batch_size):
-                self._wait(stop)
-
     def step(self) -> int:
-        """Connect if needed, then publish one batch; return how many rows it claimed."""
+        """Connect if needed, lease, keep house, publish one batch; return rows claimed."""
         self.store.connect()
         self.metrics.database_available = True
-        held = self._lease()
-        self._housekeeping()
+        held = self.lease_slots()
+        self.housekeeping()
         if not held:
             return 0
         return self.publish_batch(held)
@@ -125,21 +84,23 @@ class Relay:
             )
         return len(rows)
 
-    def _lease(self) -> set[int]:
+    def lease_slots(self) -> set[int]:
+        """The slots held, after trying (at most every LEASE_RETRY_S) for the missing ones."""
         held = self.store.held_slots
-        if len(held) < len(self._wanted) and self.clock() >= self._next_lease_at:
-            held = self.store.lease_slots(self._wanted)
+        if len(held) < len(self.wanted) and self.clock() >= self._next_lease_at:
+            held = self.store.lease_slots(self.wanted)
             self._next_lease_at = self.clock() + LEASE_RETRY_S
-            if len(held) < len(self._wanted):
+            if len(held) < len(self.wanted):
                 log.info(
                     "holding %d of %d wanted slots; another relay has the rest",
                     len(held),
-                    len(self._wanted),
+                    len(self.wanted),
                 )
         self.metrics.slots_held = len(held)
         return set(held)
 
-    def _housekeeping(self) -> None:
+    def housekeeping(self) -> None:
+        """When due: refresh the backlog figures and log them; delete old published rows."""
         now = self.clock()
         if now >= self._next_metrics_at:
             self._next_metrics_at = now + self.settings.metrics_interval_s
@@ -154,20 +115,9 @@ class Relay:
                     "deleted %d rows published over %sh ago", deleted, self.settings.retention_hours
                 )
 
-    def _wait(self, stop: threading.Event) -> None:
-        try:
-            self.store.wait_for_insert(self.settings.poll_interval_s)
-        except StoreUnavailable as exc:
-            log.warning("lost PostgreSQL while waiting: %s", exc)
-
-    def _report_failure(self, exc: RelayError, delay: float) -> None:
-        if isinstance(exc, StoreUnavailable):
-            self.metrics.database_available = False
-            what = "PostgreSQL unavailable"
-        else:
-            self.metrics.kafka_available = False
-            what = "Kafka did not acknowledge"
-        log.warning("%s (attempt %d, retrying in %.1fs): %s", what, self._failures, delay, exc)
+    def wait_for_insert(self, timeout_s: float) -> bool:
+        """Block until an outbox insert is NOTIFYed or the timeout; True if notified."""
+        return self.store.wait_for_insert(timeout_s)
 
     def close(self) -> None:
         self.publisher.close()

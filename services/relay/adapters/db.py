@@ -8,17 +8,15 @@ a relay that loses PostgreSQL loses its leases and its row locks together.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from services.core.db.engine import libpq_conninfo
-from services.relay import StoreUnavailable
-from services.relay.ownership import SLOT_LOCK_CLASS
+from services.relay.domain import SLOT_LOCK_CLASS, OutboxRow
+from services.relay.errors import StoreUnavailable
 
 NOTIFY_CHANNEL = "relink_outbox"
 
@@ -37,19 +35,6 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
 _SLOT_FILTER = "AND (hashtext(aggregate_id) & 2147483647) %% %(slot_count)s = ANY(%(slots)s)"
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """What the relay needs of one outbox row to publish it."""
-
-    id: int
-    event_id: uuid.UUID
-    aggregate_id: str
-    event_type: str
-    topic: str
-    payload: bytes
-    headers: dict[str, str]
 
 
 class OutboxStore:

@@ -9,8 +9,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from services.core import events
 from services.core.kafka import producer_config
 from services.core.settings import CommonSettings
-from services.relay.batching import Delivery
-from services.relay.store import OutboxRow
+from services.relay.domain import Delivery, OutboxRow
 
 
 def relay_producer_config(
