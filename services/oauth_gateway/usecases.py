@@ -18,12 +18,23 @@ from typing import ParamSpec, TypeVar
 
 import anyio.to_thread
 
+from services.core.db.models import User
 from services.core.logs import get_logger
-from services.oauth_gateway import zoom_events
-from services.oauth_gateway.auth import Principal
+from services.oauth_gateway.adapters.db import GatewayStore, SaveResult
+from services.oauth_gateway.adapters.web import zoom_events
+from services.oauth_gateway.adapters.web.views import (
+    BookingRequest,
+    ConnectionView,
+    DeletedMeetingView,
+    RetryAccepted,
+    RollbackAccepted,
+    SessionView,
+    SwitchView,
+)
 from services.oauth_gateway.domain import (
     PROVIDER_LABELS,
     ConnectOutcome,
+    Principal,
     missing_scopes,
     scope_label,
 )
@@ -34,21 +45,13 @@ from services.oauth_gateway.errors import (
     Forbidden,
     NoConnection,
     NotFound,
+    NotificationRefused,
     ScopesMissing,
     StateRejected,
     TokenExchangeFailed,
 )
 from services.oauth_gateway.metrics import GatewayMetrics
 from services.oauth_gateway.settings import GatewaySettings
-from services.oauth_gateway.store import GatewayStore, SaveResult
-from services.oauth_gateway.views import (
-    BookingRequest,
-    DeletedMeetingView,
-    RetryAccepted,
-    RollbackAccepted,
-    SessionView,
-    SwitchView,
-)
 from services.providers import (
     AuthorizedSession,
     GoogleMeetClient,
@@ -123,6 +126,20 @@ class Gateway:
         user = await in_thread(self.store.user, principal.user_id)
         if user is None or user.role != "tutor":
             raise Forbidden("only tutors connect video providers")
+
+    # -- who is asking, and the database's health ------------------------------
+
+    async def user(self, user_id: uuid.UUID) -> User | None:
+        """One user (to greet, or to sign in as on the dev page)."""
+        return await in_thread(self.store.user, user_id)
+
+    async def users(self) -> list[User]:
+        """The users the dev sign-in page lists."""
+        return await in_thread(self.store.users)
+
+    async def check_database(self) -> None:
+        """Raise unless PostgreSQL answers (the readiness probe)."""
+        await in_thread(self.store.ping)
 
     # -- OAuth ----------------------------------------------------------------
 
@@ -226,7 +243,11 @@ class Gateway:
             )
         return CallbackResult(provider=provider, saved=saved)
 
-    # -- switches -------------------------------------------------------------
+    # -- the connection and its switches ---------------------------------------
+
+    async def connection(self, principal: Principal) -> ConnectionView | None:
+        """The tutor's current connection (never its tokens), or None."""
+        return await in_thread(self.store.connection, principal.user_id)
 
     async def switch(self, principal: Principal, switch_id: uuid.UUID) -> SwitchView:
         return await in_thread(
@@ -368,12 +389,12 @@ class Gateway:
     ) -> dict[str, str]:
         """Verify and act on one Zoom event notification; the JSON to answer with.
 
-        Raises `zoom_events.NotificationRefused` for anything not signed by
+        Raises `NotificationRefused` for anything not signed by
         Zoom with our secret token, or too old: nothing is changed then.
         """
         secret = self.settings.zoom_webhook_secret_token.get_secret_value()
         if not secret:
-            raise zoom_events.NotificationRefused(
+            raise NotificationRefused(
                 "RELINK_ZOOM_WEBHOOK_SECRET_TOKEN is not set", reason="not_configured"
             )
         now = self.clock()
@@ -535,11 +556,11 @@ class Gateway:
             or not hmac.compare_digest(given, channel.token_sha256)
             or resource_id != channel.resource_id
         ):
-            raise zoom_events.NotificationRefused("unknown channel", reason="bad_channel")
+            raise NotificationRefused("unknown channel", reason="bad_channel")
         try:
             number = int(message_number or "")
         except ValueError as exc:
-            raise zoom_events.NotificationRefused("no message number", reason="malformed") from exc
+            raise NotificationRefused("no message number", reason="malformed") from exc
         if not await in_thread(
             self.store.take_channel_message, channel_id=channel.id, number=number
         ):

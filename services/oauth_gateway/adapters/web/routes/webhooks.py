@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from services.oauth_gateway.deps import GatewayDep
-from services.oauth_gateway.zoom_events import NotificationRefused
+from services.oauth_gateway.adapters.web.deps import GatewayDep
+from services.oauth_gateway.errors import NotificationRefused
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
