@@ -21,7 +21,6 @@ import anyio.to_thread
 from services.core.db.models import User
 from services.core.logs import get_logger
 from services.oauth_gateway.adapters.db import GatewayStore, SaveResult
-from services.oauth_gateway.adapters.web import zoom_events
 from services.oauth_gateway.adapters.web.views import (
     BookingRequest,
     ConnectionView,
@@ -384,55 +383,35 @@ class Gateway:
 
     # -- what the providers tell us ------------------------------------------
 
-    async def zoom_notification(
-        self, *, body: bytes, timestamp: str | None, signature: str | None
+    async def zoom_app_removed(
+        self, *, notification_id: str, zoom_user_id: str, deauthorized_at: datetime
     ) -> dict[str, str]:
-        """Verify and act on one Zoom event notification; the JSON to answer with.
-
-        Raises `NotificationRefused` for anything not signed by
-        Zoom with our secret token, or too old: nothing is changed then.
-        """
-        secret = self.settings.zoom_webhook_secret_token.get_secret_value()
-        if not secret:
-            raise NotificationRefused(
-                "RELINK_ZOOM_WEBHOOK_SECRET_TOKEN is not set", reason="not_configured"
-            )
-        now = self.clock()
-        zoom_events.verify(
-            secret,
-            timestamp=timestamp,
-            given=signature,
-            body=body,
-            now=now,
-            max_skew_s=self.settings.webhook_max_skew_s,
+        """Zoom's `app_deauthorized`: disconnect every connection on that Zoom user, once."""
+        outcome = await in_thread(
+            self.store.deauthorize,
+            notification_id=notification_id,
+            provider="zoom",
+            account_id=zoom_user_id,
+            deauthorized_at=deauthorized_at,
+            now=self.clock(),
         )
-        notification = zoom_events.parse(body, now=now)
-        nid = zoom_events.notification_id(body)
-        if isinstance(notification, zoom_events.UrlValidation):
-            return zoom_events.url_validation_answer(secret, notification.plain_token)
-        if isinstance(notification, zoom_events.Deauthorized):
-            outcome = await in_thread(
-                self.store.deauthorize,
-                notification_id=nid,
-                provider="zoom",
-                account_id=notification.user_id,
-                deauthorized_at=notification.deauthorized_at,
-                now=now,
-            )
-            log.info("zoom app_deauthorized: %s", outcome)
-            return {"status": outcome}
-        if isinstance(notification, zoom_events.MeetingDeleted):
-            outcome = await in_thread(
-                self.store.record_meeting_deletion,
-                notification_id=nid,
-                provider="zoom",
-                meeting_id=notification.meeting_id,
-                deleted_at=notification.deleted_at,
-                now=now,
-            )
-            log.info("zoom meeting.deleted: %s", outcome)
-            return {"status": outcome}
-        return {"status": "ignored"}
+        log.info("zoom app_deauthorized: %s", outcome)
+        return {"status": outcome}
+
+    async def zoom_meeting_deleted(
+        self, *, notification_id: str, meeting_id: str, deleted_at: datetime
+    ) -> dict[str, str]:
+        """Zoom's `meeting.deleted`: record it for the upcoming session whose meeting it is."""
+        outcome = await in_thread(
+            self.store.record_meeting_deletion,
+            notification_id=notification_id,
+            provider="zoom",
+            meeting_id=meeting_id,
+            deleted_at=deleted_at,
+            now=self.clock(),
+        )
+        log.info("zoom meeting.deleted: %s", outcome)
+        return {"status": outcome}
 
     async def deleted_meetings(self, principal: Principal) -> list[DeletedMeetingView]:
         return await in_thread(self.store.open_deletions, principal.user_id, now=self.clock())

@@ -1,4 +1,9 @@
-"""Event notifications from the providers: Zoom's event subscriptions, Google's push channels."""
+"""Event notifications from the providers: Zoom's event subscriptions, Google's push channels.
+
+A Zoom notification is verified (signed with our secret token, recent) and
+parsed into its typed event here, at the boundary; the use case it names is
+then called with that event's fields.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.oauth_gateway.adapters.web.deps import GatewayDep
+from services.oauth_gateway.adapters.web.zoom_events import (
+    Deauthorized,
+    MeetingDeleted,
+    UrlValidation,
+    notification_id,
+    parse,
+    url_validation_answer,
+    verify,
+)
 from services.oauth_gateway.errors import NotificationRefused
+from services.oauth_gateway.usecases import Gateway
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -21,7 +36,8 @@ async def zoom_events(request: Request, gateway: GatewayDep) -> JSONResponse:
     # The signature covers the raw bytes: read them before any JSON parsing.
     body = await request.body()
     try:
-        answer = await gateway.zoom_notification(
+        answer = await _zoom_notification(
+            gateway,
             body=body,
             timestamp=request.headers.get("x-zm-request-timestamp"),
             signature=request.headers.get("x-zm-signature"),
@@ -33,6 +49,47 @@ async def zoom_events(request: Request, gateway: GatewayDep) -> JSONResponse:
         )
     gateway.metrics.webhook(provider="zoom", outcome=answer.get("status", "url_validation"))
     return JSONResponse(answer)
+
+
+async def _zoom_notification(
+    gateway: Gateway, *, body: bytes, timestamp: str | None, signature: str | None
+) -> dict[str, str]:
+    """Verify and act on one Zoom event notification; the JSON to answer with.
+
+    Raises `NotificationRefused` for anything not signed by Zoom with our
+    secret token, or too old: nothing is changed then.
+    """
+    secret = gateway.settings.zoom_webhook_secret_token.get_secret_value()
+    if not secret:
+        raise NotificationRefused(
+            "RELINK_ZOOM_WEBHOOK_SECRET_TOKEN is not set", reason="not_configured"
+        )
+    now = gateway.clock()
+    verify(
+        secret,
+        timestamp=timestamp,
+        given=signature,
+        body=body,
+        now=now,
+        max_skew_s=gateway.settings.webhook_max_skew_s,
+    )
+    notification = parse(body, now=now)
+    nid = notification_id(body)
+    if isinstance(notification, UrlValidation):
+        return url_validation_answer(secret, notification.plain_token)
+    if isinstance(notification, Deauthorized):
+        return await gateway.zoom_app_removed(
+            notification_id=nid,
+            zoom_user_id=notification.user_id,
+            deauthorized_at=notification.deauthorized_at,
+        )
+    if isinstance(notification, MeetingDeleted):
+        return await gateway.zoom_meeting_deleted(
+            notification_id=nid,
+            meeting_id=notification.meeting_id,
+            deleted_at=notification.deleted_at,
+        )
+    return {"status": "ignored"}
 
 
 @router.post("/google")
