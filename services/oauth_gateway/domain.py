@@ -1,4 +1,4 @@
-"""What a switch is and what the tutor is told about it (pure: no I/O).
+"""Who is asking, what a switch is and what the tutor is told about it (pure: no I/O).
 
 The brief's bug was deciding "is this a switch?" by comparing with one fixed
 provider; here a switch is any change from one provider to a different one.

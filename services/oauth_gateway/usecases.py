@@ -70,6 +70,7 @@ T = TypeVar("T")
 
 
 def utcnow() -> datetime:
+    """The use cases' clock unless another is given (tests pass their own)."""
     return datetime.now(UTC)
 
 
