@@ -1,4 +1,5 @@
-"""The gateway's use cases: OAuth start and callback, bookings, retry and rollback requests.
+"""The gateway's use cases: OAuth start and callback, bookings, retry and rollback requests,
+re-created meetings, and what Zoom and Google notify.
 
 Routes call one method each. Database work is synchronous SQLAlchemy, run on
 worker threads so the event loop keeps serving other tutors; provider calls
