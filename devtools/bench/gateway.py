@@ -44,7 +44,7 @@ from devtools.bench.results import record
 from devtools.devstack.settings import DevstackSettings
 from services.core.db import migrate
 from services.core.tokens import generate_key
-from services.oauth_gateway.auth import issue_token
+from services.oauth_gateway.adapters.web.auth import issue_token
 
 POINTS = (0, 1_000, 10_000)
 console = Console(highlight=False)

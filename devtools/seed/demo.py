@@ -37,8 +37,8 @@ from services.core.db.engine import make_engine, make_session_factory
 from services.core.db.models import Booking, SessionStatus, User
 from services.core.db.models import Session as SessionRow
 from services.core.errors import ConfigurationError
+from services.oauth_gateway.adapters.db import GatewayStore
 from services.oauth_gateway.settings import GatewaySettings
-from services.oauth_gateway.store import GatewayStore
 from services.providers import (
     Meeting,
     MeetingRequest,

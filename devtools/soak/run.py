@@ -107,7 +107,7 @@ class SoakDriver:
         self.rollbacks = True
 
     def _token(self, user_id: uuid.UUID, role: str) -> str:
-        from services.oauth_gateway.auth import issue_token
+        from services.oauth_gateway.adapters.web.auth import issue_token
 
         return issue_token(user_id, role=role, secret=self.secret, ttl_s=24 * 3600)  # type: ignore[arg-type]
 

@@ -13,7 +13,7 @@ def gateway_command() -> None:
     settings = GatewaySettings()
     configure_logging(settings.log_level)
     uvicorn.run(
-        "services.oauth_gateway.bootstrap:create_app",
+        "services.oauth_gateway.entrypoint:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,

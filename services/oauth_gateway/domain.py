@@ -1,4 +1,4 @@
-"""What a switch is and what the tutor is told about it (pure: no I/O).
+"""Who is asking, what a switch is and what the tutor is told about it (pure: no I/O).
 
 The brief's bug was deciding "is this a switch?" by comparing with one fixed
 provider; here a switch is any change from one provider to a different one.
@@ -6,9 +6,11 @@ provider; here a switch is any change from one provider to a different one.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 IN_FLIGHT_STATES = frozenset({"PENDING", "PLANNING", "MIGRATING"})
 FINAL_STATES = frozenset({"COMPLETED", "COMPLETED_WITH_FAILURES", "SUPERSEDED", "ROLLED_BACK"})
@@ -16,6 +18,18 @@ FINAL_STATES = frozenset({"COMPLETED", "COMPLETED_WITH_FAILURES", "SUPERSEDED", 
 PROVIDER_LABELS = {"zoom": "Zoom", "google_meet": "Google Meet"}
 
 CONNECTED = "Successfully connected video provider!"
+
+Role = Literal["tutor", "student"]
+ROLES: tuple[Role, ...] = ("tutor", "student")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: the signed-in user's id and role (from the platform's sign-in token)."""
+
+    user_id: uuid.UUID
+    role: Role
+    expires_at: int
 
 
 class ConnectOutcome(StrEnum):

@@ -14,6 +14,10 @@ GatewayError                    base of the gateway's errors
 │   ├── RollbackNotAllowed      not the latest switch, grace period over, or nothing to restore
 │   └── NothingToRetry          the switch has no failed sessions (or was superseded)
 └── BookingFailed               the meeting could not be created at the provider: 502
+
+NotificationRefused (ValueError) a provider notification not provably the provider's (unsigned,
+                                 forged, stale, unknown channel) or malformed: nothing is done with
+                                 it; `.reason` is a short code the webhook routes map to 400/401/503
 """
 
 from __future__ import annotations
@@ -101,3 +105,11 @@ class NothingToRetry(Conflict):
 
 class BookingFailed(GatewayError):
     """The meeting for a booking could not be created at the provider."""
+
+
+class NotificationRefused(ValueError):
+    """A notification that is not from Zoom, or not any more: nothing is done with it."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -1,10 +1,14 @@
-"""The gateway's counters and latency histogram, rendered as Prometheus text (pure)."""
+"""The gateway's counters and latency histogram, rendered as Prometheus text, and the ASGI
+middleware that times every request."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Seconds; the callback spends most of its time on two provider round trips.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -100,3 +104,30 @@ class GatewayMetrics:
                     f'relink_gateway_http_request_seconds_count{{route="{route}"}} {counts[-1]}'
                 )
         return "\n".join(out) + "\n"
+
+
+class RequestMetrics:
+    """Counts requests and their durations by route template (pure ASGI, no body buffering)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.request(route=route, status=status, seconds=time.perf_counter() - started)

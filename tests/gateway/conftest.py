@@ -18,10 +18,11 @@ from devtools.provider_sim.server import SimHandle, run_in_thread
 from devtools.provider_sim.settings import ProviderSimSettings
 from services.core.db.models import Connection, Outbox, ProviderSwitch, User
 from services.core.settings import CommonSettings
-from services.oauth_gateway.auth import csrf_token, issue_token
-from services.oauth_gateway.bootstrap import build_gateway, create_app
-from services.oauth_gateway.service import Gateway
+from services.oauth_gateway.adapters.web.auth import csrf_token, issue_token
+from services.oauth_gateway.bootstrap import build_gateway
+from services.oauth_gateway.entrypoint import create_app
 from services.oauth_gateway.settings import GatewaySettings
+from services.oauth_gateway.usecases import Gateway
 from services.providers import ProviderSettings
 
 BASE = "http://127.0.0.1:18000"

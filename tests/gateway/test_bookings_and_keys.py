@@ -22,9 +22,9 @@ from services.core.db.models import Connection, OAuthState
 from services.core.db.models import Session as SessionRow
 from services.core.keys_cli import rotate_tokens
 from services.core.tokens import TokenCipher, TokenDecryptError, generate_key
-from services.oauth_gateway.service import Gateway
+from services.oauth_gateway.adapters.db import GatewayStore
 from services.oauth_gateway.settings import GatewaySettings
-from services.oauth_gateway.store import GatewayStore
+from services.oauth_gateway.usecases import Gateway
 from tests.gateway.conftest import People, callback, connect, consent, start, switch_id_of
 
 

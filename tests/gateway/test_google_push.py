@@ -17,7 +17,8 @@ from sqlalchemy import Engine, text
 
 from devtools.provider_sim.server import SimHandle, free_port
 from services.core.settings import CommonSettings
-from services.oauth_gateway.bootstrap import build_gateway, create_app
+from services.oauth_gateway.bootstrap import build_gateway
+from services.oauth_gateway.entrypoint import create_app
 from services.oauth_gateway.settings import GatewaySettings
 from tests.gateway.conftest import People, Person, connect, csrf_for, provider_settings_for
 

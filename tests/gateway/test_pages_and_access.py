@@ -20,7 +20,7 @@ from services.core.db.models import (
     SessionMigration,
 )
 from services.core.db.models import Session as SessionRow
-from services.oauth_gateway.auth import csrf_token
+from services.oauth_gateway.adapters.web.auth import csrf_token
 from services.oauth_gateway.settings import GatewaySettings
 from tests.gateway.conftest import People, Person, connect, switch_id_of
 
@@ -307,7 +307,8 @@ async def test_ops_endpoints(http: httpx.AsyncClient) -> None:
 async def test_dev_sign_in_absent_outside_dev_mode(
     gateway_settings: GatewaySettings, sim: SimHandle
 ) -> None:
-    from services.oauth_gateway.bootstrap import build_gateway, create_app
+    from services.oauth_gateway.bootstrap import build_gateway
+    from services.oauth_gateway.entrypoint import create_app
     from services.oauth_gateway.settings import GatewaySettings
     from tests.gateway.conftest import BASE, provider_settings_for
 

@@ -26,7 +26,8 @@ from devtools.provider_sim.settings import ProviderSimSettings
 from devtools.smtp_sink.sink import SmtpSink
 from services.core.settings import CommonSettings
 from services.notifier.settings import NotifierSettings
-from services.oauth_gateway.bootstrap import build_gateway, create_app
+from services.oauth_gateway.bootstrap import build_gateway
+from services.oauth_gateway.entrypoint import create_app
 from services.oauth_gateway.settings import DEV_ZOOM_WEBHOOK_SECRET_TOKEN, GatewaySettings
 from tests.gateway.conftest import BASE, People, Person, connect, csrf_for, provider_settings_for
 from tests.notifier.conftest import running_notifier

@@ -12,7 +12,7 @@ from sqlalchemy.orm import sessionmaker
 from services.core import events
 from services.core.db.models import Outbox
 from services.core.settings import CommonSettings
-from services.oauth_gateway.store import GatewayStore
+from services.oauth_gateway.adapters.db import GatewayStore
 from tests.migrator.conftest import (
     migration_rows,
     read_topic,

@@ -9,7 +9,12 @@ import pytest
 from pydantic import SecretStr
 
 from services.core.errors import ConfigurationError
-from services.oauth_gateway.auth import csrf_token, csrf_valid, issue_token, verify_token
+from services.oauth_gateway.adapters.web.auth import (
+    csrf_token,
+    csrf_valid,
+    issue_token,
+    verify_token,
+)
 from services.oauth_gateway.domain import (
     ConnectOutcome,
     Progress,

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from services.oauth_gateway import zoom_events
+from services.oauth_gateway.adapters.web import zoom_events
+from services.oauth_gateway.errors import NotificationRefused
 from services.oauth_gateway.settings import DEV_ZOOM_WEBHOOK_SECRET_TOKEN, GatewaySettings
 
 NOW = datetime(2030, 1, 5, 9, 0, tzinfo=UTC)
@@ -39,7 +40,7 @@ def test_verify_accepts_a_fresh_genuine_notification_only() -> None:
         "stale": dict(timestamp=ts, given=good, body=body, now=NOW + timedelta(seconds=301)),
     }
     for reason, kwargs in cases.items():
-        with pytest.raises(zoom_events.NotificationRefused) as refused:
+        with pytest.raises(NotificationRefused) as refused:
             zoom_events.verify("secret", max_skew_s=300, **kwargs)  # type: ignore[arg-type]
         assert refused.value.reason == reason
 
@@ -76,7 +77,7 @@ def test_parse_the_events_relink_reads() -> None:
         zoom_events.Other("meeting.started")
     )
     for bad in (b"nope", b'{"payload":{}}', b'{"event":"app_deauthorized","payload":{}}'):
-        with pytest.raises(zoom_events.NotificationRefused):
+        with pytest.raises(NotificationRefused):
             zoom_events.parse(bad, now=NOW)
 
 

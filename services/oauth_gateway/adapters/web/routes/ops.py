@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from services.oauth_gateway.deps import GatewayDep
-from services.oauth_gateway.service import in_thread
+from services.oauth_gateway.adapters.web.deps import GatewayDep
 
 router = APIRouter(tags=["ops"])
 
@@ -21,7 +20,7 @@ async def health() -> dict[str, str]:
 async def ready(gateway: GatewayDep) -> JSONResponse | dict[str, str]:
     """The database answers: the gateway can take callbacks."""
     try:
-        await in_thread(gateway.store.ping)
+        await gateway.check_database()
     except Exception as exc:
         return JSONResponse(
             {"status": "unavailable", "database": type(exc).__name__}, status_code=503

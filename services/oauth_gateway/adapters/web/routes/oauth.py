@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 
-from services.oauth_gateway.deps import CurrentTutor, GatewayDep
+from services.oauth_gateway.adapters.web.deps import CurrentTutor, GatewayDep
 from services.oauth_gateway.errors import OAuthRejected
 
 router = APIRouter(prefix="/oauth", tags=["oauth"])

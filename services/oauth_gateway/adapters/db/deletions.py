@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.core import events
 from services.core.db.models import Booking, MeetingDeletion, SessionMigration, User
 from services.core.db.models import Session as SessionRow
-from services.oauth_gateway.store.common import ELIGIBLE, add_event, lock_connection
-from services.oauth_gateway.views import DeletedMeetingView
+from services.oauth_gateway.adapters.db.common import ELIGIBLE, add_event, lock_connection
+from services.oauth_gateway.adapters.web.views import DeletedMeetingView
 from services.providers import Meeting
 
 

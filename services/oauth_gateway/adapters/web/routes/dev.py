@@ -11,10 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from services.oauth_gateway.auth import issue_token
-from services.oauth_gateway.deps import GatewayDep, render
+from services.oauth_gateway.adapters.web.auth import issue_token
+from services.oauth_gateway.adapters.web.deps import GatewayDep, render
 from services.oauth_gateway.errors import NotFound
-from services.oauth_gateway.service import in_thread
 
 router = APIRouter(prefix="/dev", tags=["dev"], include_in_schema=False)
 
@@ -28,7 +27,7 @@ def _require_dev(gateway: GatewayDep) -> None:
 async def sign_in_page(request: Request, gateway: GatewayDep) -> HTMLResponse:
     """Every user, with a button to sign in as them."""
     _require_dev(gateway)
-    users = await in_thread(gateway.store.users)
+    users = await gateway.users()
     return render(request, "sign_in.html", {"users": users})
 
 
@@ -36,7 +35,7 @@ async def sign_in_page(request: Request, gateway: GatewayDep) -> HTMLResponse:
 async def sign_in(user_id: Annotated[uuid.UUID, Form()], gateway: GatewayDep) -> RedirectResponse:
     """Set the session cookie for a user and go to their page."""
     _require_dev(gateway)
-    user = await in_thread(gateway.store.user, user_id)
+    user = await gateway.user(user_id)
     if user is None or user.role not in ("tutor", "student"):
         raise NotFound("no such user")
     settings = gateway.settings

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from services.oauth_gateway.auth import csrf_token
-from services.oauth_gateway.deps import (
+from services.oauth_gateway.adapters.web.auth import csrf_token
+from services.oauth_gateway.adapters.web.deps import (
     CsrfChecked,
     CurrentStudent,
     CurrentTutor,
@@ -17,9 +17,8 @@ from services.oauth_gateway.deps import (
     render,
     session_token,
 )
+from services.oauth_gateway.adapters.web.views import message_view
 from services.oauth_gateway.domain import PROVIDER_LABELS
-from services.oauth_gateway.service import in_thread
-from services.oauth_gateway.views import message_view
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -47,9 +46,9 @@ async def video_setup(
     notice: str | None = None,
 ) -> HTMLResponse:
     """Current provider, switch buttons, the brief's messages, live progress, history."""
-    connection = await in_thread(gateway.store.connection, tutor.user_id)
+    connection = await gateway.connection(tutor)
     history = await gateway.history(tutor)
-    user = await in_thread(gateway.store.user, tutor.user_id)
+    user = await gateway.user(tutor.user_id)
     shown = None
     if switch is not None:
         shown = await gateway.switch(tutor, switch)
@@ -118,7 +117,7 @@ async def student_sessions(
     request: Request, student: CurrentStudent, gateway: GatewayDep
 ) -> HTMLResponse:
     """The student's upcoming sessions and their current join links."""
-    user = await in_thread(gateway.store.user, student.user_id)
+    user = await gateway.user(student.user_id)
     sessions = await gateway.upcoming_for(student)
     return render(
         request,

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.db.models import Booking, SessionStatus, User
 from services.core.db.models import Session as SessionRow
-from services.oauth_gateway.store.common import ELIGIBLE, lock_connection
-from services.oauth_gateway.views import SessionView
+from services.oauth_gateway.adapters.db.common import ELIGIBLE, lock_connection
+from services.oauth_gateway.adapters.web.views import SessionView
 from services.providers import Meeting
 
 

@@ -20,10 +20,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.core import events
 from services.core.db.models import Connection, Outbox, ProviderSwitch, SwitchState
 from services.core.tokens import TokenCipher
+from services.oauth_gateway.adapters.db.common import (
+    SOURCE,
+    current_tokens,
+    lock_connection,
+    rebind,
+)
+from services.oauth_gateway.adapters.web.views import ConnectionView
 from services.oauth_gateway.domain import PROVIDER_LABELS, ConnectOutcome, connect_outcome
 from services.oauth_gateway.errors import NoConnection
-from services.oauth_gateway.store.common import SOURCE, current_tokens, lock_connection, rebind
-from services.oauth_gateway.views import ConnectionView
 from services.providers import ProviderAccount, TokenSet
 
 

@@ -1,6 +1,7 @@
 """Zoom's event notifications (webhooks): signature, URL validation, the events relink reads.
 
-Pure: no I/O. Zoom's rules, from "Using webhooks" (developers.zoom.us/docs/api/webhooks/):
+No I/O (the clock is passed in). Zoom's rules, from "Using webhooks"
+(developers.zoom.us/docs/api/webhooks/):
 
 - Every notification carries `x-zm-request-timestamp` and `x-zm-signature`,
   the latter `v0=` + hex HMAC-SHA256 of `v0:{timestamp}:{raw body}` keyed with
@@ -24,18 +25,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from services.oauth_gateway.errors import NotificationRefused
+
 SIGNATURE_VERSION = "v0"
 URL_VALIDATION = "endpoint.url_validation"
 APP_DEAUTHORIZED = "app_deauthorized"
 MEETING_DELETED = "meeting.deleted"
-
-
-class NotificationRefused(ValueError):
-    """A notification that is not from Zoom, or not any more: nothing is done with it."""
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def hmac_hex(secret: str, message: bytes) -> str:

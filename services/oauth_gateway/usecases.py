@@ -1,4 +1,5 @@
-"""The gateway's use cases: OAuth start and callback, bookings, retry and rollback requests.
+"""The gateway's use cases: OAuth start and callback, bookings, retry and rollback requests,
+re-created meetings, and what Zoom and Google notify.
 
 Routes call one method each. Database work is synchronous SQLAlchemy, run on
 worker threads so the event loop keeps serving other tutors; provider calls
@@ -18,12 +19,22 @@ from typing import ParamSpec, TypeVar
 
 import anyio.to_thread
 
+from services.core.db.models import User
 from services.core.logs import get_logger
-from services.oauth_gateway import zoom_events
-from services.oauth_gateway.auth import Principal
+from services.oauth_gateway.adapters.db import GatewayStore, SaveResult
+from services.oauth_gateway.adapters.web.views import (
+    BookingRequest,
+    ConnectionView,
+    DeletedMeetingView,
+    RetryAccepted,
+    RollbackAccepted,
+    SessionView,
+    SwitchView,
+)
 from services.oauth_gateway.domain import (
     PROVIDER_LABELS,
     ConnectOutcome,
+    Principal,
     missing_scopes,
     scope_label,
 )
@@ -34,21 +45,13 @@ from services.oauth_gateway.errors import (
     Forbidden,
     NoConnection,
     NotFound,
+    NotificationRefused,
     ScopesMissing,
     StateRejected,
     TokenExchangeFailed,
 )
 from services.oauth_gateway.metrics import GatewayMetrics
 from services.oauth_gateway.settings import GatewaySettings
-from services.oauth_gateway.store import GatewayStore, SaveResult
-from services.oauth_gateway.views import (
-    BookingRequest,
-    DeletedMeetingView,
-    RetryAccepted,
-    RollbackAccepted,
-    SessionView,
-    SwitchView,
-)
 from services.providers import (
     AuthorizedSession,
     GoogleMeetClient,
@@ -68,6 +71,7 @@ T = TypeVar("T")
 
 
 def utcnow() -> datetime:
+    """The use cases' clock unless another is given (tests pass their own)."""
     return datetime.now(UTC)
 
 
@@ -123,6 +127,20 @@ class Gateway:
         user = await in_thread(self.store.user, principal.user_id)
         if user is None or user.role != "tutor":
             raise Forbidden("only tutors connect video providers")
+
+    # -- who is asking, and the database's health ------------------------------
+
+    async def user(self, user_id: uuid.UUID) -> User | None:
+        """One user (to greet, or to sign in as on the dev page)."""
+        return await in_thread(self.store.user, user_id)
+
+    async def users(self) -> list[User]:
+        """The users the dev sign-in page lists."""
+        return await in_thread(self.store.users)
+
+    async def check_database(self) -> None:
+        """Raise unless PostgreSQL answers (the readiness probe)."""
+        await in_thread(self.store.ping)
 
     # -- OAuth ----------------------------------------------------------------
 
@@ -226,7 +244,11 @@ class Gateway:
             )
         return CallbackResult(provider=provider, saved=saved)
 
-    # -- switches -------------------------------------------------------------
+    # -- the connection and its switches ---------------------------------------
+
+    async def connection(self, principal: Principal) -> ConnectionView | None:
+        """The tutor's current connection (never its tokens), or None."""
+        return await in_thread(self.store.connection, principal.user_id)
 
     async def switch(self, principal: Principal, switch_id: uuid.UUID) -> SwitchView:
         return await in_thread(
@@ -363,55 +385,35 @@ class Gateway:
 
     # -- what the providers tell us ------------------------------------------
 
-    async def zoom_notification(
-        self, *, body: bytes, timestamp: str | None, signature: str | None
+    async def zoom_app_removed(
+        self, *, notification_id: str, zoom_user_id: str, deauthorized_at: datetime
     ) -> dict[str, str]:
-        """Verify and act on one Zoom event notification; the JSON to answer with.
-
-        Raises `zoom_events.NotificationRefused` for anything not signed by
-        Zoom with our secret token, or too old: nothing is changed then.
-        """
-        secret = self.settings.zoom_webhook_secret_token.get_secret_value()
-        if not secret:
-            raise zoom_events.NotificationRefused(
-                "RELINK_ZOOM_WEBHOOK_SECRET_TOKEN is not set", reason="not_configured"
-            )
-        now = self.clock()
-        zoom_events.verify(
-            secret,
-            timestamp=timestamp,
-            given=signature,
-            body=body,
-            now=now,
-            max_skew_s=self.settings.webhook_max_skew_s,
+        """Zoom's `app_deauthorized`: disconnect every connection on that Zoom user, once."""
+        outcome = await in_thread(
+            self.store.deauthorize,
+            notification_id=notification_id,
+            provider="zoom",
+            account_id=zoom_user_id,
+            deauthorized_at=deauthorized_at,
+            now=self.clock(),
         )
-        notification = zoom_events.parse(body, now=now)
-        nid = zoom_events.notification_id(body)
-        if isinstance(notification, zoom_events.UrlValidation):
-            return zoom_events.url_validation_answer(secret, notification.plain_token)
-        if isinstance(notification, zoom_events.Deauthorized):
-            outcome = await in_thread(
-                self.store.deauthorize,
-                notification_id=nid,
-                provider="zoom",
-                account_id=notification.user_id,
-                deauthorized_at=notification.deauthorized_at,
-                now=now,
-            )
-            log.info("zoom app_deauthorized: %s", outcome)
-            return {"status": outcome}
-        if isinstance(notification, zoom_events.MeetingDeleted):
-            outcome = await in_thread(
-                self.store.record_meeting_deletion,
-                notification_id=nid,
-                provider="zoom",
-                meeting_id=notification.meeting_id,
-                deleted_at=notification.deleted_at,
-                now=now,
-            )
-            log.info("zoom meeting.deleted: %s", outcome)
-            return {"status": outcome}
-        return {"status": "ignored"}
+        log.info("zoom app_deauthorized: %s", outcome)
+        return {"status": outcome}
+
+    async def zoom_meeting_deleted(
+        self, *, notification_id: str, meeting_id: str, deleted_at: datetime
+    ) -> dict[str, str]:
+        """Zoom's `meeting.deleted`: record it for the upcoming session whose meeting it is."""
+        outcome = await in_thread(
+            self.store.record_meeting_deletion,
+            notification_id=notification_id,
+            provider="zoom",
+            meeting_id=meeting_id,
+            deleted_at=deleted_at,
+            now=self.clock(),
+        )
+        log.info("zoom meeting.deleted: %s", outcome)
+        return {"status": outcome}
 
     async def deleted_meetings(self, principal: Principal) -> list[DeletedMeetingView]:
         return await in_thread(self.store.open_deletions, principal.user_id, now=self.clock())
@@ -535,11 +537,11 @@ class Gateway:
             or not hmac.compare_digest(given, channel.token_sha256)
             or resource_id != channel.resource_id
         ):
-            raise zoom_events.NotificationRefused("unknown channel", reason="bad_channel")
+            raise NotificationRefused("unknown channel", reason="bad_channel")
         try:
             number = int(message_number or "")
         except ValueError as exc:
-            raise zoom_events.NotificationRefused("no message number", reason="malformed") from exc
+            raise NotificationRefused("no message number", reason="malformed") from exc
         if not await in_thread(
             self.store.take_channel_message, channel_id=channel.id, number=number
         ):

@@ -8,9 +8,10 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from services.oauth_gateway.auth import Principal, csrf_valid, verify_token
+from services.oauth_gateway.adapters.web.auth import csrf_valid, verify_token
+from services.oauth_gateway.domain import Principal
 from services.oauth_gateway.errors import Forbidden, NotSignedIn
-from services.oauth_gateway.service import Gateway
+from services.oauth_gateway.usecases import Gateway
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.core import events
 from services.core.db.models import Connection, MeetingDeletion, ProviderNotification
 from services.core.db.models import Session as SessionRow
-from services.oauth_gateway.store.common import ELIGIBLE, add_event
-from services.oauth_gateway.store.deletions import deleted_by_relink
+from services.oauth_gateway.adapters.db.common import ELIGIBLE, add_event
+from services.oauth_gateway.adapters.db.deletions import deleted_by_relink
 
 
 class NotificationStore:

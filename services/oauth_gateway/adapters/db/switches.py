@@ -20,10 +20,10 @@ from services.core.db.models import (
 )
 from services.core.db.models import Session as SessionRow
 from services.core.tokens import TokenCipher
+from services.oauth_gateway.adapters.db.common import add_event, lock_connection, rebind
+from services.oauth_gateway.adapters.web.views import FailedSessionView, SwitchView, message_view
 from services.oauth_gateway.domain import Progress, rollback_allowed
 from services.oauth_gateway.errors import NotFound, NothingToRetry, RollbackNotAllowed
-from services.oauth_gateway.store.common import add_event, lock_connection, rebind
-from services.oauth_gateway.views import FailedSessionView, SwitchView, message_view
 
 # The retry event lists at most this many sessions (its schema's maxItems); beyond, [] = all.
 RETRY_LIST_MAX = 1000

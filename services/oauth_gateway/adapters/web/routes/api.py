@@ -6,14 +6,13 @@ import uuid
 
 from fastapi import APIRouter, status
 
-from services.oauth_gateway.deps import (
+from services.oauth_gateway.adapters.web.deps import (
     CsrfChecked,
     CurrentStudent,
     CurrentTutor,
     GatewayDep,
 )
-from services.oauth_gateway.service import in_thread
-from services.oauth_gateway.views import (
+from services.oauth_gateway.adapters.web.views import (
     BookingRequest,
     ConnectionView,
     RetryAccepted,
@@ -28,7 +27,7 @@ router = APIRouter(prefix="/api", tags=["api"])
 @router.get("/connection")
 async def connection(tutor: CurrentTutor, gateway: GatewayDep) -> ConnectionView | None:
     """The tutor's current video provider, or null."""
-    return await in_thread(gateway.store.connection, tutor.user_id)
+    return await gateway.connection(tutor)
 
 
 @router.get("/switches")

@@ -20,14 +20,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.core import events
 from services.core.tokens import TokenCipher
-from services.oauth_gateway.store.bookings import BookingStore
-from services.oauth_gateway.store.channels import ChannelStore
-from services.oauth_gateway.store.connections import ConnectionSnapshot, ConnectionStore, SaveResult
-from services.oauth_gateway.store.deletions import DeletionStore
-from services.oauth_gateway.store.notifications import NotificationStore
-from services.oauth_gateway.store.oauth_states import OAuthStateStore
-from services.oauth_gateway.store.switches import SwitchStore
-from services.oauth_gateway.store.users import UserStore
+from services.oauth_gateway.adapters.db.bookings import BookingStore
+from services.oauth_gateway.adapters.db.channels import ChannelStore
+from services.oauth_gateway.adapters.db.connections import (
+    ConnectionSnapshot,
+    ConnectionStore,
+    SaveResult,
+)
+from services.oauth_gateway.adapters.db.deletions import DeletionStore
+from services.oauth_gateway.adapters.db.notifications import NotificationStore
+from services.oauth_gateway.adapters.db.oauth_states import OAuthStateStore
+from services.oauth_gateway.adapters.db.switches import SwitchStore
+from services.oauth_gateway.adapters.db.users import UserStore
 
 __all__ = [
     "BookingStore",

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.core.db.models import ProviderChannel
 from services.core.db.models import Session as SessionRow
-from services.oauth_gateway.store.common import ELIGIBLE
+from services.oauth_gateway.adapters.db.common import ELIGIBLE
 
 
 class ChannelStore:

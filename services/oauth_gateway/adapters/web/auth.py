@@ -1,4 +1,4 @@
-"""The platform's sign-in tokens: who is asking, checked with an HMAC (pure).
+"""The platform's sign-in tokens: who is asking, checked with an HMAC.
 
 The platform around relink signs people in and hands the gateway a token,
 as the `relink_session` cookie or an `Authorization: Bearer` header:
@@ -20,23 +20,11 @@ import hmac
 import json
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Literal
 
+from services.oauth_gateway.domain import ROLES, Principal, Role
 from services.oauth_gateway.errors import NotSignedIn
 
 VERSION = "v1"
-Role = Literal["tutor", "student"]
-ROLES: tuple[Role, ...] = ("tutor", "student")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The signed-in user: their id and role."""
-
-    user_id: uuid.UUID
-    role: Role
-    expires_at: int
 
 
 def _b64(data: bytes) -> str:

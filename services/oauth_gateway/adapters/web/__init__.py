@@ -1,0 +1,1 @@
+"""The gateway's HTTP side: routers, request dependencies, sign-in tokens, views, pages."""

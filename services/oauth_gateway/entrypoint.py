@@ -1,0 +1,121 @@
+"""The gateway's process: the FastAPI app factory `create_app` (routers, error pages, middleware).
+
+`relink gateway` serves it with uvicorn (`services.oauth_gateway.entrypoint:create_app`,
+factory=True); the use cases and adapters come from `bootstrap.build_gateway`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.core.logs import get_logger
+from services.oauth_gateway.adapters.web.routes import api, dev, oauth, ops, pages, webhooks
+from services.oauth_gateway.bootstrap import build_gateway
+from services.oauth_gateway.domain import scope_label
+from services.oauth_gateway.errors import (
+    BookingFailed,
+    Conflict,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    NotSignedIn,
+    OAuthRejected,
+)
+from services.oauth_gateway.metrics import RequestMetrics
+from services.oauth_gateway.settings import GatewaySettings
+from services.oauth_gateway.usecases import Gateway
+from services.providers import ProviderSettings
+
+log = get_logger(__name__)
+WEB = Path(__file__).parent / "adapters" / "web"
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    gateway: Gateway | None = None,
+    provider_settings: ProviderSettings | None = None,
+) -> FastAPI:
+    """Assemble the FastAPI app around a gateway (built from settings unless given)."""
+    settings = settings or (gateway.settings if gateway else GatewaySettings())
+    gateway = gateway or build_gateway(settings, provider_settings=provider_settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await gateway.aclose()
+
+    app = FastAPI(title="relink OAuth gateway", version="1", lifespan=lifespan)
+    app.state.gateway = gateway
+    app.state.templates = Jinja2Templates(directory=WEB / "templates")
+    app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
+    for module in (oauth, pages, api, dev, ops, webhooks):
+        app.include_router(module.router)
+    app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
+    app.add_exception_handler(SQLAlchemyError, _database_error)  # type: ignore[arg-type]
+    app.add_middleware(RequestMetrics, metrics=gateway.metrics)
+    return app
+
+
+STATUS = (
+    (NotSignedIn, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (OAuthRejected, 400),
+    (Conflict, 409),
+    (BookingFailed, 502),
+)
+
+TITLES = {
+    401: "Please sign in",
+    403: "Not allowed",
+    404: "Not found",
+    400: "We could not connect your video provider",
+    409: "That cannot be done right now",
+    502: "The video provider did not answer",
+}
+
+
+def _status_of(exc: GatewayError) -> int:
+    return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+
+
+async def _gateway_error(request: Request, exc: GatewayError) -> Response:
+    """JSON for the APIs, a clear page for browsers."""
+    code = _status_of(exc)
+    reason = getattr(exc, "reason", type(exc).__name__)
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": reason, "detail": str(exc)}, status_code=code)
+    gateway: Gateway = request.app.state.gateway
+    context: dict[str, Any] = {
+        "title": TITLES.get(code, "Something went wrong"),
+        "detail": str(exc),
+        "reason": reason,
+        "status": code,
+        "dev_mode": gateway.settings.dev_mode,
+        "retry_url": getattr(exc, "retry_url", None),
+        "missing": [scope_label(s) for s in getattr(exc, "missing", ())],
+    }
+    templates: Jinja2Templates = request.app.state.templates
+    response: HTMLResponse = templates.TemplateResponse(
+        request, "error.html", context, status_code=code
+    )
+    return response
+
+
+async def _database_error(request: Request, exc: SQLAlchemyError) -> Response:
+    """The transaction rolled back: nothing was changed; say so instead of a bare 500."""
+    log.error("database error on %s: %s", request.url.path, type(exc).__name__)
+    error = GatewayError("We could not save this right now; nothing was changed. Please try again.")
+    response = await _gateway_error(request, error)
+    response.status_code = 503
+    return response
