@@ -610,7 +610,7 @@ def _check_all(
     before: list[invariants.SessionSnapshot],
     now: datetime,
 ) -> None:
-    from services.notifier.audit import verify
+    from services.notifier.bootstrap import build_audit
     from services.notifier.settings import NotifierSettings
 
     invariants.check_sessions(engine, report, sim_url=stack.sim_url, now=now)
@@ -619,7 +619,11 @@ def _check_all(
     invariants.check_outbox_drained(engine, report)
     domain = NotifierSettings().message_id_domain
     invariants.check_emails(engine, report, inbox_url=stack.inbox_url, mail_domain=domain)
-    audit = verify(settings)
+    trail = build_audit(settings)
+    try:
+        audit = trail.verify()
+    finally:
+        trail.close()
     report.checked["audit rows compared with the topics"] += audit.rows_in_table
     for event_id in audit.missing:
         report.fail("audit trail equals the topics", f"event {event_id} missing from audit_log")

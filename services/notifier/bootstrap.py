@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, Producer
 
-from services.core.db.engine import make_engine
+from services.core.db.engine import make_engine, make_session_factory
 from services.core.kafka import consumer_config, producer_config
-from services.notifier.consumer import NotifierLoop
-from services.notifier.mailer import Mailer, SmtpMailer
-from services.notifier.service import Notifier
+from services.core.settings import CommonSettings
+from services.notifier.adapters.db import AuditBulkStore, NotifierDb
+from services.notifier.adapters.kafka import AuditTopicReader, NotifierEvents
+from services.notifier.adapters.smtp import Mailer, SmtpMailer
+from services.notifier.entrypoint import NotifierLoop
 from services.notifier.settings import NotifierSettings
-from services.notifier.store import NotifierStore
+from services.notifier.usecases.audit import AuditTrail
+from services.notifier.usecases.notify import Notifier
+
+
+def _db(settings: CommonSettings) -> NotifierDb:
+    return NotifierDb(make_session_factory(make_engine(settings.sync_database_url)))
 
 
 def build_notifier(
@@ -18,11 +25,7 @@ def build_notifier(
 ) -> Notifier:
     """The notifier's use cases wired to PostgreSQL and SMTP."""
     settings = settings or NotifierSettings()
-    return Notifier(
-        store=NotifierStore(make_engine(settings.sync_database_url)),
-        mailer=mailer or SmtpMailer(settings),
-        settings=settings,
-    )
+    return Notifier(db=_db(settings), mailer=mailer or SmtpMailer(settings), settings=settings)
 
 
 def build_loop(settings: NotifierSettings | None = None) -> NotifierLoop:
@@ -30,16 +33,31 @@ def build_loop(settings: NotifierSettings | None = None) -> NotifierLoop:
     settings = settings or NotifierSettings()
     return NotifierLoop(
         notifier=build_notifier(settings),
-        consumer=Consumer(
-            consumer_config(
-                settings,
-                group_id=settings.group_id,
-                **{
-                    "client.id": "relink-notifier",
-                    "session.timeout.ms": int(settings.session_timeout_s * 1000),
-                },
-            )
+        events=NotifierEvents(
+            consumer=Consumer(
+                consumer_config(
+                    settings,
+                    group_id=settings.group_id,
+                    **{
+                        "client.id": "relink-notifier",
+                        "session.timeout.ms": int(settings.session_timeout_s * 1000),
+                    },
+                )
+            ),
+            dead_letters=Producer(
+                producer_config(settings, **{"client.id": "relink-notifier-dlq"})
+            ),
+            settings=settings,
         ),
-        dead_letters=Producer(producer_config(settings, **{"client.id": "relink-notifier-dlq"})),
         settings=settings,
+    )
+
+
+def build_audit(settings: CommonSettings | None = None) -> AuditTrail:
+    """`relink audit show|replay`: the topics' reader, the bulk writer, the store."""
+    settings = settings or NotifierSettings()
+    return AuditTrail(
+        reader=AuditTopicReader(settings),
+        bulk=AuditBulkStore(settings.sync_database_url),
+        db=_db(settings),
     )

@@ -51,19 +51,18 @@ def audit_show(
     from rich.console import Console
     from rich.table import Table
 
-    from services.core.db.engine import make_engine
+    from services.notifier.bootstrap import build_audit
     from services.notifier.domain import provider_name
-    from services.notifier.settings import NotifierSettings
-    from services.notifier.store import NotifierStore
 
     try:
         tutor_id = uuid.UUID(tutor)
     except ValueError:
         raise typer.BadParameter("the tutor id must be a UUID", param_hint="--tutor") from None
-    store = NotifierStore(make_engine(NotifierSettings().sync_database_url))
-    with store.transaction() as conn:
-        rows = store.tutor_history(conn, tutor_id=tutor_id, limit=limit)
-    store.engine.dispose()
+    audit = build_audit()
+    try:
+        rows = audit.tutor_history(tutor_id=tutor_id, limit=limit)
+    finally:
+        audit.close()
     table = Table(title=f"Audit trail of tutor {tutor_id} ({len(rows)} events)")
     for column in ("when (UTC)", "event", "switch", "session", "from → to", "outcome"):
         table.add_column(column)
@@ -97,10 +96,9 @@ def audit_replay(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from services.notifier import audit
-    from services.notifier.settings import NotifierSettings
+    from services.notifier.bootstrap import build_audit
 
-    settings = NotifierSettings()
+    audit = build_audit()
     console = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"),
@@ -119,17 +117,15 @@ def audit_replay(
             progress.advance(task, n)
 
         if verify:
-            report = audit.verify(
-                settings, since=_since(since), on_plan=on_plan, on_progress=on_progress
-            )
+            report = audit.verify(since=_since(since), on_plan=on_plan, on_progress=on_progress)
         else:
             result = audit.replay(
-                settings,
                 since=_since(since),
                 workers=workers or None,
                 on_plan=on_plan,
                 on_progress=on_progress,
             )
+    audit.close()
     if not verify:
         typer.echo(
             f"replayed {result.read} messages: {result.inserted} audit rows inserted, "

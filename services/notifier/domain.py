@@ -12,12 +12,15 @@ that a crash could lose.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from services.core import events
 from services.core.events import Event, EventType
 
 # A fixed namespace: the change id of an email is a pure function of what changed.
@@ -240,3 +243,158 @@ def audit_differences(
         if want != have:
             found.append((column, want, have))
     return found
+
+
+# -- the audit trail's replay and verification (pure: parsing and planning) -------------
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """A parsed event and where on the topics it was read."""
+
+    event: Event
+    topic: str
+    partition: int
+    offset: int
+
+
+def consumed_audit_row(consumed: Consumed) -> dict[str, Any]:
+    """The `audit_log` row of an event the live loop consumed (with its Kafka coordinates)."""
+    event = consumed.event
+    return audit_row(
+        event_id=event.id,
+        source=event.source,
+        event_type=event.type,
+        time=event.time.astimezone(UTC) if isinstance(event.time, datetime) else event.time,
+        subject=event.subject,
+        data=event.data,
+        topic=consumed.topic,
+        partition=consumed.partition,
+        offset=consumed.offset,
+    )
+
+
+def expected_audit_row(event: Event) -> dict[str, Any]:
+    """The row `--verify` expects for an event read from the topics (no Kafka coordinates)."""
+    return audit_row(
+        event_id=event.id,
+        source=event.source,
+        event_type=event.type,
+        time=event.time,
+        subject=event.subject,
+        data=event.data,
+        topic=None,
+        partition=None,
+        offset=None,
+    )
+
+
+AUDIT_COLUMNS = (
+    "event_id",
+    "event_source",
+    "event_type",
+    "event_time",
+    "tutor_id",
+    "switch_id",
+    "session_id",
+    "from_provider",
+    "to_provider",
+    "outcome",
+    "payload",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRange:
+    topic: str
+    partition: int
+    start: int
+    end: int  # exclusive: the high watermark when the replay began
+
+
+def partition_range(
+    topic: str, partition: int, *, low: int, high: int, found: int | None
+) -> PartitionRange:
+    """A partition's range to read: from `low` (or the offset found for `since`) to `high`.
+
+    `found` is None without `since`; negative when no message is that recent."""
+    start = low
+    if found is not None:
+        start = high if found < 0 else max(low, found)
+    return PartitionRange(topic, partition, start, high)
+
+
+@dataclass
+class ReplayReport:
+    read: int = 0
+    inserted: int = 0
+    skipped_invalid: int = 0
+
+
+@dataclass
+class VerifyReport:
+    events_on_topics: int = 0  # messages, repeats included
+    distinct_events: int = 0
+    rows_in_table: int = 0
+    missing: list[str] = field(default_factory=list)  # on the topics, not in the table
+    extra: list[str] = field(default_factory=list)  # in the table, not on the topics
+    different: list[tuple[str, str, Any, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.different)
+
+
+RawMessage = tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]], str, int, int]
+
+
+def rows_of(chunk: list[RawMessage]) -> tuple[list[tuple[Any, ...]], int]:
+    """COPY-ready audit rows of raw messages, and how many could not be parsed.
+
+    Values are text (COPY's own format) so no UUID or datetime objects are built
+    only to be turned back into strings.
+    """
+    rows: list[tuple[Any, ...]] = []
+    invalid = 0
+    for key, value, headers, topic, partition, offset in chunk:
+        try:
+            event = events.parse_message(key=key, value=value, headers=headers)
+            if _uuid_text(event.id) is None:
+                raise events.InvalidEvent("bad_event_id", "ce_id is not a UUID")
+        except events.InvalidEvent:
+            invalid += 1
+            continue
+        data = event.data
+        facts = audit_facts(event.type, data)
+        rows.append(
+            (
+                event.id,
+                event.source,
+                event.type,
+                event.time.isoformat(),
+                _uuid_text(data.get("tutor_id", event.subject)),
+                _uuid_text(data.get("switch_id")),
+                _uuid_text(data.get("session_id")),
+                facts.from_provider,
+                facts.to_provider,
+                facts.outcome,
+                # the message's own JSON goes into the jsonb column as it is
+                value.decode() if value is not None else json.dumps(data),
+                topic,
+                partition,
+                offset,
+            )
+        )
+    return rows, invalid
+
+
+def _uuid_text(value: Any) -> str | None:
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value  # already what str(UUID(value)) gives; parsing it costs ~1 µs
+    parsed = as_uuid(value)
+    return None if parsed is None else str(parsed)

@@ -5,6 +5,7 @@ RelinkError
     ├── MailError              an email could not be handed to the SMTP server
     │   ├── TransientMailError retry later with backoff (server down, 4xx, timeout)
     │   └── PermanentMailError give up and record it (5xx for this recipient/message)
+    ├── DeadLetterError        the dead-letter topic did not acknowledge; the batch is not committed
     └── ReplayError            audit replay could not read the topics
 """
 
@@ -27,6 +28,10 @@ class TransientMailError(MailError):
 
 class PermanentMailError(MailError):
     """The server refused this message or recipient for good (5xx): do not retry."""
+
+
+class DeadLetterError(NotifierError):
+    """The dead-letter topic did not acknowledge; the batch is not committed."""
 
 
 class ReplayError(NotifierError):

@@ -328,7 +328,7 @@ def running_notifier(settings: NotifierSettings) -> Iterator[Any]:
         stop.set()
         thread.join(30)
         loop.close()
-        loop.notifier.store.engine.dispose()
+        loop.notifier.db.engine.dispose()
     if errors:
         raise errors[0]
 

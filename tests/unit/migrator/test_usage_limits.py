@@ -23,7 +23,7 @@ from services.migrator.domain import (
     usage_limit_error,
     usage_streak,
 )
-from services.notifier.emails import DelayNotice, render_delay_notice
+from services.notifier.adapters.emails import DelayNotice, render_delay_notice
 
 NOW = datetime(2030, 1, 6, 9, 0, tzinfo=UTC)
 POLICY = RowRetry(

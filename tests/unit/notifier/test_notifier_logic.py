@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from services.core import events
 from services.notifier import domain
-from services.notifier.emails import (
+from services.notifier.adapters.emails import (
     SessionNotice,
     SwitchSummary,
     render_session_notice,

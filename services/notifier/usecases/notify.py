@@ -1,4 +1,4 @@
-"""The notifier's use cases: record what events mean (audit + owed emails), send what is owed.
+"""Notify use cases: record what events mean (audit + owed emails), send what is owed.
 
 Exactly once per (change, recipient), and why it holds:
 
@@ -27,18 +27,17 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
 from services.core.backoff import Backoff
 from services.core.db.models import NotificationState
 from services.core.events import Event, EventType
 from services.core.logs import get_logger
 from services.notifier import domain
-from services.notifier.domain import NoticeKind
-from services.notifier.emails import (
+from services.notifier.adapters.db import NotifierDb, OwedEmail
+from services.notifier.adapters.emails import (
     DelayNotice,
     DisconnectNotice,
     FailedSession,
@@ -53,10 +52,10 @@ from services.notifier.emails import (
     render_session_notice,
     render_switch_summary,
 )
+from services.notifier.adapters.smtp import Mailer
+from services.notifier.domain import Consumed, NoticeKind
 from services.notifier.errors import PermanentMailError, TransientMailError
-from services.notifier.mailer import Mailer
 from services.notifier.settings import NotifierSettings
-from services.notifier.store import NotifierStore, OwedEmail
 
 log = get_logger(__name__)
 
@@ -64,16 +63,6 @@ INACTIVE_SESSION = ("CANCELLED", "COMPLETED", "NO_SHOW")
 # How long a settled switch's summary waits for the details of its failed
 # sessions when the migrator kept none and the audit trail lacks some.
 FAILURE_DETAILS_GRACE_S = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class Consumed:
-    """A parsed event and where on the topics it was read."""
-
-    event: Event
-    topic: str
-    partition: int
-    offset: int
 
 
 @dataclass
@@ -89,12 +78,12 @@ class Notifier:
     def __init__(
         self,
         *,
-        store: NotifierStore,
+        db: NotifierDb,
         mailer: Mailer,
         settings: NotifierSettings,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        self.db = db
         self.mailer = mailer
         self.settings = settings
         self._clock = clock
@@ -106,38 +95,38 @@ class Notifier:
     def record(self, batch: Sequence[Consumed]) -> int:
         """Write the batch's audit rows and the emails it owes, in one transaction."""
         owed = 0
-        with self.store.transaction() as conn:
-            self.store.add_audit(conn, [_audit_row(c) for c in batch])
+        with self.db.transaction() as s:
+            self.db.add_audit(s, [domain.consumed_audit_row(c) for c in batch])
             for consumed in batch:
-                for email in self._emails_for(conn, consumed.event):
-                    owed += self.store.owe(conn, email)
+                for email in self._emails_for(s, consumed.event):
+                    owed += self.db.owe(s, email)
         return owed
 
-    def _emails_for(self, conn: Connection, event: Event) -> list[OwedEmail]:
+    def _emails_for(self, s: Session, event: Event) -> list[OwedEmail]:
         if event.type == EventType.SESSION_MIGRATED:
-            email = self._session_email(conn, event)
+            email = self._session_email(s, event)
             return [email] if email is not None else []
         if event.type == EventType.SWITCH_ROLLED_BACK:
-            email = self._rollback_email(conn, event)
+            email = self._rollback_email(s, event)
             return [email] if email is not None else []
         if event.type == EventType.SWITCH_DELAYED:
-            email = self._delay_email(conn, event)
+            email = self._delay_email(s, event)
             return [email] if email is not None else []
         if event.type == EventType.PROVIDER_DISCONNECTED:
-            email = self._disconnect_email(conn, event)
+            email = self._disconnect_email(s, event)
             return [email] if email is not None else []
         if event.type == EventType.SESSION_MEETING_RECREATED:
-            email = self._recreated_email(conn, event)
+            email = self._recreated_email(s, event)
             return [email] if email is not None else []
         return []
 
-    def _recreated_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+    def _recreated_email(self, s: Session, event: Event) -> OwedEmail | None:
         data = event.data
         session_id = domain.as_uuid(data["session_id"])
         student_id = domain.as_uuid(data["student_id"])
         facts = (
-            self.store.session_facts(
-                conn,
+            self.db.session_facts(
+                s,
                 student_id=student_id,
                 session_id=session_id,
                 tutor_id=domain.as_uuid(event.tutor_id),
@@ -173,11 +162,9 @@ class Notifier:
             render_session_notice(notice),
         )
 
-    def _disconnect_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+    def _disconnect_email(self, s: Session, event: Event) -> OwedEmail | None:
         data = event.data
-        facts = self.store.tutor_and_switch(
-            conn, tutor_id=domain.as_uuid(event.tutor_id), switch_id=None
-        )
+        facts = self.db.tutor_and_switch(s, tutor_id=domain.as_uuid(event.tutor_id), switch_id=None)
         if facts is None:
             log.warning("%s %s: no such tutor %s", event.type, event.id, event.tutor_id)
             return None
@@ -202,10 +189,10 @@ class Notifier:
             render_disconnect_notice(notice),
         )
 
-    def _tutor_of(self, conn: Connection, event: Event) -> dict[str, Any] | None:
+    def _tutor_of(self, s: Session, event: Event) -> dict[str, Any] | None:
         """The tutor (and switch) a switch-level event is about; None, logged, if unknown."""
-        facts = self.store.tutor_and_switch(
-            conn,
+        facts = self.db.tutor_and_switch(
+            s,
             tutor_id=domain.as_uuid(event.tutor_id),
             switch_id=domain.as_uuid(event.data["switch_id"]),
         )
@@ -213,9 +200,9 @@ class Notifier:
             log.warning("%s %s: no such tutor %s", event.type, event.id, event.tutor_id)
         return facts
 
-    def _delay_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+    def _delay_email(self, s: Session, event: Event) -> OwedEmail | None:
         data = event.data
-        facts = self._tutor_of(conn, event)
+        facts = self._tutor_of(s, event)
         if facts is None:
             return None
         notice = DelayNotice(
@@ -238,7 +225,7 @@ class Notifier:
             render_delay_notice(notice),
         )
 
-    def _session_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+    def _session_email(self, s: Session, event: Event) -> OwedEmail | None:
         change = domain.session_change(event)
         data = event.data
         student_id = domain.as_uuid(data["student_id"])
@@ -248,8 +235,8 @@ class Notifier:
         session_id = domain.as_uuid(data["session_id"])
         facts = None
         if student_id is not None:
-            facts = self.store.session_facts(
-                conn,
+            facts = self.db.session_facts(
+                s,
                 student_id=student_id,
                 session_id=session_id,
                 tutor_id=domain.as_uuid(event.tutor_id),
@@ -295,9 +282,9 @@ class Notifier:
             render_session_notice(notice),
         )
 
-    def _rollback_email(self, conn: Connection, event: Event) -> OwedEmail | None:
+    def _rollback_email(self, s: Session, event: Event) -> OwedEmail | None:
         data = event.data
-        facts = self._tutor_of(conn, event)
+        facts = self._tutor_of(s, event)
         if facts is None:
             return None
         summary = RollbackSummary(
@@ -321,8 +308,8 @@ class Notifier:
     def queue_summaries(self) -> int:
         """Owe a summary to the tutor of every switch that settled without one."""
         owed = 0
-        with self.store.transaction() as conn:
-            for switch in self.store.settled_switches_without_summary(conn):
+        with self.db.transaction() as s:
+            for switch in self.db.settled_switches_without_summary(s):
                 failures = [
                     FailedSession(
                         topic=f["topic"] or "Tutoring session",
@@ -332,7 +319,7 @@ class Notifier:
                         else "unknown time",
                         reason=f["reason"] or "not moved",
                     )
-                    for f in self.store.switch_failures(conn, switch_id=switch["id"])
+                    for f in self.db.switch_failures(s, switch_id=switch["id"])
                 ]
                 if (
                     len(failures) < switch["sessions_failed"]
@@ -350,8 +337,8 @@ class Notifier:
                     setup_url=self._setup_url(str(switch["id"])),
                     failures=failures,
                 )
-                owed += self.store.owe(
-                    conn,
+                owed += self.db.owe(
+                    s,
                     self._owed(
                         domain.summary_change(str(switch["id"])),
                         switch["tutor_email"],
@@ -399,8 +386,8 @@ class Notifier:
         while report.sent + report.failed + report.retrying < limit:
             if self._clock() < self._mail_server_down_until:
                 break
-            with self.store.transaction() as conn:
-                due = self.store.next_due(conn)
+            with self.db.transaction() as s:
+                due = self.db.next_due(s)
                 if due is None:
                     break
                 message = build_message(
@@ -415,16 +402,16 @@ class Notifier:
                     self.mailer.send(message, recipient=due.recipient)
                 except TransientMailError as exc:
                     delay = self._mail_server_failed()
-                    self.store.retry_later(conn, due.id, delay_s=delay, error=str(exc))
+                    self.db.retry_later(s, due.id, delay_s=delay, error=str(exc))
                     log.warning("email %s to be retried in %.1fs: %s", due.id, delay, exc)
                     report.retrying += 1
                     break
                 except PermanentMailError as exc:
-                    self.store.mark_failed(conn, due.id, error=str(exc))
+                    self.db.mark_failed(s, due.id, error=str(exc))
                     log.warning("email %s refused for good: %s", due.id, exc)
                     report.failed += 1
                     continue
-                self.store.mark_sent(conn, due.id)
+                self.db.mark_sent(s, due.id)
                 self._consecutive_failures = 0
                 report.sent += 1
         return report
@@ -441,8 +428,8 @@ class Notifier:
 
     def seconds_to_next_send(self) -> float | None:
         """How long until an email is due (None: nothing pending)."""
-        with self.store.transaction() as conn:
-            due_in = self.store.seconds_to_next_due(conn)
+        with self.db.transaction() as s:
+            due_in = self.db.seconds_to_next_due(s)
         if due_in is None:
             return None
         return max(due_in, self._mail_server_down_until - self._clock())
@@ -469,19 +456,4 @@ def _undeliverable(
         body_html="",
         state=NotificationState.FAILED_PERMANENT.value,
         last_error=why,
-    )
-
-
-def _audit_row(consumed: Consumed) -> dict[str, Any]:
-    event = consumed.event
-    return domain.audit_row(
-        event_id=event.id,
-        source=event.source,
-        event_type=event.type,
-        time=event.time.astimezone(UTC) if isinstance(event.time, datetime) else event.time,
-        subject=event.subject,
-        data=event.data,
-        topic=consumed.topic,
-        partition=consumed.partition,
-        offset=consumed.offset,
     )

@@ -1,4 +1,4 @@
-"""The consumer loop (entrypoint): Kafka in, `Notifier` calls, offsets out.
+"""The notifier's process loop: Kafka in, `Notifier` use cases, offsets out.
 
 Per batch: parse each message (an unparseable one goes to the dead-letter
 topic, flushed before its offset moves on), record the batch's effects in
@@ -14,24 +14,19 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Message, TopicPartition
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from services.core import events
 from services.core.logs import get_logger
-from services.notifier.audit import kafka_headers, parse_for_audit
-from services.notifier.errors import NotifierError
-from services.notifier.service import Consumed, Notifier
+from services.notifier.adapters.kafka import NotifierEvents
+from services.notifier.domain import Consumed
 from services.notifier.settings import NotifierSettings
+from services.notifier.usecases.notify import Notifier
 
 log = get_logger(__name__)
 T = TypeVar("T")
 # How long to wait before trying PostgreSQL again with a batch in hand.
 DATABASE_RETRY_S = 1.0
-
-
-class DeadLetterError(NotifierError):
-    """The dead-letter topic did not acknowledge; the batch is not committed."""
 
 
 class NotifierLoop:
@@ -41,21 +36,14 @@ class NotifierLoop:
         self,
         *,
         notifier: Notifier,
-        consumer: Consumer,
-        dead_letters: Producer,
+        events: NotifierEvents,
         settings: NotifierSettings,
     ) -> None:
         self.notifier = notifier
-        self.consumer = consumer
-        self.dead_letters = dead_letters
+        self.events = events
         self.settings = settings
         self.consumed = 0
-        self.dead_lettered = 0
         self._assigned = False
-
-    def topics(self) -> list[str]:
-        s = self.settings
-        return [s.topic_provider_switched, s.topic_session_migrated, s.topic_session_failed]
 
     def run(self, *, stop: threading.Event, until_idle_s: float | None = None) -> None:
         """Consume, record, send, until `stop` is set (or idle that long, for scripts).
@@ -63,18 +51,17 @@ class NotifierLoop:
         While PostgreSQL is unreachable the consumed batch is kept (its offsets
         uncommitted) and retried; the loop never exits over a database restart.
         """
-        self.consumer.subscribe(self.topics(), on_assign=self._on_assign)
+        self.events.subscribe(on_assign=self._on_assign)
         last_activity = time.monotonic()
         last_sweep = 0.0
         pending: tuple[list[Consumed], list[Message]] | None = None
         while not stop.is_set():
             if pending is None:
-                messages = self.consumer.consume(
-                    num_messages=self.settings.batch_size, timeout=self._wait_s()
+                received = self.events.consume(
+                    batch_size=self.settings.batch_size, timeout_s=self._wait_s()
                 )
-                received = [m for m in messages if not _log_error(m)]
                 if received:
-                    pending = (self.parse_batch(received), received)
+                    pending = (self.events.parse_batch(received), received)
             if pending is not None:
                 if not self._database(partial(self._record_pending, pending)):
                     stop.wait(DATABASE_RETRY_S)
@@ -96,29 +83,6 @@ class NotifierLoop:
             ):
                 break
 
-    def parse_batch(self, messages: list[Message]) -> list[Consumed]:
-        """Parse a batch; what cannot be parsed goes (durably) to the dead-letter topic."""
-        parsed: list[Consumed] = []
-        dead = 0
-        for message in messages:
-            try:
-                event = parse_for_audit(message)
-            except events.InvalidEvent as exc:
-                self._dead_letter(message, exc)
-                dead += 1
-                continue
-            parsed.append(
-                Consumed(
-                    event=event,
-                    topic=message.topic() or "",
-                    partition=message.partition() or 0,
-                    offset=message.offset() or 0,
-                )
-            )
-        if dead and self.dead_letters.flush(30) != 0:
-            raise DeadLetterError("the dead-letter topic did not acknowledge in 30 s")
-        return parsed
-
     def _record_pending(self, pending: tuple[list[Consumed], list[Message]]) -> bool:
         self.record_and_commit(*pending)
         return True
@@ -128,7 +92,7 @@ class NotifierLoop:
 
     def record_and_commit(self, parsed: list[Consumed], messages: list[Message]) -> None:
         self.notifier.record(parsed)
-        self.consumer.commit(offsets=_next_offsets(messages), asynchronous=False)
+        self.events.commit(messages)
         self.consumed += len(messages)
 
     def _database(self, work: Callable[[], T]) -> T | None:
@@ -138,28 +102,6 @@ class NotifierLoop:
         except (OperationalError, InterfaceError) as exc:
             log.warning("database unavailable, will retry: %s", type(exc).__name__)
             return None
-
-    def _dead_letter(self, message: Message, error: events.InvalidEvent) -> None:
-        letter = events.dead_letter(
-            topic=message.topic() or "",
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            key=message.key(),
-            value=message.value(),
-            headers=kafka_headers(message),
-            error=error,
-            dead_letter_topic=self.settings.topic_dead_letter,
-        )
-        headers: list[tuple[str, str | bytes | None]] = list(letter.headers)
-        self.dead_letters.produce(letter.topic, key=letter.key, value=letter.value, headers=headers)
-        self.dead_lettered += 1
-        log.warning(
-            "dead-lettered %s[%s]@%s: %s",
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            error.reason,
-        )
 
     def _wait_s(self) -> float:
         due_in = self._database(self.notifier.seconds_to_next_send)
@@ -171,27 +113,5 @@ class NotifierLoop:
         self._assigned = True
 
     def close(self) -> None:
-        self.consumer.close()
-        self.dead_letters.flush(5)
+        self.events.close()
         self.notifier.mailer.close()
-
-
-def _log_error(message: Message) -> bool:
-    error = message.error()
-    if error is None:
-        return False
-    if error.code() != KafkaError._PARTITION_EOF:
-        log.warning("consumer error: %s", error)
-    return True
-
-
-def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
-    """The offset to resume from on each partition: one past the last message seen."""
-    highest: dict[tuple[str, int], int] = {}
-    for message in messages:
-        key = (message.topic() or "", message.partition() or 0)
-        highest[key] = max(highest.get(key, -1), message.offset() or 0)
-    return [
-        TopicPartition(topic, partition, offset + 1)
-        for (topic, partition), offset in highest.items()
-    ]

@@ -14,7 +14,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from services.notifier.domain import NoticeKind, local_time, provider_name, zone
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+# The templates stay at services/notifier/templates (shipped as package data).
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 @dataclass(frozen=True, slots=True)
