@@ -5,14 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from services.core.backoff import Backoff, RetryPolicy
+from services.migrator.adapters.db.claim import ClaimStore
+from services.migrator.adapters.db.common import make_async_engine
+from services.migrator.adapters.db.outcome import OutcomeStore
+from services.migrator.adapters.db.plan import PlanStore
+from services.migrator.adapters.db.rollback import RollbackStore
+from services.migrator.adapters.db.token_slots import TokenSlots
 from services.migrator.domain import RowRetry
-from services.migrator.executor import ConnectionCache, Executor
-from services.migrator.rollback import RollbackService
-from services.migrator.service import MigrationService
 from services.migrator.settings import MigratorSettings
-from services.migrator.store import MigrationStore, make_async_engine
-from services.migrator.store.rollback import RollbackStore
+from services.migrator.usecases.connections import ConnectionCache
+from services.migrator.usecases.execute import Executor
+from services.migrator.usecases.migrate import MigrationService
+from services.migrator.usecases.rollback import RollbackService
 from services.providers import ProviderClient, ProviderSettings, build_client
 
 
@@ -21,7 +28,7 @@ class Migrator:
     """Everything one migrator process runs on."""
 
     settings: MigratorSettings
-    store: MigrationStore
+    engine: AsyncEngine
     service: MigrationService
     executor: Executor
     rollbacks: RollbackService
@@ -31,7 +38,7 @@ class Migrator:
         await self.executor.stop()
         for client in self.clients.values():
             await client.aclose()
-        await self.store.close()
+        await self.engine.dispose()
 
 
 def build_migrator(
@@ -42,18 +49,19 @@ def build_migrator(
     """A migrator wired to PostgreSQL and the providers as the settings say."""
     settings = settings or MigratorSettings()
     provider_settings = provider_settings or ProviderSettings()
-    store = MigrationStore(
-        make_async_engine(settings.database_url, pool_size=settings.db_pool_size),
-        topics=settings,
-        cipher=settings.token_cipher(),
-        daily_caps={"zoom": settings.zoom_daily_creates},
-    )
+    engine = make_async_engine(settings.database_url, pool_size=settings.db_pool_size)
+    plans = PlanStore(engine)
+    tokens = TokenSlots(engine, cipher=settings.token_cipher())
     clients = {
         name: build_client(name, settings=provider_settings) for name in ("zoom", "google_meet")
     }
+    connections = ConnectionCache(tokens=tokens, clients=clients)
     executor = Executor(
-        store=store,
-        clients=clients,
+        claims=ClaimStore(
+            engine, topics=settings, daily_caps={"zoom": settings.zoom_daily_creates}
+        ),
+        outcomes=OutcomeStore(engine, topics=settings),
+        connections=connections,
         policy=RowRetry(
             transient=RetryPolicy(
                 max_attempts=settings.max_attempts,
@@ -71,20 +79,21 @@ def build_migrator(
         lease=timedelta(seconds=settings.claim_lease_s),
     )
     rollbacks = RollbackService(
-        store=RollbackStore(store.engine, topics=settings, plans=store.plans),
-        connections=ConnectionCache(store=store, clients=clients),
+        store=RollbackStore(engine, topics=settings, plans=plans),
+        connections=connections,
         batch_size=settings.plan_batch_size,
         delete_concurrency=settings.tutor_concurrency,
     )
     service = MigrationService(
-        store=store,
+        plans=plans,
+        tokens=tokens,
         plan_batch_size=settings.plan_batch_size,
         wake=executor.wake,
         rollbacks=rollbacks,
     )
     return Migrator(
         settings=settings,
-        store=store,
+        engine=engine,
         service=service,
         executor=executor,
         rollbacks=rollbacks,

@@ -17,8 +17,8 @@ def migrator() -> None:
     import faust
 
     from services.core.kafka import create_topics
-    from services.migrator.app import create_app
     from services.migrator.bootstrap import build_migrator
+    from services.migrator.entrypoint import create_app
 
     # Faust does not see the partitions of a topic created after it started.
     create_topics(settings)

@@ -1,6 +1,6 @@
 """Which sessions a switch moves: the rule production runs, the planning query.
 
-The migrator's plan (`MigrationStore.plan_batch`) decides eligibility in SQL
+The migrator's plan (`PlanStore.plan_batch`) decides eligibility in SQL
 against the test's real PostgreSQL: only sessions still scheduled (or open
 to join), not yet started, and not already on the new provider get a
 migration row.
@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from services.core.settings import CommonSettings
-from services.migrator.store import MigrationStore, make_async_engine
+from services.migrator.adapters.db.common import make_async_engine
+from services.migrator.adapters.db.plan import PlanStore
 from tests.migrator.factory import Factory
 
 HOUR = timedelta(hours=1)
@@ -49,18 +50,15 @@ async def test_only_future_scheduled_sessions_on_another_provider_are_planned(
     # a plainly eligible session beside it: the plan ran, whatever it made of the other
     (control,) = factory.sessions(tutor, count=1, provider="zoom", start_in=2 * HOUR)
     switch_id = factory.switch(tutor, to_provider="google_meet")
-    store = MigrationStore(
-        make_async_engine(settings.database_url, pool_size=2),
-        topics=settings,
-        cipher=settings.token_cipher(),
-    )
+    db = make_async_engine(settings.database_url, pool_size=2)
+    plans = PlanStore(db)
     try:
-        switch = await store.switch(str(switch_id))
+        switch = await plans.switch(str(switch_id))
         assert switch is not None
-        await store.start_planning(switch.id)
-        await store.plan_batch(switch, cursor=None, limit=100)
+        await plans.start_planning(switch.id)
+        await plans.plan_batch(switch, cursor=None, limit=100)
     finally:
-        await store.close()
+        await db.dispose()
 
     with engine.connect() as conn:
         planned: set[uuid.UUID] = {

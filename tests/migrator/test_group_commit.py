@@ -18,8 +18,11 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from services.core.settings import CommonSettings
-from services.migrator.batching import GroupCommit
-from services.migrator.store import MigrationStore, make_async_engine
+from services.migrator.adapters.db.claim import ClaimStore
+from services.migrator.adapters.db.common import make_async_engine
+from services.migrator.adapters.db.group_commit import GroupCommit
+from services.migrator.adapters.db.outcome import OutcomeStore
+from services.migrator.adapters.db.plan import PlanStore
 from services.providers import Meeting
 from tests.migrator.conftest import migration_rows, switch_row
 from tests.migrator.factory import Factory
@@ -31,18 +34,17 @@ async def test_one_batch_moves_the_eligible_sessions_and_skips_the_cancelled_one
     tutor = await factory.tutor(provider="zoom")
     sessions = factory.sessions(tutor, count=4, provider="zoom")
     switch_id = factory.switch(tutor, to_provider="google_meet")
-    store = MigrationStore(
-        make_async_engine(settings.database_url, pool_size=2),
-        topics=settings,
-        cipher=settings.token_cipher(),
-    )
+    db = make_async_engine(settings.database_url, pool_size=2)
+    plans = PlanStore(db)
+    claims = ClaimStore(db, topics=settings)
+    outcomes = OutcomeStore(db, topics=settings)
     try:
-        switch = await store.switch(str(switch_id))
+        switch = await plans.switch(str(switch_id))
         assert switch is not None
-        await store.start_planning(switch.id)
-        await store.plan_batch(switch, cursor=None, limit=100)
-        await store.finish_planning(switch.id)
-        claimed = await store.claim(
+        await plans.start_planning(switch.id)
+        await plans.plan_batch(switch, cursor=None, limit=100)
+        await plans.finish_planning(switch.id)
+        claimed = await claims.claim(
             quotas={str(tutor.id): 10}, limit=10, lease=timedelta(minutes=2)
         )
         assert sorted(r.session_id for r in claimed) == sorted(str(s) for s in sessions)
@@ -58,12 +60,12 @@ async def test_one_batch_moves_the_eligible_sessions_and_skips_the_cancelled_one
             for n, row in enumerate(claimed)
         ]
 
-        assert await store.record_meetings(done) == [True] * 4
+        assert await outcomes.record_meetings(done) == [True] * 4
         # Recorded once: a second answer for the same rows finds them taken.
-        assert await store.record_meetings(done) == [False] * 4
-        moved = await store.complete_migrations(done)
+        assert await outcomes.record_meetings(done) == [False] * 4
+        moved = await outcomes.complete_migrations(done)
     finally:
-        await store.close()
+        await db.dispose()
 
     assert moved == [row is not cancelled for row in claimed]
     states = {str(m.session_id): m.state for m in migration_rows(engine, switch_id)}

@@ -12,12 +12,14 @@ import contextlib
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from services.core.logs import get_logger
-from services.migrator.batching import GroupCommit
+from services.migrator.adapters.db.claim import ClaimedRow, ClaimStore
+from services.migrator.adapters.db.group_commit import GroupCommit
+from services.migrator.adapters.db.outcome import OutcomeStore
 from services.migrator.domain import (
+    ELIGIBLE_STATUSES,
     Failure,
     FailureKind,
     GiveUp,
@@ -27,7 +29,7 @@ from services.migrator.domain import (
     usage_limit_error,
     usage_streak,
 )
-from services.migrator.store import ClaimedRow, ConnectionState, MigrationStore
+from services.migrator.usecases.connections import ConnectionCache
 from services.providers import (
     AuthorizationRevokedError,
     AuthorizedSession,
@@ -36,12 +38,10 @@ from services.providers import (
     Meeting,
     MeetingRequest,
     NoJoinLinkError,
-    ProviderClient,
     ProviderError,
     RateLimitedError,
     RetryableProviderError,
     TokenExpiredError,
-    TokenSet,
     UsageLimitedError,
 )
 
@@ -72,85 +72,15 @@ def failure_of(exc: ProviderError, *, streak: int = 0) -> Failure:
     return Failure(FailureKind.TRANSIENT, detail)
 
 
-@dataclass
-class ConnectionCache:
-    """One `AuthorizedSession` per tutor and connection generation, shared by its rows."""
-
-    store: MigrationStore
-    clients: dict[str, ProviderClient]
-    sessions: dict[str, tuple[int, AuthorizedSession]] = field(default_factory=dict)
-    _reading: dict[str, asyncio.Lock] = field(default_factory=dict)
-
-    async def session_for(self, tutor_id: str, *, generation: int) -> AuthorizedSession | None:
-        cached = self.sessions.get(tutor_id)
-        if cached and cached[0] == generation:
-            return cached[1]
-        # One read per tutor: its first rows arrive together, and each would
-        # otherwise read and decrypt the same connection.
-        lock = self._reading.setdefault(tutor_id, asyncio.Lock())
-        async with lock:
-            # Another row of the same tutor may have cached a session while we
-            # waited: share it, or two sessions would refresh one rotating
-            # refresh token (Zoom) and the loser would look revoked.
-            cached = self.sessions.get(tutor_id)
-            if cached and cached[0] == generation:
-                return cached[1]
-            connection = await self.store.connection(tutor_id)
-            if connection is None or connection.generation != generation:
-                return None
-            return self._cache(connection)
-
-    async def reload(self, tutor_id: str, *, used: TokenSet) -> bool:
-        """Re-read the tutor's tokens; True when they changed (another process refreshed them)."""
-        connection = await self.store.connection(tutor_id)
-        if connection is None:
-            return False
-        fresh = self.store.tokens_of(connection)
-        if fresh.refresh_token == used.refresh_token and fresh.access_token == used.access_token:
-            return False
-        self._cache(connection)
-        return True
-
-    async def session_at(self, tutor_id: str, provider: str) -> AuthorizedSession | None:
-        """A session on the tutor's tokens for `provider`, current or kept previous (uncached).
-
-        Deleting meetings after a rollback or a newer switch needs the
-        connection the meetings were made with, which may be the previous one.
-        """
-        slot = await self.store.tokens_at(tutor_id, provider)
-        if slot is None or provider not in self.clients:
-            return None
-
-        async def save(tokens: TokenSet) -> None:
-            await self.store.save_slot_tokens(slot, tokens)
-
-        return AuthorizedSession(self.clients[provider], slot.tokens, on_refresh=save)
-
-    def forget(self, tutor_id: str) -> None:
-        self.sessions.pop(tutor_id, None)
-
-    def _cache(self, connection: ConnectionState) -> AuthorizedSession:
-        tutor, generation = connection.tutor_id, connection.generation
-
-        async def save(tokens: TokenSet) -> None:
-            await self.store.save_tokens(tutor_id=tutor, generation=generation, tokens=tokens)
-            log.info("tokens refreshed", extra={"tutor_id": tutor, "generation": generation})
-
-        session = AuthorizedSession(
-            self.clients[connection.provider], self.store.tokens_of(connection), on_refresh=save
-        )
-        self.sessions[tutor] = (generation, session)
-        return session
-
-
 class Executor:
     """Claims due rows and migrates them, `concurrency` at a time, `tutor_concurrency` per tutor."""
 
     def __init__(
         self,
         *,
-        store: MigrationStore,
-        clients: dict[str, ProviderClient],
+        claims: ClaimStore,
+        outcomes: OutcomeStore,
+        connections: ConnectionCache,
         policy: RowRetry,
         concurrency: int,
         tutor_concurrency: int,
@@ -158,9 +88,9 @@ class Executor:
         lease: timedelta,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.store = store
-        self.connections = ConnectionCache(store=store, clients=clients)
-        self.clients = clients
+        self.claims = claims
+        self.outcomes = outcomes
+        self.connections = connections
         self.policy = policy
         self.concurrency = concurrency
         self.tutor_concurrency = tutor_concurrency
@@ -189,10 +119,10 @@ class Executor:
         # The two writes that end every migrated session run in group commits:
         # rows finishing together share one statement and one transaction.
         self.recording: GroupCommit[tuple[ClaimedRow, Meeting], bool] = GroupCommit(
-            store.record_meetings, name="record meetings", key=lambda done: done[0].id
+            outcomes.record_meetings, name="record meetings", key=lambda done: done[0].id
         )
         self.completing: GroupCommit[tuple[ClaimedRow, Meeting], bool] = GroupCommit(
-            store.complete_migrations,
+            outcomes.complete_migrations,
             name="complete migrations",
             key=lambda done: done[0].session_id,
         )
@@ -254,7 +184,7 @@ class Executor:
         unstarted, self.ready = list(self.ready), deque()
         for row in unstarted:
             with contextlib.suppress(Exception):
-                await self.store.retry_later(
+                await self.outcomes.retry_later(
                     row, at=self.now(), error="not started (stopping)", counts_as_attempt=False
                 )
             self._unclaim(row.tutor_id)
@@ -269,13 +199,13 @@ class Executor:
             # A pause matters only to rows claimed before it was learnt.
             oldest = min((self.claimed_at[r.id] for r in self.ready), default=started)
             self.pauses = {s: p for s, p in self.pauses.items() if p[0] >= oldest}
-        tutors = await self.store.active_tutors()
+        tutors = await self.claims.active_tutors()
         quotas = {
             t: self.tutor_concurrency - self.claimed[t]
             for t in tutors
             if self.claimed[t] < self.tutor_concurrency
         }
-        rows = await self.store.claim(quotas=quotas, limit=wanted, lease=self.lease)
+        rows = await self.claims.claim(quotas=quotas, limit=wanted, lease=self.lease)
         for row in rows:
             self.claimed[row.tutor_id] += 1
             self.claimed_at[row.id] = started
@@ -336,13 +266,11 @@ class Executor:
         """
         ids = {"switch_id": row.switch_id, "session_id": row.session_id}
         if not row.switch_current and row.new_meeting_external_id is None:
-            await self.store.skip(row, why="switch superseded")
+            await self.outcomes.skip(row, why="switch superseded")
             log.info("skipped: switch superseded", extra=ids)
             return
-        if row.session_status not in ("SCHEDULED", "JOIN_OPEN") or (
-            row.scheduled_start_at < self.now()
-        ):
-            await self.store.skip(row, why=f"session {row.session_status.lower()}")
+        if row.session_status not in ELIGIBLE_STATUSES or (row.scheduled_start_at < self.now()):
+            await self.outcomes.skip(row, why=f"session {row.session_status.lower()}")
             log.info("skipped: session no longer eligible", extra=ids)
             return
         session = await self.connections.session_for(row.tutor_id, generation=row.switch_generation)
@@ -354,7 +282,7 @@ class Executor:
                 join_url=row.new_join_url,
             )
         elif session is None:
-            await self.store.skip(row, why="switch superseded")
+            await self.outcomes.skip(row, why="switch superseded")
             return
         elif await self._waiting(row):
             return
@@ -393,7 +321,7 @@ class Executor:
         learnt, until = pause
         if self.claimed_at.get(row.id, learnt) > learnt or self.now() >= until:
             return False
-        await self.store.retry_later(
+        await self.outcomes.retry_later(
             row, at=until, error="waiting for the provider's stated wait", counts_as_attempt=False
         )
         return True
@@ -463,14 +391,14 @@ class Executor:
             row.tutor_id, used=session.tokens
         ):
             # Another migrator refreshed (and Zoom rotated) the tokens meanwhile.
-            await self.store.retry_later(
+            await self.outcomes.retry_later(
                 row, at=self.now(), error=failure.detail, counts_as_attempt=False
             )
             return
         decision = decide(failure, attempts=row.attempts, now=self.now(), policy=self.policy)
         if isinstance(decision, RetryLater):
             usage_limited = failure.kind is FailureKind.USAGE_LIMITED
-            await self.store.retry_later(
+            await self.outcomes.retry_later(
                 row,
                 at=decision.at,
                 error=(
@@ -482,7 +410,7 @@ class Executor:
             )
             if decision.pause_tutor:
                 self.pauses[row.switch_id] = (time.monotonic(), decision.at)
-                await self.store.pause_switch(
+                await self.claims.pause_switch(
                     row.switch_id,
                     until=decision.at,
                     quota=failure.kind is FailureKind.QUOTA_EXCEEDED,
@@ -493,13 +421,13 @@ class Executor:
             )
             return
         assert isinstance(decision, GiveUp)
-        await self.store.fail(
+        await self.outcomes.fail(
             row, reason=decision.reason, detail=failure.detail, retryable=decision.retryable
         )
         log.warning("session failed: %s", decision.reason, extra=ids)
         if decision.all_remaining:
             self.connections.forget(row.tutor_id)
-            count = await self.store.fail_remaining(
+            count = await self.outcomes.fail_remaining(
                 switch_id=row.switch_id,
                 reason=decision.reason,
                 detail="the provider no longer accepts this connection; reconnect it",

@@ -20,8 +20,8 @@ from services.core import events
 from services.core.db.models import Outbox
 from services.core.events import rfc3339
 from services.core.settings import CommonSettings
-from services.migrator.store.claim import ClaimedRow
-from services.migrator.store.common import (
+from services.migrator.adapters.db.claim import ClaimedRow
+from services.migrator.adapters.db.common import (
     ELIGIBLE_SQL,
     SOURCE,
     UNSETTLED_SQL,

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from services.core.logs import get_logger
+from services.migrator.adapters.db.rollback import MeetingToDelete, RollbackStore
 from services.migrator.domain import SwitchRef
 from services.migrator.errors import UnknownSwitchError
-from services.migrator.executor import ConnectionCache
-from services.migrator.store.rollback import MeetingToDelete, RollbackStore
+from services.migrator.usecases.connections import ConnectionCache
 from services.providers import AuthorizedSession, ProviderError
 
 log = get_logger(__name__)

@@ -18,9 +18,15 @@ from services.migrator.domain import (
 
 SOURCE = "/relink/migrator"
 
-UNSETTLED_SQL = "('PENDING', 'MEETING_CREATED')"
-ELIGIBLE_SQL = "(" + ", ".join(f"'{s}'" for s in ELIGIBLE_STATUSES) + ")"
-assert UNSETTLED_STATES == ("PENDING", "MEETING_CREATED")
+
+def sql_list(values: Sequence[str]) -> str:
+    """A parenthesised SQL literal list, `('A', 'B')`, of fixed enum values (never user input)."""
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+# The one SQL spelling of each of the domain's state lists, used by every store part.
+UNSETTLED_SQL = sql_list(UNSETTLED_STATES)
+ELIGIBLE_SQL = sql_list(ELIGIBLE_STATUSES)
 
 
 def switch_ref(row: Any) -> SwitchRef:

@@ -21,8 +21,8 @@ from services.core import events
 from services.core.db.models import Outbox
 from services.core.events import rfc3339
 from services.core.settings import CommonSettings
+from services.migrator.adapters.db.common import SOURCE, UNSETTLED_SQL
 from services.migrator.domain import ELIGIBLE_STATUSES
-from services.migrator.store.common import SOURCE, UNSETTLED_SQL
 
 
 @dataclass(frozen=True, slots=True)

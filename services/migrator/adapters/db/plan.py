@@ -10,13 +10,13 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.migrator.domain import SwitchRef
-from services.migrator.store.common import (
+from services.migrator.adapters.db.common import (
     ELIGIBLE_SQL,
     UNSETTLED_SQL,
     complete_if_settled,
     switch_ref,
 )
+from services.migrator.domain import SwitchRef
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from services.core.events import Event, EventType
 from services.core.logs import get_logger
+from services.migrator.adapters.db.plan import PlanStore
+from services.migrator.adapters.db.token_slots import TokenSlots
 from services.migrator.domain import DROPPED_SWITCH_STATES, SwitchRef, is_superseded
 from services.migrator.errors import UnknownSwitchError
-from services.migrator.rollback import RollbackService
-from services.migrator.store import MigrationStore
+from services.migrator.usecases.rollback import RollbackService
 
 log = get_logger(__name__)
 
@@ -24,7 +26,8 @@ log = get_logger(__name__)
 class MigrationService:
     """Plans switches, queues retries, hands rollbacks on; `wake` says rows are due."""
 
-    store: MigrationStore
+    plans: PlanStore
+    tokens: TokenSlots
     plan_batch_size: int
     wake: Callable[[], None] = field(default=lambda: None)
     rollbacks: RollbackService | None = None
@@ -43,25 +46,25 @@ class MigrationService:
 
     async def switched(self, switch_id: str) -> None:
         """Drop a superseded switch, else record its plan (idempotently) and let it run."""
-        switch = await self.store.switch(switch_id)
+        switch = await self.plans.switch(switch_id)
         if switch is None:
             raise UnknownSwitchError(f"switch {switch_id} is not in provider_switches")
         ids = {"switch_id": switch.id, "tutor_id": switch.tutor_id}
         if switch.state in DROPPED_SWITCH_STATES:
             log.info("switch %s: nothing to do", switch.state.lower(), extra=ids)
             return
-        connection = await self.store.connection(switch.tutor_id)
+        connection = await self.tokens.connection(switch.tutor_id)
         if is_superseded(
             switch,
             connection_provider=connection.provider if connection else None,
             connection_generation=connection.generation if connection else None,
         ):
-            await self.store.mark_superseded(
+            await self.plans.mark_superseded(
                 tutor_id=switch.tutor_id, below_generation=switch.generation + 1
             )
             log.info("switch superseded by a newer one; dropped", extra=ids)
             return
-        superseded = await self.store.mark_superseded(
+        superseded = await self.plans.mark_superseded(
             tutor_id=switch.tutor_id, below_generation=switch.generation
         )
         if superseded:
@@ -71,33 +74,38 @@ class MigrationService:
     async def plan(self, switch: SwitchRef) -> int:
         """Record one row per eligible session, in batches, soonest first; return rows added."""
         ids = {"switch_id": switch.id, "tutor_id": switch.tutor_id}
-        await self.store.start_planning(switch.id)
+        await self.plans.start_planning(switch.id)
         cursor = None
         added = 0
         while True:
-            batch = await self.store.plan_batch(switch, cursor=cursor, limit=self.plan_batch_size)
+            batch = await self.plans.plan_batch(switch, cursor=cursor, limit=self.plan_batch_size)
             added += batch.inserted
             if batch.inserted:
                 self.wake()
             cursor = batch.cursor
             if batch.seen < self.plan_batch_size:
                 break
-        await self.store.finish_planning(switch.id)
+        await self.plans.finish_planning(switch.id)
         self.wake()
         log.info("plan recorded: %d new rows", added, extra=ids)
         return added
 
     async def retry_requested(self, switch_id: str, session_ids: list[str]) -> None:
-        count = await self.store.request_retry(switch_id=switch_id, session_ids=session_ids)
+        count = await self.plans.request_retry(switch_id=switch_id, session_ids=session_ids)
         log.info("retry requested: %d sessions queued", count, extra={"switch_id": switch_id})
         if count:
             self.wake()
 
+    async def auto_retry(self, *, max_retries: int, after: timedelta) -> int:
+        """Queue retryable failures again without being asked; return rows queued."""
+        queued = await self.plans.auto_retry(max_retries=max_retries, after=after)
+        if queued:
+            self.wake()
+        return queued
+
     async def sweep(self, *, window_s: float) -> int:
         """Plan again every current switch: catches sessions booked while it committed."""
-        from datetime import timedelta
-
         added = 0
-        for switch in await self.store.sweepable_switches(window=timedelta(seconds=window_s)):
+        for switch in await self.plans.sweepable_switches(window=timedelta(seconds=window_s)):
             added += await self.plan(switch)
         return added

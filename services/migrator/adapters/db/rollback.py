@@ -24,12 +24,16 @@ from services.core import events
 from services.core.db.models import Outbox
 from services.core.events import rfc3339
 from services.core.settings import CommonSettings
+from services.migrator.adapters.db.common import (
+    ELIGIBLE_SQL,
+    SOURCE,
+    UNSETTLED_SQL,
+    sql_list,
+    switch_ref,
+)
+from services.migrator.adapters.db.plan import PlanStore
 from services.migrator.domain import ELIGIBLE_STATUSES, UNSETTLED_STATES, SwitchRef
-from services.migrator.store.common import SOURCE, switch_ref
-from services.migrator.store.plan import PlanStore
 
-_ELIGIBLE = "(" + ", ".join(f"'{s}'" for s in ELIGIBLE_STATUSES) + ")"
-_UNSETTLED = "(" + ", ".join(f"'{s}'" for s in UNSETTLED_STATES) + ")"
 # What a row that could not be restored says; the rolled-back event counts them.
 NOT_RESTORED = "rollback: session no longer on this switch's meeting"
 # Switches whose previous meetings the cleanup deletes once the grace period is over.
@@ -86,7 +90,7 @@ class RollbackStore:
                     text(
                         "UPDATE session_migrations SET state = 'SKIPPED', "
                         "last_error = 'rolled back before it moved', updated_at = now() "
-                        f"WHERE switch_id = :id AND state IN {_UNSETTLED}"
+                        f"WHERE switch_id = :id AND state IN {UNSETTLED_SQL}"
                     ),
                     {"id": switch_id},
                 )
@@ -134,7 +138,7 @@ class RollbackStore:
                         "WHERE m.id = ANY(:ids) AND m.state = 'MIGRATED' AND s.id = m.session_id "
                         "AND s.provider = m.to_provider "
                         "AND s.meeting_external_id = m.new_meeting_external_id "
-                        f"AND s.status IN {_ELIGIBLE} AND s.scheduled_start_at >= :now "
+                        f"AND s.status IN {ELIGIBLE_SQL} AND s.scheduled_start_at >= :now "
                         "RETURNING m.id, m.session_id, m.tutor_id, s.student_id, s.booking_id, "
                         "s.scheduled_start_at, m.from_provider, m.to_provider, "
                         "m.previous_meeting_external_id, m.previous_join_url, "
@@ -226,7 +230,7 @@ class RollbackStore:
                         "completed_at = coalesce(completed_at, :now) "
                         "WHERE id = :id AND state = 'ROLLING_BACK' AND NOT EXISTS ("
                         "SELECT 1 FROM session_migrations WHERE switch_id = :id "
-                        "AND state IN ('MIGRATED', 'PENDING', 'MEETING_CREATED')) RETURNING id"
+                        f"AND state IN {sql_list(('MIGRATED', *UNSETTLED_STATES))}) RETURNING id"
                     ),
                     {"id": switch.id, "now": now},
                 )
@@ -343,7 +347,7 @@ class RollbackStore:
                     # Not restored and still a future scheduled session: it stays
                     # on a meeting at the provider the tutor just left.
                     "count(*) FILTER (WHERE m.state = 'SKIPPED' AND m.last_error = :why "
-                    f"AND s.status IN {_ELIGIBLE} AND s.scheduled_start_at >= now()) AS failed "
+                    f"AND s.status IN {ELIGIBLE_SQL} AND s.scheduled_start_at >= now()) AS failed "
                     "FROM session_migrations m JOIN sessions s ON s.id = m.session_id "
                     "WHERE m.switch_id = :id"
                 ),

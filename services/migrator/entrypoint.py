@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from services.core import events
 from services.core.logs import get_logger
-from services.migrator.batching import aborted_to_retry
+from services.migrator.adapters.db.group_commit import aborted_to_retry
 from services.migrator.bootstrap import Migrator
 from services.migrator.errors import MigratorError
 
@@ -105,13 +105,12 @@ def create_app(migrator: Migrator) -> faust.App:
 
     @app.timer(interval=settings.sweep_interval_s)  # type: ignore[untyped-decorator]
     async def auto_retry() -> None:
-        queued = await migrator.store.auto_retry(
+        queued = await migrator.service.auto_retry(
             max_retries=settings.auto_retries,
             after=timedelta(seconds=settings.auto_retry_after_s),
         )
         if queued:
             log.info("queued %d retryable failures again", queued)
-            migrator.executor.wake()
 
     @app.timer(interval=settings.cleanup_interval_s)  # type: ignore[untyped-decorator]
     async def grace_period() -> None:
