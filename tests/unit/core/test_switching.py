@@ -1,0 +1,80 @@
+"""The switch's state machine: the tables are whole, and their questions agree."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.core import switching
+from services.core.db.models import MigrationState, SessionStatus, SwitchState
+
+
+def test_every_state_has_a_row_and_every_target_is_a_state() -> None:
+    assert set(switching.SWITCH_TRANSITIONS) == set(SwitchState)
+    assert set(switching.MIGRATION_TRANSITIONS) == set(MigrationState)
+    assert all(t <= set(SwitchState) for t in switching.SWITCH_TRANSITIONS.values())
+    assert all(t <= set(MigrationState) for t in switching.MIGRATION_TRANSITIONS.values())
+
+
+def test_every_state_is_reachable_from_pending() -> None:
+    seen, todo = {SwitchState.PENDING}, [SwitchState.PENDING]
+    while todo:
+        for nxt in switching.SWITCH_TRANSITIONS[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    assert seen == set(SwitchState)
+
+
+def test_final_states_go_nowhere_and_settled_ones_are_not_in_flight() -> None:
+    assert {SwitchState.SUPERSEDED, SwitchState.ROLLED_BACK} == switching.FINAL
+    assert not switching.IN_FLIGHT & switching.SETTLED
+    assert switching.FINAL <= switching.SETTLED
+    assert switching.IN_FLIGHT | switching.SETTLED | {SwitchState.ROLLING_BACK} == set(SwitchState)
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "allowed"),
+    [
+        ("PENDING", "PLANNING", True),
+        ("MIGRATING", "SUPERSEDED", True),
+        ("COMPLETED", "MIGRATING", True),  # the tutor retried failed rows
+        ("COMPLETED", "SUPERSEDED", False),  # a settled switch is not superseded afterwards
+        ("SUPERSEDED", "COMPLETED", False),
+        ("ROLLED_BACK", "MIGRATING", False),
+        ("ROLLING_BACK", "COMPLETED", False),
+    ],
+)
+def test_moves(current: str, target: str, allowed: bool) -> None:
+    assert switching.may_move(current, target) is allowed
+    if allowed:
+        assert switching.check_move(current, target) == SwitchState(target)
+    else:
+        with pytest.raises(switching.IllegalTransition, match=f"from {current} to {target}"):
+            switching.check_move(current, target)
+
+
+def test_sources_are_read_from_the_table() -> None:
+    assert set(switching.sources_of(SwitchState.SUPERSEDED)) == {
+        SwitchState.PENDING,
+        SwitchState.PLANNING,
+        SwitchState.MIGRATING,
+    }
+    assert switching.sources_of(SwitchState.ROLLED_BACK) == (SwitchState.ROLLING_BACK,)
+    assert set(switching.migration_sources_of(MigrationState.PENDING)) == {MigrationState.FAILED}
+
+
+def test_sql_lists_hold_states_only() -> None:
+    assert switching.sql_states(switching.UNSETTLED) == "('PENDING', 'MEETING_CREATED')"
+    with pytest.raises(ValueError, match="not states"):
+        switching.sql_states(["PENDING'); DROP TABLE sessions; --"])
+    with pytest.raises(ValueError):
+        switching.sql_states([])
+
+
+def test_final_state_and_eligibility() -> None:
+    assert switching.final_state(failed=0) is SwitchState.COMPLETED
+    assert switching.final_state(failed=2) is SwitchState.COMPLETED_WITH_FAILURES
+    assert [s for s in SessionStatus if switching.is_eligible_status(s)] == [
+        SessionStatus.SCHEDULED,
+        SessionStatus.JOIN_OPEN,
+    ]
