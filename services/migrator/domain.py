@@ -12,13 +12,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from services.core import switching
 from services.core.backoff import Backoff, RetryPolicy
 
-# Only these sessions move; past, running, completed and cancelled ones never do.
-ELIGIBLE_STATUSES = ("SCHEDULED", "JOIN_OPEN")
-# Rows still to be worked on (a MEETING_CREATED row has its meeting, not yet its session).
-UNSETTLED_STATES = ("PENDING", "MEETING_CREATED")
-DROPPED_SWITCH_STATES = ("SUPERSEDED", "ROLLING_BACK", "ROLLED_BACK")
+# The switch's rules live in core.switching; these are their string forms for SQL parameters.
+ELIGIBLE_STATUSES = tuple(s.value for s in switching.ELIGIBLE_SESSION_STATUSES)
+UNSETTLED_STATES = tuple(s.value for s in switching.UNSETTLED)
+DROPPED_SWITCH_STATES = tuple(sorted(s.value for s in switching.DROPPED))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ def final_switch_state(*, failed: int) -> str:
     The issue calls the second one PARTIAL; the schema's enum (shared with the
     gateway and the page) names it COMPLETED_WITH_FAILURES.
     """
-    return "COMPLETED_WITH_FAILURES" if failed else "COMPLETED"
+    return switching.final_state(failed=failed).value
 
 
 class FailureKind(enum.StrEnum):

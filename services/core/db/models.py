@@ -301,6 +301,7 @@ class SessionMigration(Base):
             "ix_session_migrations_tutor_due",
             "tutor_id",
             "scheduled_start_at",
+            # the unsettled rows (core.switching.UNSETTLED; a test keeps the two in step)
             postgresql_where=text("state IN ('PENDING', 'MEETING_CREATED')"),
         ),
         Index("ix_session_migrations_switch_state", "switch_id", "state"),

@@ -78,3 +78,14 @@ def test_final_state_and_eligibility() -> None:
         SessionStatus.SCHEDULED,
         SessionStatus.JOIN_OPEN,
     ]
+
+
+def test_the_claim_index_covers_exactly_the_unsettled_rows() -> None:
+    # models.py cannot import core.switching (which imports models): its
+    # partial index spells the list, and this keeps the two in step.
+    from services.core.db.models import Base
+
+    table = Base.metadata.tables["session_migrations"]
+    (index,) = [i for i in table.indexes if i.name == "ix_session_migrations_tutor_due"]
+    where = str(index.dialect_options["postgresql"]["where"])
+    assert where == f"state IN {switching.sql_states(switching.UNSETTLED)}"
