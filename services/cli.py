@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 import typer
 
 from services.core.cli import db_app, init_command, kafka_app
+from services.core.errors import ConfigurationError
 from services.core.keys_cli import keys_app
 from services.migrator.cli import migrator as migrator_command
 from services.notifier.cli import audit_app, notifier_command
@@ -64,8 +65,16 @@ if not add_plugin_commands(app):
 
 
 def main() -> None:
-    """Entry point of the `relink` console script."""
-    app()
+    """Entry point of the `relink` console script.
+
+    A configuration error (a missing key, a setting that contradicts another)
+    is the operator's to fix: one line saying what, exit status 2, no traceback.
+    """
+    try:
+        app()
+    except ConfigurationError as exc:
+        typer.echo(f"relink: configuration error: {exc}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -33,12 +33,25 @@ TOKEN_COLUMNS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
 BATCH = 500
 
 
+@dataclass(frozen=True)
+class Unrotated:
+    """A ciphertext that could not be re-encrypted: where it is and which key made it."""
+
+    table: str
+    column: str
+    tutor_id: str
+    key_id: str
+    why: str
+
+
 @dataclass
 class RotationReport:
-    """How many ciphertexts were re-encrypted, per table, and how many were already current."""
+    """How many ciphertexts were re-encrypted, per table, how many were already current,
+    and each one that could not be (the rotation goes on past them)."""
 
     rotated: dict[str, int] = field(default_factory=dict)
     current: int = 0
+    failed: list[Unrotated] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -71,7 +84,7 @@ def rotate_tokens(database_url: str, cipher: Any) -> RotationReport:
                     if not rows:
                         break
                     for row in rows:
-                        changes = _reencrypt(row, columns, cipher=cipher, report=report)
+                        changes = _reencrypt(row, table, columns, cipher=cipher, report=report)
                         if changes:
                             sets = ", ".join(f"{c} = :{c}" for c in changes)
                             conn.execute(
@@ -86,15 +99,25 @@ def rotate_tokens(database_url: str, cipher: Any) -> RotationReport:
 
 
 def _reencrypt(
-    row: Any, columns: list[tuple[str, str]], *, cipher: Any, report: RotationReport
+    row: Any, table: str, columns: list[tuple[str, str]], *, cipher: Any, report: RotationReport
 ) -> dict[str, bytes]:
+    from services.core.tokens import TokenDecryptError
+
     changes: dict[str, bytes] = {}
     tutor_id = row[1]
     for index, (column, bound_field) in enumerate(columns, start=2):
         blob = row[index]
         if blob is None:
             continue
-        fresh = cipher.reencrypt(bytes(blob), tutor_id=tutor_id, field=bound_field)
+        try:
+            fresh = cipher.reencrypt(bytes(blob), tutor_id=tutor_id, field=bound_field)
+        except TokenDecryptError as exc:
+            try:
+                key_id = cipher.key_id_of(bytes(blob))
+            except TokenDecryptError:
+                key_id = "(unreadable)"
+            report.failed.append(Unrotated(table, column, str(tutor_id), key_id, str(exc)))
+            continue
         if fresh is None:
             report.current += 1
         else:
@@ -122,6 +145,20 @@ def rotate() -> None:
     report = rotate_tokens(settings.sync_database_url, cipher)
     for table, count in report.rotated.items():
         typer.echo(f"{table:36} {count} re-encrypted")
+    if report.failed:
+        for miss in report.failed:
+            typer.echo(
+                f"could not re-encrypt {miss.table}.{miss.column} of tutor {miss.tutor_id} "
+                f"(key {miss.key_id!r}): {miss.why}",
+                err=True,
+            )
+        typer.echo(
+            f"{len(report.failed)} ciphertext(s) not re-encrypted (listed above); the others "
+            f"are under key {cipher.current_key_id!r}. Keep the old keys until these rows are "
+            "repaired (the tutor reconnects) or removed, then run `relink keys rotate` again.",
+            err=True,
+        )
+        raise typer.Exit(1)
     typer.echo(
         f"all tokens now under key {cipher.current_key_id!r} "
         f"({report.current} already were); older keys can be removed"

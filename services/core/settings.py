@@ -66,7 +66,7 @@ class CommonSettings(BaseSettings):
                     "(generate one with `relink keys generate`)"
                 )
             self.token_keys = DEV_TOKEN_KEYS
-        elif not self.dev_mode and DEV_TOKEN_KEYS.split(":", 1)[1] in self.token_keys:
+        elif not self.dev_mode and _holds_dev_key(self.token_keys, DEV_TOKEN_KEYS):
             raise ConfigurationError("the public dev token key must not be used outside dev mode")
         return self
 
@@ -114,3 +114,12 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def _holds_dev_key(spec: str, dev_spec: str) -> bool:
+    """Whether any key in `spec` is a dev key, compared as key bytes (not as base64 text,
+    which has several spellings of one key: padding, line breaks)."""
+    from services.core.tokens import parse_keys
+
+    dev = {k.secret for k in parse_keys(dev_spec)}
+    return any(k.secret in dev for k in parse_keys(spec))

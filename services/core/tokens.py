@@ -121,6 +121,11 @@ class TokenCipher:
     def __repr__(self) -> str:
         return f"TokenCipher(keys={sorted(self._keys)}, current={self.current_key_id!r})"
 
+    @property
+    def key_ids(self) -> frozenset[str]:
+        """The ids of every key this cipher can decrypt with."""
+        return frozenset(self._keys)
+
     def encrypt(self, plaintext: str, *, tutor_id: object, field: str) -> bytes:
         """Encrypt a token bound to its tutor and column."""
         kid = self.current_key_id.encode()

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 def migrator() -> None:
     """Move future sessions to tutors' new providers (settings: RELINK_MIGRATOR_*)."""
+    from services.core.db.token_keys import check_token_keys_at
     from services.migrator.settings import MigratorSettings
 
     settings = MigratorSettings()
+    check_token_keys_at(
+        settings.sync_database_url, settings.token_cipher().key_ids, process="relink migrator"
+    )
     if settings.event_loop == "uvloop":
         import mode.loop
 

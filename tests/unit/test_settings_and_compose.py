@@ -124,6 +124,28 @@ def test_outside_dev_mode_the_dev_key_is_refused(monkeypatch: pytest.MonkeyPatch
         CommonSettings()
 
 
+@pytest.mark.parametrize("spelling", ["unpadded", "renamed", "standard alphabet", "among others"])
+def test_outside_dev_mode_the_dev_key_is_refused_however_spelled(
+    monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    import base64
+
+    from services.core.tokens import DEV_TOKEN_KEYS, generate_key, parse_keys
+
+    (dev,) = parse_keys(DEV_TOKEN_KEYS)
+    spec = {
+        "unpadded": f"dev:{base64.urlsafe_b64encode(dev.secret).decode().rstrip('=')}",
+        "renamed": f"prod-1:{base64.urlsafe_b64encode(dev.secret).decode()}",
+        "standard alphabet": f"k:{base64.b64encode(dev.secret).decode()}",
+        "among others": f"{generate_key('a')},x:{base64.urlsafe_b64encode(dev.secret).decode()}",
+    }[spelling]
+    assert parse_keys(spec)[-1].secret == dev.secret
+    monkeypatch.setenv("RELINK_DEV_MODE", "false")
+    monkeypatch.setenv("RELINK_TOKEN_KEYS", spec)
+    with pytest.raises(ConfigurationError, match="dev token key"):
+        CommonSettings()
+
+
 def test_bad_values_are_rejected_with_the_variable_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELINK_TOPIC_PARTITIONS", "zero")
     with pytest.raises(ValidationError, match="RELINK_TOPIC_PARTITIONS"):
