@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.core.logs import get_logger
+from services.oauth_gateway.adapters.web.guard import RequestGuard, request_id_of
 from services.oauth_gateway.adapters.web.routes import api, dev, oauth, ops, pages, webhooks
 from services.oauth_gateway.bootstrap import build_gateway
 from services.oauth_gateway.domain import scope_label
@@ -54,15 +55,32 @@ def create_app(
         yield
         await gateway.aclose()
 
-    app = FastAPI(title="relink OAuth gateway", version="1", lifespan=lifespan)
+    docs = settings.dev_mode if settings.expose_docs is None else settings.expose_docs
+    app = FastAPI(
+        title="relink OAuth gateway",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.gateway = gateway
     app.state.templates = Jinja2Templates(directory=WEB / "templates")
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
     for module in (oauth, pages, api, dev, ops, webhooks):
         app.include_router(module.router)
+    if settings.expose_metrics:
+        app.include_router(ops.metrics_router)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(SQLAlchemyError, _database_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)
+    # Outermost (added last): limits and request ids before anything reads the request.
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        max_url_bytes=settings.max_url_bytes,
+    )
     return app
 
 
@@ -93,8 +111,11 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
     """JSON for the APIs, a clear page for browsers."""
     code = _status_of(exc)
     reason = getattr(exc, "reason", type(exc).__name__)
+    request_id = request_id_of(request.scope)
     if request.url.path.startswith("/api/"):
-        return JSONResponse({"error": reason, "detail": str(exc)}, status_code=code)
+        return JSONResponse(
+            {"error": reason, "detail": str(exc), "request_id": request_id}, status_code=code
+        )
     gateway: Gateway = request.app.state.gateway
     context: dict[str, Any] = {
         "title": TITLES.get(code, "Something went wrong"),
@@ -104,6 +125,7 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
         "dev_mode": gateway.settings.dev_mode,
         "retry_url": getattr(exc, "retry_url", None),
         "missing": [scope_label(s) for s in getattr(exc, "missing", ())],
+        "request_id": request_id,
     }
     templates: Jinja2Templates = request.app.state.templates
     response: HTMLResponse = templates.TemplateResponse(
@@ -114,8 +136,36 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
 
 async def _database_error(request: Request, exc: SQLAlchemyError) -> Response:
     """The transaction rolled back: nothing was changed; say so instead of a bare 500."""
-    log.error("database error on %s: %s", request.url.path, type(exc).__name__)
+    log.error(
+        "database error on %s: %s",
+        request.url.path,
+        type(exc).__name__,
+        extra={"request_id": request_id_of(request.scope)},
+    )
     error = GatewayError("We could not save this right now; nothing was changed. Please try again.")
     response = await _gateway_error(request, error)
     response.status_code = 503
+    return response
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    """A bug: the API's error shape (or the error page), never a bare text/plain 500.
+
+    The log line carries the request id the answer shows, so a report can be traced.
+    """
+    log.error(
+        "unexpected %s on %s %s",
+        type(exc).__name__,
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"request_id": request_id_of(request.scope)},
+    )
+    error = GatewayError("Something went wrong on our side; nothing was changed.")
+    error.reason = "internal_error"  # type: ignore[attr-defined]
+    response = await _gateway_error(request, error)
+    response.status_code = 500
+    # Starlette answers this outside the middleware (ServerErrorMiddleware), so
+    # the guard's headers are not added on the way out: add the request id here.
+    response.headers["x-request-id"] = request_id_of(request.scope)
     return response

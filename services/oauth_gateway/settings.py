@@ -37,6 +37,15 @@ class GatewaySettings(CommonSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200, alias="RELINK_GATEWAY_DB_POOL_SIZE")
     workers: int = Field(default=1, ge=1, le=64, alias="RELINK_GATEWAY_WORKERS")
     access_log: bool = Field(default=False, alias="RELINK_GATEWAY_ACCESS_LOG")
+    # Bodies here are small (a booking, a form, a Zoom webhook): refuse big ones unread.
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024, alias="RELINK_GATEWAY_MAX_BODY_BYTES"
+    )
+    max_url_bytes: int = Field(default=8192, ge=256, le=65536, alias="RELINK_GATEWAY_MAX_URL_BYTES")
+    # /docs and /openapi.json: on in dev mode, off elsewhere unless asked for.
+    expose_docs: bool | None = Field(default=None, alias="RELINK_GATEWAY_EXPOSE_DOCS")
+    # /metrics on the public port (put it behind the proxy's allow-list, or turn it off).
+    expose_metrics: bool = Field(default=True, alias="RELINK_GATEWAY_EXPOSE_METRICS")
     # How often the video-setup page polls the progress endpoint.
     progress_poll_ms: int = Field(default=1000, ge=100, alias="RELINK_GATEWAY_PROGRESS_POLL_MS")
     # How many times a booking re-creates its meeting when a switch commits meanwhile.

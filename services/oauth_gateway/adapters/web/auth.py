@@ -64,7 +64,8 @@ def verify_token(token: str, *, secret: str, now: float | None = None) -> Princi
             role=payload["role"],
             expires_at=int(payload["exp"]),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
+        # OverflowError: a signed `"exp": Infinity` (json reads it as float inf)
         raise NotSignedIn("malformed sign-in token payload") from exc
     if principal.role not in ROLES:
         raise NotSignedIn("sign-in token names an unknown role")

@@ -8,6 +8,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from services.oauth_gateway.adapters.web.deps import GatewayDep
 
 router = APIRouter(tags=["ops"])
+# Mounted only when RELINK_GATEWAY_EXPOSE_METRICS is on.
+metrics_router = APIRouter(tags=["ops"])
 
 
 @router.get("/healthz")
@@ -28,7 +30,7 @@ async def ready(gateway: GatewayDep) -> JSONResponse | dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@metrics_router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(gateway: GatewayDep) -> PlainTextResponse:
     """Prometheus text format."""
     return PlainTextResponse(
