@@ -30,6 +30,7 @@ from services.oauth_gateway.errors import (
     NotFound,
     NotSignedIn,
     OAuthRejected,
+    ProviderUnavailable,
 )
 from services.oauth_gateway.metrics import RequestMetrics
 from services.oauth_gateway.settings import GatewaySettings
@@ -88,6 +89,7 @@ STATUS = (
     (NotSignedIn, 401),
     (Forbidden, 403),
     (NotFound, 404),
+    (ProviderUnavailable, 503),
     (OAuthRejected, 400),
     (Conflict, 409),
     (BookingFailed, 502),
@@ -100,6 +102,7 @@ TITLES = {
     400: "We could not connect your video provider",
     409: "That cannot be done right now",
     502: "The video provider did not answer",
+    503: "The video provider is not answering",
 }
 
 

@@ -8,7 +8,8 @@ GatewayError                    base of the gateway's errors
 │   ├── StateRejected           unknown, expired, replayed, other tutor's or other provider's state
 │   ├── ConsentDenied           the tutor declined at the provider (error=access_denied)
 │   ├── ScopesMissing           the tutor unticked a permission relink needs; `.missing` names it
-│   └── TokenExchangeFailed     the provider refused or failed the code exchange
+│   ├── TokenExchangeFailed     the provider refused the code exchange (or the account call)
+│   └── ProviderUnavailable     the provider is down or throttling at the exchange: 503
 ├── Conflict                    the request clashes with the current state: 409
 │   ├── NoConnection            the tutor has no video provider connected yet
 │   ├── RollbackNotAllowed      not the latest switch, grace period over, or nothing to restore
@@ -85,6 +86,12 @@ class TokenExchangeFailed(OAuthRejected):
     """The provider did not give us tokens for the code."""
 
     reason = "token_exchange_failed"
+
+
+class ProviderUnavailable(OAuthRejected):
+    """The provider is down or throttling at the code exchange: try again later (503)."""
+
+    reason = "provider_unavailable"
 
 
 class Conflict(GatewayError):

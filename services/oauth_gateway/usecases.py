@@ -46,6 +46,8 @@ from services.oauth_gateway.errors import (
     NoConnection,
     NotFound,
     NotificationRefused,
+    OAuthRejected,
+    ProviderUnavailable,
     ScopesMissing,
     StateRejected,
     TokenExchangeFailed,
@@ -59,6 +61,7 @@ from services.providers import (
     MeetingRequest,
     ProviderClient,
     ProviderError,
+    RetryableProviderError,
     TokenSet,
     new_pkce_verifier,
     watch_events,
@@ -68,6 +71,29 @@ log = get_logger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def _exchange_failure(label: str, provider: str, exc: ProviderError) -> OAuthRejected:
+    """What the tutor is told when the provider fails the sign-in: a plain sentence.
+
+    The provider's own error (code, status, body) goes to the log only: it
+    means nothing to a tutor and may echo request details.
+    """
+    log.warning(
+        "sign-in with %s failed: %s (status %s, code %s)",
+        provider,
+        type(exc).__name__,
+        exc.status,
+        exc.code,
+    )
+    if isinstance(exc, RetryableProviderError):
+        return ProviderUnavailable(
+            f"{label} is not answering right now; nothing was changed. "
+            "Please try again in a few minutes."
+        )
+    return TokenExchangeFailed(
+        f"{label} did not accept the sign-in; nothing was changed. Please try again."
+    )
 
 
 def utcnow() -> datetime:
@@ -194,11 +220,7 @@ class Gateway:
         try:
             tokens = await client.exchange_code(code, code_verifier=verifier)
         except ProviderError as exc:
-            log.warning("code exchange with %s failed: %s", provider, exc)
-            raise TokenExchangeFailed(
-                f"{label} did not accept the sign-in ({exc.code or exc.status or 'error'}); "
-                "nothing was changed. Please try again."
-            ) from exc
+            raise _exchange_failure(label, provider, exc) from exc
         # Granular consent lets the tutor untick a permission: a connection
         # without it would commit a switch whose every session then fails.
         # Checked before the account call (which needs a scope of its own) and
@@ -218,11 +240,7 @@ class Gateway:
         try:
             account = await client.account(tokens.access_token)
         except ProviderError as exc:
-            log.warning("code exchange with %s failed: %s", provider, exc)
-            raise TokenExchangeFailed(
-                f"{label} did not accept the sign-in ({exc.code or exc.status or 'error'}); "
-                "nothing was changed. Please try again."
-            ) from exc
+            raise _exchange_failure(label, provider, exc) from exc
         saved = await in_thread(
             self.store.save_connection,
             tutor_id=principal.user_id,

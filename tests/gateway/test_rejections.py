@@ -128,7 +128,16 @@ async def test_provider_down_during_exchange(
     async with httpx.AsyncClient(base_url=sim.base_url) as admin:
         (await admin.put("/_admin/faults/google", json={"down": True})).raise_for_status()
     before = written(engine, connected.id)
-    await rejected(await callback(http, connected, back), "token_exchange_failed")
+    # An outage is not the tutor's fault: 503 and a plain sentence, not the
+    # provider's error body and not a 400 "we could not connect" (issue #18).
+    response = await callback(http, connected, back)
+    assert response.status_code == 503, response.text
+    assert 'data-reason="provider_unavailable"' in response.text
+    detail = response.text.split('<p id="error-detail">', 1)[1].split("</p>", 1)[0]
+    assert detail == (
+        "Google Meet is not answering right now; nothing was changed. "
+        "Please try again in a few minutes."
+    )
     assert written(engine, connected.id) == before
 
 
