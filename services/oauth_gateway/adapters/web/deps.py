@@ -48,16 +48,28 @@ def current_principal(
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 
 
-def current_tutor(principal: CurrentUser) -> Principal:
-    if principal.role != "tutor":
-        raise Forbidden("this page is for tutors")
+async def _with_role(principal: Principal, gateway: Gateway, role: str) -> Principal:
+    """The principal, once the database agrees on who it is and what role it has.
+
+    The signed token says who signed in; the role it carries may be stale (or
+    minted by a platform bug): the user's row decides, on every request.
+    """
+    if principal.role != role:
+        raise Forbidden(f"this page is for {role}s")
+    user = await gateway.user(principal.user_id)
+    if user is None:
+        raise NotSignedIn("this sign-in names no known user; sign in again")
+    if user.role != role:
+        raise Forbidden(f"this page is for {role}s")
     return principal
 
 
-def current_student(principal: CurrentUser) -> Principal:
-    if principal.role != "student":
-        raise Forbidden("this page is for students")
-    return principal
+async def current_tutor(principal: CurrentUser, gateway: GatewayDep) -> Principal:
+    return await _with_role(principal, gateway, "tutor")
+
+
+async def current_student(principal: CurrentUser, gateway: GatewayDep) -> Principal:
+    return await _with_role(principal, gateway, "student")
 
 
 CurrentTutor = Annotated[Principal, Depends(current_tutor)]

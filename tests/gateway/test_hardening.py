@@ -1,5 +1,5 @@
-"""The gateway's outer guard (issue #18): limits before parsing, request ids in every
-error, security headers, and no bare text/plain 500."""
+"""Gateway hardening (issue #18): limits before parsing, request ids in every error,
+security headers, no bare text/plain 500, and roles checked against the database."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from sqlalchemy import Engine, text
 
-from services.oauth_gateway.adapters.web.auth import VERSION, _b64, _sign
+from services.oauth_gateway.adapters.web.auth import VERSION, _b64, _sign, issue_token
 from services.oauth_gateway.entrypoint import create_app
 from services.oauth_gateway.settings import GatewaySettings
 from services.oauth_gateway.usecases import Gateway
@@ -164,3 +165,23 @@ def test_the_served_gateway_refuses_a_big_body_over_real_http(served: str) -> No
     assert answer.status_code == 413
     assert answer.json()["request_id"] == answer.headers["x-request-id"]
     assert httpx.get(f"{served}/healthz").status_code == 200  # still serving
+
+
+async def test_the_role_comes_from_the_database_not_the_token(
+    http: httpx.AsyncClient, gateway_settings: GatewaySettings, people: People, engine: Engine
+) -> None:
+    student = people("student")
+    secret = gateway_settings.session_secret.get_secret_value()
+    # a validly signed token that calls a student a tutor
+    lying = issue_token(student.id, role="tutor", secret=secret, ttl_s=600)
+    for path in ("/api/connection", "/api/switches", "/api/tutor/sessions", "/tutor/video-setup"):
+        answer = await http.get(path, headers={"Authorization": f"Bearer {lying}"})
+        assert answer.status_code == 403, (path, answer.status_code)
+    # the student's own token still works for the student's pages
+    assert (await http.get("/api/student/sessions", headers=student.headers)).status_code == 200
+    # a token for a user the platform deleted signs nobody in
+    tutor = people("tutor")
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM users WHERE id = :id"), {"id": tutor.id})
+    gone = await http.get("/api/connection", headers=tutor.headers)
+    assert gone.status_code == 401
