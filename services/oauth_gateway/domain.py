@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -172,6 +172,22 @@ def switch_message(progress: Progress | None) -> Message:
     if progress.migrated > 0:
         return Message("success_migrated", (f"✅ {CONNECTED}", migrated_line(progress.migrated)))
     return Message("success", (CONNECTED,))
+
+
+def booking_refusal(start: datetime, *, now: datetime) -> str | None:
+    """None when a session may be booked to start at `start`; otherwise why not.
+
+    A meeting for a time already past is of no use to anyone: refused before
+    any meeting is requested at the provider.
+    """
+    if start.tzinfo is None:
+        return "scheduled_start_at needs a time zone offset, e.g. 2030-01-10T09:00:00+01:00"
+    if start <= now:
+        return (
+            f"scheduled_start_at {start.isoformat()} is in the past: a session can only be "
+            f"booked to start later than now ({now.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
+        )
+    return None
 
 
 def rollback_allowed(
