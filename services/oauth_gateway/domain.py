@@ -8,12 +8,34 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-IN_FLIGHT_STATES = frozenset({"PENDING", "PLANNING", "MIGRATING"})
-FINAL_STATES = frozenset({"COMPLETED", "COMPLETED_WITH_FAILURES", "SUPERSEDED", "ROLLED_BACK"})
+from services.core.db.models import SwitchState
+
+IN_FLIGHT_STATES = frozenset({SwitchState.PENDING, SwitchState.PLANNING, SwitchState.MIGRATING})
+FINAL_STATES = frozenset(
+    {
+        SwitchState.COMPLETED,
+        SwitchState.COMPLETED_WITH_FAILURES,
+        SwitchState.SUPERSEDED,
+        SwitchState.ROLLED_BACK,
+    }
+)
+
+# A switch's state in the tutor's words: what the page and the JSON API's `state_label`
+# show. The enum value stays in `state` and in data attributes, for machines only.
+STATE_LABELS: dict[str, str] = {
+    SwitchState.PENDING: "Starting: your sessions will be updated shortly",
+    SwitchState.PLANNING: "Preparing to update your sessions",
+    SwitchState.MIGRATING: "Updating your sessions",
+    SwitchState.COMPLETED: "Done",
+    SwitchState.COMPLETED_WITH_FAILURES: "Done, but some sessions need attention",
+    SwitchState.SUPERSEDED: "Replaced by a newer switch",
+    SwitchState.ROLLING_BACK: "Rolling back to your previous provider",
+    SwitchState.ROLLED_BACK: "Rolled back: your previous provider is active again",
+}
 
 PROVIDER_LABELS = {"zoom": "Zoom", "google_meet": "Google Meet"}
 
@@ -111,15 +133,32 @@ def waiting_lines(progress: Progress) -> tuple[str, ...]:
     )
 
 
+def state_label(state: str) -> str:
+    """A switch's state as the tutor reads it (never the raw enum value)."""
+    return STATE_LABELS.get(state, "Unknown: please reload the page")
+
+
+def notice_applies(notice: str | None, state: str | None) -> bool:
+    """Whether the page's one-off notice after a button still describes the switch.
+
+    "Rolling back to your previous provider…" is true only while the rollback
+    runs: the page reloads with the same address once it ended, and must not
+    then say "rolling back" next to "Switch rolled back".
+    """
+    if notice == "rollback_requested":
+        return state == SwitchState.ROLLING_BACK
+    return notice is not None
+
+
 def switch_message(progress: Progress | None) -> Message:
     """The brief's messages: success with N updated, the warning, or plain success."""
     if progress is None:
         return Message("success", (CONNECTED,))
-    if progress.state == "ROLLED_BACK":
+    if progress.state == SwitchState.ROLLED_BACK:
         return Message(
             "rolled_back", ("↩️ Switch rolled back: your previous provider is active again.",)
         )
-    if progress.state == "ROLLING_BACK":
+    if progress.state == SwitchState.ROLLING_BACK:
         return Message("rolling_back", ("↩️ Rolling back: restoring your previous meeting links…",))
     if progress.in_flight and progress.waiting_until is not None:
         return Message("waiting", (f"✅ {CONNECTED}", *waiting_lines(progress)))
@@ -133,6 +172,22 @@ def switch_message(progress: Progress | None) -> Message:
     if progress.migrated > 0:
         return Message("success_migrated", (f"✅ {CONNECTED}", migrated_line(progress.migrated)))
     return Message("success", (CONNECTED,))
+
+
+def booking_refusal(start: datetime, *, now: datetime) -> str | None:
+    """None when a session may be booked to start at `start`; otherwise why not.
+
+    A meeting for a time already past is of no use to anyone: refused before
+    any meeting is requested at the provider.
+    """
+    if start.tzinfo is None:
+        return "scheduled_start_at needs a time zone offset, e.g. 2030-01-10T09:00:00+01:00"
+    if start <= now:
+        return (
+            f"scheduled_start_at {start.isoformat()} is in the past: a session can only be "
+            f"booked to start later than now ({now.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
+        )
+    return None
 
 
 def rollback_allowed(

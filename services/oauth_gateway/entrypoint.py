@@ -24,6 +24,7 @@ from services.oauth_gateway.bootstrap import build_gateway
 from services.oauth_gateway.domain import scope_label
 from services.oauth_gateway.errors import (
     BookingFailed,
+    BookingInvalid,
     Conflict,
     Forbidden,
     GatewayError,
@@ -92,6 +93,7 @@ STATUS = (
     (ProviderUnavailable, 503),
     (OAuthRejected, 400),
     (Conflict, 409),
+    (BookingInvalid, 422),
     (BookingFailed, 502),
 )
 
@@ -101,6 +103,7 @@ TITLES = {
     404: "Not found",
     400: "We could not connect your video provider",
     409: "That cannot be done right now",
+    422: "That cannot be booked",
     502: "The video provider did not answer",
     503: "The video provider is not answering",
 }

@@ -14,6 +14,7 @@ GatewayError                    base of the gateway's errors
 │   ├── NoConnection            the tutor has no video provider connected yet
 │   ├── RollbackNotAllowed      not the latest switch, grace period over, or nothing to restore
 │   └── NothingToRetry          the switch has no failed sessions (or was superseded)
+├── BookingInvalid              a booking that cannot be made as asked (starts in the past): 422
 └── BookingFailed               the meeting could not be created at the provider: 502
 
 NotificationRefused (ValueError) a provider notification not provably the provider's (unsigned,
@@ -108,6 +109,12 @@ class RollbackNotAllowed(Conflict):
 
 class NothingToRetry(Conflict):
     """This switch has no failed sessions to retry."""
+
+
+class BookingInvalid(GatewayError):
+    """The booking cannot be made as asked (its start is past); nothing was done."""
+
+    reason = "invalid_booking"
 
 
 class BookingFailed(GatewayError):

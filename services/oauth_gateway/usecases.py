@@ -35,11 +35,13 @@ from services.oauth_gateway.domain import (
     PROVIDER_LABELS,
     ConnectOutcome,
     Principal,
+    booking_refusal,
     missing_scopes,
     scope_label,
 )
 from services.oauth_gateway.errors import (
     BookingFailed,
+    BookingInvalid,
     Conflict,
     ConsentDenied,
     Forbidden,
@@ -316,8 +318,10 @@ class Gateway:
         student = await in_thread(self.store.user, request.student_id)
         if student is None or student.role != "student":
             raise NotFound("no such student")
-        if request.scheduled_start_at.tzinfo is None:
-            raise Conflict("scheduled_start_at needs a timezone offset")
+        refusal = booking_refusal(request.scheduled_start_at, now=self.clock())
+        if refusal is not None:
+            self.metrics.booking(outcome="invalid")
+            raise BookingInvalid(refusal)
         booking_id, session_id = uuid.uuid4(), uuid.uuid4()
         for _ in range(self.settings.booking_attempts):
             meeting = await self._try_booking(principal, request, booking_id, session_id)

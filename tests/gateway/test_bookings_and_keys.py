@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from devtools.provider_sim.server import SimHandle
 from services.core import events
-from services.core.db.models import Connection, OAuthState
+from services.core.db.models import Booking, Connection, OAuthState
 from services.core.db.models import Session as SessionRow
 from services.core.keys_cli import rotate_tokens
 from services.core.tokens import TokenCipher, TokenDecryptError, generate_key
@@ -85,6 +85,27 @@ async def test_booking_with_an_unknown_time_zone_is_refused_and_makes_nothing(
     with Session(engine) as db:
         rows = db.scalars(select(SessionRow).where(SessionRow.tutor_id == tutor.id)).all()
     assert rows == []
+
+
+async def test_booking_in_the_past_is_refused_and_makes_nothing(
+    http: httpx.AsyncClient, people: People, sim: SimHandle, engine: Engine
+) -> None:
+    """A session that started two days ago cannot be booked: a clear 422 naming the field,
+    no meeting requested at the provider, no booking or session row written."""
+    tutor, student = people("tutor"), people("student")
+    await connect(http, tutor, "zoom")
+    response = await http.post(
+        "/api/bookings", json=booking(student.id, days=-2), headers=tutor.headers
+    )
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert "scheduled_start_at" in body["detail"] and "past" in body["detail"]
+    zoom = await sim_account(sim, "zoom", tutor.email)
+    assert zoom.get("create_calls", 0) == 0 and live_meetings(zoom) == []
+    with Session(engine) as db:
+        sessions = db.scalars(select(SessionRow).where(SessionRow.tutor_id == tutor.id)).all()
+        bookings = db.scalars(select(Booking).where(Booking.tutor_id == tutor.id)).all()
+    assert (sessions, bookings) == ([], [])
 
 
 async def test_booking_while_a_switch_commits_lands_on_the_new_provider(

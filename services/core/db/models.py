@@ -159,6 +159,8 @@ class Connection(Base):
     disconnect_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # 0006: the provider account the previous_* tokens belong to.
     previous_provider_account_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # 0007: that account's email (a rollback shows it again).
+    previous_provider_account_email: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Booking(Base):

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import SecretStr
 
+from services.core.db.models import SwitchState
 from services.core.errors import ConfigurationError
 from services.oauth_gateway.adapters.web.auth import (
     csrf_token,
@@ -18,8 +19,11 @@ from services.oauth_gateway.adapters.web.auth import (
 from services.oauth_gateway.domain import (
     ConnectOutcome,
     Progress,
+    booking_refusal,
     connect_outcome,
+    notice_applies,
     rollback_allowed,
+    state_label,
     switch_message,
 )
 from services.oauth_gateway.errors import NotSignedIn
@@ -95,6 +99,29 @@ def test_the_briefs_messages(progress: Progress | None, kind: str, text: str) ->
 def test_progress_remaining_never_negative() -> None:
     assert Progress("MIGRATING", 5, 2, 1).remaining == 2
     assert Progress("MIGRATING", 1, 2, 1).remaining == 0
+
+
+def test_every_switch_state_has_words_and_no_raw_value() -> None:
+    labels = {state: state_label(state) for state in SwitchState}
+    for state, label in labels.items():
+        assert label and not any(raw.value in label for raw in SwitchState), (state, label)
+    assert len(set(labels.values())) == len(SwitchState)
+
+
+def test_the_rollback_notice_only_while_rolling_back() -> None:
+    assert notice_applies("rollback_requested", SwitchState.ROLLING_BACK)
+    assert not notice_applies("rollback_requested", SwitchState.ROLLED_BACK)
+    assert not notice_applies("rollback_requested", None)
+    assert notice_applies("retry_requested", SwitchState.COMPLETED_WITH_FAILURES)
+    assert not notice_applies(None, SwitchState.ROLLING_BACK)
+
+
+def test_a_booking_must_start_later_than_now() -> None:
+    now = datetime(2030, 1, 10, 12, 0, tzinfo=UTC)
+    assert booking_refusal(now + timedelta(minutes=1), now=now) is None
+    assert "past" in (booking_refusal(now - timedelta(days=2), now=now) or "")
+    assert "past" in (booking_refusal(now, now=now) or "")
+    assert "offset" in (booking_refusal(datetime(2030, 1, 11, 9, 0), now=now) or "")
 
 
 def test_rollback_rules() -> None:

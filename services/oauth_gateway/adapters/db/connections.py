@@ -195,6 +195,7 @@ class ConnectionStore:
         )
         row.previous_token_expires_at = row.token_expires_at
         row.previous_provider_account_id = row.provider_account_id
+        row.previous_provider_account_email = row.provider_account_email
 
     def connection_snapshot_or_none(self, tutor_id: uuid.UUID) -> ConnectionSnapshot | None:
         """The snapshot, or None when there is no connection or its tokens were forgotten."""

@@ -269,13 +269,16 @@ class SwitchStore:
             "refresh_token",
         )
         conn.token_expires_at = conn.previous_token_expires_at
-        # The ids swap with the tokens (a later app removal must find the
-        # restored account); the email we kept was the other provider's.
+        # The account (id and email) swaps with the tokens: a later app removal
+        # must find the restored account, and the page shows its email again.
         conn.provider_account_id, conn.previous_provider_account_id = (
             conn.previous_provider_account_id,
             conn.provider_account_id,
         )
-        conn.provider_account_email = None
+        conn.provider_account_email, conn.previous_provider_account_email = (
+            conn.previous_provider_account_email,
+            conn.provider_account_email,
+        )
         (
             conn.previous_provider,
             conn.previous_access_token_encrypted,

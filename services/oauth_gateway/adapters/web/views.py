@@ -7,9 +7,10 @@ from datetime import datetime
 from functools import cache
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, computed_field, field_validator
 
-from services.oauth_gateway.domain import Progress, switch_message
+from services.core.db.models import SwitchState
+from services.oauth_gateway.domain import Progress, state_label, switch_message
 
 
 class ConnectionView(BaseModel):
@@ -52,6 +53,7 @@ class SwitchView(BaseModel):
     from_provider: str
     to_provider: str
     generation: int
+    # The machine value (a `SwitchState`); `state_label` is what a tutor reads.
     state: str
     sessions_total: int
     sessions_migrated: int
@@ -67,6 +69,12 @@ class SwitchView(BaseModel):
     can_roll_back: bool = False
     failed_sessions: list[FailedSessionView] = Field(default_factory=list)
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def state_label(self) -> str:
+        """The state in the tutor's words (pages and the JSON API show this, never `state`)."""
+        return state_label(self.state)
+
     @property
     def in_flight(self) -> bool:
         return self.progress.in_flight
@@ -74,7 +82,7 @@ class SwitchView(BaseModel):
     @property
     def watched(self) -> bool:
         """Whether the page keeps polling: a migration or a rollback is running."""
-        return self.in_flight or self.state == "ROLLING_BACK"
+        return self.in_flight or self.state == SwitchState.ROLLING_BACK
 
     @property
     def progress(self) -> Progress:

@@ -18,7 +18,7 @@ from services.oauth_gateway.adapters.web.deps import (
     session_token,
 )
 from services.oauth_gateway.adapters.web.views import message_view
-from services.oauth_gateway.domain import PROVIDER_LABELS
+from services.oauth_gateway.domain import PROVIDER_LABELS, notice_applies
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -59,6 +59,10 @@ async def video_setup(
         message = message_view(shown.progress if switch is not None and shown else None)
     elif shown is not None and (shown.watched or notice):
         message = message_view(shown.progress)
+    # A notice describes what the button started; once that ended (the page
+    # reloads with the same address) the switch's own message says how it ended.
+    if not notice_applies(notice, shown.state if shown else None):
+        notice = None
     sessions = await gateway.upcoming_for(tutor)
     deleted = await gateway.deleted_meetings(tutor)
     context: dict[str, Any] = {

@@ -31,7 +31,7 @@
     set("progress-migrated", body.sessions_migrated);
     set("progress-failed", body.sessions_failed);
     set("progress-remaining", body.sessions_remaining);
-    set("progress-state", body.state);
+    set("progress-state", body.state_label);
     const bar = document.getElementById("progress-bar");
     if (bar) {
       bar.max = body.sessions_total || 1;
