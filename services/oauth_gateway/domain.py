@@ -12,17 +12,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
+from services.core import switching
 from services.core.db.models import SwitchState
 
-IN_FLIGHT_STATES = frozenset({SwitchState.PENDING, SwitchState.PLANNING, SwitchState.MIGRATING})
-FINAL_STATES = frozenset(
-    {
-        SwitchState.COMPLETED,
-        SwitchState.COMPLETED_WITH_FAILURES,
-        SwitchState.SUPERSEDED,
-        SwitchState.ROLLED_BACK,
-    }
-)
+# The switch's rules live in core.switching; the page asks the same questions there.
+IN_FLIGHT_STATES = switching.IN_FLIGHT
+FINAL_STATES = switching.SETTLED
 
 # A switch's state in the tutor's words: what the page and the JSON API's `state_label`
 # show. The enum value stays in `state` and in data attributes, for machines only.
@@ -202,9 +197,9 @@ def rollback_allowed(
     now: datetime,
 ) -> str | None:
     """None when a rollback may start; otherwise why not (shown to the tutor)."""
-    if switch_state in ("ROLLING_BACK", "ROLLED_BACK"):
+    if switch_state in (SwitchState.ROLLING_BACK, SwitchState.ROLLED_BACK):
         return "this switch is already rolled back"
-    if switch_state == "SUPERSEDED" or switch_generation != connection_generation:
+    if switch_state == SwitchState.SUPERSEDED or switch_generation != connection_generation:
         return "a newer switch replaced this one"
     if connection_provider != switch_to_provider:
         return "the connection no longer uses this switch's provider"
