@@ -34,6 +34,7 @@ from services.providers._models import (
     MeetingRequest,
     ProviderAccount,
     ProviderName,
+    checked_join_url,
     google_event_id,
     idempotency_key,
 )
@@ -60,13 +61,17 @@ def google_reason(body: dict[str, Any]) -> str | None:
     return str(status) if status else None
 
 
-def meet_link(event: dict[str, Any]) -> str | None:
-    """The Meet link: `hangoutLink`, else the video entry point of `conferenceData`."""
+def meet_link(event: dict[str, Any], *, allow_http: bool = False) -> str | None:
+    """The Meet link: `hangoutLink`, else the video entry point of `conferenceData`.
+
+    Only a link a student may be sent to counts (`checked_join_url`): an event
+    whose link is anything else is an event without a link.
+    """
     if event.get("hangoutLink"):
-        return str(event["hangoutLink"])
+        return checked_join_url(event["hangoutLink"], allow_http=allow_http)
     for entry in (event.get("conferenceData") or {}).get("entryPoints") or []:
         if entry.get("entryPointType") == "video" and entry.get("uri"):
-            return str(entry["uri"])
+            return checked_join_url(entry["uri"], allow_http=allow_http)
     return None
 
 
@@ -230,6 +235,11 @@ class GoogleMeetClient(ProviderClient):
     def _api(self, path: str) -> str:
         return f"{self.settings.google_api_base}{path}"
 
+    @property
+    def _allow_http(self) -> bool:
+        """http join links only from a local simulator reached over http (dev)."""
+        return self.settings.google_api_base.startswith("http://")
+
     def api_error(self, response: httpx.Response, *, operation: str) -> ProviderError:
         """Google's `{"error": {"errors": [{"reason": ...}], ...}}` mapped onto our tree."""
         body = json_body(response)
@@ -306,7 +316,7 @@ class GoogleMeetClient(ProviderClient):
                 status=409,
             )
         event = await self._await_conference(access_token, event)
-        if meet_link(event) is None:
+        if meet_link(event, allow_http=self._allow_http) is None:
             # Without a link the session cannot move: take the linkless event
             # back out of the tutor's calendar and say why.
             await self._delete_quietly(access_token, str(event["id"]))
@@ -419,6 +429,6 @@ class GoogleMeetClient(ProviderClient):
         return Meeting(
             provider=self.provider,
             external_id=str(event["id"]),
-            join_url=meet_link(event),
+            join_url=meet_link(event, allow_http=self._allow_http),
             start_time=datetime.fromisoformat(start).astimezone(UTC) if start else None,
         )

@@ -24,6 +24,7 @@ from services.providers._models import (
     MeetingRequest,
     ProviderAccount,
     ProviderName,
+    checked_join_url,
     meeting_marker,
 )
 from services.providers._ratelimit import (
@@ -236,6 +237,9 @@ class ZoomClient(ProviderClient):
         return Meeting(
             provider=self.provider,
             external_id=str(body["id"]),
-            join_url=str(body["join_url"]) if body.get("join_url") else None,
+            join_url=checked_join_url(
+                body.get("join_url"),
+                allow_http=self.settings.zoom_api_base.startswith("http://"),
+            ),
             start_time=parse_zoom_time(str(body["start_time"]) if body.get("start_time") else None),
         )
