@@ -26,7 +26,6 @@ from sqlalchemy import Engine, text
 from services.core import events, outbox
 from services.core.settings import CommonSettings
 from services.migrator.adapters.db.common import make_async_engine
-from services.relay.domain import SLOT_LOCK_CLASS
 
 SOURCE = "/relink/tests"
 PER_TUTOR = 16
@@ -210,13 +209,3 @@ def wait_for_blocked_writer(engine: Engine) -> bool:
                 return True
             time.sleep(0.05)
     return False
-
-
-def test_the_outbox_lock_class_is_not_the_relays() -> None:
-    assert outbox.OUTBOX_LOCK_CLASS != SLOT_LOCK_CLASS
-
-
-def test_rows_of_another_tutor_are_refused(engine: Engine) -> None:
-    a, b = two_tutors()
-    with engine.connect() as conn, pytest.raises(ValueError, match="appended under the lock"):
-        outbox.append(conn, a, [row(CommonSettings(), b, 1)])
