@@ -3,8 +3,9 @@
 Every producer and consumer goes through this module, so the envelope and
 the payload schemas (`schemas/<type>/v1.json`) are applied in one place.
 
-* Producers never write to Kafka: they call `outbox_row(...)` and insert the
-  values into the `outbox` table in the same transaction as their change; the
+* Producers never write to Kafka: they call `outbox_row(...)` and append the
+  values with `services.core.outbox.append(...)` (which takes the tutor's
+  outbox lock) in the same transaction as their change; the
   relay turns each row into a Kafka message with `outbox_message(...)`.
 * Consumers call `parse_message(...)`; on `InvalidEvent` they send the
   original message to the dead-letter topic with `dead_letter(...)` and move on.
@@ -331,8 +332,9 @@ def outbox_row(
 ) -> dict[str, Any]:
     """The column values of the `outbox` row that will carry this event.
 
-    Insert them (e.g. `session.add(Outbox(**values))`) in the transaction that
-    makes the change the event reports; the relay publishes the row later.
+    Append them with `services.core.outbox.append(conn, tutor_id, [values])`
+    in the transaction that makes the change the event reports; the relay
+    publishes the row later.
     """
     event = new_event(
         event_type, payload, tutor_id=tutor_id, source=source, event_id=event_id, time=time

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.core import events
-from services.core.db.models import Outbox
+from services.core import events, outbox
 from services.core.events import rfc3339
 from services.core.settings import CommonSettings
 from services.migrator.adapters.db.common import SOURCE, UNSETTLED_SQL
@@ -130,8 +129,9 @@ class ClaimStore:
                 c.generation AS connection_generation, c.provider AS connection_provider,
                 m.last_error
         """
+        delayed: list[dict[str, Any]] = []
         async with self.engine.begin() as conn:
-            quotas = await self._within_budget(conn, quotas)
+            quotas = await self._within_budget(conn, quotas, delayed)
             tutors = [t for t, k in quotas.items() if k > 0]
             params = {
                 "tutors": tutors,
@@ -141,6 +141,7 @@ class ClaimStore:
             }
             rows = (await conn.execute(text(sql), params)).all() if tutors else []
             await self._spend_budget(conn, rows)
+            await outbox.append_group_async(conn, delayed)  # the last write: core.outbox
         return [
             ClaimedRow(
                 **{
@@ -157,7 +158,7 @@ class ClaimStore:
         ]
 
     async def _within_budget(
-        self, conn: AsyncConnection, quotas: Mapping[str, int]
+        self, conn: AsyncConnection, quotas: Mapping[str, int], delayed: list[dict[str, Any]]
     ) -> dict[str, int]:
         """Cut each tutor's claim to the creates left today at a capped provider.
 
@@ -206,7 +207,11 @@ class ClaimStore:
                 if left <= 0:
                     quotas[tutor] = 0
                     await self._wait_for_reset(
-                        conn, tutor_id=tutor, provider=provider, resets_at=resets_at
+                        conn,
+                        tutor_id=tutor,
+                        provider=provider,
+                        resets_at=resets_at,
+                        delayed=delayed,
                     )
                 else:
                     quotas[tutor] = min(quotas[tutor], left)
@@ -238,7 +243,13 @@ class ClaimStore:
             )
 
     async def _wait_for_reset(
-        self, conn: AsyncConnection, *, tutor_id: str, provider: str, resets_at: datetime
+        self,
+        conn: AsyncConnection,
+        *,
+        tutor_id: str,
+        provider: str,
+        resets_at: datetime,
+        delayed: list[dict[str, Any]],
     ) -> None:
         """Move the tutor's due rows at `provider` to the quota reset and announce the wait."""
         switches = (
@@ -257,13 +268,27 @@ class ClaimStore:
         ).scalars()
         for switch_id in set(switches):
             await self._announce_wait(
-                conn, switch_id=str(switch_id), until=resets_at, reason="daily_quota"
+                conn,
+                switch_id=str(switch_id),
+                until=resets_at,
+                reason="daily_quota",
+                delayed=delayed,
             )
 
     async def _announce_wait(
-        self, conn: AsyncConnection, *, switch_id: str, until: datetime, reason: str
+        self,
+        conn: AsyncConnection,
+        *,
+        switch_id: str,
+        until: datetime,
+        reason: str,
+        delayed: list[dict[str, Any]],
     ) -> None:
-        """Record when the switch's remaining sessions will move; tell once per new time."""
+        """Record when the switch's remaining sessions will move; tell once per new time.
+
+        The `switch.delayed` row goes to `delayed`: the transaction appends it
+        to the outbox as its last write (see `core.outbox`).
+        """
         switch = (
             await conn.execute(
                 text(
@@ -289,16 +314,19 @@ class ClaimStore:
         ).scalar_one()
         # Once per new resume time: the conditional UPDATE above (a row lock) lets
         # only one executor through.
-        await self._insert_delayed(
-            conn,
-            switch_id=switch_id,
-            switch=switch,
-            reason=reason,
-            waiting=int(waiting),
-            resumes_at=until,
+        delayed.append(
+            self._delayed_event(
+                switch_id=switch_id,
+                switch=switch,
+                reason=reason,
+                waiting=int(waiting),
+                resumes_at=until,
+            )
         )
 
-    async def _announce_usage_limits(self, conn: AsyncConnection, *, switch_id: str) -> None:
+    async def _announce_usage_limits(
+        self, conn: AsyncConnection, *, switch_id: str, delayed: list[dict[str, Any]]
+    ) -> None:
         """Tell the tutor, once per switch, that Google's usage limits hold the rest back.
 
         `switch.delayed` with reason `usage_limits` and no `resumes_at`: Google's
@@ -329,25 +357,25 @@ class ClaimStore:
                 {"id": switch_id},
             )
         ).scalar_one()
-        await self._insert_delayed(
-            conn,
-            switch_id=switch_id,
-            switch=switch,
-            reason="usage_limits",
-            waiting=int(waiting),
-            resumes_at=None,
+        delayed.append(
+            self._delayed_event(
+                switch_id=switch_id,
+                switch=switch,
+                reason="usage_limits",
+                waiting=int(waiting),
+                resumes_at=None,
+            )
         )
 
-    async def _insert_delayed(
+    def _delayed_event(
         self,
-        conn: AsyncConnection,
         *,
         switch_id: str,
         switch: Any,
         reason: str,
         waiting: int,
         resumes_at: datetime | None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """The `switch.delayed` outbox row; `resumes_at` only when the provider named a time."""
         data: dict[str, Any] = {
             "switch_id": switch_id,
@@ -362,17 +390,13 @@ class ClaimStore:
         }
         if resumes_at is not None:
             data["resumes_at"] = rfc3339(resumes_at)
-        await conn.execute(
-            insert(Outbox).values(
-                **events.outbox_row(
-                    "switch.delayed",
-                    data,
-                    tutor_id=str(switch.tutor_id),
-                    source=SOURCE,
-                    topics=self.topics,
-                    event_id=uuid.uuid4(),
-                )
-            )
+        return events.outbox_row(
+            "switch.delayed",
+            data,
+            tutor_id=str(switch.tutor_id),
+            source=SOURCE,
+            topics=self.topics,
+            event_id=uuid.uuid4(),
         )
 
     async def pause_switch(
@@ -385,6 +409,7 @@ class ClaimStore:
         and is announced to the tutor. Google's usage limits (`usage_limited`)
         are announced too, once per switch, with no time: Google gives none.
         """
+        delayed: list[dict[str, Any]] = []
         async with self.engine.begin() as conn:
             switch = (
                 await conn.execute(
@@ -398,21 +423,37 @@ class ClaimStore:
                 )
             ).first()
             if usage_limited and switch is not None:
-                await self._announce_usage_limits(conn, switch_id=switch_id)
-            if not quota or switch is None:
-                return
-            cap = self.daily_caps.get(switch.to_provider)
-            if cap:
-                day, _ = quota_window(switch.to_provider, datetime.now(UTC))
-                await conn.execute(
-                    text(
-                        "INSERT INTO provider_quota_usage (tutor_id, provider, quota_day, used) "
-                        "VALUES (:t, :p, :day, :cap) ON CONFLICT (tutor_id, provider, quota_day) "
-                        "DO UPDATE SET used = greatest(provider_quota_usage.used, :cap)"
-                    ),
-                    {"t": switch.tutor_id, "p": switch.to_provider, "day": day, "cap": cap},
+                await self._announce_usage_limits(conn, switch_id=switch_id, delayed=delayed)
+            if quota and switch is not None:
+                await self._spend_day(
+                    conn, switch_id=switch_id, switch=switch, until=until, delayed=delayed
                 )
-            await self._announce_wait(conn, switch_id=switch_id, until=until, reason="daily_quota")
+            await outbox.append_group_async(conn, delayed)  # the last write: core.outbox
+
+    async def _spend_day(
+        self,
+        conn: AsyncConnection,
+        *,
+        switch_id: str,
+        switch: Any,
+        until: datetime,
+        delayed: list[dict[str, Any]],
+    ) -> None:
+        """An unforeseen daily quota: the rest of today's budget is spent, the wait announced."""
+        cap = self.daily_caps.get(switch.to_provider)
+        if cap:
+            day, _ = quota_window(switch.to_provider, datetime.now(UTC))
+            await conn.execute(
+                text(
+                    "INSERT INTO provider_quota_usage (tutor_id, provider, quota_day, used) "
+                    "VALUES (:t, :p, :day, :cap) ON CONFLICT (tutor_id, provider, quota_day) "
+                    "DO UPDATE SET used = greatest(provider_quota_usage.used, :cap)"
+                ),
+                {"t": switch.tutor_id, "p": switch.to_provider, "day": day, "cap": cap},
+            )
+        await self._announce_wait(
+            conn, switch_id=switch_id, until=until, reason="daily_quota", delayed=delayed
+        )
 
 
 def quota_window(provider: str, now: datetime) -> tuple[date, datetime]:

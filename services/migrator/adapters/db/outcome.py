@@ -7,17 +7,15 @@ crash leaves either all of it or none.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.core import events
-from services.core.db.models import Outbox
+from services.core import events, outbox
 from services.core.events import rfc3339
 from services.core.settings import CommonSettings
 from services.migrator.adapters.db.claim import ClaimedRow
@@ -73,13 +71,14 @@ class OutcomeStore:
 
         One transaction for all of them: each session's update (only if still
         eligible, still on the provider the plan saw, and its switch still
-        current), its row, its switch's counters and its `session.migrated`
-        outbox row -- one statement -- then the check whether the switches are
-        complete. A row whose session may no longer move is settled SKIPPED.
-        No two rows of one session may be in one call.
+        current), its row and its switch's counters -- one statement -- then
+        the check whether the switches are complete, then the moved rows'
+        `session.migrated` outbox rows (`core.outbox`, the last write). A row
+        whose session may no longer move is settled SKIPPED. No two rows of
+        one session may be in one call.
         """
         now = datetime.now(UTC)
-        outbox = [
+        migrated = [
             events.outbox_row(
                 "session.migrated",
                 {
@@ -107,12 +106,8 @@ class OutcomeStore:
             WITH input AS (
                 SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:sids AS uuid[]),
                     CAST(:switches AS uuid[]), CAST(:froms AS text[]), CAST(:tos AS text[]),
-                    CAST(:mids AS text[]), CAST(:urls AS text[]), CAST(:event_ids AS uuid[]),
-                    CAST(:aggregate_types AS text[]), CAST(:aggregate_ids AS text[]),
-                    CAST(:event_types AS text[]), CAST(:topics AS text[]),
-                    CAST(:payloads AS jsonb[]), CAST(:headers AS jsonb[]))
-                    WITH ORDINALITY AS i(id, sid, switch, from_p, to_p, mid, url, event_id,
-                        aggregate_type, aggregate_id, event_type, topic, payload, headers, ord)
+                    CAST(:mids AS text[]), CAST(:urls AS text[]))
+                    AS i(id, sid, switch, from_p, to_p, mid, url)
             ), moved AS (
                 UPDATE sessions s SET provider = i.to_p, meeting_external_id = i.mid,
                     join_url = i.url, meeting_created_at = :now, version = s.version + 1,
@@ -148,14 +143,6 @@ class OutcomeStore:
                 ) n
                 WHERE p.id = n.switch_id
                 RETURNING 1
-            ), published AS (
-                INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic,
-                    payload, headers)
-                SELECT i.event_id, i.aggregate_type, i.aggregate_id, i.event_type, i.topic,
-                    i.payload, i.headers
-                FROM input i WHERE i.id IN (SELECT id FROM moved)
-                ORDER BY i.ord
-                RETURNING 1
             )
             SELECT id FROM moved
         """
@@ -168,17 +155,14 @@ class OutcomeStore:
             "tos": [row.to_provider for row, _ in done],
             "mids": [meeting.external_id for _, meeting in done],
             "urls": [meeting.join_url for _, meeting in done],
-            "event_ids": [str(e["event_id"]) for e in outbox],
-            "aggregate_types": [e["aggregate_type"] for e in outbox],
-            "aggregate_ids": [str(e["aggregate_id"]) for e in outbox],
-            "event_types": [e["event_type"] for e in outbox],
-            "topics": [e["topic"] for e in outbox],
-            "payloads": [json.dumps(e["payload"]) for e in outbox],
-            "headers": [json.dumps(e["headers"]) for e in outbox],
         }
         async with self.engine.begin() as conn:
             moved = set((await conn.execute(text(sql), params)).scalars())
             await complete_settled(conn, sorted({row.switch_id for row, _ in done}))
+            # The last write (core.outbox): the moved rows' events, in the group's order.
+            await outbox.append_group_async(
+                conn, [e for (row, _), e in zip(done, migrated, strict=True) if row.id in moved]
+            )
         return [row.id in moved for row, _ in done]
 
     async def skip(self, row: ClaimedRow, *, why: str) -> None:
@@ -190,19 +174,23 @@ class OutcomeStore:
     async def fail(self, row: ClaimedRow, *, reason: str, detail: str, retryable: bool) -> None:
         """Settle a row as failed and write its `session.failed`."""
         async with self.engine.begin() as conn:
-            if await self._settle(conn, row, state="FAILED", error=f"{reason}: {detail}"):
-                await conn.execute(
-                    insert(Outbox).values(
-                        **self._failed_event(
-                            row=row, reason=reason, detail=detail, retryable=retryable
-                        )
-                    )
-                )
+            settled = await self._settle(conn, row, state="FAILED", error=f"{reason}: {detail}")
+            if settled:
                 await conn.execute(
                     text("UPDATE session_migrations SET retryable = :r WHERE id = :id"),
                     {"r": retryable, "id": row.id},
                 )
             await complete_if_settled(conn, row.switch_id)
+            if settled:  # the last write (core.outbox)
+                await outbox.append_async(
+                    conn,
+                    row.tutor_id,
+                    [
+                        self._failed_event(
+                            row=row, reason=reason, detail=detail, retryable=retryable
+                        )
+                    ],
+                )
 
     async def fail_remaining(
         self, *, switch_id: str, reason: str, detail: str, batch: int = 500
@@ -242,8 +230,9 @@ class OutcomeStore:
                     ),
                     {"id": switch_id, "n": len(ids)},
                 )
-                await conn.execute(
-                    insert(Outbox),
+                await complete_if_settled(conn, switch_id)
+                await outbox.append_group_async(  # the last write (core.outbox)
+                    conn,
                     [
                         self._failed_event(
                             row=r, reason=reason, detail=detail, retryable=True, attempts=None
@@ -251,7 +240,6 @@ class OutcomeStore:
                         for r in rows
                     ],
                 )
-                await complete_if_settled(conn, switch_id)
                 failed += len(rows)
 
     async def retry_later(

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.core import events
+from services.core import events, outbox
 from services.core.db.models import Outbox
 from services.core.events import rfc3339
 from services.core.settings import CommonSettings
@@ -165,7 +165,7 @@ class RollbackStore:
                 if r.previous_meeting_external_id and r.previous_join_url
             ]
             if notices:
-                await conn.execute(insert(Outbox), notices)
+                await outbox.append_async(conn, switch.tutor_id, notices)
         return len(restored_ids), len(ids)
 
     def _restored_event(self, switch: SwitchRef, row: Any, *, now: datetime) -> dict[str, Any]:
@@ -245,9 +245,11 @@ class RollbackStore:
                 provider=switch.to_provider,
             )
             await self._catch_up(conn, switch, now=now)
-            await conn.execute(
-                insert(Outbox).values(
-                    **events.outbox_row(
+            await outbox.append_async(
+                conn,
+                switch.tutor_id,
+                [
+                    events.outbox_row(
                         "switch.rolled_back",
                         {
                             "switch_id": switch.id,
@@ -262,7 +264,7 @@ class RollbackStore:
                         topics=self.topics,
                         event_id=event_id_for("rolled_back", switch.id),
                     )
-                )
+                ],
             )
         return outcome
 

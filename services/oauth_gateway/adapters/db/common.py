@@ -1,7 +1,9 @@
 """What several parts of the gateway's store share.
 
 The per-tutor lock (the connection row), the encrypted token columns, and
-the one function that appends the gateway's outbox rows.
+the one function that appends the gateway's outbox rows (through
+`core.outbox.append`, the tutor's outbox lock: call it as the last write of
+the transaction).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.core import events
-from services.core.db.models import Connection, Outbox, SessionStatus
+from services.core import events, outbox
+from services.core.db.models import Connection, SessionStatus
 from services.core.tokens import TokenCipher
 from services.providers import TokenSet
 
@@ -60,6 +62,6 @@ def add_event(
         topics=topics,
         time=now,
     )
-    s.add(Outbox(**values))
+    outbox.append(s, tutor_id, [values])
     event_id: uuid.UUID = values["event_id"]
     return event_id

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core import events
-from services.core.db.models import Connection, Outbox, ProviderSwitch, SwitchState
+from services.core import events, outbox
+from services.core.db.models import Connection, ProviderSwitch, SwitchState
 from services.core.tokens import TokenCipher
 from services.oauth_gateway.adapters.db.common import (
     SOURCE,
@@ -140,9 +140,11 @@ class ConnectionStore:
             )
             s.add(switch)
             s.flush()
-            s.add(
-                Outbox(
-                    **events.outbox_row(
+            outbox.append(
+                s,
+                tutor_id,
+                [
+                    events.outbox_row(
                         events.EventType.PROVIDER_SWITCHED,
                         {
                             "switch_id": str(switch.id),
@@ -157,7 +159,7 @@ class ConnectionStore:
                         topics=self._topics,
                         time=now,
                     )
-                )
+                ],
             )
             return SaveResult(outcome, generation=row.generation, switch_id=switch.id)
 

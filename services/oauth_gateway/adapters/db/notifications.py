@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -76,6 +78,7 @@ class NotificationStore:
                 .with_for_update()
             ).all()
             done = 0
+            told: list[tuple[uuid.UUID, dict[str, Any]]] = []
             for row in rows:
                 if row.access_token_encrypted is None:
                     continue  # already forgotten (an earlier removal)
@@ -95,19 +98,17 @@ class NotificationStore:
                         SessionRow.scheduled_start_at >= now,
                     )
                 )
-                add_event(
-                    self._topics,
-                    s,
-                    events.EventType.PROVIDER_DISCONNECTED,
-                    {
-                        "tutor_id": str(row.tutor_id),
-                        "provider": provider,
-                        "reason": "app_deauthorized",
-                        "upcoming_sessions": int(upcoming or 0),
-                        "disconnected_at": deauthorized_at.isoformat(),
-                    },
-                    tutor_id=row.tutor_id,
-                    now=now,
+                told.append(
+                    (
+                        row.tutor_id,
+                        {
+                            "tutor_id": str(row.tutor_id),
+                            "provider": provider,
+                            "reason": "app_deauthorized",
+                            "upcoming_sessions": int(upcoming or 0),
+                            "disconnected_at": deauthorized_at.isoformat(),
+                        },
+                    )
                 )
                 done += 1
             # A connection kept for rollback on that account loses its tokens
@@ -126,6 +127,17 @@ class NotificationStore:
                 row.previous_refresh_token_encrypted = None
                 row.previous_token_expires_at = None
                 row.updated_at = now
+            # The tutors' `provider.disconnected` rows last (core.outbox: the
+            # outbox lock is taken after every row lock of the transaction).
+            for tutor_id, payload in told:
+                add_event(
+                    self._topics,
+                    s,
+                    events.EventType.PROVIDER_DISCONNECTED,
+                    payload,
+                    tutor_id=tutor_id,
+                    now=now,
+                )
             record.outcome = (
                 f"disconnected:{done}"
                 if rows
