@@ -185,3 +185,37 @@ async def test_the_role_comes_from_the_database_not_the_token(
         conn.execute(text("DELETE FROM users WHERE id = :id"), {"id": tutor.id})
     gone = await http.get("/api/connection", headers=tutor.headers)
     assert gone.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"sec-fetch-site": "cross-site"},
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+    ],
+    ids=["sec-fetch-site", "origin", "opaque-origin"],
+)
+async def test_a_switch_cannot_be_started_from_another_site(
+    http: httpx.AsyncClient, people: People, engine: Engine, headers: dict[str, str]
+) -> None:
+    tutor = people("tutor")
+    answer = await http.get("/oauth/zoom/start", headers={**tutor.cookies, **headers})
+    assert answer.status_code == 403
+    with engine.connect() as conn:
+        states = conn.execute(
+            text("SELECT count(*) FROM oauth_states WHERE tutor_id = :t"), {"t": tutor.id}
+        ).scalar_one()
+    assert states == 0  # nothing was started
+
+
+@pytest.mark.parametrize("site", ["same-origin", "same-site", "none", None])
+async def test_a_switch_starts_from_our_page_a_bookmark_or_an_old_browser(
+    http: httpx.AsyncClient, people: People, site: str | None
+) -> None:
+    tutor = people("tutor")
+    headers = dict(tutor.cookies)
+    if site is not None:
+        headers["sec-fetch-site"] = site
+    answer = await http.get("/oauth/zoom/start", headers=headers)
+    assert answer.status_code == 302

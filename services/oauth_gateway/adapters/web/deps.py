@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
@@ -98,6 +99,32 @@ async def csrf_protected(
 
 
 CsrfChecked = Depends(csrf_protected)
+
+
+def not_cross_site(request: Request, gateway: GatewayDep) -> None:
+    """Refuse a request another site made the browser send (a link or form elsewhere).
+
+    Starting a switch is a GET (the page's buttons are links to the provider's
+    consent), and the session cookie is `SameSite=Lax`, so it travels on a
+    top-level GET from any site; with a provider that skips consent for an app
+    already authorized, a link on any site could switch a tutor's provider.
+    Browsers say where a request comes from (`Sec-Fetch-Site`, and `Origin` on
+    most requests): anything from another site is refused. A typed URL or a
+    bookmark (`none`) and the platform's own subdomains (`same-site`) pass.
+    """
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        raise Forbidden("a switch can only be started from relink's own page")
+    origin = request.headers.get("origin")
+    if origin is not None and origin != "null":
+        ours = urlsplit(gateway.settings.public_base_url)
+        theirs = urlsplit(origin)
+        if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
+            raise Forbidden("a switch can only be started from relink's own page")
+    elif origin == "null":
+        raise Forbidden("a switch can only be started from relink's own page")
+
+
+SameSiteOnly = Depends(not_cross_site)
 
 
 def render(

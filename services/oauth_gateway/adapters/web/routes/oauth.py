@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 
-from services.oauth_gateway.adapters.web.deps import CurrentTutor, GatewayDep
+from services.oauth_gateway.adapters.web.deps import CurrentTutor, GatewayDep, SameSiteOnly
 from services.oauth_gateway.errors import OAuthRejected
 
 router = APIRouter(prefix="/oauth", tags=["oauth"])
 
 
-@router.get("/{provider}/start")
+@router.get("/{provider}/start", dependencies=[SameSiteOnly])
 async def oauth_start(provider: str, tutor: CurrentTutor, gateway: GatewayDep) -> RedirectResponse:
     """Send the tutor to the provider's consent page with a fresh state and PKCE challenge."""
     url = await gateway.start_oauth(tutor, provider)
