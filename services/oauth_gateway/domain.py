@@ -169,6 +169,11 @@ def switch_message(progress: Progress | None) -> Message:
     return Message("success", (CONNECTED,))
 
 
+# How far ahead a session may be booked (a year-9999 start overflowed the
+# provider client's end-time arithmetic and answered a bare 500).
+BOOKING_HORIZON_YEARS = 10
+
+
 def booking_refusal(start: datetime, *, now: datetime) -> str | None:
     """None when a session may be booked to start at `start`; otherwise why not.
 
@@ -181,6 +186,11 @@ def booking_refusal(start: datetime, *, now: datetime) -> str | None:
         return (
             f"scheduled_start_at {start.isoformat()} is in the past: a session can only be "
             f"booked to start later than now ({now.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
+        )
+    if start.year > now.year + BOOKING_HORIZON_YEARS:
+        return (
+            f"scheduled_start_at {start.isoformat()} is too far ahead: sessions are booked "
+            f"at most {BOOKING_HORIZON_YEARS} years ahead"
         )
     return None
 

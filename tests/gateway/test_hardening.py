@@ -19,7 +19,8 @@ from services.oauth_gateway.adapters.web.auth import VERSION, _b64, _sign, issue
 from services.oauth_gateway.entrypoint import create_app
 from services.oauth_gateway.settings import GatewaySettings
 from services.oauth_gateway.usecases import Gateway
-from tests.gateway.conftest import BASE, People
+from tests.gateway.conftest import BASE, People, SimHandle, connect
+from tests.gateway.test_bookings_and_keys import booking, live_meetings, sim_account
 
 
 async def test_a_big_body_is_refused_unread_before_authentication(
@@ -219,3 +220,37 @@ async def test_a_switch_starts_from_our_page_a_bookmark_or_an_old_browser(
         headers["sec-fetch-site"] = site
     answer = await http.get("/oauth/zoom/start", headers=headers)
     assert answer.status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"topic": "Algebra\u0000"}, "topic"),
+        ({"topic": "Algebra\u001b[31m"}, "topic"),
+        ({"topic": "   "}, "topic"),
+        ({"scheduled_start_at": "9999-12-31T23:00:00+00:00"}, "scheduled_start_at"),
+    ],
+    ids=["nul", "escape", "blank", "year-9999"],
+)
+async def test_a_booking_the_provider_or_database_cannot_hold_is_a_422_and_makes_nothing(
+    http: httpx.AsyncClient,
+    people: People,
+    sim: SimHandle,
+    engine: Engine,
+    change: dict[str, str],
+    field: str,
+) -> None:
+    tutor, student = people("tutor"), people("student")
+    await connect(http, tutor, "google_meet")
+    answer = await http.post(
+        "/api/bookings", json={**booking(student.id), **change}, headers=tutor.headers
+    )
+    assert answer.status_code == 422, answer.text
+    assert field in answer.text
+    google = await sim_account(sim, "google_meet", tutor.email)
+    assert live_meetings(google) == []
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT count(*) FROM sessions WHERE tutor_id = :t"), {"t": tutor.id}
+        ).scalar_one()
+    assert rows == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime
 from functools import cache
@@ -139,6 +140,18 @@ class BookingRequest(BaseModel):
     scheduled_start_at: datetime
     duration_minutes: int = Field(gt=0, le=600)
     timezone: str = Field(default="UTC", min_length=1, max_length=64)
+
+    @field_validator("topic")
+    @classmethod
+    def _printable_topic(cls, value: str) -> str:
+        # PostgreSQL text cannot hold NUL, and control characters have no place in a
+        # meeting title: refused here, before any meeting is requested at the provider
+        # (otherwise the meeting exists and the database step after it fails).
+        if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+            raise ValueError("the topic must not contain control characters")
+        if not value.strip():
+            raise ValueError("the topic must not be blank")
+        return value
 
     @field_validator("timezone")
     @classmethod
