@@ -15,11 +15,12 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
+from devtools.provider_sim.server import SimHandle
 from services.oauth_gateway.adapters.web.auth import VERSION, _b64, _sign, issue_token
 from services.oauth_gateway.entrypoint import create_app
 from services.oauth_gateway.settings import GatewaySettings
 from services.oauth_gateway.usecases import Gateway
-from tests.gateway.conftest import BASE, People, SimHandle, connect
+from tests.gateway.conftest import BASE, People, connect
 from tests.gateway.test_bookings_and_keys import booking, live_meetings, sim_account
 
 

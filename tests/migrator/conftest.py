@@ -17,9 +17,12 @@ from sqlalchemy import Engine, text
 
 from devtools.provider_sim.server import SimHandle, run_in_thread
 from devtools.provider_sim.settings import ProviderSimSettings
+from devtools.smtp_sink.sink import SmtpSink
 from services.core.settings import CommonSettings
+from services.notifier.settings import NotifierSettings
 from services.providers import ProviderClient, build_client
 from tests.migrator.factory import Factory
+from tests.notifier.conftest import notifier_env, running_notifier
 from tests.providers.conftest import SimAdmin, sim_settings
 from tests.relay.conftest import read_topic, relay_settings, running_relay
 
@@ -52,6 +55,18 @@ async def factory(
     yield Factory(engine, settings, clients)
     for client in clients.values():
         await client.aclose()
+
+
+@pytest.fixture
+def tutor_mail(relink_env: dict[str, str], tmp_path: Path) -> Iterator[SmtpSink]:
+    """The real notifier (in a thread) sending to an SMTP sink: the mail a tutor receives."""
+    with SmtpSink(folder=tmp_path / "mail") as sink:
+        env = notifier_env(relink_env, sink)
+        ours: dict[str, Any] = {
+            k: v for k, v in env.items() if k.startswith(("RELINK_", "DATA", "KAFKA"))
+        }
+        with running_notifier(NotifierSettings(**ours)):
+            yield sink
 
 
 @pytest.fixture

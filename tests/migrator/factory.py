@@ -174,8 +174,13 @@ class Factory:
         *,
         to_provider: str,
         rollback_deadline: datetime | None = None,
+        publish: bool = True,
     ) -> uuid.UUID:
-        """What the gateway's callback commits: connection, switch row and outbox row together."""
+        """What the gateway's callback commits: connection, switch row and outbox row together.
+
+        `publish=False` leaves the outbox row out (`publish` writes it later): the
+        migrator sees the new connection before it hears of the switch.
+        """
         switch_id = uuid.uuid4()
         with Session(self.engine) as db, db.begin():
             current = db.execute(
@@ -220,25 +225,35 @@ class Factory:
                 )
             )
             db.flush()
-            db.execute(
-                insert(Outbox).values(
-                    **events.outbox_row(
-                        "provider.switched",
-                        {
-                            "switch_id": str(switch_id),
-                            "tutor_id": str(tutor.id),
-                            "from_provider": current.provider,
-                            "to_provider": to_provider,
-                            "generation": generation,
-                            "switched_at": datetime.now(UTC).isoformat(),
-                        },
-                        tutor_id=str(tutor.id),
-                        source=SOURCE,
-                        topics=self.settings,
-                    )
+            if publish:
+                self._publish(db, switch_id)
+        return switch_id
+
+    def publish(self, switch_id: uuid.UUID) -> None:
+        """Write the switch's `provider.switched` outbox row (after `switch(publish=False)`)."""
+        with Session(self.engine) as db, db.begin():
+            self._publish(db, switch_id)
+
+    def _publish(self, db: Session, switch_id: uuid.UUID) -> None:
+        row = db.get_one(ProviderSwitch, switch_id)
+        db.execute(
+            insert(Outbox).values(
+                **events.outbox_row(
+                    "provider.switched",
+                    {
+                        "switch_id": str(switch_id),
+                        "tutor_id": str(row.tutor_id),
+                        "from_provider": row.from_provider,
+                        "to_provider": row.to_provider,
+                        "generation": row.generation,
+                        "switched_at": datetime.now(UTC).isoformat(),
+                    },
+                    tutor_id=str(row.tutor_id),
+                    source=SOURCE,
+                    topics=self.settings,
                 )
             )
-        return switch_id
+        )
 
     def _sql_tokens(self, tutor: Tutor, provider: str, *, prefix: str = "") -> dict[str, Any]:
         values = self._encrypted(tutor, provider, prefix=prefix)

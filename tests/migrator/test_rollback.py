@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import sessionmaker
 
+from devtools.smtp_sink.sink import SmtpSink
 from services.core import events
 from services.core.db.models import Outbox
 from services.core.settings import CommonSettings
@@ -212,34 +214,83 @@ async def test_cleanup_after_the_grace_period_deletes_old_meetings_and_forgets_o
     assert conn.previous_refresh_token_encrypted is None
 
 
-async def test_rolling_back_past_a_superseded_switch_moves_the_stranded_sessions(
+def tutor_switches(engine: Engine, tutor_id: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text("SELECT * FROM provider_switches WHERE tutor_id = :t ORDER BY generation"),
+                {"t": tutor_id},
+            )
+        )
+
+
+async def test_rollback_right_after_a_double_switch_creates_no_meeting_and_no_switch(
     engine: Engine,
     settings: CommonSettings,
     factory: Factory,
+    sim_admin: Any,
     relay: Any,
+    tutor_mail: SmtpSink,
     start_migrator: Any,
 ) -> None:
     """Zoom → Meet (superseded before it moved anything) → Zoom, then roll the last one back.
 
-    The rollback restores the Meet connection, but the sessions never left Zoom:
-    a follow-up switch must move them, or they would be silently left behind.
-    (Found by `relink soak`.)
+    Issue 17, defect 1: the rollback made a Meet → Zoom… follow-up switch the
+    tutor never made, created meetings, and the tutor was emailed "N of N
+    sessions moved" for it. Rolling back undoes what the switch did, nothing
+    more: the sessions it never moved keep the live meeting they have.
     """
     tutor = await factory.tutor(provider="zoom")
     sessions = factory.sessions(tutor, count=3, provider="zoom")
     await factory.real_meetings(tutor, sessions, provider="zoom")
+    before = {r.id: r for r in session_rows(engine, sessions)}
     to_meet = factory.switch(tutor, to_provider="google_meet")
     back_to_zoom = factory.switch(tutor, to_provider="zoom")
     start_migrator(**FAST_CLEANUP)
     assert wait_for(lambda: settled(engine, to_meet), what="first settles").state == "SUPERSEDED"
     assert wait_for(lambda: settled(engine, back_to_zoom), what="second settles")
-    assert all(r.provider == "zoom" for r in session_rows(engine, sessions))
+    meetings_before = {
+        provider: await live_meetings(sim_admin, provider, tutor.email)
+        for provider in ("zoom", "google_meet")
+    }
+    assert meetings_before["zoom"] == {r.meeting_external_id for r in before.values()}
 
     request_rollback(engine, settings, tutor=tutor, switch=back_to_zoom)
     wait_for(lambda: switch_row(engine, back_to_zoom).state == "ROLLED_BACK", what="rollback ends")
     assert connection(engine, tutor.id).provider == "google_meet"
+
+    # No switch the tutor never made: the two of hers, and no provider.switched besides.
+    assert [r.id for r in tutor_switches(engine, tutor.id)] == [to_meet, back_to_zoom]
+    with engine.connect() as db:
+        published = db.execute(
+            text(
+                "SELECT count(*) FROM outbox WHERE event_type = 'provider.switched' "
+                "AND payload->>'tutor_id' = :t"
+            ),
+            {"t": str(tutor.id)},
+        ).scalar_one()
+    assert published == 2
+    # Every session keeps the live Zoom meeting it had (the switch never moved it)…
+    for row in session_rows(engine, sessions):
+        old = before[row.id]
+        assert (row.provider, row.meeting_external_id, row.join_url) == (
+            "zoom",
+            old.meeting_external_id,
+            old.join_url,
+        )
+    # …and it is its only meeting: the rollback created none, at either provider.
+    for provider in ("zoom", "google_meet"):
+        assert await live_meetings(sim_admin, provider, tutor.email) <= meetings_before[provider]
+    assert await live_meetings(sim_admin, "google_meet", tutor.email) == set()
+
+    # The tutor hears of the rollback, and is told of no move that did not happen.
     wait_for(
-        lambda: all(r.provider == "google_meet" for r in session_rows(engine, sessions)),
-        what="stranded sessions move to the restored provider",
+        lambda: any("Google Meet" in m.subject for m in tutor_mail.mails()),
+        what="the rollback email (Google Meet is connected again)",
     )
-    assert all("/google/meet/" in (r.join_url or "") for r in session_rows(engine, sessions))
+    mails = tutor_mail.mails()
+    assert {m.rcpt_to for m in mails} == {(tutor.email,)}  # no session moved: no student emailed
+    for mail in mails:
+        assert not re.search(r"\b[1-9]\d* of \d+ sessions moved", mail.subject), mail.subject
+        assert "back on" not in mail.subject, mail.subject  # no session went back
+        assert "have been emailed" not in mail.body(), mail.body()

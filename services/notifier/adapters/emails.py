@@ -151,6 +151,9 @@ def render_switch_summary(summary: SwitchSummary) -> Rendered:
     to_name = provider_name(summary.to_provider)
     attention = max(summary.failed, len(summary.failures))
     subject = f"Your switch to {to_name}: {summary.migrated} of {summary.total} sessions moved"
+    if not (summary.total or attention):
+        # Nothing was planned: "0 of 0 sessions moved" claims a move that never happened.
+        subject = f"Your switch to {to_name} is done: no session needed to move"
     if attention:
         subject += f", {attention} need attention"
     context = {
@@ -176,7 +179,11 @@ def render_rollback_summary(summary: RollbackSummary) -> Rendered:
         "failed": summary.failed,
         "setup_url": summary.setup_url,
     }
-    return _render("tutor_rollback", f"Your sessions are back on {to_name}", context)
+    subject = f"Your sessions are back on {to_name}"
+    if not (summary.restored or summary.failed):
+        # The switch had moved nothing: no session went back and no student heard of it.
+        subject = f"Your switch was rolled back: {to_name} is connected again"
+    return _render("tutor_rollback", subject, context)
 
 
 def render_delay_notice(notice: DelayNotice) -> Rendered:

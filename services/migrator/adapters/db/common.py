@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from services.core.db.models import SwitchState
 from services.core.settings import normalize_database_url
 from services.migrator.domain import (
     ELIGIBLE_STATUSES,
@@ -66,10 +67,22 @@ async def complete_settled(
     *,
     from_states: Sequence[str] = ("MIGRATING",),
 ) -> dict[str, str]:
-    """Complete each of these switches with nothing left unsettled; their new states."""
+    """Settle each of these switches with nothing left unsettled; their new states.
+
+    The final state is true to what happened: `SUPERSEDED` when the tutor's
+    connection has a newer generation (a newer switch or a rollback replaced
+    this one before its last row settled: those rows were skipped, not
+    moved), else `COMPLETED_WITH_FAILURES` or `COMPLETED`. Without the first
+    case a switch overtaken before the migrator saw the newer one ended
+    `COMPLETED 0/0`, and its tutor was emailed that it was done.
+    """
+    superseded = SwitchState.SUPERSEDED.value
     rows = await conn.execute(
         text(
-            "UPDATE provider_switches p SET state = CASE WHEN p.sessions_failed > 0 "
+            "UPDATE provider_switches p SET state = CASE WHEN EXISTS (SELECT 1 FROM "
+            "tutor_video_provider_connections c WHERE c.tutor_id = p.tutor_id "
+            "AND c.generation > p.generation) "
+            f"THEN '{superseded}' WHEN p.sessions_failed > 0 "
             f"THEN '{final_switch_state(failed=1)}' ELSE '{final_switch_state(failed=0)}' "
             "END, completed_at = now(), waiting_until = NULL, waiting_reason = NULL "
             "WHERE p.id = ANY(CAST(:ids AS uuid[])) AND p.state = ANY(:states) "

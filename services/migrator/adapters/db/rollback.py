@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core import events, outbox
-from services.core.db.models import Outbox
+from services.core.db.locks import LOCK_CONNECTION_SQL
 from services.core.events import rfc3339
 from services.core.settings import CommonSettings
 from services.migrator.adapters.db.common import (
@@ -32,7 +32,7 @@ from services.migrator.adapters.db.common import (
     switch_ref,
 )
 from services.migrator.adapters.db.plan import PlanStore
-from services.migrator.domain import ELIGIBLE_STATUSES, UNSETTLED_STATES, SwitchRef
+from services.migrator.domain import UNSETTLED_STATES, SwitchRef
 
 # What a row that could not be restored says; the rolled-back event counts them.
 NOT_RESTORED = "rollback: session no longer on this switch's meeting"
@@ -219,9 +219,18 @@ class RollbackStore:
         Not due while a row is still `MIGRATED` (another run is restoring it).
         The new provider's tokens, kept by the gateway in `previous_*` so the
         new meetings could be deleted, are forgotten in the same transaction.
+
+        Locks in `services.core.db.locks.LOCK_ORDER`: the connection row first,
+        then the switch, as the gateway's rollback request does; the other order
+        deadlocked with a second rollback request.
+
+        Nothing else happens: sessions this switch never moved (e.g. ones a
+        superseded earlier switch never reached) keep the live meeting they
+        have. A rollback never creates a meeting nor a switch.
         """
         now = datetime.now(UTC)
         async with self.engine.begin() as conn:
+            await conn.execute(text(LOCK_CONNECTION_SQL), {"tutor_id": switch.tutor_id})
             done = (
                 await conn.execute(
                     text(
@@ -244,7 +253,6 @@ class RollbackStore:
                 generation=switch.generation + 1,
                 provider=switch.to_provider,
             )
-            await self._catch_up(conn, switch, now=now)
             await outbox.append_async(
                 conn,
                 switch.tutor_id,
@@ -267,79 +275,6 @@ class RollbackStore:
                 ],
             )
         return outcome
-
-    async def _catch_up(self, conn: AsyncConnection, switch: SwitchRef, *, now: datetime) -> None:
-        """Move sessions a superseded switch never moved to the restored provider.
-
-        Rolling back switch N restores the connection from before it; if switch
-        N-1 (to that provider) was superseded by N before it moved everything,
-        some sessions sit on the provider N moved away from, and nothing else
-        would ever move them. A follow-up switch, in the same transaction as the
-        rollback's end, hands them to the ordinary migration path.
-        """
-        connection = (
-            await conn.execute(
-                text(
-                    "SELECT provider, generation FROM tutor_video_provider_connections "
-                    "WHERE tutor_id = :t FOR UPDATE"
-                ),
-                {"t": switch.tutor_id},
-            )
-        ).first()
-        if connection is None or connection.provider != switch.from_provider:
-            return
-        stranded = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) FROM sessions WHERE tutor_id = :t "
-                    "AND status = ANY(:eligible) AND scheduled_start_at >= :now "
-                    "AND provider IS DISTINCT FROM :provider"
-                ),
-                {
-                    "t": switch.tutor_id,
-                    "eligible": list(ELIGIBLE_STATUSES),
-                    "now": now,
-                    "provider": connection.provider,
-                },
-            )
-        ).scalar_one()
-        if not stranded:
-            return
-        follow_up = uuid.uuid4()
-        await conn.execute(
-            text(
-                "INSERT INTO provider_switches (id, tutor_id, from_provider, to_provider, "
-                "generation, state, created_at, rollback_deadline) VALUES "
-                "(:id, :t, :from_p, :to_p, :g, 'PENDING', :now, :now)"
-            ),
-            {
-                "id": follow_up,
-                "t": switch.tutor_id,
-                "from_p": switch.to_provider,
-                "to_p": connection.provider,
-                "g": connection.generation,
-                "now": now,
-            },
-        )
-        await conn.execute(
-            insert(Outbox).values(
-                **events.outbox_row(
-                    "provider.switched",
-                    {
-                        "switch_id": str(follow_up),
-                        "tutor_id": switch.tutor_id,
-                        "from_provider": switch.to_provider,
-                        "to_provider": connection.provider,
-                        "generation": connection.generation,
-                        "switched_at": rfc3339(now),
-                    },
-                    tutor_id=switch.tutor_id,
-                    source=SOURCE,
-                    topics=self.topics,
-                    event_id=event_id_for("catch_up", switch.id),
-                )
-            )
-        )
 
     async def _rollback_outcome(self, conn: AsyncConnection, switch: SwitchRef) -> RollbackOutcome:
         row = (

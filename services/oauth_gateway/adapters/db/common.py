@@ -25,6 +25,7 @@ ELIGIBLE = (SessionStatus.SCHEDULED.value, SessionStatus.JOIN_OPEN.value)
 
 
 def lock_connection(s: Session, tutor_id: uuid.UUID) -> Connection | None:
+    """The per-tutor lock: always the first row locked (`services.core.db.locks.LOCK_ORDER`)."""
     return s.scalars(
         select(Connection).where(Connection.tutor_id == tutor_id).with_for_update()
     ).one_or_none()

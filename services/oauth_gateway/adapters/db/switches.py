@@ -197,9 +197,12 @@ class SwitchStore:
         Returns (event id, provider restored, new generation). The new
         provider's tokens move to `previous_*`: the migrator needs them to
         delete the meetings it made there.
+
+        Locks in `services.core.db.locks.LOCK_ORDER`, as the migrator's
+        rollback completion does: the connection row, then the switch row.
         """
         with self._sessions() as s, s.begin():
-            conn = lock_connection(s, tutor_id)
+            conn = lock_connection(s, tutor_id)  # LOCK_ORDER step 1
             row = s.scalars(
                 select(ProviderSwitch).where(ProviderSwitch.id == switch_id).with_for_update()
             ).one_or_none()
