@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.core import events
 from services.core.events import Event, EventType
+from services.core.links import checked_join_url
 
 # A fixed namespace: the change id of an email is a pure function of what changed.
 CHANGE_NAMESPACE = uuid.UUID("5b7c1d2e-9f3a-4c6b-8e1d-2a4f6b8c0d1e")
@@ -398,3 +399,77 @@ def _uuid_text(value: Any) -> str | None:
         return value  # already what str(UUID(value)) gives; parsing it costs ~1 µs
     parsed = as_uuid(value)
     return None if parsed is None else str(parsed)
+
+
+# -- trusting an event: only once the database agrees with it -----------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a consumed event may be used for, once checked against the database.
+
+    `refused` says why it cannot be trusted (it is then dead-lettered, not
+    audited, and nobody is emailed); `join_url` is the link to send, read from
+    the database, never from the event.
+    """
+
+    refused: str | None = None
+    join_url: str | None = None
+
+
+TRUSTED = Verdict()
+
+
+def _same(a: object, b: object) -> bool:
+    return a is not None and b is not None and str(a) == str(b)
+
+
+def verify_migrated(
+    data: dict[str, Any], *, tutor_id: str, rows: list[dict[str, Any]], allow_http: bool
+) -> Verdict:
+    """A `session.migrated` is true when its switch's migration row of that session,
+    of that tutor and student, holds the meeting it names; the link is the row's."""
+    if not rows:
+        return Verdict("no migration of this session in this switch")
+    back = data.get("kind") == "rollback"
+    for row in rows:
+        owners = (row["tutor_id"], row["session_tutor_id"], row["switch_tutor_id"])
+        if not all(_same(o, tutor_id) for o in owners):
+            return Verdict("session, switch and tutor do not belong together")
+        if not _same(row["student_id"], data.get("student_id")):
+            return Verdict("the session is not this student's")
+        meeting = row["previous_meeting_external_id" if back else "new_meeting_external_id"]
+        link = row["previous_join_url" if back else "new_join_url"]
+        if _same(meeting, data.get("meeting_external_id")):
+            checked = checked_join_url(link, allow_http=allow_http)
+            if checked is None:
+                return Verdict("the recorded join link is not a web link")
+            return Verdict(join_url=checked)
+    return Verdict("the migration did not make the meeting this event names")
+
+
+def verify_recreated(
+    data: dict[str, Any], *, tutor_id: str, current: dict[str, Any] | None, allow_http: bool
+) -> Verdict:
+    """A `session.meeting_recreated` is true when the session has that meeting now."""
+    if current is None:
+        return Verdict("no such session")
+    if not _same(current["session_tutor_id"], tutor_id):
+        return Verdict("the session is not this tutor's")
+    if not _same(current["student_id"], data.get("student_id")):
+        return Verdict("the session is not this student's")
+    if not _same(current["meeting_external_id"], data.get("meeting_external_id")):
+        return Verdict("the session does not have the meeting this event names")
+    checked = checked_join_url(current["join_url"], allow_http=allow_http)
+    if checked is None:
+        return Verdict("the recorded join link is not a web link")
+    return Verdict(join_url=checked)
+
+
+def verify_owner(owner: object, *, tutor_id: str, what: str) -> Verdict:
+    """An event about a switch (or a failed row) is true when that exists and is this tutor's."""
+    if owner is None:
+        return Verdict(f"no such {what}")
+    if not _same(owner, tutor_id):
+        return Verdict(f"the {what} is not this tutor's")
+    return TRUSTED

@@ -91,7 +91,8 @@ class NotifierLoop:
         return self.notifier.seconds_to_next_send() is None
 
     def record_and_commit(self, parsed: list[Consumed], messages: list[Message]) -> None:
-        self.notifier.record(parsed)
+        report = self.notifier.record(parsed)
+        self.events.dead_letter_refused(messages, report.refused)
         self.events.commit(messages)
         self.consumed += len(messages)
 

@@ -13,6 +13,7 @@ from zoneinfo import available_timezones
 
 import httpx
 
+from services.core.links import checked_join_url
 from services.providers._base import ProviderClient, json_body
 from services.providers._errors import (
     AuthorizationRevokedError,
@@ -34,7 +35,6 @@ from services.providers._models import (
     MeetingRequest,
     ProviderAccount,
     ProviderName,
-    checked_join_url,
     google_event_id,
     idempotency_key,
 )

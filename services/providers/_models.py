@@ -7,7 +7,6 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
-from urllib.parse import urlsplit
 
 ProviderName = Literal["zoom", "google_meet"]
 
@@ -83,25 +82,3 @@ def google_event_id(switch_id: str, session_id: str) -> str:
     """
     digest = hashlib.sha256(f"relink:{switch_id}:{session_id}".encode()).digest()
     return base64.b32hexencode(digest).decode().rstrip("=").lower()
-
-
-def checked_join_url(url: object, *, allow_http: bool) -> str | None:
-    """A join link a provider sent, if it is one a student may be sent to; else None.
-
-    Nothing that arrives is trusted: the link ends up in an `href` on our
-    pages and in emails, so only `https://` links with a host pass (`http://`
-    too when the client talks to a local simulator over http, `allow_http`).
-    A provider answer without a usable link is handled as one without a link.
-    """
-    if not isinstance(url, str) or not url or len(url) > 2048:
-        return None
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    schemes = ("https", "http") if allow_http else ("https",)
-    if parts.scheme.lower() not in schemes or not parts.hostname:
-        return None
-    return url

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from services.core.links import checked_join_url
 from services.providers._base import ProviderClient, json_body
 from services.providers._errors import (
     AuthorizationRevokedError,
@@ -24,7 +25,6 @@ from services.providers._models import (
     MeetingRequest,
     ProviderAccount,
     ProviderName,
-    checked_join_url,
     meeting_marker,
 )
 from services.providers._ratelimit import (

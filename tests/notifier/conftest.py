@@ -182,8 +182,10 @@ def make_world(
                     text(
                         "INSERT INTO session_migrations (switch_id, session_id, tutor_id,"
                         " scheduled_start_at, state, attempts, from_provider, to_provider,"
-                        " last_error) VALUES (:switch, :session, :tutor, :starts, :state, 1,"
-                        " 'zoom', 'google_meet', :error)"
+                        " last_error, previous_meeting_external_id, previous_join_url,"
+                        " new_meeting_external_id, new_join_url) VALUES (:switch, :session,"
+                        " :tutor, :starts, :state, 1, 'zoom', 'google_meet', :error,"
+                        " :old_meeting, :old_url, :meeting, :url)"
                     ),
                     {
                         "switch": switch_id,
@@ -192,6 +194,11 @@ def make_world(
                         "starts": starts,
                         "state": "FAILED" if failing else "MIGRATED",
                         "error": "quota_exceeded: daily meeting quota reached" if failing else None,
+                        # what the migrator records: the meeting it left and the one it made
+                        "old_meeting": OLD_ZOOM_MEETING,
+                        "old_url": OLD_ZOOM_URL,
+                        "meeting": None if failing else f"abc-{tag}-{n:03d}",
+                        "url": None if failing else join_url,
                     },
                 )
                 world.sessions.append(
@@ -201,10 +208,16 @@ def make_world(
                         "booking_id": booking_id,
                         "starts": starts,
                         "join_url": join_url,
+                        "meeting": f"abc-{tag}-{n:03d}",
                         "topic": f"Algebra lesson {n}",
                     }
                 )
     return world
+
+
+# The Zoom meeting every world session had before the switch (a rollback restores it).
+OLD_ZOOM_MEETING = "81234567890"
+OLD_ZOOM_URL = "https://zoom.us/j/81234567890"
 
 
 def switched_event(world: World) -> events.Event:
@@ -236,8 +249,8 @@ def migrated_event(world: World, session: dict[str, Any], *, kind: str = "switch
             "scheduled_start_at": session["starts"].isoformat(),
             "kind": kind,
             "provider": "zoom" if back else "google_meet",
-            "meeting_external_id": "81234567890" if back else "abc",
-            "join_url": "https://zoom.us/j/81234567890" if back else session["join_url"],
+            "meeting_external_id": OLD_ZOOM_MEETING if back else session["meeting"],
+            "join_url": OLD_ZOOM_URL if back else session["join_url"],
             "previous_provider": "google_meet" if back else "zoom",
             "previous_meeting_external_id": "x",
             "migrated_at": datetime.now(UTC).isoformat(),

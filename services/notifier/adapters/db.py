@@ -148,6 +148,52 @@ class NotifierDb:
         row = s.execute(query).mappings().first()
         return dict(row) if row is not None else None
 
+    # -- what an event claims, as the database knows it (nothing that arrives is trusted) --
+
+    def migration_rows(
+        self, s: Session, *, switch_id: uuid.UUID, session_id: uuid.UUID
+    ) -> list[dict[str, Any]]:
+        """The migration rows of a session in a switch, with the session's and switch's owners."""
+        query = (
+            select(
+                Migration.tutor_id,
+                Migration.new_meeting_external_id,
+                Migration.new_join_url,
+                Migration.previous_meeting_external_id,
+                Migration.previous_join_url,
+                SessionRow.tutor_id.label("session_tutor_id"),
+                SessionRow.student_id,
+                ProviderSwitch.tutor_id.label("switch_tutor_id"),
+            )
+            .join(SessionRow, SessionRow.id == Migration.session_id)
+            .join(ProviderSwitch, ProviderSwitch.id == Migration.switch_id)
+            .where(Migration.switch_id == switch_id, Migration.session_id == session_id)
+            .order_by(Migration.id)
+        )
+        return [dict(r) for r in s.execute(query).mappings()]
+
+    def current_meeting(self, s: Session, *, session_id: uuid.UUID) -> dict[str, Any] | None:
+        """A session's owners and the meeting it has now."""
+        query = select(
+            SessionRow.tutor_id.label("session_tutor_id"),
+            SessionRow.student_id,
+            SessionRow.meeting_external_id,
+            SessionRow.join_url,
+        ).where(SessionRow.id == session_id)
+        row = s.execute(query).mappings().first()
+        return dict(row) if row is not None else None
+
+    def switch_owner(self, s: Session, *, switch_id: uuid.UUID) -> uuid.UUID | None:
+        """The tutor a switch belongs to (None: no such switch)."""
+        owner: uuid.UUID | None = s.scalar(
+            select(ProviderSwitch.tutor_id).where(ProviderSwitch.id == switch_id)
+        )
+        return owner
+
+    def is_tutor(self, s: Session, *, user_id: uuid.UUID) -> bool:
+        role = s.scalar(select(User.role).where(User.id == user_id))
+        return role == "tutor"
+
     def tutor_and_switch(
         self, s: Session, *, tutor_id: uuid.UUID | None, switch_id: uuid.UUID | None
     ) -> dict[str, Any] | None:

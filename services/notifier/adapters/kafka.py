@@ -102,6 +102,21 @@ class NotifierEvents:
             raise DeadLetterError("the dead-letter topic did not acknowledge in 30 s")
         return parsed
 
+    def dead_letter_refused(
+        self, messages: list[Message], refused: list[tuple[Consumed, str]]
+    ) -> None:
+        """Send events the database does not back to the dead-letter topic (durably),
+        with reason `unverified` and why; before their offsets are committed."""
+        if not refused:
+            return
+        by_place = {(m.topic(), m.partition(), m.offset()): m for m in messages}
+        for consumed, why in refused:
+            message = by_place.get((consumed.topic, consumed.partition, consumed.offset))
+            if message is not None:
+                self._dead_letter(message, events.InvalidEvent("unverified", why))
+        if self.dead_letters.flush(30) != 0:
+            raise DeadLetterError("the dead-letter topic did not acknowledge in 30 s")
+
     def commit(self, messages: list[Message]) -> None:
         """Commit (synchronously) the offsets one past the last message of each partition."""
         self.consumer.commit(offsets=_next_offsets(messages), asynchronous=False)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -66,6 +66,14 @@ FAILURE_DETAILS_GRACE_S = 120.0
 
 
 @dataclass
+class RecordReport:
+    """What a batch left owed, and the events refused as untrusted (with why)."""
+
+    owed: int = 0
+    refused: list[tuple[Consumed, str]] = field(default_factory=list)
+
+
+@dataclass
 class SendReport:
     sent: int = 0
     retrying: int = 0
@@ -92,19 +100,70 @@ class Notifier:
 
     # -- recording -------------------------------------------------------------
 
-    def record(self, batch: Sequence[Consumed]) -> int:
-        """Write the batch's audit rows and the emails it owes, in one transaction."""
-        owed = 0
-        with self.db.transaction() as s:
-            self.db.add_audit(s, [domain.consumed_audit_row(c) for c in batch])
-            for consumed in batch:
-                for email in self._emails_for(s, consumed.event):
-                    owed += self.db.owe(s, email)
-        return owed
+    def record(self, batch: Sequence[Consumed]) -> RecordReport:
+        """Write the batch's audit rows and the emails it owes, in one transaction.
 
-    def _emails_for(self, s: Session, event: Event) -> list[OwedEmail]:
+        Nothing that arrives is trusted: each event is first checked against
+        the database (the switch, session, student and tutor it names belong
+        together; the meeting it names is the one recorded). What cannot be is
+        neither audited nor mailed: it comes back in `refused`, for the
+        dead-letter topic. Links and recipients always come from the database.
+        """
+        report = RecordReport()
+        with self.db.transaction() as s:
+            trusted: list[tuple[Consumed, domain.Verdict]] = []
+            for consumed in batch:
+                verdict = self._verify(s, consumed.event)
+                if verdict.refused is not None:
+                    log.warning(
+                        "refused %s %s from %s: %s",
+                        consumed.event.type,
+                        consumed.event.id,
+                        consumed.event.source,
+                        verdict.refused,
+                    )
+                    report.refused.append((consumed, verdict.refused))
+                else:
+                    trusted.append((consumed, verdict))
+            self.db.add_audit(s, [domain.consumed_audit_row(c) for c, _ in trusted])
+            for consumed, verdict in trusted:
+                for email in self._emails_for(s, consumed.event, verdict):
+                    report.owed += self.db.owe(s, email)
+        return report
+
+    def _verify(self, s: Session, event: Event) -> domain.Verdict:
+        data, tutor = event.data, event.tutor_id
+        allow_http = self.settings.dev_mode
         if event.type == EventType.SESSION_MIGRATED:
-            email = self._session_email(s, event)
+            switch_id = domain.as_uuid(data["switch_id"])
+            session_id = domain.as_uuid(data["session_id"])
+            if switch_id is None or session_id is None:
+                return domain.Verdict("malformed ids")
+            rows = self.db.migration_rows(s, switch_id=switch_id, session_id=session_id)
+            return domain.verify_migrated(data, tutor_id=tutor, rows=rows, allow_http=allow_http)
+        if event.type == EventType.SESSION_MEETING_RECREATED:
+            session_id = domain.as_uuid(data["session_id"])
+            current = (
+                self.db.current_meeting(s, session_id=session_id)
+                if session_id is not None
+                else None
+            )
+            return domain.verify_recreated(
+                data, tutor_id=tutor, current=current, allow_http=allow_http
+            )
+        if event.type == EventType.PROVIDER_DISCONNECTED:
+            user = domain.as_uuid(tutor)
+            known = user is not None and self.db.is_tutor(s, user_id=user)
+            return domain.TRUSTED if known else domain.Verdict("no such tutor")
+        switch_id = domain.as_uuid(data.get("switch_id"))
+        if switch_id is None:
+            return domain.Verdict("malformed switch id")
+        owner = self.db.switch_owner(s, switch_id=switch_id)
+        return domain.verify_owner(owner, tutor_id=tutor, what="switch")
+
+    def _emails_for(self, s: Session, event: Event, verdict: domain.Verdict) -> list[OwedEmail]:
+        if event.type == EventType.SESSION_MIGRATED:
+            email = self._session_email(s, event, join_url=verdict.join_url)
             return [email] if email is not None else []
         if event.type == EventType.SWITCH_ROLLED_BACK:
             email = self._rollback_email(s, event)
@@ -116,11 +175,13 @@ class Notifier:
             email = self._disconnect_email(s, event)
             return [email] if email is not None else []
         if event.type == EventType.SESSION_MEETING_RECREATED:
-            email = self._recreated_email(s, event)
+            email = self._recreated_email(s, event, join_url=verdict.join_url)
             return [email] if email is not None else []
         return []
 
-    def _recreated_email(self, s: Session, event: Event) -> OwedEmail | None:
+    def _recreated_email(
+        self, s: Session, event: Event, *, join_url: str | None
+    ) -> OwedEmail | None:
         data = event.data
         session_id = domain.as_uuid(data["session_id"])
         student_id = domain.as_uuid(data["student_id"])
@@ -150,7 +211,7 @@ class Notifier:
             duration_minutes=facts["duration_minutes"],
             from_provider=data["provider"],
             to_provider=data["provider"],
-            join_url=data["join_url"],
+            join_url=join_url or "",
         )
         return self._owed(
             domain.recreated_change(str(data["session_id"]), data["meeting_external_id"]),
@@ -225,7 +286,7 @@ class Notifier:
             render_delay_notice(notice),
         )
 
-    def _session_email(self, s: Session, event: Event) -> OwedEmail | None:
+    def _session_email(self, s: Session, event: Event, *, join_url: str | None) -> OwedEmail | None:
         change = domain.session_change(event)
         data = event.data
         student_id = domain.as_uuid(data["student_id"])
@@ -270,7 +331,7 @@ class Notifier:
             duration_minutes=facts["duration_minutes"],
             from_provider=from_provider,
             to_provider=data["provider"],
-            join_url=data["join_url"],
+            join_url=join_url or "",
         )
         return self._owed(
             change,

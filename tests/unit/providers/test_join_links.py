@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from services.core.links import checked_join_url
 from services.providers._google import meet_link
-from services.providers._models import checked_join_url
 
 
 @pytest.mark.parametrize(
