@@ -184,6 +184,23 @@ def check_no_duplicate_meetings(report: InvariantReport, *, sim_url: str) -> Non
             report.fail("no duplicate meetings", f"{count} live meetings for {key}")
 
 
+def check_no_early_calls(report: InvariantReport, *, sim_url: str) -> None:
+    """No provider call for an account inside a Retry-After that account was given.
+
+    The simulator counts, per account, the API calls that arrived before its
+    last 429's Retry-After had passed (`early_calls`).
+    """
+    listing = httpx.get(f"{sim_url}/_admin/meetings", timeout=30).json()
+    for account in listing["accounts"]:
+        report.checked["provider accounts paced"] += 1
+        if account.get("early_calls"):
+            report.fail(
+                "no provider call inside a Retry-After",
+                f"{account['early_calls']} early calls for {account['provider']} "
+                f"{account['email']}",
+            )
+
+
 def check_outbox_drained(engine: Engine, report: InvariantReport) -> None:
     with engine.connect() as conn:
         waiting = conn.execute(

@@ -616,6 +616,7 @@ def _check_all(
     invariants.check_sessions(engine, report, sim_url=stack.sim_url, now=now)
     invariants.check_untouched(engine, report, before=before)
     invariants.check_no_duplicate_meetings(report, sim_url=stack.sim_url)
+    invariants.check_no_early_calls(report, sim_url=stack.sim_url)
     invariants.check_outbox_drained(engine, report)
     domain = NotifierSettings().message_id_domain
     invariants.check_emails(engine, report, inbox_url=stack.inbox_url, mail_domain=domain)
