@@ -130,3 +130,8 @@ def final_state(*, failed: int) -> SwitchState:
 def is_eligible_status(status: str) -> bool:
     """Whether a session in this status is moved by a switch (its start must be future too)."""
     return status in {s.value for s in ELIGIBLE_SESSION_STATUSES}
+
+
+def sql_state(state: SwitchState | MigrationState | SessionStatus) -> str:
+    """One state as an SQL literal, `'MIGRATING'` (from an enum member only)."""
+    return sql_states([state])

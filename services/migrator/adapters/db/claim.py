@@ -18,8 +18,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core import events, outbox
+from services.core.db.models import SwitchState as S
 from services.core.events import rfc3339
 from services.core.settings import CommonSettings
+from services.core.switching import sql_states
 from services.migrator.adapters.db.common import SOURCE, UNSETTLED_SQL
 from services.migrator.domain import ELIGIBLE_STATUSES
 
@@ -86,7 +88,7 @@ class ClaimStore:
                 await conn.execute(
                     text(
                         "SELECT DISTINCT tutor_id FROM provider_switches "
-                        "WHERE state IN ('PLANNING', 'MIGRATING')"
+                        f"WHERE state IN {sql_states((S.PLANNING, S.MIGRATING))}"
                     )
                 )
             ).scalars()
@@ -175,7 +177,8 @@ class ClaimStore:
                     await conn.execute(
                         text(
                             "SELECT DISTINCT tutor_id FROM provider_switches "
-                            "WHERE state IN ('PLANNING', 'MIGRATING') AND to_provider = :p "
+                            f"WHERE state IN {sql_states((S.PLANNING, S.MIGRATING))} AND "
+                            "to_provider = :p "
                             "AND tutor_id = ANY(CAST(:tutors AS uuid[]))"
                         ),
                         {"p": provider, "tutors": list(quotas)},
@@ -312,7 +315,7 @@ class ClaimStore:
             await conn.execute(
                 text(
                     "UPDATE provider_switches SET waiting_until = :u, waiting_reason = :r "
-                    "WHERE id = :id AND state IN ('PLANNING', 'MIGRATING') "
+                    f"WHERE id = :id AND state IN {sql_states((S.PLANNING, S.MIGRATING))} "
                     "AND waiting_until IS DISTINCT FROM :u "
                     "RETURNING tutor_id, to_provider, sessions_total, sessions_migrated, "
                     "sessions_failed"
@@ -357,7 +360,7 @@ class ClaimStore:
             await conn.execute(
                 text(
                     "UPDATE provider_switches SET waiting_reason = 'usage_limits' "
-                    "WHERE id = :id AND state IN ('PLANNING', 'MIGRATING') "
+                    f"WHERE id = :id AND state IN {sql_states((S.PLANNING, S.MIGRATING))} "
                     "AND waiting_reason IS DISTINCT FROM 'usage_limits' "
                     "RETURNING tutor_id, to_provider, sessions_total, sessions_migrated, "
                     "sessions_failed"

@@ -16,8 +16,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core import events, outbox
+from services.core.db.models import MigrationState as M
+from services.core.db.models import SwitchState as S
 from services.core.events import rfc3339
 from services.core.settings import CommonSettings
+from services.core.switching import sql_state, sql_states
 from services.migrator.adapters.db.claim import ClaimedRow
 from services.migrator.adapters.db.common import (
     ELIGIBLE_SQL,
@@ -50,11 +53,12 @@ class OutcomeStore:
                 (
                     await conn.execute(
                         text(
-                            "UPDATE session_migrations m SET state = 'MEETING_CREATED', "
+                            "UPDATE session_migrations m SET state = "
+                            f"{sql_state(M.MEETING_CREATED)}, "
                             "new_meeting_external_id = i.mid, new_join_url = i.url, "
                             "updated_at = now() FROM unnest(CAST(:ids AS bigint[]), "
                             "CAST(:mids AS text[]), CAST(:urls AS text[])) AS i(id, mid, url) "
-                            "WHERE m.id = i.id AND m.state = 'PENDING' RETURNING m.id"
+                            f"WHERE m.id = i.id AND m.state = {sql_state(M.PENDING)} RETURNING m.id"
                         ),
                         {
                             "ids": [row.id for row, _ in done],
@@ -118,13 +122,13 @@ class OutcomeStore:
                 WHERE s.id = i.sid
                   AND s.status IN {ELIGIBLE_SQL} AND s.scheduled_start_at >= :now
                   AND s.provider IS NOT DISTINCT FROM i.from_p
-                  AND p.state IN ('PLANNING', 'MIGRATING')
+                  AND p.state IN {sql_states((S.PLANNING, S.MIGRATING))}
                   AND c.generation = p.generation AND c.provider = p.to_provider
                 RETURNING i.id
             ), settled AS (
                 UPDATE session_migrations m SET
-                    state = CASE WHEN m.id IN (SELECT id FROM moved) THEN 'MIGRATED'
-                                 ELSE 'SKIPPED' END,
+                    state = CASE WHEN m.id IN (SELECT id FROM moved) THEN {sql_state(M.MIGRATED)}
+                                 ELSE {sql_state(M.SKIPPED)} END,
                     last_error = CASE WHEN m.id IN (SELECT id FROM moved) THEN NULL
                                       ELSE 'no longer eligible' END,
                     new_meeting_external_id = coalesce(i.mid, m.new_meeting_external_id),
@@ -137,8 +141,9 @@ class OutcomeStore:
                     sessions_migrated = p.sessions_migrated + n.migrated,
                     sessions_total = greatest(p.sessions_total - n.skipped, 0)
                 FROM (
-                    SELECT switch_id, count(*) FILTER (WHERE state = 'MIGRATED') AS migrated,
-                        count(*) FILTER (WHERE state = 'SKIPPED') AS skipped
+                    SELECT switch_id,
+                        count(*) FILTER (WHERE state = {sql_state(M.MIGRATED)}) AS migrated,
+                        count(*) FILTER (WHERE state = {sql_state(M.SKIPPED)}) AS skipped
                     FROM settled GROUP BY switch_id
                 ) n
                 WHERE p.id = n.switch_id
@@ -218,7 +223,8 @@ class OutcomeStore:
                 ids = [r.id for r in rows]
                 await conn.execute(
                     text(
-                        "UPDATE session_migrations SET state = 'FAILED', retryable = true, "
+                        f"UPDATE session_migrations SET state = {sql_state(M.FAILED)}, retryable "
+                        "= true, "
                         "last_error = :e, updated_at = now() WHERE id = ANY(:ids)"
                     ),
                     {"ids": ids, "e": f"{reason}: {detail}"},

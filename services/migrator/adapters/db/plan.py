@@ -10,6 +10,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.core.db.models import MigrationState as M
+from services.core.db.models import SwitchState as S
+from services.core.switching import sql_state, sql_states
 from services.migrator.adapters.db.common import (
     ELIGIBLE_SQL,
     UNSETTLED_SQL,
@@ -63,7 +66,8 @@ class PlanStore:
                     await conn.execute(
                         text(
                             "SELECT id FROM provider_switches WHERE tutor_id = :t "
-                            "AND generation < :g AND state IN ('PENDING', 'PLANNING', 'MIGRATING')"
+                            "AND generation < :g AND state IN "
+                            f"{sql_states((S.PENDING, S.PLANNING, S.MIGRATING))}"
                         ),
                         {"t": tutor_id, "g": below_generation},
                     )
@@ -73,9 +77,9 @@ class PlanStore:
                 return []
             await conn.execute(
                 text(
-                    "UPDATE session_migrations SET state = 'SKIPPED', "
+                    f"UPDATE session_migrations SET state = {sql_state(M.SKIPPED)}, "
                     "last_error = 'superseded', updated_at = now() "
-                    "WHERE switch_id = ANY(:ids) AND state = 'PENDING'"
+                    f"WHERE switch_id = ANY(:ids) AND state = {sql_state(M.PENDING)}"
                 ),
                 {"ids": candidates},
             )
@@ -83,9 +87,10 @@ class PlanStore:
                 (
                     await conn.execute(
                         text(
-                            "UPDATE provider_switches SET state = 'SUPERSEDED', "
+                            f"UPDATE provider_switches SET state = {sql_state(S.SUPERSEDED)}, "
                             "completed_at = now() WHERE id = ANY(:ids) "
-                            "AND state IN ('PENDING', 'PLANNING', 'MIGRATING') RETURNING id"
+                            f"AND state IN {sql_states((S.PENDING, S.PLANNING, S.MIGRATING))} "
+                            "RETURNING id"
                         ),
                         {"ids": candidates},
                     )
@@ -99,9 +104,9 @@ class PlanStore:
         async with self.engine.begin() as conn:
             await conn.execute(
                 text(
-                    "UPDATE provider_switches SET state = 'PLANNING', "
+                    f"UPDATE provider_switches SET state = {sql_state(S.PLANNING)}, "
                     "started_at = coalesce(started_at, now()) "
-                    "WHERE id = :id AND state IN ('PENDING', 'PLANNING')"
+                    f"WHERE id = :id AND state IN {sql_states((S.PENDING, S.PLANNING))}"
                 ),
                 {"id": switch_id},
             )
@@ -168,9 +173,11 @@ class PlanStore:
         async with self.engine.begin() as conn:
             await conn.execute(
                 text(
-                    "UPDATE provider_switches SET state = 'MIGRATING' "
-                    "WHERE id = :id AND state IN ('PLANNING', 'COMPLETED', "
-                    "'COMPLETED_WITH_FAILURES') AND EXISTS (SELECT 1 FROM session_migrations "
+                    f"UPDATE provider_switches SET state = {sql_state(S.MIGRATING)} "
+                    f"WHERE id = :id AND state IN ({sql_state(S.PLANNING)}, "
+                    f"{sql_state(S.COMPLETED)}, "
+                    f"{sql_state(S.COMPLETED_WITH_FAILURES)}) AND EXISTS (SELECT 1 FROM "
+                    "session_migrations "
                     f"WHERE switch_id = :id AND state IN {UNSETTLED_SQL})"
                 ),
                 {"id": switch_id},
@@ -187,8 +194,9 @@ class PlanStore:
                         "p.state FROM provider_switches p JOIN tutor_video_provider_connections c "
                         "ON c.tutor_id = p.tutor_id AND c.generation = p.generation "
                         "AND c.provider = p.to_provider WHERE p.created_at > now() - :w "
-                        "AND p.state IN ('PLANNING', 'MIGRATING', 'COMPLETED', "
-                        "'COMPLETED_WITH_FAILURES')"
+                        f"AND p.state IN ({sql_state(S.PLANNING)}, {sql_state(S.MIGRATING)}, "
+                        f"{sql_state(S.COMPLETED)}, "
+                        f"{sql_state(S.COMPLETED_WITH_FAILURES)})"
                     ),
                     {"w": window},
                 )
@@ -204,23 +212,23 @@ class PlanStore:
         """
         if max_retries <= 0:
             return 0
-        sql = """
+        sql = f"""
             WITH due AS (
                 SELECT m.id FROM session_migrations m
                 JOIN provider_switches p ON p.id = m.switch_id
                 JOIN tutor_video_provider_connections c ON c.tutor_id = p.tutor_id
                   AND c.generation = p.generation AND c.provider = p.to_provider
-                WHERE m.state = 'FAILED' AND m.retryable AND m.kind <> 'rollback'
+                WHERE m.state = {sql_state(M.FAILED)} AND m.retryable AND m.kind <> 'rollback'
                   AND m.auto_retries < :max
                   AND coalesce(m.last_error, '') NOT LIKE 'reconnect_required%'
                   AND m.updated_at <= now() - :after * power(2, m.auto_retries)
                   AND m.scheduled_start_at > now()
-                  AND p.state IN ('MIGRATING', 'COMPLETED', 'COMPLETED_WITH_FAILURES')
+                  AND p.state IN {sql_states((S.MIGRATING, S.COMPLETED, S.COMPLETED_WITH_FAILURES))}
                 ORDER BY m.scheduled_start_at
                 LIMIT :limit
                 FOR UPDATE OF m SKIP LOCKED
             ), queued AS (
-                UPDATE session_migrations m SET state = 'PENDING', kind = 'retry',
+                UPDATE session_migrations m SET state = {sql_state(M.PENDING)}, kind = 'retry',
                     attempts = 0, next_attempt_at = now(), retryable = NULL,
                     auto_retries = m.auto_retries + 1, updated_at = now()
                 FROM due WHERE m.id = due.id
@@ -228,7 +236,7 @@ class PlanStore:
             ), counts AS (
                 SELECT switch_id, count(*) AS n FROM queued GROUP BY switch_id
             )
-            UPDATE provider_switches p SET state = 'MIGRATING', completed_at = NULL,
+            UPDATE provider_switches p SET state = {sql_state(S.MIGRATING)}, completed_at = NULL,
                 sessions_failed = greatest(p.sessions_failed - counts.n, 0)
             FROM counts WHERE p.id = counts.switch_id
             RETURNING counts.n
@@ -263,9 +271,11 @@ class PlanStore:
             count = (
                 await conn.execute(
                     text(
-                        "UPDATE session_migrations SET state = 'PENDING', kind = 'retry', "
+                        f"UPDATE session_migrations SET state = {sql_state(M.PENDING)}, kind = "
+                        "'retry', "
                         "attempts = 0, next_attempt_at = now(), retryable = NULL, "
-                        f"updated_at = now() WHERE switch_id = :id AND state = 'FAILED' {only}"
+                        "updated_at = now() WHERE switch_id = :id AND state = "
+                        f"{sql_state(M.FAILED)} {only}"
                     ),
                     {"id": switch_id, "sessions": list(session_ids)},
                 )
@@ -273,7 +283,8 @@ class PlanStore:
             if count:
                 await conn.execute(
                     text(
-                        "UPDATE provider_switches SET state = 'MIGRATING', completed_at = NULL, "
+                        f"UPDATE provider_switches SET state = {sql_state(S.MIGRATING)}, "
+                        "completed_at = NULL, "
                         "sessions_failed = sessions_failed - :n WHERE id = :id"
                     ),
                     {"id": switch_id, "n": count},

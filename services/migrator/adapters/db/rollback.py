@@ -22,8 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core import events, outbox
 from services.core.db.locks import LOCK_CONNECTION_SQL
+from services.core.db.models import MigrationState as M
+from services.core.db.models import SwitchState as S
 from services.core.events import rfc3339
 from services.core.settings import CommonSettings
+from services.core.switching import sql_state, sql_states
 from services.migrator.adapters.db.common import (
     ELIGIBLE_SQL,
     SOURCE,
@@ -78,7 +81,7 @@ class RollbackStore:
         """Switches whose rollback was requested and is not finished (resumed by the timer)."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                text("SELECT id FROM provider_switches WHERE state = 'ROLLING_BACK'")
+                text(f"SELECT id FROM provider_switches WHERE state = {sql_state(S.ROLLING_BACK)}")
             )
             return [str(r) for r in rows.scalars()]
 
@@ -88,7 +91,7 @@ class RollbackStore:
             count = (
                 await conn.execute(
                     text(
-                        "UPDATE session_migrations SET state = 'SKIPPED', "
+                        f"UPDATE session_migrations SET state = {sql_state(M.SKIPPED)}, "
                         "last_error = 'rolled back before it moved', updated_at = now() "
                         f"WHERE switch_id = :id AND state IN {UNSETTLED_SQL}"
                     ),
@@ -120,7 +123,7 @@ class RollbackStore:
                 await conn.execute(
                     text(
                         "SELECT id FROM session_migrations WHERE switch_id = :id "
-                        "AND state = 'MIGRATED' ORDER BY id LIMIT :n FOR UPDATE"
+                        f"AND state = {sql_state(M.MIGRATED)} ORDER BY id LIMIT :n FOR UPDATE"
                     ),
                     {"id": switch.id, "n": limit},
                 )
@@ -135,7 +138,8 @@ class RollbackStore:
                         "meeting_external_id = m.previous_meeting_external_id, "
                         "join_url = m.previous_join_url, version = s.version + 1, "
                         "updated_at = :now FROM session_migrations m "
-                        "WHERE m.id = ANY(:ids) AND m.state = 'MIGRATED' AND s.id = m.session_id "
+                        f"WHERE m.id = ANY(:ids) AND m.state = {sql_state(M.MIGRATED)} AND s.id = "
+                        "m.session_id "
                         "AND s.provider = m.to_provider "
                         "AND s.meeting_external_id = m.new_meeting_external_id "
                         f"AND s.status IN {ELIGIBLE_SQL} AND s.scheduled_start_at >= :now "
@@ -151,9 +155,10 @@ class RollbackStore:
             await conn.execute(
                 text(
                     "UPDATE session_migrations SET state = CASE WHEN id = ANY(:restored) "
-                    "THEN 'ROLLED_BACK' ELSE 'SKIPPED' END, last_error = CASE WHEN "
+                    f"THEN {sql_state(M.ROLLED_BACK)} ELSE {sql_state(M.SKIPPED)} END, last_error "
+                    "= CASE WHEN "
                     "id = ANY(:restored) THEN NULL ELSE :why END, updated_at = :now "
-                    "WHERE id = ANY(:ids) AND state = 'MIGRATED'"
+                    f"WHERE id = ANY(:ids) AND state = {sql_state(M.MIGRATED)}"
                 ),
                 {"ids": ids, "restored": restored_ids, "why": NOT_RESTORED, "now": now},
             )
@@ -196,11 +201,11 @@ class RollbackStore:
         self, switch_id: str, *, after_id: int, limit: int
     ) -> list[MeetingToDelete]:
         """Meetings this switch made that no session uses after the rollback, not yet deleted."""
-        sql = """
+        sql = f"""
             SELECT m.id, m.session_id, m.new_meeting_external_id AS meeting
             FROM session_migrations m
             WHERE m.switch_id = :id AND m.id > :after
-              AND m.state IN ('ROLLED_BACK', 'SKIPPED', 'FAILED')
+              AND m.state IN {sql_states((M.ROLLED_BACK, M.SKIPPED, M.FAILED))}
               AND m.new_meeting_external_id IS NOT NULL AND m.new_meeting_deleted_at IS NULL
               AND NOT EXISTS (
                   SELECT 1 FROM sessions s WHERE s.id = m.session_id
@@ -234,12 +239,13 @@ class RollbackStore:
             done = (
                 await conn.execute(
                     text(
-                        "UPDATE provider_switches SET state = 'ROLLED_BACK', "
+                        f"UPDATE provider_switches SET state = {sql_state(S.ROLLED_BACK)}, "
                         "rolled_back_at = :now, "
                         "completed_at = coalesce(completed_at, :now) "
-                        "WHERE id = :id AND state = 'ROLLING_BACK' AND NOT EXISTS ("
+                        f"WHERE id = :id AND state = {sql_state(S.ROLLING_BACK)} AND NOT EXISTS ("
                         "SELECT 1 FROM session_migrations WHERE switch_id = :id "
-                        f"AND state IN {sql_list(('MIGRATED', *UNSETTLED_STATES))}) RETURNING id"
+                        f"AND state IN {sql_list((M.MIGRATED, *UNSETTLED_STATES))}) "
+                        "RETURNING id"
                     ),
                     {"id": switch.id, "now": now},
                 )
@@ -280,10 +286,12 @@ class RollbackStore:
         row = (
             await conn.execute(
                 text(
-                    "SELECT count(*) FILTER (WHERE m.state = 'ROLLED_BACK') AS restored, "
+                    f"SELECT count(*) FILTER (WHERE m.state = {sql_state(M.ROLLED_BACK)}) AS "
+                    "restored, "
                     # Not restored and still a future scheduled session: it stays
                     # on a meeting at the provider the tutor just left.
-                    "count(*) FILTER (WHERE m.state = 'SKIPPED' AND m.last_error = :why "
+                    f"count(*) FILTER (WHERE m.state = {sql_state(M.SKIPPED)} AND m.last_error = "
+                    ":why "
                     f"AND s.status IN {ELIGIBLE_SQL} AND s.scheduled_start_at >= now()) AS failed "
                     "FROM session_migrations m JOIN sessions s ON s.id = m.session_id "
                     "WHERE m.switch_id = :id"
@@ -323,10 +331,10 @@ class RollbackStore:
         Never one a session is on (a newer switch rolled back onto it), nor one
         a later, not yet cleaned switch still keeps for its own rollback.
         """
-        sql = """
+        sql = f"""
             SELECT m.id, m.session_id, m.previous_meeting_external_id AS meeting
             FROM session_migrations m
-            WHERE m.switch_id = :id AND m.id > :after AND m.state = 'MIGRATED'
+            WHERE m.switch_id = :id AND m.id > :after AND m.state = {sql_state(M.MIGRATED)}
               AND m.from_provider = :from_p
               AND m.previous_meeting_external_id IS NOT NULL
               AND m.previous_meeting_deleted_at IS NULL
@@ -338,7 +346,7 @@ class RollbackStore:
                   SELECT 1 FROM session_migrations o
                   JOIN provider_switches op ON op.id = o.switch_id
                   WHERE o.session_id = m.session_id AND o.switch_id <> m.switch_id
-                    AND o.state = 'MIGRATED' AND op.old_meetings_cleaned_at IS NULL
+                    AND o.state = {sql_state(M.MIGRATED)} AND op.old_meetings_cleaned_at IS NULL
                     AND o.from_provider = m.from_provider
                     AND o.previous_meeting_external_id = m.previous_meeting_external_id)
             ORDER BY m.id LIMIT :n
