@@ -20,6 +20,7 @@ from services.core.settings import CommonSettings
 from services.core.tokens import TokenCipher, generate_key
 from tests.migrator.conftest import migration_rows, read_topic, session_rows, settled, wait_for
 from tests.migrator.factory import Factory, Tutor
+from tests.migrator.processes import assigned_partitions
 
 MAX_ATTEMPTS = 3  # RELINK_MIGRATOR_MAX_ATTEMPTS in the tests' migrator_env
 MISSING_KEY_ID = "rotated-2026"
@@ -76,9 +77,16 @@ async def test_tokens_that_do_not_decrypt_fail_the_switch_without_provider_calls
 ) -> None:
     tutor = await factory.tutor(provider="google_meet")
     sessions = factory.sessions(tutor, count=3, provider="google_meet")
-    switch_id = factory.switch(tutor, to_provider="zoom")
-    await spoil(engine, factory, tutor)
+    switch_id = factory.switch(tutor, to_provider="zoom", publish=False)
+    # The migrator is running before the bad ciphertext appears: one present at its
+    # start makes it refuse to start instead (tests/integration/test_token_keys.py).
     migrator = start_migrator()
+    wait_for(
+        lambda: assigned_partitions(migrator.output(), settings.topic_provider_switched),
+        what="the migrator running (past its start-up checks)",
+    )
+    await spoil(engine, factory, tutor)
+    factory.publish(switch_id)
 
     switch = wait_for(lambda: settled(engine, switch_id), what="switch settles")
     assert (switch.state, switch.sessions_failed) == (
