@@ -369,6 +369,8 @@ class SwitchFacts:
     switches: list[SwitchFact] = field(default_factory=list)
     # per switch id: its session_migrations rows counted by state
     rows: dict[str, Counter[str]] = field(default_factory=dict)
+    # per switch id: meetings it created (rows with a new meeting), live or deleted since
+    created: Counter[str] = field(default_factory=Counter)
     rollbacks: list[RollbackRequest] = field(default_factory=list)
     sessions: list[SessionFact] = field(default_factory=list)
     meetings: list[MeetingFact] = field(default_factory=list)
@@ -503,6 +505,13 @@ def gather_switch_facts(engine: Engine, *, sim_url: str, inbox_url: str) -> Swit
             text("SELECT switch_id, state, count(*) FROM session_migrations GROUP BY 1, 2")
         ):
             facts.rows.setdefault(str(switch_id), Counter())[state] = int(count)
+        for switch_id, count in conn.execute(
+            text(
+                "SELECT switch_id, count(*) FROM session_migrations "
+                "WHERE new_meeting_external_id IS NOT NULL GROUP BY 1"
+            )
+        ):
+            facts.created[str(switch_id)] = int(count)
         for switch_id, tutor_id, requested_at in conn.execute(
             text(
                 "SELECT payload->>'switch_id', payload->>'tutor_id', payload->>'requested_at' "
@@ -591,6 +600,17 @@ def judge_no_meeting_from_rollback(report: InvariantReport, facts: SwitchFacts) 
     for switch in facts.switches:
         if switch.by_tutor:
             tutor_switches.setdefault(switch.tutor_id, []).append(switch)
+    # A switch the tutor never made (a rollback's follow-up) and the meetings it
+    # created, live or deleted since: `session_migrations` keeps them all.
+    live_by_key = Counter(m.key for m in facts.meetings)
+    for switch in facts.switches:
+        if not switch.by_tutor and facts.created[switch.id]:
+            report.fail(
+                NO_ROLLBACK_MEETING,
+                f"switch {switch.id} {switch.from_provider}->{switch.to_provider} "
+                f"(g{switch.generation}), which the tutor never made, created "
+                f"{facts.created[switch.id]} meetings ({live_by_key[switch.id]} still live)",
+            )
     for meeting in facts.meetings:
         if meeting.tutor_id is None:
             continue
@@ -599,12 +619,13 @@ def judge_no_meeting_from_rollback(report: InvariantReport, facts: SwitchFacts) 
             continue
         made_by = switches.get(meeting.key or "")
         if made_by is not None and not made_by.by_tutor:
-            report.fail(
-                NO_ROLLBACK_MEETING,
-                f"{meeting.provider} meeting {meeting.id} (session {meeting.session_id}) was "
-                f"made for switch {made_by.id} {made_by.from_provider}->{made_by.to_provider}, "
-                "which the tutor never made",
-            )
+            if not facts.created[made_by.id]:  # else reported with its switch above
+                report.fail(
+                    NO_ROLLBACK_MEETING,
+                    f"{meeting.provider} meeting {meeting.id} (session {meeting.session_id}) "
+                    f"was made for switch {made_by.id} "
+                    f"{made_by.from_provider}->{made_by.to_provider}, which the tutor never made",
+                )
             continue
         if meeting.created_at is None:
             continue

@@ -196,6 +196,16 @@ def test_a_meeting_made_after_a_rollback_request_is_reported() -> None:
     assert "never made" in found[0]
     assert all("asked for a rollback" in d for d in found[1:])
 
+    # the follow-up switch's rows say it created meetings: reported once, with the
+    # ones since deleted (gone from the providers' listings) counted too
+    report = InvariantReport()
+    judge_no_meeting_from_rollback(
+        report, replace(facts, meetings=[late], created=Counter({follow_up.id: 5}))
+    )
+    found = violations(report, NO_ROLLBACK_MEETING)
+    assert len(found) == 2, found
+    assert follow_up.id in found[0] and "created 5 meetings (0 still live)" in found[0]
+
 
 def test_meetings_a_tutor_asked_for_after_a_rollback_are_not_reported() -> None:
     s = session()
