@@ -20,6 +20,8 @@ import httpx
 from sqlalchemy import Engine, text
 
 ELIGIBLE = ("SCHEDULED", "JOIN_OPEN")
+# The sink parses every kept .eml for messages.json: thousands take a while on a busy machine.
+INBOX_TIMEOUT_S = 300
 UNSETTLED_SWITCH_STATES = ("PENDING", "PLANNING", "MIGRATING", "ROLLING_BACK")
 # services.providers.meeting_marker: "[relink:<switch>:<session>]".
 ZOOM_MARKER = re.compile(r"\[relink:[^\]\s]+\]")
@@ -93,7 +95,7 @@ def unsettled(engine: Engine) -> int:
 
 def live_meetings(sim_url: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Every live meeting at the simulator, by (provider, account email)."""
-    listing = httpx.get(f"{sim_url}/_admin/meetings", timeout=30).json()
+    listing = httpx.get(f"{sim_url}/_admin/meetings", timeout=120).json()
     return {(a["provider"], a["email"]): a["meetings"] for a in listing["accounts"]}
 
 
@@ -210,7 +212,7 @@ def check_emails(
     """
     from services.notifier.domain import change_id, message_id
 
-    mails = httpx.get(f"{inbox_url}/messages.json", timeout=30).json()
+    mails = httpx.get(f"{inbox_url}/messages.json", timeout=INBOX_TIMEOUT_S).json()
     received: Counter[tuple[str, str]] = Counter()
     for mail in mails:
         for rcpt in mail["to"]:
@@ -543,7 +545,7 @@ def gather_switch_facts(engine: Engine, *, sim_url: str, inbox_url: str) -> Swit
                 {"kind": NoticeKind.TUTOR_SUMMARY},
             )
         }
-    listing = httpx.get(f"{sim_url}/_admin/meetings", timeout=30).json()["accounts"]
+    listing = httpx.get(f"{sim_url}/_admin/meetings", timeout=120).json()["accounts"]
     facts.accounts = [
         AccountFact(SIM_PROVIDER[str(a["provider"])], str(a["email"]), int(a.get("early_calls", 0)))
         for a in listing
@@ -551,7 +553,7 @@ def gather_switch_facts(engine: Engine, *, sim_url: str, inbox_url: str) -> Swit
     facts.meetings = attribute_meetings(
         listing, sessions=facts.sessions, switches=facts.switches, tutor_by_email=tutor_by_email
     )
-    for mail in httpx.get(f"{inbox_url}/messages.json", timeout=30).json():
+    for mail in httpx.get(f"{inbox_url}/messages.json", timeout=INBOX_TIMEOUT_S).json():
         known = summary_rows.get(str(mail["message_id"]).strip())
         if known is not None:
             facts.summaries.append(SummaryMail(known[0], known[1], str(mail["subject"])))

@@ -473,7 +473,10 @@ def _wait_for_mail(engine: Engine, stack: ProcessStack, *, timeout: float) -> bo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         probe = invariants.InvariantReport()
-        invariants.check_emails(engine, probe, inbox_url=stack.inbox_url, mail_domain=domain)
+        try:
+            invariants.check_emails(engine, probe, inbox_url=stack.inbox_url, mail_domain=domain)
+        except httpx.HTTPError:
+            probe.fail("inbox", "the inbox did not answer")
         if probe.ok:
             return True
         stack.revive_dead()
