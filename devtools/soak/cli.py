@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -102,6 +103,11 @@ def print_report(tally, report) -> None:  # type: ignore[no-untyped-def]
         console.print(f"noted (not a violation): {name}: {count}")
     if report.ok:
         console.print("[green]every invariant holds[/green]")
+    else:
+        failed = Table("invariant", "violations", title="violations per invariant")
+        for name, count in sorted(Counter(v.invariant for v in report.violations).items()):
+            failed.add_row(name, str(count))
+        console.print(failed)
     for violation in report.violations[:50]:
         console.print(f"[red]VIOLATION[/red] {violation.invariant}: {violation.detail}")
     if len(report.violations) > 50:

@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ import httpx
 from sqlalchemy import Engine, text
 
 ELIGIBLE = ("SCHEDULED", "JOIN_OPEN")
+# The sink parses every kept .eml for messages.json: thousands take a while on a busy machine.
+INBOX_TIMEOUT_S = 300
 UNSETTLED_SWITCH_STATES = ("PENDING", "PLANNING", "MIGRATING", "ROLLING_BACK")
 # services.providers.meeting_marker: "[relink:<switch>:<session>]".
 ZOOM_MARKER = re.compile(r"\[relink:[^\]\s]+\]")
@@ -93,7 +95,7 @@ def unsettled(engine: Engine) -> int:
 
 def live_meetings(sim_url: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Every live meeting at the simulator, by (provider, account email)."""
-    listing = httpx.get(f"{sim_url}/_admin/meetings", timeout=30).json()
+    listing = httpx.get(f"{sim_url}/_admin/meetings", timeout=120).json()
     return {(a["provider"], a["email"]): a["meetings"] for a in listing["accounts"]}
 
 
@@ -184,23 +186,6 @@ def check_no_duplicate_meetings(report: InvariantReport, *, sim_url: str) -> Non
             report.fail("no duplicate meetings", f"{count} live meetings for {key}")
 
 
-def check_no_early_calls(report: InvariantReport, *, sim_url: str) -> None:
-    """No provider call for an account inside a Retry-After that account was given.
-
-    The simulator counts, per account, the API calls that arrived before its
-    last 429's Retry-After had passed (`early_calls`).
-    """
-    listing = httpx.get(f"{sim_url}/_admin/meetings", timeout=30).json()
-    for account in listing["accounts"]:
-        report.checked["provider accounts paced"] += 1
-        if account.get("early_calls"):
-            report.fail(
-                "no provider call inside a Retry-After",
-                f"{account['early_calls']} early calls for {account['provider']} "
-                f"{account['email']}",
-            )
-
-
 def check_outbox_drained(engine: Engine, report: InvariantReport) -> None:
     with engine.connect() as conn:
         waiting = conn.execute(
@@ -227,7 +212,7 @@ def check_emails(
     """
     from services.notifier.domain import change_id, message_id
 
-    mails = httpx.get(f"{inbox_url}/messages.json", timeout=30).json()
+    mails = httpx.get(f"{inbox_url}/messages.json", timeout=INBOX_TIMEOUT_S).json()
     received: Counter[tuple[str, str]] = Counter()
     for mail in mails:
         for rcpt in mail["to"]:
@@ -293,3 +278,493 @@ def check_no_tokens_leaked(
             if needle in payload:
                 report.fail("no token on any topic", "a provider token appears in a message")
                 break
+
+
+# -- the switch's own invariants (issue 17) -------------------------------------------
+#
+# Each check is two halves: `gather_switch_facts` reads what the run left behind
+# (PostgreSQL, the simulator's admin API, the SMTP sink's inbox) into plain
+# records, and a `judge_*` function decides on those records alone, so a unit
+# test can hand it made-up facts and see it report a violation.
+
+ONE_MEETING = "one live meeting per session after the grace period"
+NO_ROLLBACK_MEETING = "no meeting created by a rollback"
+SWITCH_STATE_TRUE = "every switch's final state true"
+TUTOR_EMAIL_TRUE = "no tutor email claiming a move that did not happen"
+RETRY_AFTER = "no provider call inside a Retry-After"
+
+GATEWAY_SOURCE = "/relink/oauth-gateway"
+# services.providers._google.event_ids: how many deleted events of one session a create steps over.
+GOOGLE_EVENT_ID_CHAIN = 8
+MARKER_PARTS = re.compile(r"\[relink:([^\]\s:]+):([^\]\s]+)\]")
+SUMMARY_COUNTS = re.compile(r"(\d+) of (\d+) sessions moved")
+# Keys of meetings the gateway makes on the tutor's own request (a booking, a
+# meeting the tutor asked to recreate): never a rollback's doing.
+TUTOR_REQUEST_KEYS = ("booking-", "recreate-")
+
+
+@dataclass(frozen=True)
+class SwitchFact:
+    id: str
+    tutor_id: str
+    from_provider: str
+    to_provider: str
+    generation: int
+    state: str
+    created_at: datetime
+    completed_at: datetime | None
+    rollback_deadline: datetime | None
+    sessions_total: int
+    sessions_migrated: int
+    sessions_failed: int
+    # its provider.switched came from the gateway, i.e. the tutor made it
+    by_tutor: bool
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    switch_id: str
+    tutor_id: str
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
+class SessionFact:
+    id: str
+    tutor_id: str
+    booking_id: str
+    status: str
+    scheduled_start_at: datetime
+
+
+@dataclass(frozen=True)
+class MeetingFact:
+    """A live meeting at a provider, with its tutor, (switch) key and session when known."""
+
+    provider: str  # relink's name: zoom / google_meet
+    account: str
+    id: str
+    tutor_id: str | None
+    key: str | None  # a switch id, "booking-…", "recreate-…"
+    session_id: str | None
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AccountFact:
+    provider: str
+    email: str
+    early_calls: int
+
+
+@dataclass(frozen=True)
+class SummaryMail:
+    """A tutor's "N of M sessions moved" email as it landed in the mailbox."""
+
+    switch_id: str
+    recipient: str
+    subject: str
+
+
+@dataclass
+class SwitchFacts:
+    switches: list[SwitchFact] = field(default_factory=list)
+    # per switch id: its session_migrations rows counted by state
+    rows: dict[str, Counter[str]] = field(default_factory=dict)
+    # per switch id: meetings it created (rows with a new meeting), live or deleted since
+    created: Counter[str] = field(default_factory=Counter)
+    rollbacks: list[RollbackRequest] = field(default_factory=list)
+    sessions: list[SessionFact] = field(default_factory=list)
+    meetings: list[MeetingFact] = field(default_factory=list)
+    accounts: list[AccountFact] = field(default_factory=list)
+    summaries: list[SummaryMail] = field(default_factory=list)
+
+
+def google_event_ids(key: str, session_id: str) -> list[str]:
+    """The Calendar event ids relink gives one (key, session): as services.providers._google."""
+    import base64
+    import hashlib
+
+    digest = hashlib.sha256(f"relink:{key}:{session_id}".encode()).digest()
+    ids = [base64.b32hexencode(digest).decode().rstrip("=").lower()]
+    while len(ids) < GOOGLE_EVENT_ID_CHAIN:
+        digest = hashlib.sha256(f"relink:next:{ids[-1]}".encode()).digest()
+        ids.append(base64.b32hexencode(digest).decode().rstrip("=").lower())
+    return ids
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def attribute_meetings(
+    listing: Iterable[dict[str, Any]],
+    *,
+    sessions: Iterable[SessionFact],
+    switches: Iterable[SwitchFact],
+    tutor_by_email: dict[str, str],
+) -> list[MeetingFact]:
+    """Each live meeting with its tutor, (switch) key and session, as far as they can be told.
+
+    Zoom: relink's agenda marker names (key, session). Google: the event id is
+    derived from (key, session), so every candidate key of the tutor's
+    sessions (each switch, each booking generation) is tried. Else the
+    meeting's start time names the tutor's session that starts then.
+    """
+    sessions = list(sessions)
+    switches = list(switches)
+    by_tutor: dict[str, list[SessionFact]] = {}
+    for session in sessions:
+        by_tutor.setdefault(session.tutor_id, []).append(session)
+    switch_ids: dict[str, list[str]] = {}
+    generations: Counter[str] = Counter()
+    for switch in switches:
+        switch_ids.setdefault(switch.tutor_id, []).append(switch.id)
+        generations[switch.tutor_id] = max(generations[switch.tutor_id], switch.generation)
+    google_ids: dict[str, tuple[str, str]] = {}
+
+    def google_candidates(tutor_id: str) -> None:
+        keys = list(switch_ids.get(tutor_id, []))
+        for session in by_tutor.get(tutor_id, []):
+            own = keys + [
+                f"booking-{session.booking_id}-g{g}" for g in range(1, generations[tutor_id] + 2)
+            ]
+            for key in own:
+                for event_id in google_event_ids(key, session.id):
+                    google_ids[event_id] = (key, session.id)
+
+    done: set[str] = set()
+    facts = []
+    for account in listing:
+        provider = SIM_PROVIDER[str(account["provider"])]
+        email = str(account["email"]).lower()
+        tutor = tutor_by_email.get(email)
+        for meeting in account["meetings"]:
+            key = session_id = None
+            if provider == "zoom":
+                found = MARKER_PARTS.search(str(meeting.get("agenda") or ""))
+                if found:
+                    key, session_id = found.group(1), found.group(2)
+                created = _parse_time(meeting.get("created_at"))
+                start = _parse_time(meeting.get("start_time"))
+            else:
+                if tutor is not None and tutor not in done:
+                    google_candidates(tutor)
+                    done.add(tutor)
+                if str(meeting["id"]) in google_ids:
+                    key, session_id = google_ids[str(meeting["id"])]
+                created = _parse_time(meeting.get("created"))
+                start = _parse_time((meeting.get("start") or {}).get("dateTime"))
+            if session_id is None and tutor is not None and start is not None:
+                for session in by_tutor.get(tutor, []):
+                    if abs((session.scheduled_start_at - start).total_seconds()) < 1:
+                        session_id = session.id
+                        break
+            facts.append(
+                MeetingFact(provider, email, str(meeting["id"]), tutor, key, session_id, created)
+            )
+    return facts
+
+
+def gather_switch_facts(engine: Engine, *, sim_url: str, inbox_url: str) -> SwitchFacts:
+    """What the new checks judge: switches, their rows, rollbacks, meetings, early calls, emails."""
+    from services.notifier.domain import NoticeKind
+
+    facts = SwitchFacts()
+    with engine.connect() as conn:
+        tutor_made = {
+            str(r[0])
+            for r in conn.execute(
+                text(
+                    "SELECT payload->>'switch_id' FROM outbox "
+                    "WHERE event_type = 'provider.switched' AND headers->>'source' = :gateway"
+                ),
+                {"gateway": GATEWAY_SOURCE},
+            )
+        }
+        for r in conn.execute(
+            text(
+                "SELECT id, tutor_id, from_provider, to_provider, generation, state, created_at, "
+                "completed_at, rollback_deadline, sessions_total, sessions_migrated, "
+                "sessions_failed FROM provider_switches"
+            )
+        ):
+            facts.switches.append(
+                SwitchFact(
+                    str(r.id), str(r.tutor_id), r.from_provider, r.to_provider, r.generation,
+                    r.state, r.created_at, r.completed_at, r.rollback_deadline,
+                    r.sessions_total, r.sessions_migrated, r.sessions_failed,
+                    str(r.id) in tutor_made,
+                )
+            )  # fmt: skip
+        for switch_id, state, count in conn.execute(
+            text("SELECT switch_id, state, count(*) FROM session_migrations GROUP BY 1, 2")
+        ):
+            facts.rows.setdefault(str(switch_id), Counter())[state] = int(count)
+        for switch_id, count in conn.execute(
+            text(
+                "SELECT switch_id, count(*) FROM session_migrations "
+                "WHERE new_meeting_external_id IS NOT NULL GROUP BY 1"
+            )
+        ):
+            facts.created[str(switch_id)] = int(count)
+        for switch_id, tutor_id, requested_at in conn.execute(
+            text(
+                "SELECT payload->>'switch_id', payload->>'tutor_id', payload->>'requested_at' "
+                "FROM outbox WHERE event_type = 'switch.rollback_requested'"
+            )
+        ):
+            moment = _parse_time(requested_at)
+            if moment is not None:
+                facts.rollbacks.append(RollbackRequest(switch_id, tutor_id, moment))
+        facts.sessions = [
+            SessionFact(
+                str(r.id), str(r.tutor_id), str(r.booking_id), r.status, r.scheduled_start_at
+            )
+            for r in conn.execute(
+                text("SELECT id, tutor_id, booking_id, status, scheduled_start_at FROM sessions")
+            )
+        ]
+        tutor_by_email = {
+            str(email).lower(): str(uid)
+            for uid, email in conn.execute(text("SELECT id, email FROM users WHERE role = 'tutor'"))
+        }
+        summary_rows = {
+            str(mid).strip(): (str(switch_id), str(rcpt).lower())
+            for mid, switch_id, rcpt in conn.execute(
+                text(
+                    "SELECT message_id, switch_id, recipient FROM notifications "
+                    "WHERE kind = :kind AND message_id IS NOT NULL AND switch_id IS NOT NULL"
+                ),
+                {"kind": NoticeKind.TUTOR_SUMMARY},
+            )
+        }
+    listing = httpx.get(f"{sim_url}/_admin/meetings", timeout=120).json()["accounts"]
+    facts.accounts = [
+        AccountFact(SIM_PROVIDER[str(a["provider"])], str(a["email"]), int(a.get("early_calls", 0)))
+        for a in listing
+    ]
+    facts.meetings = attribute_meetings(
+        listing, sessions=facts.sessions, switches=facts.switches, tutor_by_email=tutor_by_email
+    )
+    for mail in httpx.get(f"{inbox_url}/messages.json", timeout=INBOX_TIMEOUT_S).json():
+        known = summary_rows.get(str(mail["message_id"]).strip())
+        if known is not None:
+            facts.summaries.append(SummaryMail(known[0], known[1], str(mail["subject"])))
+    return facts
+
+
+def judge_one_meeting_per_session(
+    report: InvariantReport, facts: SwitchFacts, *, now: datetime
+) -> None:
+    """(a) Once every switch of its tutor is past its grace period, an eligible
+    future session has at most one live meeting at the providers."""
+    in_grace = {
+        s.tutor_id
+        for s in facts.switches
+        if s.rollback_deadline is not None and s.rollback_deadline > now
+    }
+    live: dict[str, list[MeetingFact]] = {}
+    for meeting in facts.meetings:
+        if meeting.session_id is not None:
+            live.setdefault(meeting.session_id, []).append(meeting)
+    for session in facts.sessions:
+        if session.status not in ELIGIBLE or session.scheduled_start_at < now:
+            continue
+        if session.tutor_id in in_grace:
+            report.noted["sessions not judged for live meetings (grace period not over)"] += 1
+            continue
+        report.checked[ONE_MEETING] += 1
+        meetings = live.get(session.id, [])
+        if len(meetings) > 1:
+            report.fail(
+                ONE_MEETING,
+                f"session {session.id} has {len(meetings)} live meetings: "
+                + ", ".join(f"{m.provider}:{m.id} (key {m.key})" for m in meetings),
+            )
+
+
+def judge_no_meeting_from_rollback(report: InvariantReport, facts: SwitchFacts) -> None:
+    """(b) A live meeting made after a rollback request of its tutor is explained by
+    something the tutor did later (a switch to that provider, a booking), never by
+    the rollback; and no meeting belongs to a switch the tutor never made."""
+    switches = {s.id: s for s in facts.switches}
+    requests: dict[str, list[datetime]] = {}
+    for request in facts.rollbacks:
+        requests.setdefault(request.tutor_id, []).append(request.requested_at)
+    tutor_switches: dict[str, list[SwitchFact]] = {}
+    for switch in facts.switches:
+        if switch.by_tutor:
+            tutor_switches.setdefault(switch.tutor_id, []).append(switch)
+    # A switch the tutor never made (a rollback's follow-up) and the meetings it
+    # created, live or deleted since: `session_migrations` keeps them all.
+    live_by_key = Counter(m.key for m in facts.meetings)
+    for switch in facts.switches:
+        if not switch.by_tutor and facts.created[switch.id]:
+            report.fail(
+                NO_ROLLBACK_MEETING,
+                f"switch {switch.id} {switch.from_provider}->{switch.to_provider} "
+                f"(g{switch.generation}), which the tutor never made, created "
+                f"{facts.created[switch.id]} meetings ({live_by_key[switch.id]} still live)",
+            )
+    for meeting in facts.meetings:
+        if meeting.tutor_id is None:
+            continue
+        report.checked[NO_ROLLBACK_MEETING] += 1
+        if meeting.key is not None and meeting.key.startswith(TUTOR_REQUEST_KEYS):
+            continue
+        made_by = switches.get(meeting.key or "")
+        if made_by is not None and not made_by.by_tutor:
+            if not facts.created[made_by.id]:  # else reported with its switch above
+                report.fail(
+                    NO_ROLLBACK_MEETING,
+                    f"{meeting.provider} meeting {meeting.id} (session {meeting.session_id}) "
+                    f"was made for switch {made_by.id} "
+                    f"{made_by.from_provider}->{made_by.to_provider}, which the tutor never made",
+                )
+            continue
+        if meeting.created_at is None:
+            continue
+        before = [r for r in requests.get(meeting.tutor_id, []) if r <= meeting.created_at]
+        if not before:
+            continue
+        asked = max(before)
+        if made_by is not None and made_by.created_at >= asked:
+            continue  # the tutor's own switch, made after the rollback request
+        later = [
+            s
+            for s in tutor_switches.get(meeting.tutor_id, [])
+            if asked <= s.created_at <= meeting.created_at and s.to_provider == meeting.provider
+        ]
+        if made_by is None and later:
+            continue  # not attributable, but a later switch of the tutor explains it
+        report.fail(
+            NO_ROLLBACK_MEETING,
+            f"{meeting.provider} meeting {meeting.id} (session {meeting.session_id}, key "
+            f"{meeting.key}) was created at {meeting.created_at.isoformat()}, after tutor "
+            f"{meeting.tutor_id} asked for a rollback at {asked.isoformat()}, and no later "
+            "switch of the tutor explains it",
+        )
+
+
+def judge_switch_states(report: InvariantReport, facts: SwitchFacts) -> None:
+    """(c) Every switch's recorded final state is true: SUPERSEDED when a newer
+    generation replaced it before it settled, ROLLED_BACK only after a rollback
+    request, COMPLETED only when every row reached the target or failed (and the
+    counts say so), and only switches the tutor made."""
+    from services.core.db.models import MigrationState, SwitchState
+
+    asked = {r.switch_id for r in facts.rollbacks}
+    by_tutor: dict[str, list[SwitchFact]] = {}
+    for switch in facts.switches:
+        by_tutor.setdefault(switch.tutor_id, []).append(switch)
+    completed = (SwitchState.COMPLETED.value, SwitchState.COMPLETED_WITH_FAILURES.value)
+    settled_rows = {
+        MigrationState.MIGRATED.value,
+        MigrationState.FAILED.value,
+        MigrationState.SKIPPED.value,
+    }
+    for switch in facts.switches:
+        report.checked[SWITCH_STATE_TRUE] += 1
+        rows = facts.rows.get(switch.id, Counter())
+        newer = [s for s in by_tutor[switch.tutor_id] if s.generation > switch.generation]
+        replaced_at = min((s.created_at for s in newer), default=None)
+        where = (
+            f"switch {switch.id} ({switch.from_provider}->{switch.to_provider}, "
+            f"g{switch.generation}) is {switch.state}"
+        )
+
+        def fail(why: str, where: str = where) -> None:
+            report.fail(SWITCH_STATE_TRUE, f"{where} {why}")
+
+        if not switch.by_tutor:
+            fail("but the tutor never made it (no provider.switched from the gateway)")
+        if switch.id in asked and switch.state != SwitchState.ROLLED_BACK.value:
+            fail("though its rollback was requested (should be ROLLED_BACK)")
+        if switch.state == SwitchState.ROLLED_BACK.value and switch.id not in asked:
+            fail("with no rollback request")
+        if switch.state == SwitchState.SUPERSEDED.value and not newer:
+            fail("but no newer generation replaced it")
+        if switch.state not in completed:
+            continue
+        if replaced_at is not None and (
+            switch.completed_at is None or switch.completed_at > replaced_at
+        ):
+            fail(
+                f"(completed {switch.completed_at}) though generation "
+                f"{min(s.generation for s in newer)} replaced it at {replaced_at} "
+                "(should be SUPERSEDED)"
+            )
+        unsettled = {k: v for k, v in rows.items() if k not in settled_rows and v}
+        if unsettled:
+            fail(f"with rows not at the target nor failed: {dict(unsettled)}")
+        migrated = rows[MigrationState.MIGRATED.value]
+        failed = rows[MigrationState.FAILED.value]
+        if (switch.sessions_migrated, switch.sessions_failed) != (migrated, failed):
+            fail(
+                f"recording {switch.sessions_migrated} migrated / {switch.sessions_failed} "
+                f"failed, its rows say {migrated} / {failed}"
+            )
+        if switch.sessions_total != migrated + failed:
+            fail(f"recording {switch.sessions_total} sessions, its rows say {migrated + failed}")
+        if (switch.state == SwitchState.COMPLETED.value) != (failed == 0):
+            fail(f"with {failed} failed rows")
+
+
+def judge_tutor_summaries(report: InvariantReport, facts: SwitchFacts) -> None:
+    """(d) A tutor's "N of M sessions moved" email says what happened: N is the
+    number of sessions the switch moved, and a superseded switch (or one the tutor
+    never made) gets no such email."""
+    from services.core.db.models import MigrationState, SwitchState
+
+    switches = {s.id: s for s in facts.switches}
+    for mail in facts.summaries:
+        report.checked[TUTOR_EMAIL_TRUE] += 1
+        switch = switches.get(mail.switch_id)
+        found = SUMMARY_COUNTS.search(mail.subject)
+        if switch is None or found is None:
+            report.fail(TUTOR_EMAIL_TRUE, f"{mail.recipient}: {mail.subject!r} names no switch")
+            continue
+        claimed = int(found.group(1))
+        rows = facts.rows.get(switch.id, Counter())
+        # moved: still there, or moved and later restored by a rollback
+        moved = rows[MigrationState.MIGRATED.value] + rows[MigrationState.ROLLED_BACK.value]
+        about = f"{mail.recipient} got {mail.subject!r} for switch {switch.id} ({switch.state})"
+        if switch.state == SwitchState.SUPERSEDED.value:
+            report.fail(TUTOR_EMAIL_TRUE, f"{about}: a superseded switch gets no summary")
+        elif not switch.by_tutor:
+            report.fail(TUTOR_EMAIL_TRUE, f"{about}: the tutor never made this switch")
+        elif claimed != moved:
+            report.fail(TUTOR_EMAIL_TRUE, f"{about}: {moved} sessions moved")
+
+
+def judge_retry_after(report: InvariantReport, facts: SwitchFacts) -> None:
+    """(e) No API call reached a provider account before its 429's Retry-After
+    had passed (the simulator's `early_calls`)."""
+    for account in facts.accounts:
+        report.checked[RETRY_AFTER] += 1
+        if account.early_calls:
+            report.fail(
+                RETRY_AFTER,
+                f"{account.provider} account {account.email}: {account.early_calls} calls "
+                "inside a Retry-After",
+            )
+
+
+def check_switches(
+    engine: Engine, report: InvariantReport, *, sim_url: str, inbox_url: str, now: datetime
+) -> SwitchFacts:
+    """The five checks of issue 17 on what the run left behind."""
+    facts = gather_switch_facts(engine, sim_url=sim_url, inbox_url=inbox_url)
+    judge_one_meeting_per_session(report, facts, now=now)
+    judge_no_meeting_from_rollback(report, facts)
+    judge_switch_states(report, facts)
+    judge_tutor_summaries(report, facts)
+    judge_retry_after(report, facts)
+    return facts

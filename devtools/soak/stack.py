@@ -29,12 +29,25 @@ def free_port() -> int:
         return port
 
 
+def _port(name: str) -> int:
+    """`RELINK_SOAK_<NAME>_PORT` if set, else a port the OS says is free."""
+    value = os.environ.get(f"RELINK_SOAK_{name}_PORT")
+    return int(value) if value else free_port()
+
+
 @dataclass
 class Ports:
-    sim: int = field(default_factory=free_port)
-    gateway: int = field(default_factory=free_port)
-    smtp: int = field(default_factory=free_port)
-    inbox: int = field(default_factory=free_port)
+    """The ports the stack's own processes listen on (the devstack's are set apart).
+
+    Each is a free port the OS picks, so two stacks never collide; set
+    RELINK_SOAK_SIM_PORT, _GATEWAY_PORT, _SMTP_PORT or _INBOX_PORT to fix one.
+    The relay's metrics endpoint stays off (RELINK_RELAY_METRICS_PORT=0).
+    """
+
+    sim: int = field(default_factory=lambda: _port("SIM"))
+    gateway: int = field(default_factory=lambda: _port("GATEWAY"))
+    smtp: int = field(default_factory=lambda: _port("SMTP"))
+    inbox: int = field(default_factory=lambda: _port("INBOX"))
 
 
 # Start order: the simulator and the mail sink before what calls them.
@@ -95,6 +108,7 @@ class ProcessStack:
             "RELINK_SMTP_SINK_PORT": str(self.ports.smtp),
             "RELINK_SMTP_SINK_HTTP_PORT": str(self.ports.inbox),
             "RELINK_SMTP_SINK_FOLDER": str(workdir / "mail"),
+            "RELINK_RELAY_METRICS_PORT": "0",
             "RELINK_MIGRATOR_APP_ID": f"{topic_prefix}relink-migrator",
             "RELINK_MIGRATOR_DATADIR": str(workdir / "migrator-data"),
             "RELINK_NOTIFIER_GROUP_ID": f"{topic_prefix}relink-notifier",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from devtools.soak import invariants
 from devtools.soak.run import SoakConfig, run_soak
 
 if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
@@ -50,4 +51,12 @@ def test_small_soak_holds_every_invariant(
     assert tally.faults["database restart"] == 1
     assert report.checked["eligible sessions on the current provider"] > 0
     assert report.checked["student emails (one per change)"] > 0
+    # the switch's own checks ran (issue 17), the live meetings after the grace period too
+    for check in (
+        invariants.ONE_MEETING,
+        invariants.NO_ROLLBACK_MEETING,
+        invariants.SWITCH_STATE_TRUE,
+        invariants.RETRY_AFTER,
+    ):
+        assert report.checked[check] > 0, check
     assert report.ok, "\n".join(f"{v.invariant}: {v.detail}" for v in report.violations)
