@@ -322,6 +322,17 @@ def test_summaries_that_claim_moves_that_did_not_happen_are_reported() -> None:
     judge_tutor_summaries(report, replace(facts, summaries=[told_right]))
     assert report.ok and report.checked[TUTOR_EMAIL_TRUE] == 1
 
+    # a switch that had nothing to move says so, and claims nothing
+    empty = switch(5, SwitchState.COMPLETED, to="zoom", at=5, completed=6, rows=(0, 0, 0))
+    nothing = SummaryMail(empty.id, "t@x", "Your switch to Zoom is done: no session needed to move")
+    report = InvariantReport()
+    judge_tutor_summaries(report, replace(facts, switches=[empty], summaries=[nothing]))
+    assert report.ok and report.checked[TUTOR_EMAIL_TRUE] == 1
+    lying = SummaryMail(empty.id, "t@x", "Your switch to Zoom: 3 of 3 sessions moved")
+    report = InvariantReport()
+    judge_tutor_summaries(report, replace(facts, switches=[empty], summaries=[lying]))
+    assert "0 sessions moved" in violations(report, TUTOR_EMAIL_TRUE)[0]
+
 
 # (e) no provider call inside a Retry-After
 
