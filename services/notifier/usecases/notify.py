@@ -201,17 +201,12 @@ class Notifier:
             return None
         if facts["status"] in INACTIVE_SESSION:
             return None
-        notice = SessionNotice(
-            kind=NoticeKind.SESSION_RECREATED,
-            student_name=facts["student_name"],
-            student_timezone=facts["student_timezone"] or facts["booking_timezone"],
-            tutor_name=facts["tutor_name"] or "Your tutor",
-            topic=facts["topic"] or "Tutoring session",
-            starts_at=domain.parse_time(data["scheduled_start_at"]),
-            duration_minutes=facts["duration_minutes"],
+        notice = _session_notice(
+            NoticeKind.SESSION_RECREATED,
+            facts,
+            data,
             from_provider=data["provider"],
-            to_provider=data["provider"],
-            join_url=join_url or "",
+            join_url=join_url,
         )
         return self._owed(
             domain.recreated_change(str(data["session_id"]), data["meeting_external_id"]),
@@ -321,18 +316,7 @@ class Notifier:
         from_provider = data.get("previous_provider")
         if from_provider is None and kind == NoticeKind.SESSION_MOVED:
             from_provider = facts["switch_from"]
-        notice = SessionNotice(
-            kind=kind,
-            student_name=facts["student_name"],
-            student_timezone=facts["student_timezone"] or facts["booking_timezone"],
-            tutor_name=facts["tutor_name"] or "Your tutor",
-            topic=facts["topic"] or "Tutoring session",
-            starts_at=domain.parse_time(data["scheduled_start_at"]),
-            duration_minutes=facts["duration_minutes"],
-            from_provider=from_provider,
-            to_provider=data["provider"],
-            join_url=join_url or "",
-        )
+        notice = _session_notice(kind, facts, data, from_provider=from_provider, join_url=join_url)
         return self._owed(
             change,
             facts["student_email"],
@@ -517,4 +501,28 @@ def _undeliverable(
         body_html="",
         state=NotificationState.FAILED_PERMANENT.value,
         last_error=why,
+    )
+
+
+def _session_notice(
+    kind: str,
+    facts: dict[str, Any],
+    data: dict[str, Any],
+    *,
+    from_provider: str | None,
+    join_url: str | None,
+) -> SessionNotice:
+    """A student's email about one session: who, when and what from the database's facts;
+    the link is the verified one (from the database too)."""
+    return SessionNotice(
+        kind=kind,
+        student_name=facts["student_name"],
+        student_timezone=facts["student_timezone"] or facts["booking_timezone"],
+        tutor_name=facts["tutor_name"] or "Your tutor",
+        topic=facts["topic"] or "Tutoring session",
+        starts_at=domain.parse_time(data["scheduled_start_at"]),
+        duration_minutes=facts["duration_minutes"],
+        from_provider=from_provider,
+        to_provider=data["provider"],
+        join_url=join_url or "",
     )
