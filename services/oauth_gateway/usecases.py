@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from services.core.db.models import User
 from services.core.logs import get_logger
-from services.oauth_gateway.adapters.db import GatewayStore, SaveResult
+from services.oauth_gateway.adapters.db import ConnectionSnapshot, GatewayStore, SaveResult
 from services.oauth_gateway.adapters.web.views import (
     BookingRequest,
     ConnectionView,
@@ -155,6 +155,22 @@ class Gateway:
         user = await in_thread(self.store.user, principal.user_id)
         if user is None or user.role != "tutor":
             raise Forbidden("only tutors connect video providers")
+
+    def _session_on(
+        self, client: ProviderClient, snapshot: ConnectionSnapshot, *, tutor_id: uuid.UUID
+    ) -> AuthorizedSession:
+        """Calls on the tutor's current tokens; a refresh is saved to that generation's row."""
+
+        async def save(tokens: TokenSet) -> None:
+            await in_thread(
+                self.store.save_refreshed_tokens,
+                tutor_id=tutor_id,
+                generation=snapshot.generation,
+                tokens=tokens,
+                now=self.clock(),
+            )
+
+        return AuthorizedSession(client, snapshot.tokens, on_refresh=save)
 
     # -- who is asking, and the database's health ------------------------------
 
@@ -357,16 +373,7 @@ class Gateway:
             raise NoConnection("connect a video provider before accepting bookings")
         client = self._client(snapshot.provider)
 
-        async def save(tokens: TokenSet) -> None:
-            await in_thread(
-                self.store.save_refreshed_tokens,
-                tutor_id=tutor_id,
-                generation=snapshot.generation,
-                tokens=tokens,
-                now=self.clock(),
-            )
-
-        session = AuthorizedSession(client, snapshot.tokens, on_refresh=save)
+        session = self._session_on(client, snapshot, tutor_id=tutor_id)
         meeting_request = MeetingRequest(
             # Per generation, so a retry at the same provider after a round trip is a new event.
             switch_id=f"booking-{booking_id}-g{snapshot.generation}",
@@ -458,16 +465,7 @@ class Gateway:
             raise NoConnection("connect a video provider first")
         client = self._client(snapshot.provider)
 
-        async def save(tokens: TokenSet) -> None:
-            await in_thread(
-                self.store.save_refreshed_tokens,
-                tutor_id=tutor_id,
-                generation=snapshot.generation,
-                tokens=tokens,
-                now=self.clock(),
-            )
-
-        session = AuthorizedSession(client, snapshot.tokens, on_refresh=save)
+        session = self._session_on(client, snapshot, tutor_id=tutor_id)
         request = MeetingRequest(
             # One key per deletion: a repeated click finds (Zoom marker) or
             # re-reads (Google event id) the meeting the first click made.
@@ -579,16 +577,7 @@ class Gateway:
             return {"status": "stale_channel"}
         client = self._client("google_meet")
 
-        async def save(tokens: TokenSet) -> None:
-            await in_thread(
-                self.store.save_refreshed_tokens,
-                tutor_id=channel.tutor_id,
-                generation=snapshot.generation,
-                tokens=tokens,
-                now=self.clock(),
-            )
-
-        session = AuthorizedSession(client, snapshot.tokens, on_refresh=save)
+        session = self._session_on(client, snapshot, tutor_id=channel.tutor_id)
         now = self.clock()
         watched = await in_thread(
             self.store.watched_meetings, tutor_id=channel.tutor_id, provider="google_meet", now=now
