@@ -111,6 +111,12 @@ class NothingToRetry(Conflict):
     """This switch has no failed sessions to retry."""
 
 
+class InvalidRequest(GatewayError):
+    """The request does not have the shape the operation takes; nothing was done."""
+
+    reason = "invalid_request"
+
+
 class BookingInvalid(GatewayError):
     """The booking cannot be made as asked (its start is past); nothing was done."""
 
