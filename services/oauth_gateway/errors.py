@@ -12,8 +12,10 @@ GatewayError                    base of the gateway's errors
 │   └── ProviderUnavailable     the provider is down or throttling at the exchange: 503
 ├── Conflict                    the request clashes with the current state: 409
 │   ├── NoConnection            the tutor has no video provider connected yet
+│   ├── ConnectionUnreadable    the stored tokens do not decrypt here: connect again
 │   ├── RollbackNotAllowed      not the latest switch, grace period over, or nothing to restore
 │   └── NothingToRetry          the switch has no failed sessions (or was superseded)
+├── InvalidRequest              the request does not have the operation's shape: 422
 ├── BookingInvalid              a booking that cannot be made as asked (starts in the past): 422
 └── BookingFailed               the meeting could not be created at the provider: 502
 
@@ -101,6 +103,12 @@ class Conflict(GatewayError):
 
 class NoConnection(Conflict):
     """The tutor has no video provider connected."""
+
+
+class ConnectionUnreadable(Conflict):
+    """The stored connection's tokens do not decrypt here; connecting again fixes it."""
+
+    reason = "reconnect_required"
 
 
 class RollbackNotAllowed(Conflict):

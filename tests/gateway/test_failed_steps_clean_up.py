@@ -113,3 +113,29 @@ async def test_a_failed_consent_at_another_provider_revokes_only_the_new_tokens(
         "revoked": 1,
     }
     assert (await sim_account(sim, "zoom", tutor.email))["grants"]["live"] == 1
+
+
+async def test_a_connection_that_does_not_decrypt_asks_to_reconnect(
+    http: httpx.AsyncClient, people: People, engine: Engine, sim: SimHandle
+) -> None:
+    """Not a 500: a 409 in the error shape, no meeting made; connecting again fixes it."""
+    tutor, student = people("tutor"), people("student")
+    assert (await connect(http, tutor, "zoom")).status_code == 303
+    with engine.begin() as conn:  # ciphertexts swapped: each is bound to its own column
+        conn.execute(
+            text(
+                "UPDATE tutor_video_provider_connections SET "
+                "access_token_encrypted = refresh_token_encrypted, "
+                "refresh_token_encrypted = access_token_encrypted WHERE tutor_id = :t"
+            ),
+            {"t": tutor.id},
+        )
+
+    refused = await http.post("/api/bookings", json=booking(student.id), headers=tutor.headers)
+
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"] == "reconnect_required"
+    assert (await sim_account(sim, "zoom", tutor.email))["create_calls"] == 0
+    assert (await connect(http, tutor, "zoom")).status_code == 303
+    made = await http.post("/api/bookings", json=booking(student.id), headers=tutor.headers)
+    assert made.status_code == 201, made.text
