@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: run test check install kafka-jars browser dev-up dev-down lint typecheck \
-	contracts unit bench clean floors
+	contracts unit bench clean floors fuzz
 
 # Two distributions from one checkout, both editable: the product (`relink`,
 # the package `services/`) and the workshop (`relink-devtools`, the package
@@ -45,6 +45,13 @@ run: $(STAMP) kafka-jars
 # PostgreSQL and a real Kafka broker.
 test: check kafka-jars browser
 	$(BIN)/pytest --ignore=tests/unit $(PYTEST_ARGS)
+
+# The gateway's OpenAPI document fuzzed for longer than the suite does, with a
+# new seed each time (the suite's bounded run: tests/gateway/test_openapi_fuzz.py).
+FUZZ_EXAMPLES ?= 300
+fuzz: $(STAMP) kafka-jars
+	RELINK_FUZZ_MAX_EXAMPLES=$(FUZZ_EXAMPLES) RELINK_FUZZ_SEED=$$(date +%s) \
+		$(BIN)/pytest -q -s tests/gateway/test_openapi_fuzz.py
 
 # Everything but the slow suites, for use while working (and pre-commit's checks).
 check: lint typecheck contracts unit

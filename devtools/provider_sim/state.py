@@ -277,25 +277,37 @@ class SimState:
         return entry[0], "ok"
 
     def revoke_token(self, provider: Provider, token: str) -> bool:
-        """Revoke the grant behind an access or refresh token (RFC 7009)."""
+        """Revoke the grant behind an access or refresh token (RFC 7009).
+
+        Google keeps one grant per account and app, so revoking any of its
+        tokens revokes every token the app holds for that account: "Revokes
+        all of the scopes that the user granted to the app"
+        (developers.google.com/identity/oauth2/web/reference/js-reference
+        #google.accounts.oauth2.revoke). Zoom keeps only the newest
+        authorization anyway (`revoke_earlier_grants`).
+        """
         grant = self.refresh_tokens.get(token) or (self.access_tokens.get(token) or (None, 0))[0]
         if grant is None or grant.provider != provider:
             return False
         grant.revoked = True
+        if provider == "google":
+            for other in self._grants(provider, grant.email):
+                if other.client_id == grant.client_id:
+                    other.revoked = True
         return True
+
+    def _grants(self, provider: Provider, email: str) -> list[Grant]:
+        """Every grant of an account, once each."""
+        found = {
+            g.id: g
+            for g in [*self.refresh_tokens.values(), *(g for g, _ in self.access_tokens.values())]
+            if (g.provider, g.email) == (provider, email.lower())
+        }
+        return list(found.values())
 
     def revoke_account(self, provider: Provider, email: str) -> int:
         """Revoke every grant of an account, as if the user removed the app."""
-        grants = {
-            g.id: g
-            for g in self.refresh_tokens.values()
-            if (g.provider, g.email) == (provider, email.lower())
-        }
-        grants |= {
-            g.id: g
-            for g, _ in self.access_tokens.values()
-            if (g.provider, g.email) == (provider, email.lower())
-        }
+        grants = {g.id: g for g in self._grants(provider, email)}
         for grant in grants.values():
             grant.revoked = True
         return len(grants)
@@ -353,4 +365,8 @@ class SimState:
             "early_calls": account.early_calls,
             "creates_today": account.daily_creates.get(self.quota_day(provider), 0),
             "conferences": len(set(account.conferences.values())),
+            "grants": {
+                "live": sum(self.grant_alive(g) for g in self._grants(provider, email)),
+                "revoked": sum(g.revoked for g in self._grants(provider, email)),
+            },
         }

@@ -7,8 +7,11 @@ def migrator() -> None:
     """Move future sessions to tutors' new providers (settings: RELINK_MIGRATOR_*)."""
     from services.core.db.token_keys import check_token_keys_at
     from services.migrator.settings import MigratorSettings
+    from services.providers import ProviderSettings
 
     settings = MigratorSettings()
+    # Settings first (a wrong endpoint or secret exits naming it), then the database.
+    ProviderSettings()
     check_token_keys_at(
         settings.sync_database_url, settings.token_cipher().key_ids, process="relink migrator"
     )

@@ -10,9 +10,12 @@ def gateway_command() -> None:
     from services.core.db.token_keys import check_token_keys_at
     from services.core.logs import configure_logging
     from services.oauth_gateway.settings import GatewaySettings
+    from services.providers import ProviderSettings
 
     settings = GatewaySettings()
     configure_logging(settings.log_level)
+    # Settings first (a wrong endpoint or secret exits naming it), then the database.
+    ProviderSettings()
     check_token_keys_at(
         settings.sync_database_url, settings.token_cipher().key_ids, process="relink gateway"
     )

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
 
 from services.core.logs import get_logger
 from services.oauth_gateway.adapters.web.guard import RequestGuard, request_id_of
@@ -28,6 +30,7 @@ from services.oauth_gateway.errors import (
     Conflict,
     Forbidden,
     GatewayError,
+    InvalidRequest,
     NotFound,
     NotSignedIn,
     OAuthRejected,
@@ -74,6 +77,8 @@ def create_app(
     if settings.expose_metrics:
         app.include_router(ops.metrics_router)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _framework_refusal)  # type: ignore[arg-type]
     app.add_exception_handler(SQLAlchemyError, _database_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)
@@ -94,6 +99,7 @@ STATUS = (
     (OAuthRejected, 400),
     (Conflict, 409),
     (BookingInvalid, 422),
+    (InvalidRequest, 422),
     (BookingFailed, 502),
 )
 
@@ -103,7 +109,7 @@ TITLES = {
     404: "Not found",
     400: "We could not connect your video provider",
     409: "That cannot be done right now",
-    422: "That cannot be booked",
+    422: "That request is not valid",
     502: "The video provider did not answer",
     503: "The video provider is not answering",
 }
@@ -137,6 +143,51 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
     response: HTMLResponse = templates.TemplateResponse(
         request, "error.html", context, status_code=code
     )
+    return response
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    """422 in the API's error shape (`InvalidRequestBody`), naming each refused part.
+
+    The values themselves are not echoed back (they may be anything, a token included).
+    """
+    fields = [
+        {
+            "location": ".".join(str(part) for part in error.get("loc", ())),
+            "message": str(error.get("msg", "invalid")),
+        }
+        for error in exc.errors()
+    ]
+    summary = "; ".join(f"{f['location']}: {f['message']}" for f in fields[:5])
+    error = InvalidRequest(f"the request is not valid ({summary}); nothing was changed")
+    if request.url.path.startswith("/api/"):
+        return JSONResponse(
+            {
+                "error": "invalid_request",
+                "detail": str(error),
+                "request_id": request_id_of(request.scope),
+                "fields": fields,
+            },
+            status_code=422,
+        )
+    return await _gateway_error(request, error)
+
+
+# What the framework itself refuses (no such route, wrong method, a body that
+# is not JSON at all): the same error shape, under these codes.
+FRAMEWORK_REASONS = {400: "malformed_body", 404: "NotFound", 405: "method_not_allowed"}
+
+
+async def _framework_refusal(request: Request, exc: HTTPException) -> Response:
+    """Starlette's and FastAPI's own refusals, in the API's error shape (or the error page)."""
+    reason = FRAMEWORK_REASONS.get(exc.status_code, f"http_{exc.status_code}")
+    detail = "the request body is not valid JSON" if exc.status_code == 400 else str(exc.detail)
+    error = GatewayError(f"{detail}; nothing was changed")
+    error.reason = reason  # type: ignore[attr-defined]
+    response = await _gateway_error(request, error)
+    response.status_code = exc.status_code
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
     return response
 
 

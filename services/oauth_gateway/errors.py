@@ -12,8 +12,10 @@ GatewayError                    base of the gateway's errors
 │   └── ProviderUnavailable     the provider is down or throttling at the exchange: 503
 ├── Conflict                    the request clashes with the current state: 409
 │   ├── NoConnection            the tutor has no video provider connected yet
+│   ├── ConnectionUnreadable    the stored tokens do not decrypt here: connect again
 │   ├── RollbackNotAllowed      not the latest switch, grace period over, or nothing to restore
 │   └── NothingToRetry          the switch has no failed sessions (or was superseded)
+├── InvalidRequest              the request does not have the operation's shape: 422
 ├── BookingInvalid              a booking that cannot be made as asked (starts in the past): 422
 └── BookingFailed               the meeting could not be created at the provider: 502
 
@@ -103,12 +105,24 @@ class NoConnection(Conflict):
     """The tutor has no video provider connected."""
 
 
+class ConnectionUnreadable(Conflict):
+    """The stored connection's tokens do not decrypt here; connecting again fixes it."""
+
+    reason = "reconnect_required"
+
+
 class RollbackNotAllowed(Conflict):
     """This switch cannot be rolled back (any more)."""
 
 
 class NothingToRetry(Conflict):
     """This switch has no failed sessions to retry."""
+
+
+class InvalidRequest(GatewayError):
+    """The request does not have the shape the operation takes; nothing was done."""
+
+    reason = "invalid_request"
 
 
 class BookingInvalid(GatewayError):

@@ -61,6 +61,7 @@ from services.providers import (
     GoogleMeetClient,
     Meeting,
     MeetingRequest,
+    ProviderAccount,
     ProviderClient,
     ProviderError,
     RetryableProviderError,
@@ -235,39 +236,49 @@ class Gateway:
             )
         if not code:
             raise TokenExchangeFailed(f"{label} sent no authorization code.", reason="code_missing")
+        # Who the tutor is connected to now, read before the exchange: if a step
+        # after it fails, this decides whether the new tokens may be revoked.
+        before = await in_thread(self.store.connection, principal.user_id)
         try:
             tokens = await client.exchange_code(code, code_verifier=verifier)
         except ProviderError as exc:
             raise _exchange_failure(label, provider, exc) from exc
-        # Granular consent lets the tutor untick a permission: a connection
-        # without it would commit a switch whose every session then fails.
-        # Checked before the account call (which needs a scope of its own) and
-        # before anything is written.
-        missing = missing_scopes(client.scopes, tokens.scopes)
-        if missing:
-            log.info("callback from %s refused: %d scope(s) not granted", provider, len(missing))
-            words = ", ".join(scope_label(s) for s in missing)
-            raise ScopesMissing(
-                f"{label} did not give relink permission for: {words}. relink needs "
-                f"{'it' if len(missing) == 1 else 'them'} to create and update your sessions' "
-                "meetings; nothing was changed. Please try again and leave "
-                f"{'it' if len(missing) == 1 else 'them'} ticked.",
-                provider=provider,
-                missing=missing,
-            )
+        account: ProviderAccount | None = None
         try:
-            account = await client.account(tokens.access_token)
-        except ProviderError as exc:
-            raise _exchange_failure(label, provider, exc) from exc
-        saved = await in_thread(
-            self.store.save_connection,
-            tutor_id=principal.user_id,
-            provider=provider,
-            tokens=tokens,
-            account=account,
-            now=self.clock(),
-            rollback_grace=timedelta(seconds=self.settings.rollback_grace_s),
-        )
+            # Granular consent lets the tutor untick a permission: a connection
+            # without it would commit a switch whose every session then fails.
+            # Checked before the account call (which needs a scope of its own) and
+            # before anything is written.
+            missing = missing_scopes(client.scopes, tokens.scopes)
+            if missing:
+                log.info(
+                    "callback from %s refused: %d scope(s) not granted", provider, len(missing)
+                )
+                words = ", ".join(scope_label(s) for s in missing)
+                raise ScopesMissing(
+                    f"{label} did not give relink permission for: {words}. relink needs "
+                    f"{'it' if len(missing) == 1 else 'them'} to create and update your sessions' "
+                    "meetings; nothing was changed. Please try again and leave "
+                    f"{'it' if len(missing) == 1 else 'them'} ticked.",
+                    provider=provider,
+                    missing=missing,
+                )
+            try:
+                account = await client.account(tokens.access_token)
+            except ProviderError as exc:
+                raise _exchange_failure(label, provider, exc) from exc
+            saved = await in_thread(
+                self.store.save_connection,
+                tutor_id=principal.user_id,
+                provider=provider,
+                tokens=tokens,
+                account=account,
+                now=self.clock(),
+                rollback_grace=timedelta(seconds=self.settings.rollback_grace_s),
+            )
+        except Exception:
+            await self._give_back(client, tokens, before=before, account=account)
+            raise
         if provider == "google_meet":
             await self._watch_calendar(principal.user_id, tokens, generation=saved.generation)
         if saved.outcome is ConnectOutcome.SWITCHED:
@@ -279,6 +290,54 @@ class Gateway:
                 saved.generation,
             )
         return CallbackResult(provider=provider, saved=saved)
+
+    async def _give_back(
+        self,
+        client: ProviderClient,
+        tokens: TokenSet,
+        *,
+        before: ConnectionView | None,
+        account: ProviderAccount | None,
+    ) -> None:
+        """Revoke the tokens a callback was given when a step after the exchange failed.
+
+        Nothing keeps them, so nothing should be able to use them. Except:
+        Google keeps one grant per account and app, and revoking any token of
+        it revokes all ("Revokes all of the scopes that the user granted to the
+        app", developers.google.com/identity/oauth2/web/reference/js-reference
+        #google.accounts.oauth2.revoke); Zoom keeps only the newest
+        authorization of an account. When the tutor is connected to this
+        provider already and the new tokens' account is that one (or unknown),
+        they are dropped, not revoked: revoking would disconnect the tutor.
+        A failed revocation is logged (never the token) and does not change the
+        answer the tutor gets.
+        """
+        same_grant = (
+            before is not None
+            and before.provider == client.provider
+            and (
+                account is None
+                or (before.provider_account_email or "").lower() == account.email.lower()
+            )
+        )
+        if same_grant:
+            log.info(
+                "callback at %s failed after the code exchange; its tokens were dropped, not "
+                "revoked (they may be the live connection's grant)",
+                client.provider,
+            )
+            return
+        try:
+            await client.revoke(tokens.refresh_token or tokens.access_token)
+        except ProviderError as exc:
+            log.warning(
+                "could not revoke the tokens of a failed callback at %s: %s",
+                client.provider,
+                type(exc).__name__,
+            )
+            return
+        self.metrics.callback(provider=client.provider, outcome="tokens_revoked")
+        log.info("revoked the tokens of a failed callback at %s", client.provider)
 
     # -- the connection and its switches ---------------------------------------
 
@@ -388,29 +447,58 @@ class Gateway:
         except ProviderError as exc:
             self.metrics.booking(outcome="provider_error")
             raise BookingFailed(f"could not create the meeting: {exc}") from exc
-        recorded = await in_thread(
-            self.store.record_booking,
-            booking_id=booking_id,
-            session_id=session_id,
-            tutor_id=tutor_id,
-            student_id=request.student_id,
-            topic=request.topic,
-            start=request.scheduled_start_at,
-            duration_minutes=request.duration_minutes,
-            timezone=request.timezone,
-            meeting=meeting,
-            generation=snapshot.generation,
-            now=self.clock(),
-        )
+        try:
+            recorded = await in_thread(
+                self.store.record_booking,
+                booking_id=booking_id,
+                session_id=session_id,
+                tutor_id=tutor_id,
+                student_id=request.student_id,
+                topic=request.topic,
+                start=request.scheduled_start_at,
+                duration_minutes=request.duration_minutes,
+                timezone=request.timezone,
+                meeting=meeting,
+                generation=snapshot.generation,
+                now=self.clock(),
+            )
+        except Exception:
+            # The meeting exists at the provider but nothing here points at it:
+            # delete it before answering, so a failed booking leaves nothing behind.
+            await self._drop_orphan(session, meeting)
+            raise
         if not recorded:
             # A switch committed while the meeting was being made: drop the
             # meeting at the old provider; the caller makes one at the new one.
+            await self._drop_orphan(session, meeting)
+            return None
+        return meeting
+
+    async def _drop_orphan(self, session: AuthorizedSession, meeting: Meeting) -> None:
+        """Delete a meeting a booking made but did not record (a switch got in, or a failure).
+
+        Deletion is tried a few times (provider errors only); if it still fails
+        the log line names the meeting for an operator to delete by hand.
+        """
+        for attempt in range(1, self.settings.booking_attempts + 1):
             try:
                 await session.delete_meeting(meeting.external_id)
             except ProviderError as exc:
-                log.warning("could not delete a stale booking meeting: %s", exc)
-            return None
-        return meeting
+                if attempt == self.settings.booking_attempts:
+                    log.error(
+                        "a booking did not record its meeting; could not delete %s "
+                        "meeting %s (%s): delete it by hand",
+                        meeting.provider,
+                        meeting.external_id,
+                        type(exc).__name__,
+                    )
+                continue
+            log.info(
+                "a booking did not record its meeting; deleted %s meeting %s",
+                meeting.provider,
+                meeting.external_id,
+            )
+            return
 
     # -- what the providers tell us ------------------------------------------
 

@@ -23,6 +23,7 @@ from services.core.db.models import Session as SessionRow
 from services.core.keys_cli import rotate_tokens
 from services.core.tokens import TokenCipher, TokenDecryptError, generate_key
 from services.oauth_gateway.adapters.db import GatewayStore
+from services.oauth_gateway.errors import ConnectionUnreadable
 from services.oauth_gateway.settings import GatewaySettings
 from services.oauth_gateway.usecases import Gateway
 from tests.gateway.conftest import People, callback, connect, consent, start, switch_id_of
@@ -164,8 +165,10 @@ async def test_ciphertext_moved_to_another_row_does_not_decrypt(
             .values(access_token_encrypted=refresh)
         )
     for tutor in (a, b):
-        with pytest.raises(TokenDecryptError):
+        # The gateway's answer is "connect again" (409); the cause is the cipher's refusal.
+        with pytest.raises(ConnectionUnreadable) as refused:
             store.connection_snapshot(tutor.id)
+        assert isinstance(refused.value.__cause__, TokenDecryptError)
 
 
 async def test_rotation_reencrypts_everything_and_old_keys_retire(

@@ -3,18 +3,21 @@ goes on past rows it cannot re-encrypt (issue #18, outages and key rotation)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from services.core.db.token_keys import check_token_keys, key_ids_in_use
 from services.core.errors import ConfigurationError
 from services.core.keys_cli import rotate_tokens
 from services.core.settings import CommonSettings
 from services.core.tokens import TokenCipher, generate_key
+from tests.conftest import TestInfrastructure as Infrastructure
 
 
 def _tutor(engine: Engine, cipher: TokenCipher, *, bind_to: uuid.UUID | None = None) -> uuid.UUID:
@@ -111,3 +114,28 @@ def test_rotation_reports_what_it_cannot_reencrypt_and_does_the_rest(
     # the report object says the same to a caller
     again = rotate_tokens(relink_env["DATABASE_URL"], both)
     assert again.total == 0 and [f.tutor_id for f in again.failed] == [str(misbound)] * 2
+
+
+def test_a_database_without_relink_tables_is_one_clear_line(
+    devstack: Infrastructure, tmp_path: Path
+) -> None:
+    """Pointed at a reachable database that was never migrated: say so, not a traceback."""
+    name = f"bare_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(devstack.database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(devstack.database_url).set(database=name).render_as_string(hide_password=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELINK_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "gateway"],
+        env={**env, "DATABASE_URL": url, "RELINK_DEV_MODE": "true", "RELINK_GATEWAY_PORT": "0"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "has no relink tables" in output and "relink db upgrade" in output
+    assert "Traceback" not in output

@@ -105,6 +105,17 @@ async def test_client_revocation_ends_the_grant(client: ProviderClient, email: s
         await client.refresh(tokens.refresh_token or "")
 
 
+async def test_google_revocation_ends_every_grant_of_the_account(
+    sim_google: ProviderClient, email: str
+) -> None:
+    """One Google grant per account and app: revoking the newer consent's token ends the older."""
+    older = await connect(sim_google, email)
+    newer = await connect(sim_google, email)
+    await sim_google.revoke(newer.refresh_token or "")
+    with pytest.raises(AuthorizationRevokedError):
+        await sim_google.refresh(older.refresh_token or "")
+
+
 async def test_expired_token_is_refreshed_once_and_persisted(
     client: ProviderClient, admin: SimAdmin, email: str
 ) -> None:

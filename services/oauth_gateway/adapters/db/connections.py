@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.core import events, outbox
 from services.core.db.models import Connection, ProviderSwitch, SwitchState
-from services.core.tokens import TokenCipher
+from services.core.logs import get_logger
+from services.core.tokens import TokenCipher, TokenDecryptError
 from services.oauth_gateway.adapters.db.common import (
     SOURCE,
     current_tokens,
@@ -28,8 +29,10 @@ from services.oauth_gateway.adapters.db.common import (
 )
 from services.oauth_gateway.adapters.web.views import ConnectionView
 from services.oauth_gateway.domain import PROVIDER_LABELS, ConnectOutcome, connect_outcome
-from services.oauth_gateway.errors import NoConnection
+from services.oauth_gateway.errors import ConnectionUnreadable, NoConnection
 from services.providers import ProviderAccount, TokenSet
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,9 +220,19 @@ class ConnectionStore:
                     f"relink's app was removed at {PROVIDER_LABELS.get(row.provider, row.provider)}"
                     "; reconnect it before accepting bookings"
                 )
-            opened = self._cipher.open_tokens(
-                row.access_token_encrypted, row.refresh_token_encrypted, tutor_id=tutor_id
-            )
+            try:
+                opened = self._cipher.open_tokens(
+                    row.access_token_encrypted, row.refresh_token_encrypted, tutor_id=tutor_id
+                )
+            except TokenDecryptError as exc:
+                # The operator's problem (a key missing from RELINK_TOKEN_KEYS, a
+                # row copied from elsewhere), logged for them; the tutor can fix it
+                # by connecting again, which stores tokens this process can read.
+                log.error("tutor %s: the stored connection does not decrypt: %s", tutor_id, exc)
+                raise ConnectionUnreadable(
+                    "relink cannot read your saved video provider connection; "
+                    "please connect your provider again"
+                ) from exc
             return ConnectionSnapshot(
                 provider=row.provider,
                 generation=row.generation,

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 
 from services.oauth_gateway.adapters.web.auth import csrf_valid, verify_token
+from services.oauth_gateway.adapters.web.openapi import bearer, session_cookie
 from services.oauth_gateway.domain import Principal
 from services.oauth_gateway.errors import Forbidden, NotSignedIn
 from services.oauth_gateway.usecases import Gateway
@@ -26,8 +28,17 @@ def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-def session_token(request: Request, gateway: GatewayDep) -> tuple[str, bool] | None:
-    """The caller's sign-in token and whether it came in the cookie (CSRF applies)."""
+def session_token(
+    request: Request,
+    gateway: GatewayDep,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    _cookie: Annotated[str | None, Security(session_cookie)],
+) -> tuple[str, bool] | None:
+    """The caller's sign-in token and whether it came in the cookie (CSRF applies).
+
+    The two `Security` parameters declare the schemes in the OpenAPI document;
+    the token is read here, from the cookie the settings name.
+    """
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value:

@@ -12,6 +12,7 @@ from services.oauth_gateway.adapters.web.deps import (
     CurrentTutor,
     GatewayDep,
 )
+from services.oauth_gateway.adapters.web.openapi import SIGNED_IN, answers
 from services.oauth_gateway.adapters.web.views import (
     BookingRequest,
     ConnectionView,
@@ -24,19 +25,19 @@ from services.oauth_gateway.adapters.web.views import (
 router = APIRouter(prefix="/api", tags=["api"])
 
 
-@router.get("/connection")
+@router.get("/connection", responses=answers(*SIGNED_IN))
 async def connection(tutor: CurrentTutor, gateway: GatewayDep) -> ConnectionView | None:
     """The tutor's current video provider, or null."""
     return await gateway.connection(tutor)
 
 
-@router.get("/switches")
+@router.get("/switches", responses=answers(*SIGNED_IN))
 async def switch_history(tutor: CurrentTutor, gateway: GatewayDep) -> list[SwitchView]:
     """The tutor's switches, newest first."""
     return await gateway.history(tutor)
 
 
-@router.get("/switches/{switch_id}")
+@router.get("/switches/{switch_id}", responses=answers(404, 422, *SIGNED_IN))
 async def switch_status(
     switch_id: uuid.UUID, tutor: CurrentTutor, gateway: GatewayDep
 ) -> SwitchView:
@@ -48,6 +49,7 @@ async def switch_status(
     "/switches/{switch_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[CsrfChecked],
+    responses=answers(404, 409, 422, *SIGNED_IN),
 )
 async def retry_failed(
     switch_id: uuid.UUID, tutor: CurrentTutor, gateway: GatewayDep
@@ -60,6 +62,7 @@ async def retry_failed(
     "/switches/{switch_id}/rollback",
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[CsrfChecked],
+    responses=answers(404, 409, 422, *SIGNED_IN),
 )
 async def roll_back(
     switch_id: uuid.UUID, tutor: CurrentTutor, gateway: GatewayDep
@@ -68,19 +71,24 @@ async def roll_back(
     return await gateway.request_rollback(tutor, switch_id)
 
 
-@router.get("/tutor/sessions")
+@router.get("/tutor/sessions", responses=answers(*SIGNED_IN))
 async def tutor_sessions(tutor: CurrentTutor, gateway: GatewayDep) -> list[SessionView]:
     """The tutor's upcoming sessions with their current join links."""
     return await gateway.upcoming_for(tutor)
 
 
-@router.get("/student/sessions")
+@router.get("/student/sessions", responses=answers(*SIGNED_IN))
 async def student_sessions(student: CurrentStudent, gateway: GatewayDep) -> list[SessionView]:
     """The student's upcoming sessions with their current join links."""
     return await gateway.upcoming_for(student)
 
 
-@router.post("/bookings", status_code=status.HTTP_201_CREATED, dependencies=[CsrfChecked])
+@router.post(
+    "/bookings",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[CsrfChecked],
+    responses=answers(400, 404, 409, 422, 502, *SIGNED_IN),
+)
 async def accept_booking(
     body: BookingRequest, tutor: CurrentTutor, gateway: GatewayDep
 ) -> SessionView:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.oauth_gateway.adapters.web.deps import GatewayDep
+from services.oauth_gateway.adapters.web.openapi import ALWAYS, answers
 from services.oauth_gateway.adapters.web.zoom_events import (
     Deauthorized,
     MeetingDeleted,
@@ -30,7 +31,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 STATUS = {"malformed": 400, "not_configured": 503}
 
 
-@router.post("/zoom")
+@router.post("/zoom", responses=answers(400, 401, *ALWAYS))
 async def zoom_events(request: Request, gateway: GatewayDep) -> JSONResponse:
     """Zoom's event notification endpoint: URL validation, app_deauthorized, meeting.deleted."""
     # The signature covers the raw bytes: read them before any JSON parsing.
@@ -92,7 +93,7 @@ async def _zoom_notification(
     return {"status": "ignored"}
 
 
-@router.post("/google")
+@router.post("/google", responses=answers(400, 401, *ALWAYS))
 async def google_events(request: Request, gateway: GatewayDep) -> JSONResponse:
     """Google Calendar push notifications (events.watch channels): headers only, no body."""
     headers = request.headers
