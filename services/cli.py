@@ -21,7 +21,7 @@ from services.core.errors import ConfigurationError
 from services.core.keys_cli import keys_app
 from services.migrator.cli import migrator as migrator_command
 from services.notifier.cli import audit_app, notifier_command
-from services.oauth_gateway.cli import gateway_command
+from services.oauth_gateway.cli import api_keys_app, gateway_command
 from services.relay.cli import relay as relay_command
 
 COMMANDS_GROUP = "relink.commands"
@@ -38,6 +38,7 @@ app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(kafka_app, name="kafka")
+keys_app.add_typer(api_keys_app, name="api")
 app.add_typer(keys_app, name="keys")
 app.command("gateway")(gateway_command)
 app.command("init", help="Migrate the database and create the topics.")(init_command)

@@ -9,9 +9,11 @@ from sqlalchemy import Engine
 from services.core.db.engine import make_engine, make_session_factory
 from services.core.errors import ConfigurationError
 from services.oauth_gateway.adapters.db import GatewayStore
+from services.oauth_gateway.adapters.db.platform import PlatformStore
 from services.oauth_gateway.metrics import GatewayMetrics
 from services.oauth_gateway.settings import GatewaySettings
-from services.oauth_gateway.usecases import Gateway
+from services.oauth_gateway.usecases.platform import Platform
+from services.oauth_gateway.usecases.tutors import Gateway
 from services.providers import ProviderClient, ProviderSettings, build_client
 
 PROVIDERS = ("zoom", "google_meet")
@@ -34,6 +36,11 @@ def build_gateway(
     if clients is None:
         clients = {p: build_client(p, settings=provider_settings) for p in PROVIDERS}  # type: ignore[arg-type]
     return Gateway(settings=settings, store=store, clients=clients, metrics=GatewayMetrics())
+
+
+def build_platform(gateway: Gateway) -> Platform:
+    """The service API's use cases, on the gateway's database and bookings."""
+    return Platform(gateway, PlatformStore(gateway.store.session_factory))
 
 
 def check_redirect_uris(settings: GatewaySettings, providers: ProviderSettings) -> None:

@@ -1,6 +1,13 @@
-"""`relink gateway`."""
+"""`relink gateway`, and `relink keys api` (the service API's keys)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from services.oauth_gateway.adapters.db.platform import PlatformStore
 
 
 def gateway_command() -> None:
@@ -29,3 +36,59 @@ def gateway_command() -> None:
         log_level=settings.log_level.lower(),
         proxy_headers=True,
     )
+
+
+api_keys_app = typer.Typer(
+    help="API keys of the platform's backend for the service API (/platform/v1).",
+    no_args_is_help=True,
+)
+
+
+def _platform_store() -> PlatformStore:
+    from services.core.db.engine import make_engine, make_session_factory
+    from services.oauth_gateway.adapters.db.platform import PlatformStore
+    from services.oauth_gateway.settings import GatewaySettings
+
+    engine = make_engine(GatewaySettings().sync_database_url, pool_size=1)
+    return PlatformStore(make_session_factory(engine))
+
+
+@api_keys_app.command("create")
+def create_api_key(
+    name: str = typer.Option(..., "--name", help="who uses the key, e.g. 'platform backend'"),
+    scope: list[str] = typer.Option(
+        ..., "--scope", help="repeat: users:read users:write sessions:read sessions:write"
+    ),
+) -> None:
+    """Make a key; it is printed once (only its hash is stored)."""
+    try:
+        issued = _platform_store().create_key(name, tuple(scope))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"{issued.id}  {issued.name}  scopes: {' '.join(issued.scopes)}", err=True)
+    typer.echo("the key (shown once; send it as `Authorization: Bearer <key>`):", err=True)
+    typer.echo(issued.secret)
+
+
+@api_keys_app.command("list")
+def list_api_keys() -> None:
+    """Every key: id, name, scopes, created, last used, revoked (never the secret)."""
+    for key in _platform_store().api_keys():
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+        typer.echo(
+            f"{key.id}  {key.name!r}  {' '.join(key.scopes)}  created {key.created_at:%Y-%m-%d}"
+            f"  last used {used}  {state}"
+        )
+
+
+@api_keys_app.command("revoke")
+def revoke_api_key(key_id: str = typer.Argument(..., help="the key's id (rk_…)")) -> None:
+    """End a key at once (its requests get 401 from now on)."""
+    from datetime import UTC, datetime
+
+    if not _platform_store().revoke_key(key_id, now=datetime.now(UTC)):
+        typer.echo(f"error: no active key {key_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{key_id} revoked")

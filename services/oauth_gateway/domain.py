@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Literal
 
 from services.core import switching
-from services.core.db.models import SwitchState
+from services.core.db.models import SessionStatus, SwitchState
 
 # The switch's rules live in core.switching; the page asks the same questions there.
 IN_FLIGHT_STATES = switching.IN_FLIGHT
@@ -268,3 +268,32 @@ def missing_scopes(requested: str, granted: tuple[str, ...]) -> tuple[str, ...]:
 def scope_label(scope: str) -> str:
     """A scope in the tutor's words (the raw scope when we have none)."""
     return SCOPE_LABELS.get(scope, scope)
+
+
+# -- a session's life, as the platform reports it (the service API) -------------
+
+_SESSION_ORDER = {
+    SessionStatus.SCHEDULED: 0,
+    SessionStatus.JOIN_OPEN: 1,
+    SessionStatus.IN_PROGRESS: 2,
+    SessionStatus.COMPLETED: 3,
+    SessionStatus.NO_SHOW: 3,
+    SessionStatus.CANCELLED: 3,
+}
+
+
+def status_change_refusal(before: str, after: str) -> str | None:
+    """Why a session may not go from `before` to `after`, or None if it may.
+
+    Forward only (SCHEDULED → JOIN_OPEN → IN_PROGRESS → COMPLETED / NO_SHOW),
+    CANCELLED from any state before an end, nothing after an end. The same
+    status again is allowed (a repeat changes nothing).
+    """
+    old, new = SessionStatus(before), SessionStatus(after)
+    if old == new:
+        return None
+    if _SESSION_ORDER[old] == 3:
+        return f"the session is {old.value}; it cannot become {new.value}"
+    if _SESSION_ORDER[new] < _SESSION_ORDER[old]:
+        return f"the session is {old.value}; it cannot go back to {new.value}"
+    return None

@@ -21,8 +21,16 @@ from starlette.exceptions import HTTPException
 
 from services.core.logs import get_logger
 from services.oauth_gateway.adapters.web.guard import RequestGuard, request_id_of
-from services.oauth_gateway.adapters.web.routes import api, dev, oauth, ops, pages, webhooks
-from services.oauth_gateway.bootstrap import build_gateway
+from services.oauth_gateway.adapters.web.routes import (
+    api,
+    dev,
+    oauth,
+    ops,
+    pages,
+    platform,
+    webhooks,
+)
+from services.oauth_gateway.bootstrap import build_gateway, build_platform
 from services.oauth_gateway.domain import scope_label
 from services.oauth_gateway.errors import (
     BookingFailed,
@@ -38,7 +46,7 @@ from services.oauth_gateway.errors import (
 )
 from services.oauth_gateway.metrics import RequestMetrics
 from services.oauth_gateway.settings import GatewaySettings
-from services.oauth_gateway.usecases import Gateway
+from services.oauth_gateway.usecases.tutors import Gateway
 from services.providers import ProviderSettings
 
 log = get_logger(__name__)
@@ -70,9 +78,10 @@ def create_app(
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.gateway = gateway
+    app.state.platform = build_platform(gateway)
     app.state.templates = Jinja2Templates(directory=WEB / "templates")
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
-    for module in (oauth, pages, api, dev, ops, webhooks):
+    for module in (oauth, pages, api, platform, dev, ops, webhooks):
         app.include_router(module.router)
     if settings.expose_metrics:
         app.include_router(ops.metrics_router)
@@ -115,6 +124,10 @@ TITLES = {
 }
 
 
+# Where errors answer in JSON (the rest are pages for browsers).
+JSON_PATHS = ("/api/", "/platform/")
+
+
 def _status_of(exc: GatewayError) -> int:
     return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
 
@@ -124,7 +137,7 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
     code = _status_of(exc)
     reason = getattr(exc, "reason", type(exc).__name__)
     request_id = request_id_of(request.scope)
-    if request.url.path.startswith("/api/"):
+    if request.url.path.startswith(JSON_PATHS):
         return JSONResponse(
             {"error": reason, "detail": str(exc), "request_id": request_id}, status_code=code
         )
@@ -160,7 +173,7 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> Res
     ]
     summary = "; ".join(f"{f['location']}: {f['message']}" for f in fields[:5])
     error = InvalidRequest(f"the request is not valid ({summary}); nothing was changed")
-    if request.url.path.startswith("/api/"):
+    if request.url.path.startswith(JSON_PATHS):
         return JSONResponse(
             {
                 "error": "invalid_request",

@@ -22,7 +22,7 @@ from services.oauth_gateway.adapters.web.auth import csrf_token, issue_token
 from services.oauth_gateway.bootstrap import build_gateway
 from services.oauth_gateway.entrypoint import create_app
 from services.oauth_gateway.settings import GatewaySettings
-from services.oauth_gateway.usecases import Gateway
+from services.oauth_gateway.usecases.tutors import Gateway
 from services.providers import ProviderSettings
 
 BASE = "http://127.0.0.1:18000"

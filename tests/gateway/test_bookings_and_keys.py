@@ -25,7 +25,7 @@ from services.core.tokens import TokenCipher, TokenDecryptError, generate_key
 from services.oauth_gateway.adapters.db import GatewayStore
 from services.oauth_gateway.errors import ConnectionUnreadable
 from services.oauth_gateway.settings import GatewaySettings
-from services.oauth_gateway.usecases import Gateway
+from services.oauth_gateway.usecases.tutors import Gateway
 from tests.gateway.conftest import People, callback, connect, consent, start, switch_id_of
 
 

@@ -19,7 +19,7 @@ from devtools.provider_sim.server import SimHandle
 from services.oauth_gateway.adapters.web.auth import VERSION, _b64, _sign, issue_token
 from services.oauth_gateway.entrypoint import create_app
 from services.oauth_gateway.settings import GatewaySettings
-from services.oauth_gateway.usecases import Gateway
+from services.oauth_gateway.usecases.tutors import Gateway
 from tests.gateway.conftest import BASE, People, connect
 from tests.gateway.test_bookings_and_keys import booking, live_meetings, sim_account
 

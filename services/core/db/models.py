@@ -116,6 +116,8 @@ class User(Base):
     email: Mapped[str] = mapped_column(Text, unique=True)
     timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # the platform's own id for the user (the service API's key), 0008
+    external_id: Mapped[str | None] = mapped_column(Text, unique=True, nullable=True)
 
 
 class Connection(Base):
@@ -216,6 +218,9 @@ class Session(Base):
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    # the platform's own id for the session (the service API's key), 0008
+    external_id: Mapped[str | None] = mapped_column(Text, unique=True, nullable=True)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
@@ -478,6 +483,38 @@ class ProviderChannel(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_message_number: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class ApiKey(Base):
+    """A credential of the platform's backend for the service API (0008).
+
+    The id is public (`rk_…`); of the secret only its SHA-256 is kept.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    secret_sha256: Mapped[bytes] = mapped_column(LargeBinary)
+    scopes: Mapped[str] = mapped_column(Text)  # space-separated, e.g. "users:write sessions:write"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class IdempotentRequest(Base):
+    """A service-API write under an `Idempotency-Key`: its hash, then its answer (0008)."""
+
+    __tablename__ = "idempotent_requests"
+
+    api_key_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_sha256: Mapped[bytes] = mapped_column(LargeBinary)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: in progress
+    response: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class OAuthState(Base):

@@ -58,6 +58,7 @@ class GatewayStore:
         cipher: TokenCipher,
         topics: events.TopicNames,
     ) -> None:
+        self.session_factory = session_factory
         self.user_store = UserStore(session_factory)
         self.state_store = OAuthStateStore(session_factory, cipher=cipher)
         self.connection_store = ConnectionStore(session_factory, cipher=cipher, topics=topics)

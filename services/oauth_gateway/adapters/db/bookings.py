@@ -82,6 +82,7 @@ class BookingStore:
         meeting: Meeting,
         generation: int,
         now: datetime,
+        external_id: str | None = None,
     ) -> bool:
         """Insert the booking and its session unless the connection changed since the meeting.
 
@@ -118,6 +119,7 @@ class BookingStore:
                     scheduled_start_at=start,
                     duration_minutes=duration_minutes,
                     meeting_created_at=now,
+                    external_id=external_id,
                 )
             )
             return True

@@ -14,7 +14,7 @@ from services.oauth_gateway.adapters.web.auth import csrf_valid, verify_token
 from services.oauth_gateway.adapters.web.openapi import bearer, session_cookie
 from services.oauth_gateway.domain import Principal
 from services.oauth_gateway.errors import Forbidden, NotSignedIn
-from services.oauth_gateway.usecases import Gateway
+from services.oauth_gateway.usecases.tutors import Gateway
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"

@@ -58,6 +58,15 @@ session_cookie = APIKeyCookie(
     ),
 )
 
+platform_key = HTTPBearer(
+    auto_error=False,
+    scheme_name="platform_key",
+    description=(
+        "An API key of the platform's backend (`rk_…`, made with `relink keys api create`), "
+        "for `/platform/v1`; each operation needs one of the key's scopes."
+    ),
+)
+
 WHY = {
     302: "Redirect (see `Location`)",
     303: "Redirect to the page that shows the result (see `Location`)",

@@ -6,6 +6,7 @@ import unicodedata
 import uuid
 from datetime import datetime
 from functools import cache
+from typing import Literal
 from zoneinfo import available_timezones
 
 from pydantic import BaseModel, Field, computed_field, field_validator
@@ -175,6 +176,97 @@ class RollbackAccepted(BaseModel):
     to_provider: str
     generation: int
     event_id: uuid.UUID
+
+
+# -- the service API (/platform/v1) -------------------------------------------
+
+# The platform's own ids: what URLs and logs can carry without escaping.
+EXTERNAL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
+EMAIL = r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,255}\.[^@\s\x00-\x1f]{1,63}$"
+
+
+def _printable(value: str, what: str) -> str:
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise ValueError(f"the {what} must not contain control characters")
+    if not value.strip():
+        raise ValueError(f"the {what} must not be blank")
+    return value
+
+
+class PlatformUserIn(BaseModel):
+    """A tutor or student as the platform knows them (`PUT /platform/v1/users/{id}`)."""
+
+    role: Literal["tutor", "student"]
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(max_length=320, pattern=EMAIL)
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        return _printable(value, "name")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        if value not in _iana_zones():
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name like Europe/Paris")
+        return value
+
+
+class PlatformUser(BaseModel):
+    id: str = Field(description="the platform's id for the user")
+    relink_id: uuid.UUID
+    role: str
+    name: str
+    email: str
+    timezone: str
+
+
+class PlatformSessionIn(BaseModel):
+    """A booked session (`POST /platform/v1/sessions`); gets a meeting at the tutor's provider."""
+
+    id: str = Field(pattern=EXTERNAL_ID, description="the platform's id for the session")
+    tutor: str = Field(pattern=EXTERNAL_ID, description="the tutor's platform id")
+    student: str = Field(pattern=EXTERNAL_ID, description="the student's platform id")
+    topic: str = Field(min_length=1, max_length=200)
+    scheduled_start_at: datetime
+    duration_minutes: int = Field(gt=0, le=600)
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+
+    @field_validator("topic")
+    @classmethod
+    def _printable_topic(cls, value: str) -> str:
+        return _printable(value, "topic")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        if value not in _iana_zones():
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name like Europe/Paris")
+        return value
+
+
+class PlatformSession(BaseModel):
+    id: str = Field(description="the platform's id for the session")
+    relink_id: uuid.UUID
+    tutor: str | None
+    student: str | None
+    status: str
+    provider: str | None
+    join_url: str | None
+    scheduled_start_at: datetime
+    duration_minutes: int
+
+
+class StatusChange(BaseModel):
+    """`PUT /platform/v1/sessions/{id}/status`: where the session is in its life.
+
+    SCHEDULED → JOIN_OPEN → IN_PROGRESS → COMPLETED or NO_SHOW; CANCELLED from
+    any state before those ends. CANCELLED deletes the meeting at the provider.
+    """
+
+    status: Literal["JOIN_OPEN", "IN_PROGRESS", "COMPLETED", "NO_SHOW", "CANCELLED"]
 
 
 @cache

@@ -22,7 +22,7 @@ from services.oauth_gateway.adapters.web.zoom_events import (
     verify,
 )
 from services.oauth_gateway.errors import NotificationRefused
-from services.oauth_gateway.usecases import Gateway
+from services.oauth_gateway.usecases.tutors import Gateway
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 

@@ -387,8 +387,13 @@ class Gateway:
             self.store.upcoming_sessions, now=self.clock(), student_id=principal.user_id
         )
 
-    async def accept_booking(self, principal: Principal, request: BookingRequest) -> SessionView:
-        """Create the booking, its session and its meeting at the tutor's current provider."""
+    async def accept_booking(
+        self, principal: Principal, request: BookingRequest, *, external_id: str | None = None
+    ) -> SessionView:
+        """Create the booking, its session and its meeting at the tutor's current provider.
+
+        `external_id` is the platform's own id for the session (the service API).
+        """
         await self._require_tutor(principal)
         student = await in_thread(self.store.user, request.student_id)
         if student is None or student.role != "student":
@@ -399,7 +404,9 @@ class Gateway:
             raise BookingInvalid(refusal)
         booking_id, session_id = uuid.uuid4(), uuid.uuid4()
         for _ in range(self.settings.booking_attempts):
-            meeting = await self._try_booking(principal, request, booking_id, session_id)
+            meeting = await self._try_booking(
+                principal, request, booking_id, session_id, external_id=external_id
+            )
             if meeting is not None:
                 self.metrics.booking(outcome="accepted")
                 return SessionView(
@@ -424,6 +431,8 @@ class Gateway:
         request: BookingRequest,
         booking_id: uuid.UUID,
         session_id: uuid.UUID,
+        *,
+        external_id: str | None = None,
     ) -> Meeting | None:
         """The meeting, if the booking was recorded with it; None if a switch got in between."""
         tutor_id = principal.user_id
@@ -461,6 +470,7 @@ class Gateway:
                 meeting=meeting,
                 generation=snapshot.generation,
                 now=self.clock(),
+                external_id=external_id,
             )
         except Exception:
             # The meeting exists at the provider but nothing here points at it:
