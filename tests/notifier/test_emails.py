@@ -267,3 +267,55 @@ def test_a_daily_limit_wait_tells_the_tutor_when_the_rest_will_move_once(
     assert f"https://relink.test/tutor/video-setup?switch={world.switch_id}" in text
     (outcome,) = rows(engine, "SELECT outcome FROM audit_log")
     assert outcome[0].startswith("delayed: 150 waiting")
+
+
+def test_the_tutor_summary_waits_for_switch_settled_and_a_superseded_switch_gets_none(
+    engine: Engine,
+    settings: CommonSettings,
+    notifier_settings: NotifierSettings,
+    smtp_sink: SmtpSink,
+) -> None:
+    """Issue 17: the notifier learns of a settlement from `switch.settled`, not by polling
+    `provider_switches` (it used to email a summary as soon as the row said COMPLETED), and
+    a superseded switch's tutor gets no summary claiming moves."""
+    done = make_world(engine, sessions_per_student=[1])  # the row already says COMPLETED
+    overtaken = make_world(engine, sessions_per_student=[1], switch_state="SUPERSEDED")
+    produce(
+        settings,
+        [
+            migrated_event(done, done.sessions[0]),
+            migrated_event(overtaken, overtaken.sessions[0]),
+            settled_event(overtaken),
+        ],
+    )
+
+    def pending() -> int:
+        return int(rows(engine, "SELECT count(*) FROM notifications WHERE state = 'PENDING'")[0][0])
+
+    tutors = {done.tutor_email, overtaken.tutor_email}
+    with running_notifier(notifier_settings):
+        wait_for(
+            lambda: (
+                len(smtp_sink.mails()) >= 2
+                and pending() == 0
+                and rows(engine, "SELECT count(*) FROM audit_log")[0][0] == 3
+            ),
+            what="both students' emails, and the settlement audited",
+        )
+        assert not [m for m in smtp_sink.mails() if m.rcpt_to[0] in tutors]
+
+        produce(settings, [settled_event(done)])
+        wait_for(
+            lambda: any(m.rcpt_to == (done.tutor_email,) for m in smtp_sink.mails()),
+            what="the summary once the switch's settlement arrives",
+        )
+
+    (summary,) = [m for m in smtp_sink.mails() if m.rcpt_to[0] in tutors]
+    assert summary.rcpt_to == (done.tutor_email,)
+    assert "1 of 1 sessions moved" in summary.subject
+    (outcome,) = rows(
+        engine,
+        "SELECT outcome FROM audit_log WHERE event_type = 'switch.settled' AND switch_id = :s",
+        s=overtaken.switch_id,
+    )
+    assert outcome[0] == "settled: superseded, 1 of 1 moved, 0 failed, 0 skipped"
