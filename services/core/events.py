@@ -100,6 +100,7 @@ class EventType(StrEnum):
     SWITCH_ROLLBACK_REQUESTED = "switch.rollback_requested"
     SWITCH_ROLLED_BACK = "switch.rolled_back"
     SWITCH_DELAYED = "switch.delayed"
+    SWITCH_SETTLED = "switch.settled"
     SESSION_RETRY_REQUESTED = "session.retry_requested"
     SESSION_MIGRATED = "session.migrated"
     SESSION_FAILED = "session.failed"

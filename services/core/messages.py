@@ -131,6 +131,23 @@ class SwitchDelayed(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class SwitchSettled(Message):
+    """The migrator settled a switch (one of `switching.SETTLED`), with its counts then."""
+
+    TYPE: ClassVar[EventType] = EventType.SWITCH_SETTLED
+    switch_id: str
+    tutor_id: str
+    state: str
+    from_provider: str
+    to_provider: str
+    sessions_total: int
+    sessions_migrated: int
+    sessions_failed: int
+    sessions_skipped: int
+    settled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRetryRequested(Message):
     TYPE: ClassVar[EventType] = EventType.SESSION_RETRY_REQUESTED
     switch_id: str
@@ -215,6 +232,7 @@ MESSAGES: dict[EventType, type[Message]] = {
         SwitchRollbackRequested,
         SwitchRolledBack,
         SwitchDelayed,
+        SwitchSettled,
         SessionRetryRequested,
         SessionMigrated,
         SessionFailed,

@@ -102,6 +102,18 @@ def check_move(current: str, target: str) -> SwitchState:
     return SwitchState(target)
 
 
+def reachable_from(state: SwitchState) -> frozenset[SwitchState]:
+    """`state` and every state a switch can reach from it, by any number of moves."""
+    seen = {state}
+    frontier = [state]
+    while frontier:
+        for nxt in SWITCH_TRANSITIONS[frontier.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    return frozenset(seen)
+
+
 def sources_of(target: SwitchState) -> tuple[SwitchState, ...]:
     """Every switch state that may move to `target` (for a guarded UPDATE's WHERE)."""
     return tuple(s for s in SwitchState if target in SWITCH_TRANSITIONS[s])

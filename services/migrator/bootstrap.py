@@ -50,7 +50,7 @@ def build_migrator(
     settings = settings or MigratorSettings()
     provider_settings = provider_settings or ProviderSettings()
     engine = make_async_engine(settings.database_url, pool_size=settings.db_pool_size)
-    plans = PlanStore(engine)
+    plans = PlanStore(engine, topics=settings)
     tokens = TokenSlots(engine, cipher=settings.token_cipher())
     clients = {
         name: build_client(name, settings=provider_settings) for name in ("zoom", "google_meet")

@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from sqlalchemy.exc import DBAPIError
 
-from services.core import events
+from services.core import events, tracking
 from services.core.logs import get_logger
 from services.migrator.adapters.db.group_commit import aborted_to_retry
 from services.migrator.bootstrap import Migrator
@@ -24,7 +24,13 @@ from services.migrator.errors import MigratorError
 log = get_logger(__name__)
 
 
-async def _handle(migrator: Migrator, event: events.Event, *, attempts: int = 5) -> None:
+async def _handle(
+    migrator: Migrator,
+    event: events.Event,
+    *,
+    delivery: tracking.Delivery | None = None,
+    attempts: int = 5,
+) -> None:
     """Handle one event; a transaction PostgreSQL aborted as a deadlock is simply run again.
 
     Every handler is idempotent, so running it again is safe; without this the
@@ -32,7 +38,7 @@ async def _handle(migrator: Migrator, event: events.Event, *, attempts: int = 5)
     """
     for attempt in range(1, attempts + 1):
         try:
-            await migrator.service.handle(event)
+            await migrator.service.handle(event, delivery)
             return
         except DBAPIError as exc:
             sqlstate = aborted_to_retry(exc)
@@ -71,7 +77,14 @@ def create_app(migrator: Migrator) -> faust.App:
             headers = list(message.headers or [])
             try:
                 event = events.parse_message(key=message.key, value=message.value, headers=headers)
-                await _handle(migrator, event)
+                delivery = tracking.Delivery.of(
+                    tracking.MIGRATOR,
+                    event,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                )
+                await _handle(migrator, event, delivery=delivery)
             except (events.InvalidEvent, MigratorError) as exc:
                 reason: Any = exc if isinstance(exc, events.InvalidEvent) else exc.reason  # type: ignore[attr-defined]
                 letter = events.dead_letter(

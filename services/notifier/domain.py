@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from services.core import events
+from services.core import events, switching
+from services.core.db.models import SwitchState
 from services.core.events import Event, EventType
 from services.core.links import checked_join_url
 
@@ -164,6 +165,14 @@ def audit_facts(event_type: str, data: dict[str, Any]) -> AuditFacts:
             data.get("restored_provider"),
             f"rolled_back: {data.get('sessions_restored', 0)} restored, "
             f"{data.get('sessions_failed', 0)} failed",
+        )
+    if event_type == EventType.SWITCH_SETTLED:
+        return AuditFacts(
+            data.get("from_provider"),
+            data.get("to_provider"),
+            f"settled: {str(data.get('state', '')).lower()}, "
+            f"{data.get('sessions_migrated', 0)} of {data.get('sessions_total', 0)} moved, "
+            f"{data.get('sessions_failed', 0)} failed, {data.get('sessions_skipped', 0)} skipped",
         )
     if event_type == EventType.SWITCH_ROLLBACK_REQUESTED:
         return AuditFacts(None, data.get("to_provider"), "rollback_requested")
@@ -473,3 +482,46 @@ def verify_owner(owner: object, *, tutor_id: str, what: str) -> Verdict:
     if not _same(owner, tutor_id):
         return Verdict(f"the {what} is not this tutor's")
     return TRUSTED
+
+
+# The settled states whose tutor gets the switch summary. A superseded switch
+# gets none (the newer switch's summary tells what happened; a summary of the
+# superseded one would claim moves it never finished), and a rolled-back one
+# gets the rollback summary of `switch.rolled_back` instead.
+SUMMARISED = frozenset({SwitchState.COMPLETED.value, SwitchState.COMPLETED_WITH_FAILURES.value})
+SETTLED_COUNTS = ("sessions_total", "sessions_migrated", "sessions_failed")
+
+
+def verify_settled(
+    data: dict[str, Any], *, tutor_id: str, switch: dict[str, Any] | None
+) -> Verdict:
+    """A `switch.settled` is true when its switch is this tutor's, between the providers it
+    names, and in the state it claims or one the switch can have reached from it since
+    (a completed switch reopens for a retry, or is rolled back)."""
+    owner = verify_owner(switch["tutor_id"] if switch else None, tutor_id=tutor_id, what="switch")
+    if owner.refused is not None or switch is None:
+        return owner
+    if (switch["from_provider"], switch["to_provider"]) != (
+        data.get("from_provider"),
+        data.get("to_provider"),
+    ):
+        return Verdict("the switch is not between the providers this event names")
+    claimed = SwitchState(data["state"])
+    if claimed not in switching.SETTLED:
+        return Verdict(f"{claimed} is not a settled state")
+    if SwitchState(switch["state"]) not in switching.reachable_from(claimed):
+        return Verdict(f"the switch is {switch['state']}, which cannot follow {claimed}")
+    return TRUSTED
+
+
+def summary_is_due(data: dict[str, Any], *, switch: dict[str, Any]) -> bool:
+    """Whether a (verified) `switch.settled` owes the tutor the switch summary now.
+
+    Only for a completed switch whose row still says what the event says: the
+    summary's counts are then the database's. If the switch has moved on (a
+    retry reopened it, a rollback started), this settlement is history: the
+    next `switch.settled`, or the rollback's summary, tells the tutor instead.
+    """
+    if data["state"] not in SUMMARISED or switch["state"] != data["state"]:
+        return False
+    return all(int(switch[name]) == int(data[name]) for name in SETTLED_COUNTS)

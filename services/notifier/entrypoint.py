@@ -3,7 +3,8 @@
 Per batch: parse each message (an unparseable one goes to the dead-letter
 topic, flushed before its offset moves on), record the batch's effects in
 one transaction, then commit the offsets synchronously. Between batches, owed
-emails are sent and settled switches get their tutor summary.
+emails are sent. (A switch's tutor summary is owed when its `switch.settled`
+is recorded; nothing polls `provider_switches`.)
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ class NotifierLoop:
         """
         self.events.subscribe(on_assign=self._on_assign)
         last_activity = time.monotonic()
-        last_sweep = 0.0
         pending: tuple[list[Consumed], list[Message]] | None = None
         while not stop.is_set():
             if pending is None:
@@ -68,10 +68,6 @@ class NotifierLoop:
                     continue
                 pending = None
                 last_activity = time.monotonic()
-                last_sweep = 0.0  # a settled switch's last event may be in this batch
-            due = time.monotonic() - last_sweep >= self.settings.summary_sweep_s
-            if due and self._database(self.notifier.queue_summaries) is not None:
-                last_sweep = time.monotonic()
             report = self._database(lambda: self.notifier.send_due(limit=self.settings.send_burst))
             if report and (report.sent or report.failed):
                 last_activity = time.monotonic()

@@ -22,9 +22,6 @@ class NotifierSettings(CommonSettings):
     send_burst: int = Field(default=200, ge=1, alias="RELINK_NOTIFIER_SEND_BURST")
     backoff_initial_s: float = Field(default=2.0, gt=0, alias="RELINK_NOTIFIER_BACKOFF_INITIAL_S")
     backoff_max_s: float = Field(default=300.0, gt=0, alias="RELINK_NOTIFIER_BACKOFF_MAX_S")
-    # How often to look for switches that settled without a tutor summary yet
-    # (the last session event may be consumed before the switch row says so).
-    summary_sweep_s: float = Field(default=5.0, gt=0, alias="RELINK_NOTIFIER_SUMMARY_SWEEP_S")
     gateway_public_url: str = Field(
         default=f"http://127.0.0.1:{DEVSTACK_GATEWAY_PORT}",
         alias="RELINK_NOTIFIER_GATEWAY_PUBLIC_URL",

@@ -51,7 +51,7 @@ async def test_only_future_scheduled_sessions_on_another_provider_are_planned(
     (control,) = factory.sessions(tutor, count=1, provider="zoom", start_in=2 * HOUR)
     switch_id = factory.switch(tutor, to_provider="google_meet")
     db = make_async_engine(settings.database_url, pool_size=2)
-    plans = PlanStore(db)
+    plans = PlanStore(db, topics=settings)
     try:
         switch = await plans.switch(str(switch_id))
         assert switch is not None

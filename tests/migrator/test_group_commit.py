@@ -35,7 +35,7 @@ async def test_one_batch_moves_the_eligible_sessions_and_skips_the_cancelled_one
     sessions = factory.sessions(tutor, count=4, provider="zoom")
     switch_id = factory.switch(tutor, to_provider="google_meet")
     db = make_async_engine(settings.database_url, pool_size=2)
-    plans = PlanStore(db)
+    plans = PlanStore(db, topics=settings)
     claims = ClaimStore(db, topics=settings)
     outcomes = OutcomeStore(db, topics=settings)
     try:

@@ -64,7 +64,9 @@ async def test_a_second_rollback_request_during_the_rollback_completion_does_not
     gateway = GatewayStore(sessionmaker(engine), cipher=settings.token_cipher(), topics=settings)
     gateway.request_rollback(tutor_id=tutor.id, switch_id=switch_id, now=datetime.now(UTC))
     async_engine = make_async_engine(settings.database_url, pool_size=2)
-    rollbacks = RollbackStore(async_engine, topics=settings, plans=PlanStore(async_engine))
+    rollbacks = RollbackStore(
+        async_engine, topics=settings, plans=PlanStore(async_engine, topics=settings)
+    )
     switch = await rollbacks.switch(str(switch_id))
     assert switch is not None and switch.state == SwitchState.ROLLING_BACK.value
 

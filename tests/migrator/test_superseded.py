@@ -19,6 +19,7 @@ from services.core.settings import CommonSettings
 from services.oauth_gateway.adapters.db import GatewayStore
 from tests.migrator.conftest import migration_rows, settled, switch_row, wait_for
 from tests.migrator.factory import Factory
+from tests.migrator.test_rollback import outbox_events
 
 
 async def test_a_switch_overtaken_while_its_meetings_are_made_ends_superseded(
@@ -57,6 +58,11 @@ async def test_a_switch_overtaken_while_its_meetings_are_made_ends_superseded(
     second = wait_for(lambda: settled(engine, back_to_zoom), what="the second switch settles")
     assert second.state == SwitchState.COMPLETED.value
     assert switch_row(engine, to_meet).state == SwitchState.SUPERSEDED.value
+    # Each settlement committed its switch.settled, saying what really happened.
+    (overtaken,) = outbox_events(engine, "switch.settled", to_meet)
+    assert (overtaken["state"], overtaken["sessions_migrated"]) == ("SUPERSEDED", 0)
+    (ended,) = outbox_events(engine, "switch.settled", back_to_zoom)
+    assert ended["state"] == SwitchState.COMPLETED.value
 
     # The history the gateway's /api/switches serves says so too.
     store = GatewayStore(sessionmaker(engine), cipher=settings.token_cipher(), topics=settings)

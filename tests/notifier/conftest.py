@@ -22,6 +22,7 @@ from sqlalchemy import Engine, text
 from devtools.smtp_sink.sink import SmtpSink
 from services.core import events
 from services.core.kafka import producer_config
+from services.core.messages import SwitchSettled
 from services.core.settings import CommonSettings
 from services.notifier.bootstrap import build_loop
 from services.notifier.settings import NotifierSettings
@@ -45,7 +46,6 @@ def notifier_env(relink_env: dict[str, str], sink: SmtpSink) -> dict[str, str]:
         "RELINK_NOTIFIER_GROUP_ID": f"notifier-{uuid.uuid4().hex[:8]}",
         "RELINK_NOTIFIER_BACKOFF_INITIAL_S": "0.2",
         "RELINK_NOTIFIER_BACKOFF_MAX_S": "1.0",
-        "RELINK_NOTIFIER_SUMMARY_SWEEP_S": "0.5",
         "RELINK_NOTIFIER_POLL_TIMEOUT_S": "0.2",
         "RELINK_NOTIFIER_SESSION_TIMEOUT_S": "6",
         "RELINK_NOTIFIER_GATEWAY_PUBLIC_URL": "https://relink.test",
@@ -82,6 +82,8 @@ class World:
     switch_id: uuid.UUID
     students: list[Student]
     sessions: list[dict[str, Any]] = field(default_factory=list)
+    switch_state: str = "COMPLETED"
+    failed: int = 0
 
 
 def make_world(
@@ -96,7 +98,14 @@ def make_world(
     tag = uuid.uuid4().hex[:6]
     tutor_id, switch_id = uuid.uuid4(), uuid.uuid4()
     zones = timezones or ["Europe/Berlin", "America/New_York", "Asia/Tokyo"]
-    world = World(tutor_id, f"tutor-{tag}@example.test", switch_id, [])
+    world = World(
+        tutor_id,
+        f"tutor-{tag}@example.test",
+        switch_id,
+        [],
+        switch_state=switch_state,
+        failed=failed,
+    )
     total = sum(sessions_per_student)
     with engine.begin() as conn:
         conn.execute(
@@ -257,6 +266,26 @@ def migrated_event(world: World, session: dict[str, Any], *, kind: str = "switch
         },
         tutor_id=str(world.tutor_id),
         source=SOURCE,
+    )
+
+
+def settled_event(world: World, *, state: str | None = None) -> events.Event:
+    """The migrator's `switch.settled` for the world's switch, as its row says it settled."""
+    failed = world.failed
+    settled = SwitchSettled(
+        switch_id=str(world.switch_id),
+        tutor_id=str(world.tutor_id),
+        state=state or world.switch_state,
+        from_provider="zoom",
+        to_provider="google_meet",
+        sessions_total=len(world.sessions),
+        sessions_migrated=len(world.sessions) - failed,
+        sessions_failed=failed,
+        sessions_skipped=0,
+        settled_at=datetime.now(UTC),
+    )
+    return events.new_event(
+        settled.TYPE, settled.to_payload(), tutor_id=str(world.tutor_id), source=SOURCE
     )
 
 

@@ -21,6 +21,7 @@ from tests.notifier.conftest import (
     produce,
     rows,
     running_notifier,
+    settled_event,
     start_notifier_process,
     switched_event,
     wait_for,
@@ -34,7 +35,14 @@ def test_switch_of_five_sessions_emails_each_student_their_new_links(
     smtp_sink: SmtpSink,
 ) -> None:
     world = make_world(engine, sessions_per_student=[2, 2, 1])
-    produce(settings, [switched_event(world), *(migrated_event(world, s) for s in world.sessions)])
+    produce(
+        settings,
+        [
+            switched_event(world),
+            *(migrated_event(world, s) for s in world.sessions),
+            settled_event(world),
+        ],
+    )
 
     with running_notifier(notifier_settings):
         wait_for(lambda: len(smtp_sink.mails()) >= 6, what="5 student emails and 1 summary")
@@ -58,7 +66,8 @@ def test_switch_of_five_sessions_emails_each_student_their_new_links(
     assert "5 of 5 sessions moved" in summary.subject
     assert f"https://relink.test/tutor/video-setup?switch={world.switch_id}" in summary.body()
     assert rows(engine, "SELECT state, count(*) FROM notifications GROUP BY state") == [("SENT", 6)]
-    assert rows(engine, "SELECT count(*) FROM audit_log")[0][0] == 6
+    # switched, 5 migrated, settled (the summary's cue since issue 17; it was polled before)
+    assert rows(engine, "SELECT count(*) FROM audit_log")[0][0] == 7
     # the sink kept them as .eml files too
     assert len(list(smtp_sink.folder.glob("*.eml"))) == 6  # type: ignore[union-attr]
 
@@ -73,7 +82,10 @@ def test_tutor_summary_names_failed_sessions_and_why(
         engine, sessions_per_student=[2, 1], switch_state="COMPLETED_WITH_FAILURES", failed=1
     )
     ok, bad = world.sessions[:2], world.sessions[2]
-    produce(settings, [*(migrated_event(world, s) for s in ok), failed_event(world, bad)])
+    produce(
+        settings,
+        [*(migrated_event(world, s) for s in ok), failed_event(world, bad), settled_event(world)],
+    )
 
     with running_notifier(notifier_settings):
         wait_for(lambda: len(smtp_sink.mails()) >= 3, what="2 student emails and 1 summary")
@@ -110,7 +122,7 @@ def test_redelivered_three_times_and_killed_mid_batch_sends_each_email_once(
     smtp_sink: SmtpSink,
 ) -> None:
     world = make_world(engine, sessions_per_student=[2, 2, 2])
-    batch = [migrated_event(world, s) for s in world.sessions]
+    batch = [*(migrated_event(world, s) for s in world.sessions), settled_event(world)]
     produce(settings, batch, times=3)
     smtp_sink.faults.rcpt_delay_s = 0.4  # slow enough to be killed in the middle
 
@@ -141,7 +153,8 @@ def test_redelivered_three_times_and_killed_mid_batch_sends_each_email_once(
     assert Counter(m.rcpt_to[0] for m in mails) == Counter(
         [s["student"].email for s in world.sessions] + [world.tutor_email]
     )
-    assert rows(engine, "SELECT count(*) FROM audit_log")[0][0] == 6
+    # six sessions and the settlement (the summary's cue since issue 17; it was polled before)
+    assert rows(engine, "SELECT count(*) FROM audit_log")[0][0] == 7
 
 
 def test_mail_server_down_then_up_loses_and_doubles_nothing(
@@ -152,7 +165,7 @@ def test_mail_server_down_then_up_loses_and_doubles_nothing(
 ) -> None:
     world = make_world(engine, sessions_per_student=[3, 2])
     smtp_sink.stop()
-    produce(settings, [migrated_event(world, s) for s in world.sessions])
+    produce(settings, [*(migrated_event(world, s) for s in world.sessions), settled_event(world)])
 
     with running_notifier(notifier_settings):
         wait_for(
@@ -254,3 +267,55 @@ def test_a_daily_limit_wait_tells_the_tutor_when_the_rest_will_move_once(
     assert f"https://relink.test/tutor/video-setup?switch={world.switch_id}" in text
     (outcome,) = rows(engine, "SELECT outcome FROM audit_log")
     assert outcome[0].startswith("delayed: 150 waiting")
+
+
+def test_the_tutor_summary_waits_for_switch_settled_and_a_superseded_switch_gets_none(
+    engine: Engine,
+    settings: CommonSettings,
+    notifier_settings: NotifierSettings,
+    smtp_sink: SmtpSink,
+) -> None:
+    """Issue 17: the notifier learns of a settlement from `switch.settled`, not by polling
+    `provider_switches` (it used to email a summary as soon as the row said COMPLETED), and
+    a superseded switch's tutor gets no summary claiming moves."""
+    done = make_world(engine, sessions_per_student=[1])  # the row already says COMPLETED
+    overtaken = make_world(engine, sessions_per_student=[1], switch_state="SUPERSEDED")
+    produce(
+        settings,
+        [
+            migrated_event(done, done.sessions[0]),
+            migrated_event(overtaken, overtaken.sessions[0]),
+            settled_event(overtaken),
+        ],
+    )
+
+    def pending() -> int:
+        return int(rows(engine, "SELECT count(*) FROM notifications WHERE state = 'PENDING'")[0][0])
+
+    tutors = {done.tutor_email, overtaken.tutor_email}
+    with running_notifier(notifier_settings):
+        wait_for(
+            lambda: (
+                len(smtp_sink.mails()) >= 2
+                and pending() == 0
+                and rows(engine, "SELECT count(*) FROM audit_log")[0][0] == 3
+            ),
+            what="both students' emails, and the settlement audited",
+        )
+        assert not [m for m in smtp_sink.mails() if m.rcpt_to[0] in tutors]
+
+        produce(settings, [settled_event(done)])
+        wait_for(
+            lambda: any(m.rcpt_to == (done.tutor_email,) for m in smtp_sink.mails()),
+            what="the summary once the switch's settlement arrives",
+        )
+
+    (summary,) = [m for m in smtp_sink.mails() if m.rcpt_to[0] in tutors]
+    assert summary.rcpt_to == (done.tutor_email,)
+    assert "1 of 1 sessions moved" in summary.subject
+    (outcome,) = rows(
+        engine,
+        "SELECT outcome FROM audit_log WHERE event_type = 'switch.settled' AND switch_id = :s",
+        s=overtaken.switch_id,
+    )
+    assert outcome[0] == "settled: superseded, 1 of 1 moved, 0 failed, 0 skipped"

@@ -429,6 +429,22 @@ class Notification(Base):
     )
 
 
+class Tracking(Base):
+    """A consumer's record of an event it handled, written with the handler's effect (0008)."""
+
+    __tablename__ = "tracking"
+    __table_args__ = (Index("ix_tracking_tracked_at", "tracked_at"),)
+
+    consumer: Mapped[str] = mapped_column(Text, primary_key=True)
+    event_source: Mapped[str] = mapped_column(Text, primary_key=True)
+    event_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    event_type: Mapped[str] = mapped_column(Text)
+    kafka_topic: Mapped[str | None] = mapped_column(Text, nullable=True)
+    kafka_partition: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kafka_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tracked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class ProviderNotification(Base):
     """A provider notification the gateway acted on, keyed by its signed body's hash (0006)."""
 

@@ -1,8 +1,13 @@
 """What the migrator does with each event on the `provider.switched` topic.
 
-The agent calls `handle(event)`; the work itself is recorded in PostgreSQL
-(the plan) and carried out by the executor, so the Kafka offset may advance
-as soon as `handle` returns, whatever Faust does with commits.
+The agent calls `handle(event, delivery)`; the work itself is recorded in
+PostgreSQL (the plan) and carried out by the executor, so the Kafka offset may
+advance as soon as `handle` returns, whatever Faust does with commits.
+
+Redelivery: the last transaction of each handler writes the event's
+tracking record (`core.tracking`), and `handle` first looks for it, so an
+event handled already (produced twice, or re-read after a crash before the
+offset commit) plans, retries or rolls back nothing a second time.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from datetime import timedelta
 
 from services.core.events import Event, EventType
 from services.core.logs import get_logger
+from services.core.tracking import Delivery
 from services.migrator.adapters.db.plan import PlanStore
 from services.migrator.adapters.db.token_slots import TokenSlots
 from services.migrator.domain import DROPPED_SWITCH_STATES, SwitchRef, is_superseded
@@ -32,19 +38,37 @@ class MigrationService:
     wake: Callable[[], None] = field(default=lambda: None)
     rollbacks: RollbackService | None = None
 
-    async def handle(self, event: Event) -> None:
-        """Dispatch one parsed event by its type."""
-        if event.type == EventType.PROVIDER_SWITCHED:
-            await self.switched(event.data["switch_id"])
-        elif event.type == EventType.SESSION_RETRY_REQUESTED:
-            await self.retry_requested(event.data["switch_id"], event.data["session_ids"])
-        elif event.type == EventType.SWITCH_ROLLBACK_REQUESTED and self.rollbacks is not None:
-            await self.rollbacks.rollback(event.data["switch_id"])
-        else:
-            # Our own switch.rolled_back shares the topic (ordered per tutor).
+    async def handle(self, event: Event, delivery: Delivery | None = None) -> None:
+        """Dispatch one parsed event by its type; one handled already does nothing."""
+        handled_here = (
+            EventType.PROVIDER_SWITCHED,
+            EventType.SESSION_RETRY_REQUESTED,
+            EventType.SWITCH_ROLLBACK_REQUESTED,
+        )
+        if event.type not in handled_here or (
+            event.type == EventType.SWITCH_ROLLBACK_REQUESTED and self.rollbacks is None
+        ):
+            # Our own switch.rolled_back, .settled, .delayed share the topic (ordered per tutor).
             log.info("ignored event type %s", event.type, extra={"event_id": event.id})
+            return
+        if delivery is not None and await self.plans.handled(delivery):
+            log.info(
+                "%s %s handled already (redelivered); nothing to do",
+                event.type,
+                event.id,
+                extra={"switch_id": event.data.get("switch_id")},
+            )
+            return
+        if event.type == EventType.PROVIDER_SWITCHED:
+            await self.switched(event.data["switch_id"], delivery=delivery)
+        elif event.type == EventType.SESSION_RETRY_REQUESTED:
+            await self.retry_requested(
+                event.data["switch_id"], event.data["session_ids"], delivery=delivery
+            )
+        elif self.rollbacks is not None:
+            await self.rollbacks.rollback(event.data["switch_id"], delivery=delivery)
 
-    async def switched(self, switch_id: str) -> None:
+    async def switched(self, switch_id: str, *, delivery: Delivery | None = None) -> None:
         """Drop a superseded switch, else record its plan (idempotently) and let it run."""
         switch = await self.plans.switch(switch_id)
         if switch is None:
@@ -52,6 +76,8 @@ class MigrationService:
         ids = {"switch_id": switch.id, "tutor_id": switch.tutor_id}
         if switch.state in DROPPED_SWITCH_STATES:
             log.info("switch %s: nothing to do", switch.state.lower(), extra=ids)
+            if delivery is not None:
+                await self.plans.track(delivery)
             return
         connection = await self.tokens.connection(switch.tutor_id)
         if is_superseded(
@@ -60,7 +86,9 @@ class MigrationService:
             connection_generation=connection.generation if connection else None,
         ):
             await self.plans.mark_superseded(
-                tutor_id=switch.tutor_id, below_generation=switch.generation + 1
+                tutor_id=switch.tutor_id,
+                below_generation=switch.generation + 1,
+                delivery=delivery,
             )
             log.info("switch superseded by a newer one; dropped", extra=ids)
             return
@@ -69,10 +97,13 @@ class MigrationService:
         )
         if superseded:
             log.info("older switches superseded: %s", ", ".join(superseded), extra=ids)
-        await self.plan(switch)
+        await self.plan(switch, delivery=delivery)
 
-    async def plan(self, switch: SwitchRef) -> int:
-        """Record one row per eligible session, in batches, soonest first; return rows added."""
+    async def plan(self, switch: SwitchRef, *, delivery: Delivery | None = None) -> int:
+        """Record one row per eligible session, in batches, soonest first; return rows added.
+
+        The plan's last transaction records `delivery` as handled (none for the sweep).
+        """
         ids = {"switch_id": switch.id, "tutor_id": switch.tutor_id}
         await self.plans.start_planning(switch.id)
         cursor = None
@@ -85,13 +116,17 @@ class MigrationService:
             cursor = batch.cursor
             if batch.seen < self.plan_batch_size:
                 break
-        await self.plans.finish_planning(switch.id)
+        await self.plans.finish_planning(switch.id, delivery=delivery)
         self.wake()
         log.info("plan recorded: %d new rows", added, extra=ids)
         return added
 
-    async def retry_requested(self, switch_id: str, session_ids: list[str]) -> None:
-        count = await self.plans.request_retry(switch_id=switch_id, session_ids=session_ids)
+    async def retry_requested(
+        self, switch_id: str, session_ids: list[str], *, delivery: Delivery | None = None
+    ) -> None:
+        count = await self.plans.request_retry(
+            switch_id=switch_id, session_ids=session_ids, delivery=delivery
+        )
         log.info("retry requested: %d sessions queued", count, extra={"switch_id": switch_id})
         if count:
             self.wake()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from services.core.logs import get_logger
+from services.core.tracking import Delivery
 from services.migrator.adapters.db.rollback import MeetingToDelete, RollbackStore
 from services.migrator.domain import SwitchRef
 from services.migrator.errors import UnknownSwitchError
@@ -42,24 +43,33 @@ class RollbackService:
     # never work on the same one at once (other processes are kept apart by SQL).
     _running: set[str] = field(default_factory=set)
 
-    async def rollback(self, switch_id: str) -> None:
-        """Carry out (or finish) the rollback of one switch."""
+    async def rollback(self, switch_id: str, *, delivery: Delivery | None = None) -> None:
+        """Carry out (or finish) the rollback of one switch.
+
+        `delivery` (the request as consumed) is recorded as handled in the
+        transaction that finishes the rollback, or on its own when there is
+        nothing to do; the resume timer passes none.
+        """
         switch = await self.store.switch(switch_id)
         if switch is None:
             raise UnknownSwitchError(f"switch {switch_id} is not in provider_switches")
         ids = {"switch_id": switch.id, "tutor_id": switch.tutor_id}
         if switch.state != "ROLLING_BACK":
             log.info("rollback request: switch is %s; nothing to do", switch.state, extra=ids)
+            if delivery is not None:
+                await self.store.plans.track(delivery)
             return
         if switch.id in self._running:
             return
         self._running.add(switch.id)
         try:
-            await self._rollback(switch, ids=ids)
+            await self._rollback(switch, ids=ids, delivery=delivery)
         finally:
             self._running.discard(switch.id)
 
-    async def _rollback(self, switch: SwitchRef, *, ids: dict[str, str]) -> None:
+    async def _rollback(
+        self, switch: SwitchRef, *, ids: dict[str, str], delivery: Delivery | None
+    ) -> None:
         cancelled = await self.store.cancel_unsettled(switch.id)
         restored = 0
         while True:
@@ -74,7 +84,7 @@ class RollbackService:
             batch=partial(self.store.new_meetings_to_delete, switch.id, limit=self.batch_size),
             mark=self.store.mark_new_meetings_deleted,
         )
-        outcome = await self.store.finish_rollback(switch)
+        outcome = await self.store.finish_rollback(switch, delivery=delivery)
         if outcome is None:
             log.info("rollback not finished yet (another run holds rows)", extra=ids)
             return

@@ -35,13 +35,12 @@ from services.core.db.models import (
     Notification,
     NotificationState,
     ProviderSwitch,
-    SwitchState,
     User,
 )
 from services.core.db.models import Session as SessionRow
 from services.core.db.models import SessionMigration as Migration
 from services.core.events import EventType
-from services.notifier.domain import AUDIT_COLUMNS, NoticeKind
+from services.notifier.domain import AUDIT_COLUMNS
 
 # How many characters of an SMTP error are kept in `notifications.last_error`.
 ERROR_CHARS = 1000
@@ -234,59 +233,25 @@ class NotifierDb:
         )
         return bool(getattr(result, "rowcount", 0))
 
-    def settled_switches_without_summary(
-        self, s: Session, *, lookback_days: int = 30
-    ) -> list[dict[str, Any]]:
-        """Switches that settled and whose tutor has not been sent a summary yet."""
+    def switch_row(self, s: Session, *, switch_id: uuid.UUID) -> dict[str, Any] | None:
+        """A switch as the database holds it now (owner, providers, state, counts)."""
         ps = ProviderSwitch
-        summary_sent = (
-            select(literal(1))
-            .select_from(Notification)
-            .where(
-                Notification.switch_id == ps.id,
-                Notification.kind == _const(NoticeKind.TUTOR_SUMMARY),
+        row = (
+            s.execute(
+                select(
+                    ps.tutor_id,
+                    ps.from_provider,
+                    ps.to_provider,
+                    ps.state,
+                    ps.sessions_total,
+                    ps.sessions_migrated,
+                    ps.sessions_failed,
+                ).where(ps.id == switch_id)
             )
-            .exists()
+            .mappings()
+            .first()
         )
-        query = (
-            select(
-                ps.id,
-                ps.tutor_id,
-                ps.from_provider,
-                ps.to_provider,
-                ps.state,
-                ps.sessions_total,
-                ps.sessions_migrated,
-                ps.sessions_failed,
-                User.name.label("tutor_name"),
-                User.email.label("tutor_email"),
-                User.timezone.label("tutor_timezone"),
-                extract("epoch", sql.now() - sql.coalesce(ps.completed_at, ps.created_at)).label(
-                    "settled_for_s"
-                ),
-            )
-            .select_from(ps)
-            .join(User, User.id == ps.tutor_id)
-            .where(
-                (
-                    ps.state.in_(
-                        [
-                            _const(SwitchState.COMPLETED.value),
-                            _const(SwitchState.COMPLETED_WITH_FAILURES.value),
-                        ]
-                    )
-                )
-                | (
-                    (ps.state == _const(SwitchState.MIGRATING.value))
-                    & (ps.sessions_total > 0)
-                    & (ps.sessions_migrated + ps.sessions_failed >= ps.sessions_total)
-                ),
-                ps.created_at > sql.now() - timedelta(days=lookback_days),
-                ~summary_sent,
-            )
-            .order_by(ps.created_at)
-        )
-        return [dict(r) for r in s.execute(query).mappings()]
+        return dict(row) if row is not None else None
 
     def switch_failures(self, s: Session, *, switch_id: uuid.UUID) -> list[dict[str, Any]]:
         """The sessions of a switch that failed, with why: the migrator's record first,

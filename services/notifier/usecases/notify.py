@@ -2,11 +2,15 @@
 
 Exactly once per (change, recipient), and why it holds:
 
-1. `record` writes, in ONE transaction, the audit rows of a batch and one
-   `notifications` row per email owed (rendered, state PENDING), keyed by
-   (change id, recipient) with ON CONFLICT DO NOTHING. Only then does the
-   consumer commit the Kafka offsets. A redelivery, a replay or a restart
-   finds the row and owes nothing new.
+1. `record` writes, in ONE transaction, each new event's tracking record
+   (`core.tracking`: consumer `notifier`, event source, event id), the audit
+   rows of a batch and one `notifications` row per email owed (rendered,
+   state PENDING), keyed by (change id, recipient) with ON CONFLICT DO
+   NOTHING. Only then does the consumer commit the Kafka offsets. A
+   redelivered event (produced twice, or re-read after a restart before the
+   commit) is recognised by its tracking record and does nothing at all: it is
+   not verified again, audited again, nor mailed again. The change-keyed
+   notification row still holds the same change re-emitted under a new id.
 2. `send_due` locks one PENDING row (FOR UPDATE SKIP LOCKED: a second
    notifier skips it), hands the email to SMTP, and marks it SENT in the
    same transaction. A crash before the SMTP server's 250 rolls the lock
@@ -31,6 +35,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from services.core import tracking
 from services.core.backoff import Backoff
 from services.core.db.models import NotificationState
 from services.core.events import Event, EventType
@@ -60,9 +65,6 @@ from services.notifier.settings import NotifierSettings
 log = get_logger(__name__)
 
 INACTIVE_SESSION = ("CANCELLED", "COMPLETED", "NO_SHOW")
-# How long a settled switch's summary waits for the details of its failed
-# sessions when the migrator kept none and the audit trail lacks some.
-FAILURE_DETAILS_GRACE_S = 120.0
 
 
 @dataclass
@@ -71,6 +73,7 @@ class RecordReport:
 
     owed: int = 0
     refused: list[tuple[Consumed, str]] = field(default_factory=list)
+    redelivered: int = 0  # events handled before (their tracking record exists): skipped
 
 
 @dataclass
@@ -111,8 +114,10 @@ class Notifier:
         """
         report = RecordReport()
         with self.db.transaction() as s:
+            fresh = self._not_yet_handled(s, batch)
+            report.redelivered = len(batch) - len(fresh)
             trusted: list[tuple[Consumed, domain.Verdict]] = []
-            for consumed in batch:
+            for consumed in fresh:
                 verdict = self._verify(s, consumed.event)
                 if verdict.refused is not None:
                     log.warning(
@@ -125,11 +130,35 @@ class Notifier:
                     report.refused.append((consumed, verdict.refused))
                 else:
                     trusted.append((consumed, verdict))
+            # Tracked only once trusted: a refused event is dead-lettered after this
+            # commit, and a crash before that must leave it to be handled again.
+            new = tracking.track(s, [_delivery(c) for c, _ in trusted])
+            trusted = [(c, v) for c, v in trusted if c.event.dedup_key in new]
             self.db.add_audit(s, [domain.consumed_audit_row(c) for c, _ in trusted])
             for consumed, verdict in trusted:
                 for email in self._emails_for(s, consumed.event, verdict):
                     report.owed += self.db.owe(s, email)
         return report
+
+    def _not_yet_handled(self, s: Session, batch: Sequence[Consumed]) -> list[Consumed]:
+        """The batch without the events handled already, each event once."""
+        done = tracking.handled(s, tracking.NOTIFIER, (c.event.dedup_key for c in batch))
+        fresh: dict[tuple[str, str], Consumed] = {}
+        for consumed in batch:
+            key = consumed.event.dedup_key
+            if key in done or key in fresh:
+                log.info(
+                    "%s %s from %s handled already (redelivered at %s[%s]@%s); skipped",
+                    consumed.event.type,
+                    consumed.event.id,
+                    consumed.event.source,
+                    consumed.topic,
+                    consumed.partition,
+                    consumed.offset,
+                )
+                continue
+            fresh[key] = consumed
+        return list(fresh.values())
 
     def _verify(self, s: Session, event: Event) -> domain.Verdict:
         data, tutor = event.data, event.tutor_id
@@ -158,6 +187,9 @@ class Notifier:
         switch_id = domain.as_uuid(data.get("switch_id"))
         if switch_id is None:
             return domain.Verdict("malformed switch id")
+        if event.type == EventType.SWITCH_SETTLED:
+            switch = self.db.switch_row(s, switch_id=switch_id)
+            return domain.verify_settled(data, tutor_id=tutor, switch=switch)
         owner = self.db.switch_owner(s, switch_id=switch_id)
         return domain.verify_owner(owner, tutor_id=tutor, what="switch")
 
@@ -167,6 +199,9 @@ class Notifier:
             return [email] if email is not None else []
         if event.type == EventType.SWITCH_ROLLED_BACK:
             email = self._rollback_email(s, event)
+            return [email] if email is not None else []
+        if event.type == EventType.SWITCH_SETTLED:
+            email = self._summary_email(s, event)
             return [email] if email is not None else []
         if event.type == EventType.SWITCH_DELAYED:
             email = self._delay_email(s, event)
@@ -350,51 +385,60 @@ class Notifier:
             render_rollback_summary(summary),
         )
 
-    def queue_summaries(self) -> int:
-        """Owe a summary to the tutor of every switch that settled without one."""
-        owed = 0
-        with self.db.transaction() as s:
-            for switch in self.db.settled_switches_without_summary(s):
-                failures = [
-                    FailedSession(
-                        topic=f["topic"] or "Tutoring session",
-                        student_name=f["student_name"] or "a student",
-                        when=domain.local_time(f["scheduled_start_at"], switch["tutor_timezone"])
-                        if f["scheduled_start_at"] is not None
-                        else "unknown time",
-                        reason=f["reason"] or "not moved",
-                    )
-                    for f in self.db.switch_failures(s, switch_id=switch["id"])
-                ]
-                if (
-                    len(failures) < switch["sessions_failed"]
-                    and float(switch["settled_for_s"]) < FAILURE_DETAILS_GRACE_S
-                ):
-                    # a session.failed (another topic) may not be consumed yet
-                    continue
-                summary = SwitchSummary(
-                    tutor_name=switch["tutor_name"],
-                    from_provider=switch["from_provider"],
-                    to_provider=switch["to_provider"],
-                    total=switch["sessions_total"],
-                    migrated=switch["sessions_migrated"],
-                    failed=switch["sessions_failed"],
-                    setup_url=self._setup_url(str(switch["id"])),
-                    failures=failures,
-                )
-                owed += self.db.owe(
-                    s,
-                    self._owed(
-                        domain.summary_change(str(switch["id"])),
-                        switch["tutor_email"],
-                        switch["tutor_name"],
-                        NoticeKind.TUTOR_SUMMARY,
-                        switch["id"],
-                        None,
-                        render_switch_summary(summary),
-                    ),
-                )
-        return owed
+    def _summary_email(self, s: Session, event: Event) -> OwedEmail | None:
+        """The tutor's switch summary, owed by a `switch.settled` the database still agrees with.
+
+        Counts and failures come from the database. The failed sessions'
+        reasons are the migrator's rows, committed with (or before) the
+        settlement, so nothing is waited for.
+        """
+        data = event.data
+        switch_id = domain.as_uuid(data["switch_id"])
+        if switch_id is None:
+            return None
+        switch = self.db.switch_row(s, switch_id=switch_id)
+        if switch is None or not domain.summary_is_due(data, switch=switch):
+            log.info(
+                "switch.settled %s (%s): no summary (the switch is %s now)",
+                event.id,
+                data["state"],
+                switch["state"] if switch else "gone",
+                extra={"switch_id": data["switch_id"]},
+            )
+            return None
+        facts = self._tutor_of(s, event)
+        if facts is None:
+            return None
+        failures = [
+            FailedSession(
+                topic=f["topic"] or "Tutoring session",
+                student_name=f["student_name"] or "a student",
+                when=domain.local_time(f["scheduled_start_at"], facts["tutor_timezone"])
+                if f["scheduled_start_at"] is not None
+                else "unknown time",
+                reason=f["reason"] or "not moved",
+            )
+            for f in self.db.switch_failures(s, switch_id=switch_id)
+        ]
+        summary = SwitchSummary(
+            tutor_name=facts["tutor_name"],
+            from_provider=switch["from_provider"],
+            to_provider=switch["to_provider"],
+            total=switch["sessions_total"],
+            migrated=switch["sessions_migrated"],
+            failed=switch["sessions_failed"],
+            setup_url=self._setup_url(data["switch_id"]),
+            failures=failures,
+        )
+        return self._owed(
+            domain.summary_change(data["switch_id"]),
+            facts["tutor_email"],
+            facts["tutor_name"],
+            NoticeKind.TUTOR_SUMMARY,
+            switch_id,
+            None,
+            render_switch_summary(summary),
+        )
 
     def _owed(
         self,
@@ -525,4 +569,14 @@ def _session_notice(
         from_provider=from_provider,
         to_provider=data["provider"],
         join_url=join_url or "",
+    )
+
+
+def _delivery(consumed: Consumed) -> tracking.Delivery:
+    return tracking.Delivery.of(
+        tracking.NOTIFIER,
+        consumed.event,
+        topic=consumed.topic,
+        partition=consumed.partition,
+        offset=consumed.offset,
     )

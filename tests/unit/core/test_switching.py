@@ -89,3 +89,14 @@ def test_the_claim_index_covers_exactly_the_unsettled_rows() -> None:
     (index,) = [i for i in table.indexes if i.name == "ix_session_migrations_tutor_due"]
     where = str(index.dialect_options["postgresql"]["where"])
     assert where == f"state IN {switching.sql_states(switching.UNSETTLED)}"
+
+
+def test_reachable_states_follow_the_table() -> None:
+    S = SwitchState
+    assert switching.reachable_from(S.ROLLED_BACK) == {S.ROLLED_BACK}
+    assert switching.reachable_from(S.SUPERSEDED) == {S.SUPERSEDED}
+    done = switching.reachable_from(S.COMPLETED)
+    # a completed switch reopens for a retry, settles again, or is rolled back ...
+    assert {S.MIGRATING, S.COMPLETED_WITH_FAILURES, S.ROLLING_BACK, S.ROLLED_BACK} <= done
+    # ... but never goes back to being planned
+    assert S.PENDING not in done and S.PLANNING not in done

@@ -143,3 +143,58 @@ def test_audit_row_keeps_who_what_and_where() -> None:
     assert row["session_id"] is None  # "s-1" is not a UUID
     assert row["outcome"] == "restored" and row["to_provider"] == "google_meet"
     assert domain.audit_differences(row, {**row, "outcome": "x"}) == [("outcome", "restored", "x")]
+
+
+def _settled(state: str = "COMPLETED", **counts: int) -> dict[str, object]:
+    return {
+        "switch_id": str(uuid.uuid4()),
+        "tutor_id": TUTOR,
+        "state": state,
+        "from_provider": "zoom",
+        "to_provider": "google_meet",
+        "sessions_total": counts.get("total", 3),
+        "sessions_migrated": counts.get("migrated", 3),
+        "sessions_failed": counts.get("failed", 0),
+        "sessions_skipped": 0,
+        "settled_at": "2031-01-10T15:00:00Z",
+    }
+
+
+def _row(state: str = "COMPLETED", **changes: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "tutor_id": uuid.UUID(TUTOR),
+        "from_provider": "zoom",
+        "to_provider": "google_meet",
+        "state": state,
+        "sessions_total": 3,
+        "sessions_migrated": 3,
+        "sessions_failed": 0,
+    }
+    return {**row, **changes}
+
+
+def test_a_settled_switch_is_trusted_only_as_the_database_can_have_it() -> None:
+    assert domain.verify_settled(_settled(), tutor_id=TUTOR, switch=_row()).refused is None
+    # the switch moved on since (a retry reopened it, a rollback): still a true event
+    for now in ("MIGRATING", "ROLLING_BACK", "ROLLED_BACK"):
+        assert domain.verify_settled(_settled(), tutor_id=TUTOR, switch=_row(now)).refused is None
+    refusals = [
+        domain.verify_settled(_settled(), tutor_id=TUTOR, switch=None),
+        domain.verify_settled(_settled(), tutor_id=str(uuid.uuid4()), switch=_row()),
+        domain.verify_settled(_settled(), tutor_id=TUTOR, switch=_row(to_provider="zoom")),
+        domain.verify_settled(_settled(), tutor_id=TUTOR, switch=_row("PLANNING")),
+        domain.verify_settled(_settled("SUPERSEDED"), tutor_id=TUTOR, switch=_row("COMPLETED")),
+    ]
+    assert all(v.refused for v in refusals), refusals
+
+
+def test_the_summary_is_owed_only_for_a_completed_switch_the_row_still_agrees_with() -> None:
+    assert domain.summary_is_due(_settled(), switch=_row())
+    failed = _settled("COMPLETED_WITH_FAILURES", migrated=2, failed=1)
+    assert domain.summary_is_due(
+        failed, switch=_row("COMPLETED_WITH_FAILURES", sessions_migrated=2, sessions_failed=1)
+    )
+    assert not domain.summary_is_due(_settled("SUPERSEDED", migrated=0), switch=_row("SUPERSEDED"))
+    assert not domain.summary_is_due(_settled("ROLLED_BACK"), switch=_row("ROLLED_BACK"))
+    assert not domain.summary_is_due(_settled(), switch=_row("MIGRATING"))  # reopened
+    assert not domain.summary_is_due(_settled(), switch=_row(sessions_total=4))

@@ -1,4 +1,5 @@
-"""What the migrator's store parts share: the engine, the SQL state lists, switch completion."""
+"""What the migrator's store parts share: the engine, the SQL state lists, switch completion
+and the `switch.settled` event every transaction that settles a switch appends."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from services.core.db.models import SwitchState
+from services.core import events
+from services.core.db.models import MigrationState, SwitchState
+from services.core.events import TopicNames
+from services.core.messages import SwitchSettled
 from services.core.settings import normalize_database_url
+from services.core.switching import SETTLED, sql_state
 from services.migrator.domain import (
     ELIGIBLE_STATUSES,
     UNSETTLED_STATES,
@@ -56,9 +61,27 @@ def make_async_engine(url: str, *, pool_size: int) -> AsyncEngine:
 
 
 async def complete_if_settled(
-    conn: AsyncConnection, switch_id: str, *, from_states: Sequence[str] = ("MIGRATING",)
-) -> str | None:
-    return (await complete_settled(conn, [switch_id], from_states=from_states)).get(switch_id)
+    conn: AsyncConnection,
+    switch_id: str,
+    *,
+    topics: TopicNames,
+    from_states: Sequence[str] = ("MIGRATING",),
+) -> list[dict[str, Any]]:
+    """`complete_settled` for one switch: its `switch.settled` outbox row if it settled now."""
+    return await complete_and_report(conn, [switch_id], topics=topics, from_states=from_states)
+
+
+async def complete_and_report(
+    conn: AsyncConnection,
+    switch_ids: Sequence[str],
+    *,
+    topics: TopicNames,
+    from_states: Sequence[str] = ("MIGRATING",),
+) -> list[dict[str, Any]]:
+    """Settle each of these switches with nothing left unsettled; the `switch.settled` outbox
+    rows of those that settled now, for the caller to append as its transaction's last write."""
+    done = await complete_settled(conn, switch_ids, from_states=from_states)
+    return await settled_events(conn, list(done), topics=topics)
 
 
 async def complete_settled(
@@ -92,3 +115,50 @@ async def complete_settled(
         {"ids": list(switch_ids), "states": list(from_states)},
     )
     return {str(r.id): r.state for r in rows}
+
+
+async def settled_events(
+    conn: AsyncConnection, switch_ids: Sequence[str], *, topics: TopicNames
+) -> list[dict[str, Any]]:
+    """The `switch.settled` outbox rows of these switches, as this transaction leaves them.
+
+    Called by every transaction that moves a switch to a settled state
+    (completion, partial failure, supersession, the end of a rollback), after
+    that update and before its `core.outbox` append, so the event commits with
+    the state it reports: the notifier learns of the settlement from it and
+    never polls `provider_switches`. A switch not settled is left out.
+    """
+    if not switch_ids:
+        return []
+    rows = await conn.execute(
+        text(
+            "SELECT p.id, p.tutor_id, p.state, p.from_provider, p.to_provider, p.sessions_total, "
+            "p.sessions_migrated, p.sessions_failed, now() AS settled_at, "
+            "(SELECT count(*) FROM session_migrations m WHERE m.switch_id = p.id "
+            f"AND m.state = {sql_state(MigrationState.SKIPPED)}) AS skipped "
+            "FROM provider_switches p WHERE p.id = ANY(CAST(:ids AS uuid[])) "
+            "AND p.state = ANY(:settled) ORDER BY p.tutor_id, p.created_at, p.id"
+        ),
+        {"ids": list(switch_ids), "settled": sorted(s.value for s in SETTLED)},
+    )
+    return [
+        events.outbox_row(
+            SwitchSettled.TYPE,
+            SwitchSettled(
+                switch_id=str(r.id),
+                tutor_id=str(r.tutor_id),
+                state=r.state,
+                from_provider=r.from_provider,
+                to_provider=r.to_provider,
+                sessions_total=r.sessions_total,
+                sessions_migrated=r.sessions_migrated,
+                sessions_failed=r.sessions_failed,
+                sessions_skipped=int(r.skipped),
+                settled_at=r.settled_at,
+            ).to_payload(),
+            tutor_id=str(r.tutor_id),
+            source=SOURCE,
+            topics=topics,
+        )
+        for r in rows
+    ]

@@ -26,8 +26,8 @@ from services.migrator.adapters.db.common import (
     ELIGIBLE_SQL,
     SOURCE,
     UNSETTLED_SQL,
+    complete_and_report,
     complete_if_settled,
-    complete_settled,
 )
 from services.providers import Meeting
 
@@ -163,10 +163,17 @@ class OutcomeStore:
         }
         async with self.engine.begin() as conn:
             moved = set((await conn.execute(text(sql), params)).scalars())
-            await complete_settled(conn, sorted({row.switch_id for row, _ in done}))
-            # The last write (core.outbox): the moved rows' events, in the group's order.
+            settled = await complete_and_report(
+                conn, sorted({row.switch_id for row, _ in done}), topics=self.topics
+            )
+            # The last write (core.outbox): the moved rows' events, in the group's order,
+            # then each switch this settled.
             await outbox.append_group_async(
-                conn, [e for (row, _), e in zip(done, migrated, strict=True) if row.id in moved]
+                conn,
+                [
+                    *(e for (row, _), e in zip(done, migrated, strict=True) if row.id in moved),
+                    *settled,
+                ],
             )
         return [row.id in moved for row, _ in done]
 
@@ -174,7 +181,8 @@ class OutcomeStore:
         """Settle a row without moving its session (cancelled, started, superseded)."""
         async with self.engine.begin() as conn:
             await self._settle(conn, row, state="SKIPPED", error=why)
-            await complete_if_settled(conn, row.switch_id)
+            settled = await complete_if_settled(conn, row.switch_id, topics=self.topics)
+            await outbox.append_async(conn, row.tutor_id, settled)  # the last write
 
     async def fail(self, row: ClaimedRow, *, reason: str, detail: str, retryable: bool) -> None:
         """Settle a row as failed and write its `session.failed`."""
@@ -185,17 +193,14 @@ class OutcomeStore:
                     text("UPDATE session_migrations SET retryable = :r WHERE id = :id"),
                     {"r": retryable, "id": row.id},
                 )
-            await complete_if_settled(conn, row.switch_id)
-            if settled:  # the last write (core.outbox)
-                await outbox.append_async(
-                    conn,
-                    row.tutor_id,
-                    [
-                        self._failed_event(
-                            row=row, reason=reason, detail=detail, retryable=retryable
-                        )
-                    ],
-                )
+            report = await complete_if_settled(conn, row.switch_id, topics=self.topics)
+            failed = (
+                [self._failed_event(row=row, reason=reason, detail=detail, retryable=retryable)]
+                if settled
+                else []
+            )
+            # the last write (core.outbox)
+            await outbox.append_async(conn, row.tutor_id, [*failed, *report])
 
     async def fail_remaining(
         self, *, switch_id: str, reason: str, detail: str, batch: int = 500
@@ -218,7 +223,8 @@ class OutcomeStore:
                     )
                 ).all()
                 if not rows:
-                    await complete_if_settled(conn, switch_id)
+                    report = await complete_if_settled(conn, switch_id, topics=self.topics)
+                    await outbox.append_group_async(conn, report)  # the last write
                     return failed
                 ids = [r.id for r in rows]
                 await conn.execute(
@@ -236,14 +242,17 @@ class OutcomeStore:
                     ),
                     {"id": switch_id, "n": len(ids)},
                 )
-                await complete_if_settled(conn, switch_id)
+                report = await complete_if_settled(conn, switch_id, topics=self.topics)
                 await outbox.append_group_async(  # the last write (core.outbox)
                     conn,
                     [
-                        self._failed_event(
-                            row=r, reason=reason, detail=detail, retryable=True, attempts=None
-                        )
-                        for r in rows
+                        *(
+                            self._failed_event(
+                                row=r, reason=reason, detail=detail, retryable=True, attempts=None
+                            )
+                            for r in rows
+                        ),
+                        *report,
                     ],
                 )
                 failed += len(rows)

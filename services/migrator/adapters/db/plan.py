@@ -10,13 +10,17 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.core import outbox, tracking
 from services.core.db.models import MigrationState as M
 from services.core.db.models import SwitchState as S
+from services.core.events import TopicNames
 from services.core.switching import sql_state, sql_states
+from services.core.tracking import Delivery
 from services.migrator.adapters.db.common import (
     ELIGIBLE_SQL,
     UNSETTLED_SQL,
     complete_if_settled,
+    settled_events,
     switch_ref,
 )
 from services.migrator.domain import SwitchRef
@@ -32,10 +36,25 @@ class PlanBatch:
 
 
 class PlanStore:
-    """A switch's lifecycle up to its plan: which rows exist and which come back."""
+    """A switch's lifecycle up to its plan: which rows exist and which come back.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    The methods that end the handling of an event take its `Delivery` and
+    write its tracking record (`core.tracking`) in their own transaction.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, topics: TopicNames) -> None:
         self.engine = engine
+        self.topics = topics
+
+    async def handled(self, delivery: Delivery) -> bool:
+        """Whether this event was handled already (its tracking record exists)."""
+        async with self.engine.connect() as conn:
+            return await tracking.handled_async(conn, delivery)
+
+    async def track(self, delivery: Delivery) -> None:
+        """Record an event whose handling changed nothing (its own transaction)."""
+        async with self.engine.begin() as conn:
+            await tracking.track_async(conn, delivery)
 
     async def switch(self, switch_id: str) -> SwitchRef | None:
         async with self.engine.connect() as conn:
@@ -52,15 +71,19 @@ class PlanStore:
             return None
         return switch_ref(row)
 
-    async def mark_superseded(self, *, tutor_id: str, below_generation: int) -> list[str]:
+    async def mark_superseded(
+        self, *, tutor_id: str, below_generation: int, delivery: Delivery | None = None
+    ) -> list[str]:
         """Mark the tutor's unfinished switches older than `below_generation` SUPERSEDED.
 
         Their rows not yet started are skipped; rows with a meeting already
         created are left to the executor, which skips them and deletes it.
+        Each switch superseded gets its `switch.settled` in the same transaction.
         """
         # Locks in the executor's order — the rows first, then their switch —
         # or a row settling meanwhile deadlocks with this transaction.
         async with self.engine.begin() as conn:
+            await tracking.track_async(conn, delivery)
             candidates = list(
                 (
                     await conn.execute(
@@ -98,7 +121,12 @@ class PlanStore:
                 .scalars()
                 .all()
             )
-        return [str(i) for i in ids]
+            superseded = [str(i) for i in ids]
+            # the last write (core.outbox): the switches' settlement
+            await outbox.append_async(
+                conn, tutor_id, await settled_events(conn, superseded, topics=self.topics)
+            )
+        return superseded
 
     async def start_planning(self, switch_id: str) -> None:
         async with self.engine.begin() as conn:
@@ -168,9 +196,15 @@ class PlanStore:
         next_cursor = (row.last_at, str(row.last_id)) if row.last_id is not None else None
         return PlanBatch(inserted=row.inserted, seen=row.seen, cursor=next_cursor)
 
-    async def finish_planning(self, switch_id: str) -> None:
-        """The plan is complete: let the switch complete (at once when nothing is left)."""
+    async def finish_planning(self, switch_id: str, *, delivery: Delivery | None = None) -> None:
+        """The plan is complete: let the switch complete (at once when nothing is left).
+
+        The last transaction of handling `provider.switched`: its tracking
+        record is written here, so a crash mid-plan leaves none and the
+        redelivery plans again (each batch is idempotent).
+        """
         async with self.engine.begin() as conn:
+            await tracking.track_async(conn, delivery)
             await conn.execute(
                 text(
                     f"UPDATE provider_switches SET state = {sql_state(S.MIGRATING)} "
@@ -182,7 +216,10 @@ class PlanStore:
                 ),
                 {"id": switch_id},
             )
-            await complete_if_settled(conn, switch_id, from_states=("PLANNING", "MIGRATING"))
+            settled = await complete_if_settled(
+                conn, switch_id, topics=self.topics, from_states=("PLANNING", "MIGRATING")
+            )
+            await outbox.append_group_async(conn, settled)  # the last write (core.outbox)
 
     async def sweepable_switches(self, *, window: timedelta) -> list[SwitchRef]:
         """Each tutor's current switch from the last `window`: the sweep's work list."""
@@ -247,10 +284,17 @@ class PlanStore:
             ).scalars()
             return int(sum(rows))
 
-    async def request_retry(self, *, switch_id: str, session_ids: Sequence[str]) -> int:
-        """Put the switch's failed rows (all, or those named) back in the queue as retries."""
+    async def request_retry(
+        self, *, switch_id: str, session_ids: Sequence[str], delivery: Delivery | None = None
+    ) -> int:
+        """Put the switch's failed rows (all, or those named) back in the queue as retries.
+
+        With the request's tracking record in the same transaction: a
+        redelivered request finds it and retries nothing a second time.
+        """
         only = "AND session_id = ANY(CAST(:sessions AS uuid[]))" if session_ids else ""
         async with self.engine.begin() as conn:
+            await tracking.track_async(conn, delivery)
             switch = (
                 await conn.execute(
                     text(

@@ -20,17 +20,19 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.core import events, outbox
+from services.core import events, outbox, tracking
 from services.core.db.locks import LOCK_CONNECTION_SQL
 from services.core.db.models import MigrationState as M
 from services.core.db.models import SwitchState as S
 from services.core.events import rfc3339
 from services.core.settings import CommonSettings
 from services.core.switching import sql_state, sql_states
+from services.core.tracking import Delivery
 from services.migrator.adapters.db.common import (
     ELIGIBLE_SQL,
     SOURCE,
     UNSETTLED_SQL,
+    settled_events,
     sql_list,
     switch_ref,
 )
@@ -218,8 +220,11 @@ class RollbackStore:
     async def mark_new_meetings_deleted(self, row_ids: Sequence[int]) -> None:
         await self._mark(row_ids, column="new_meeting_deleted_at")
 
-    async def finish_rollback(self, switch: SwitchRef) -> RollbackOutcome | None:
-        """ROLLED_BACK + `switch.rolled_back` in one transaction; None if not (yet) due.
+    async def finish_rollback(
+        self, switch: SwitchRef, *, delivery: Delivery | None = None
+    ) -> RollbackOutcome | None:
+        """ROLLED_BACK + `switch.rolled_back` and `switch.settled` in one transaction (with the
+        request's tracking record when given); None if not (yet) due.
 
         Not due while a row is still `MIGRATED` (another run is restoring it).
         The new provider's tokens, kept by the gateway in `previous_*` so the
@@ -252,6 +257,7 @@ class RollbackStore:
             ).first()
             if done is None:
                 return None
+            await tracking.track_async(conn, delivery)
             outcome = await self._rollback_outcome(conn, switch)
             await self._forget_previous(
                 conn,
@@ -277,7 +283,8 @@ class RollbackStore:
                         source=SOURCE,
                         topics=self.topics,
                         event_id=event_id_for("rolled_back", switch.id),
-                    )
+                    ),
+                    *await settled_events(conn, [switch.id], topics=self.topics),
                 ],
             )
         return outcome
