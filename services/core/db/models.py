@@ -430,7 +430,7 @@ class Notification(Base):
 
 
 class Tracking(Base):
-    """A consumer's record of an event it handled, written with the handler's effect (0008)."""
+    """A consumer's record of an event it handled, written with the handler's effect (0009)."""
 
     __tablename__ = "tracking"
     __table_args__ = (Index("ix_tracking_tracked_at", "tracked_at"),)
