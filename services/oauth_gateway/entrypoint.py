@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 
+from services.core.db.errors import StoreError
 from services.core.logs import get_logger
 from services.oauth_gateway.adapters.web.guard import RequestGuard, request_id_of
 from services.oauth_gateway.adapters.web.routes import api, dev, oauth, ops, pages, webhooks
@@ -75,6 +76,7 @@ def create_app(
         app.include_router(ops.metrics_router)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(SQLAlchemyError, _database_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StoreError, _database_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)
     # Outermost (added last): limits and request ids before anything reads the request.
@@ -140,8 +142,12 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
     return response
 
 
-async def _database_error(request: Request, exc: SQLAlchemyError) -> Response:
-    """The transaction rolled back: nothing was changed; say so instead of a bare 500."""
+async def _database_error(request: Request, exc: SQLAlchemyError | StoreError) -> Response:
+    """The transaction rolled back: nothing was changed; say so instead of a bare 500.
+
+    PostgreSQL away (`StoreUnavailable`) is one line per request, no traceback:
+    the gateway answers 503 until it is back, and needs no restart.
+    """
     log.error(
         "database error on %s: %s",
         request.url.path,

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from services.core.db.errors import translate_errors
 from services.core.db.models import SwitchState
 from services.core.settings import normalize_database_url
 from services.migrator.domain import (
@@ -44,7 +45,7 @@ def switch_ref(row: Any) -> SwitchRef:
 
 def make_async_engine(url: str, *, pool_size: int) -> AsyncEngine:
     """An async psycopg 3 engine with pre-ping (a restarted PostgreSQL is reconnected)."""
-    return create_async_engine(
+    engine = create_async_engine(
         normalize_database_url(url),
         pool_size=pool_size,
         # No overflow: connections beyond the pool were opened and closed at
@@ -53,6 +54,8 @@ def make_async_engine(url: str, *, pool_size: int) -> AsyncEngine:
         max_overflow=0,
         pool_pre_ping=True,
     )
+    translate_errors(engine.sync_engine)  # StoreUnavailable, RetryableConflict
+    return engine
 
 
 async def complete_if_settled(
