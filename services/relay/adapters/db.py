@@ -14,9 +14,8 @@ from typing import Any
 
 import psycopg
 
-from services.core.db import errors as db_errors
 from services.core.db.engine import libpq_conninfo
-from services.core.db.errors import translate
+from services.core.db.errors import RetryableConflict, translate
 from services.relay.domain import SLOT_LOCK_CLASS, OutboxRow
 from services.relay.errors import StoreUnavailable
 
@@ -85,14 +84,12 @@ class OutboxStore:
     def _translated(self) -> Iterator[None]:
         try:
             yield
-        except psycopg.Error as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             translated = translate(exc)
-            if translated is None:
-                raise
-            if isinstance(translated, db_errors.StoreUnavailable):
-                self.close()
-            # A conflict (deadlock) is retried by the loop like a lost connection.
-            raise StoreUnavailable(f"PostgreSQL: {translated}") from exc
+            if not isinstance(translated, RetryableConflict):
+                self.close()  # the next step reconnects
+            # The loop retries a conflict (deadlock) like a lost connection.
+            raise StoreUnavailable(f"PostgreSQL: {translated or exc}") from exc
 
     def lease_slots(self, wanted: list[int]) -> set[int]:
         """Try to lock every wanted slot not held yet; return the slots held."""
