@@ -50,9 +50,10 @@ def _rides_out(
 ) -> Callable[[Callable[[], Awaitable[None]]], Callable[[], Awaitable[None]]]:
     """A timer's round that PostgreSQL's weather never crashes.
 
-    A conflict runs the round again; while PostgreSQL is away rounds are
-    skipped, backing off, and the outage is logged once when it starts and
-    once when it ends (a Faust timer that raises stops the whole worker).
+    While PostgreSQL is away (or aborts the round as a conflict: a round is
+    several transactions and provider calls, not one to run again) rounds
+    are skipped, backing off, and this is logged once when it starts and once
+    when it ends. A Faust timer that raises stops the whole worker.
     """
 
     def wrap(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -61,7 +62,7 @@ def _rides_out(
             if not outage.due():
                 return
             try:
-                await run_again_async(work, what=outage.what)
+                await work()
             except StoreError as exc:
                 outage.failed(exc)
                 return
