@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError
 
 from devtools.soak import invariants
 from devtools.soak.stack import KILLABLE, ProcessStack
+from services.core.db.errors import StoreError
 
 PROVIDERS = ("zoom", "google_meet")
 SIM_NAMES = {"zoom": "zoom", "google_meet": "google"}
@@ -303,7 +304,7 @@ class SoakDriver:
                 else:
                     self.book(tutor, days_ahead=self.rng.uniform(1, 30))
                     self.tally.action("booking")
-            except (TransientFailure, httpx.HTTPError, DBAPIError) as exc:
+            except (TransientFailure, httpx.HTTPError, DBAPIError, StoreError) as exc:
                 self.tally.error(type(exc).__name__)
 
 
@@ -454,7 +455,7 @@ def _wait_grace_over(
                     ),
                     {"cleanable": cleanable},
                 ).scalar_one()
-        except DBAPIError:
+        except (DBAPIError, StoreError):
             time.sleep(1)
             continue
         if waiting == 0:

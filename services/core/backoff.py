@@ -13,14 +13,21 @@ much of the ceiling is waited:
   error guide asks for exponential backoff on 5xx and rate-limit errors);
 - ``"equal"``: half the ceiling always, plus uniform in [0, ceiling/2] — for
   limits that last hours, where a retry seconds later cannot help.
+
+`Outage` is a loop's view of a dependency that went away (PostgreSQL, Kafka):
+a growing wait between attempts, and one log line when it goes and one when
+it is back.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass
 from typing import Literal
+
+from services.core.logs import IdsLogger
 
 Jitter = Literal["none", "full", "equal"]
 
@@ -78,3 +85,61 @@ class RetryPolicy:
     def delay_s(self, n: int, *, rng: random.Random | None = None) -> float:
         """The wait before retry `n` (1-based)."""
         return self.backoff.delay_s(n, rng=rng)
+
+
+# The wait between attempts while PostgreSQL or Kafka is away: soon at first,
+# then every 15 s at most, so a loop is back within seconds of the server.
+OUTAGE_BACKOFF = Backoff(base_s=0.5, cap_s=15.0, jitter="full")
+
+
+class Outage:
+    """A loop's view of one thing it depends on (PostgreSQL, Kafka): away or back.
+
+    While it is away the loop waits `delay_s` between attempts (this backoff,
+    growing) and says so once, when it goes; it says once more when it is back.
+    A traceback per attempt, every poll interval for the whole outage, is what
+    this replaces.
+    """
+
+    def __init__(self, what: str, *, log: IdsLogger, backoff: Backoff = OUTAGE_BACKOFF) -> None:
+        self.what = what
+        self.backoff = backoff
+        self.log = log
+        self.failures = 0
+        self._since = 0.0
+        self._next_try = 0.0
+
+    @property
+    def away(self) -> bool:
+        return self.failures > 0
+
+    def due(self) -> bool:
+        """Whether a loop that ticks on its own clock (a timer) should try now."""
+        return time.monotonic() >= self._next_try
+
+    @property
+    def wait_s(self) -> float:
+        """How long until the next attempt is due (0 when it is)."""
+        return max(0.0, self._next_try - time.monotonic())
+
+    def failed(self, exc: BaseException) -> float:
+        """One more failed attempt; the wait before the next one."""
+        self.failures += 1
+        if self.failures == 1:
+            self._since = time.monotonic()
+            self.log.warning("%s unavailable (%s); retrying with backoff", self.what, exc)
+        delay = self.backoff.delay_s(self.failures)
+        self._next_try = time.monotonic() + delay
+        return delay
+
+    def succeeded(self) -> None:
+        """An attempt got through: back, if it was away."""
+        if self.failures:
+            self.log.info(
+                "%s available again after %.0fs (%d failed attempts)",
+                self.what,
+                time.monotonic() - self._since,
+                self.failures,
+            )
+            self.failures = 0
+            self._next_try = 0.0

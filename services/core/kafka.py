@@ -3,17 +3,46 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from services.core.errors import RelinkError
+from services.core.logs import throttle
 from services.core.settings import CommonSettings
 
 # librdkafka's default partitioner (consistent_random, CRC32) differs from the
 # Java client's and aiokafka's murmur2; every relink producer uses murmur2 so a
 # tutor's key lands on the same partition whichever client wrote it.
 PARTITIONER = "murmur2_random"
+
+
+# Where librdkafka's own lines go (instead of its stderr), and aiokafka's (Faust's
+# client) loggers: during a broker outage both log every reconnect attempt, several
+# times a second; throttled, the outage shows once a minute per kind of line.
+CLIENT_LOGGER = "services.core.kafka.client"
+AIOKAFKA_LOGGERS = (
+    "aiokafka",
+    "aiokafka.cluster",
+    "aiokafka.conn",
+    "aiokafka.consumer.consumer",
+    "aiokafka.consumer.fetcher",
+    "aiokafka.consumer.group_coordinator",
+    "aiokafka.producer.producer",
+    "aiokafka.producer.sender",
+)
+
+
+def client_logger() -> logging.Logger:
+    """The logger librdkafka clients log to (throttled: see `core.logs.Throttle`)."""
+    throttle((CLIENT_LOGGER,))
+    return logging.getLogger(CLIENT_LOGGER)
+
+
+def throttle_aiokafka() -> None:
+    """Throttle the reconnect chatter of Faust's Kafka client (the migrator's)."""
+    throttle(AIOKAFKA_LOGGERS)
 
 
 class TopicCreationError(RelinkError):
@@ -32,6 +61,7 @@ def producer_config(settings: CommonSettings, **overrides: Any) -> dict[str, Any
         "compression.type": "none",
         "linger.ms": 5,
         "batch.num.messages": 10000,
+        "logger": client_logger(),
     }
     config.update(overrides)
     return config
@@ -45,6 +75,7 @@ def consumer_config(settings: CommonSettings, *, group_id: str, **overrides: Any
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
+        "logger": client_logger(),
     }
     config.update(overrides)
     return config

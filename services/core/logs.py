@@ -9,7 +9,8 @@ than in a formatter of ours because Faust installs the migrator's handlers.
 
 Each process's `relink <service>` command calls `configure_logging` once
 with its level; nothing else configures logging. Nothing here ever receives
-a token.
+a token. `Throttle` keeps the Kafka clients' reconnect chatter during an
+outage to a line now and then.
 """
 
 from __future__ import annotations
@@ -45,3 +46,50 @@ def configure_logging(level: str | int) -> None:
         root.setLevel(level)
         return
     logging.basicConfig(level=level, format=LOG_FORMAT)
+
+
+class Throttle(logging.Filter):
+    """At most one line of a kind every `every_s` seconds; the next one says how many were left out.
+
+    For client libraries that log every reconnect attempt while a broker is
+    down (librdkafka, aiokafka: several lines a second): the outage shows once
+    when it starts and again now and then, not thousands of times. A kind is
+    the logger and the message's format string (its arguments vary).
+    """
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[tuple[str, str], float] = {}
+        self._left_out: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        kind = (record.name, _kind_of(record))
+        now = record.created
+        last = self._last.get(kind)
+        if last is not None and now - last < self.every_s:
+            self._left_out[kind] = self._left_out.get(kind, 0) + 1
+            return False
+        self._last[kind] = now
+        left_out = self._left_out.pop(kind, 0)
+        if left_out:
+            record.msg = f"{record.msg} ({left_out} more like it in the last {self.every_s:.0f}s)"
+        return True
+
+
+def _kind_of(record: logging.LogRecord) -> str:
+    # librdkafka's lines arrive as ("%s [%s] %s", facility, client, text): the facility is the kind.
+    if record.msg == "%s [%s] %s" and isinstance(record.args, tuple) and record.args:
+        return f"{record.msg}:{record.args[0]}"
+    return str(record.msg)
+
+
+def throttle(names: tuple[str, ...], every_s: float = 60.0) -> None:
+    """Put one `Throttle` on each of these loggers (once; a second call changes nothing)."""
+    shared = Throttle(every_s)
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, Throttle) for f in logger.filters):
+            logger.addFilter(shared)

@@ -23,7 +23,7 @@ def migrator() -> None:
 
     import faust
 
-    from services.core.kafka import create_topics
+    from services.core.kafka import create_topics, throttle_aiokafka
     from services.migrator.bootstrap import build_migrator
     from services.migrator.entrypoint import create_app
 
@@ -31,5 +31,6 @@ def migrator() -> None:
     create_topics(settings)
     settings.datadir.mkdir(parents=True, exist_ok=True)
     app = create_app(build_migrator(settings))
+    throttle_aiokafka()  # a broker outage: a line a minute, not ten a second
     worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
     worker.execute_from_commandline()

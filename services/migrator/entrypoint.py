@@ -9,15 +9,17 @@ tutor's events are handled in their partition order.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import faust
-from sqlalchemy.exc import DBAPIError
 
 from services.core import events, tracking
+from services.core.backoff import Outage
+from services.core.db.errors import StoreError, run_again_async
 from services.core.logs import get_logger
-from services.migrator.adapters.db.group_commit import aborted_to_retry
 from services.migrator.bootstrap import Migrator
 from services.migrator.errors import MigratorError
 
@@ -28,24 +30,55 @@ async def _handle(
     migrator: Migrator,
     event: events.Event,
     *,
+    outage: Outage,
     delivery: tracking.Delivery | None = None,
-    attempts: int = 5,
 ) -> None:
-    """Handle one event; a transaction PostgreSQL aborted as a deadlock is simply run again.
+    """Handle one event; PostgreSQL's weather never crashes the agent.
 
-    Every handler is idempotent, so running it again is safe; without this the
-    agent would crash on a rare lock race and the event wait for a restart.
+    A transaction PostgreSQL aborted as a conflict runs again at once (every
+    handler is idempotent). While PostgreSQL is away the event waits, its
+    offset not committed, and is handled again with backoff until it goes through.
     """
-    for attempt in range(1, attempts + 1):
+    while True:
         try:
-            await migrator.service.handle(event, delivery)
-            return
-        except DBAPIError as exc:
-            sqlstate = aborted_to_retry(exc)
-            if sqlstate is None or attempt == attempts:
-                raise
-            log.warning("transaction aborted (%s); handling %s again", sqlstate, event.id)
-            await asyncio.sleep(0.05 * attempt)
+            await run_again_async(
+                lambda: migrator.service.handle(event, delivery),
+                what="handling an event",
+                event_id=event.id,
+            )
+        except StoreError as exc:
+            await asyncio.sleep(outage.failed(exc))
+            continue
+        outage.succeeded()
+        return
+
+
+def _rides_out(
+    outage: Outage,
+) -> Callable[[Callable[[], Awaitable[None]]], Callable[[], Awaitable[None]]]:
+    """A timer's round that PostgreSQL's weather never crashes.
+
+    While PostgreSQL is away (or aborts the round as a conflict: a round is
+    several transactions and provider calls, not one to run again) rounds
+    are skipped, backing off, and this is logged once when it starts and once
+    when it ends. A Faust timer that raises stops the whole worker.
+    """
+
+    def wrap(work: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        @functools.wraps(work)
+        async def round_() -> None:
+            if not outage.due():
+                return
+            try:
+                await work()
+            except StoreError as exc:
+                outage.failed(exc)
+                return
+            outage.succeeded()
+
+        return round_
+
+    return wrap
 
 
 def create_app(migrator: Migrator) -> faust.App:
@@ -69,6 +102,8 @@ def create_app(migrator: Migrator) -> faust.App:
     dead_letters = app.topic(
         settings.topic_dead_letter, key_serializer="raw", value_serializer="raw"
     )
+    # One view of PostgreSQL per loop: each says once when it is lost and once when back.
+    events_db = Outage("PostgreSQL (events)", log=log)
 
     @app.agent(source, concurrency=1)
     async def switches(stream: Any) -> None:
@@ -84,7 +119,7 @@ def create_app(migrator: Migrator) -> faust.App:
                     partition=message.partition,
                     offset=message.offset,
                 )
-                await _handle(migrator, event, delivery=delivery)
+                await _handle(migrator, event, outage=events_db, delivery=delivery)
             except (events.InvalidEvent, MigratorError) as exc:
                 reason: Any = exc if isinstance(exc, events.InvalidEvent) else exc.reason  # type: ignore[attr-defined]
                 letter = events.dead_letter(
@@ -111,12 +146,14 @@ def create_app(migrator: Migrator) -> faust.App:
         await migrator.executor.run()
 
     @app.timer(interval=settings.sweep_interval_s)  # type: ignore[untyped-decorator]
+    @_rides_out(Outage("PostgreSQL (sweep)", log=log))
     async def sweep() -> None:
         added = await migrator.service.sweep(window_s=settings.sweep_window_h * 3600)
         if added:
             log.info("sweep planned %d sessions left behind", added)
 
     @app.timer(interval=settings.sweep_interval_s)  # type: ignore[untyped-decorator]
+    @_rides_out(Outage("PostgreSQL (automatic retries)", log=log))
     async def auto_retry() -> None:
         queued = await migrator.service.auto_retry(
             max_retries=settings.auto_retries,
@@ -126,6 +163,7 @@ def create_app(migrator: Migrator) -> faust.App:
             log.info("queued %d retryable failures again", queued)
 
     @app.timer(interval=settings.cleanup_interval_s)  # type: ignore[untyped-decorator]
+    @_rides_out(Outage("PostgreSQL (rollbacks and cleanup)", log=log))
     async def grace_period() -> None:
         resumed = await migrator.rollbacks.resume()
         if resumed:

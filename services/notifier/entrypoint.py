@@ -15,19 +15,19 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from confluent_kafka import Message, TopicPartition
-from sqlalchemy.exc import InterfaceError, OperationalError
+from confluent_kafka import KafkaException, Message, TopicPartition
 
+from services.core.backoff import Outage
+from services.core.db.errors import StoreError, run_again
 from services.core.logs import get_logger
 from services.notifier.adapters.kafka import NotifierEvents
 from services.notifier.domain import Consumed
+from services.notifier.errors import DeadLetterError
 from services.notifier.settings import NotifierSettings
 from services.notifier.usecases.notify import Notifier
 
 log = get_logger(__name__)
 T = TypeVar("T")
-# How long to wait before trying PostgreSQL again with a batch in hand.
-DATABASE_RETRY_S = 1.0
 
 
 class NotifierLoop:
@@ -45,12 +45,17 @@ class NotifierLoop:
         self.settings = settings
         self.consumed = 0
         self._assigned = False
+        self.database = Outage("PostgreSQL", log=log)
+        self.kafka = Outage("Kafka (offsets, dead letters)", log=log)
 
     def run(self, *, stop: threading.Event, until_idle_s: float | None = None) -> None:
         """Consume, record, send, until `stop` is set (or idle that long, for scripts).
 
         While PostgreSQL is unreachable the consumed batch is kept (its offsets
-        uncommitted) and retried; the loop never exits over a database restart.
+        uncommitted) and retried with backoff; an offset commit Kafka refuses
+        is left to a later one (recording a batch again is idempotent). The
+        loop never exits over an outage of either; each is logged once when
+        it starts and once when it ends.
         """
         self.events.subscribe(on_assign=self._on_assign)
         last_activity = time.monotonic()
@@ -63,8 +68,13 @@ class NotifierLoop:
                 if received:
                     pending = (self.events.parse_batch(received), received)
             if pending is not None:
-                if not self._database(partial(self._record_pending, pending)):
-                    stop.wait(DATABASE_RETRY_S)
+                try:
+                    recorded = self._database(partial(self._record_pending, pending))
+                except DeadLetterError as exc:
+                    stop.wait(self.kafka.failed(exc))  # recorded again: idempotent
+                    continue
+                if not recorded:
+                    stop.wait(max(self.database.wait_s, 0.05))
                     continue
                 pending = None
                 last_activity = time.monotonic()
@@ -89,16 +99,28 @@ class NotifierLoop:
     def record_and_commit(self, parsed: list[Consumed], messages: list[Message]) -> None:
         report = self.notifier.record(parsed)
         self.events.dead_letter_refused(messages, report.refused)
-        self.events.commit(messages)
+        try:
+            self.events.commit(messages)
+        except KafkaException as exc:
+            # Recorded already: the batch comes again after a rejoin or restart, and
+            # recording it again changes nothing. Later commits move past it.
+            self.kafka.failed(exc)
+        else:
+            self.kafka.succeeded()
         self.consumed += len(messages)
 
     def _database(self, work: Callable[[], T]) -> T | None:
-        """Run `work`; on a lost database connection log it and return None."""
-        try:
-            return work()
-        except (OperationalError, InterfaceError) as exc:
-            log.warning("database unavailable, will retry: %s", type(exc).__name__)
+        """Run `work` (one transaction, run again if PostgreSQL aborts it); None while
+        PostgreSQL is away (said once; attempts back off until it is back)."""
+        if not self.database.due():
             return None
+        try:
+            result = run_again(work, what="notifier")
+        except StoreError as exc:
+            self.database.failed(exc)
+            return None
+        self.database.succeeded()
+        return result
 
     def _wait_s(self) -> float:
         due_in = self._database(self.notifier.seconds_to_next_send)

@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from services.core.db.errors import StoreError
 from services.core.logs import get_logger
 from services.oauth_gateway.adapters.web.guard import RequestGuard, request_id_of
 from services.oauth_gateway.adapters.web.routes import (
@@ -89,6 +90,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _framework_refusal)  # type: ignore[arg-type]
     app.add_exception_handler(SQLAlchemyError, _database_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StoreError, _database_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(RequestMetrics, metrics=gateway.metrics)
     # Outermost (added last): limits and request ids before anything reads the request.
@@ -204,8 +206,12 @@ async def _framework_refusal(request: Request, exc: HTTPException) -> Response:
     return response
 
 
-async def _database_error(request: Request, exc: SQLAlchemyError) -> Response:
-    """The transaction rolled back: nothing was changed; say so instead of a bare 500."""
+async def _database_error(request: Request, exc: SQLAlchemyError | StoreError) -> Response:
+    """The transaction rolled back: nothing was changed; say so instead of a bare 500.
+
+    PostgreSQL away (`StoreUnavailable`) is one line per request, no traceback:
+    the gateway answers 503 until it is back, and needs no restart.
+    """
     log.error(
         "database error on %s: %s",
         request.url.path,

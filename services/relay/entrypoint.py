@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from services.core.backoff import Backoff
+from services.core.backoff import Backoff, Outage
 from services.core.logs import get_logger
 from services.relay.domain import should_wait_for_notify
 from services.relay.errors import RelayError, StoreUnavailable
@@ -30,12 +30,14 @@ class Relay:
     metrics: RelayMetrics
 
     def __post_init__(self) -> None:
-        self._failures = 0
-        self._backoff = Backoff(
+        backoff = Backoff(
             base_s=self.settings.backoff_initial_s,
             cap_s=self.settings.backoff_max_s,
             jitter="none",
         )
+        # Each says once when it is lost and once when it is back.
+        self._database = Outage("PostgreSQL", log=log, backoff=backoff)
+        self._kafka = Outage("Kafka (did not acknowledge)", log=log, backoff=backoff)
 
     def run(
         self, *, stop: threading.Event | None = None, until_idle_s: float | None = None
@@ -54,14 +56,10 @@ class Relay:
             try:
                 claimed = self.usecases.step()
             except RelayError as exc:
-                self._failures += 1
-                delay = self._backoff.delay_s(self._failures)
-                self._report_failure(exc, delay)
-                stop.wait(delay)
+                stop.wait(self._failed(exc))
                 continue
-            if self._failures:
-                log.info("relay recovered after %d failed attempt(s)", self._failures)
-                self._failures = 0
+            self._database.succeeded()
+            self._kafka.succeeded()
             if claimed:
                 last_activity = time.monotonic()
             elif until_idle_s is not None and time.monotonic() - last_activity >= until_idle_s:
@@ -73,16 +71,16 @@ class Relay:
         try:
             self.usecases.wait_for_insert(self.settings.poll_interval_s)
         except StoreUnavailable as exc:
-            log.warning("lost PostgreSQL while waiting: %s", exc)
+            self._failed(exc)  # the next step reconnects
 
-    def _report_failure(self, exc: RelayError, delay: float) -> None:
+    def _failed(self, exc: RelayError) -> float:
+        """The wait before the next step; the outage is logged when it starts and ends."""
         if isinstance(exc, StoreUnavailable):
             self.metrics.database_available = False
-            what = "PostgreSQL unavailable"
-        else:
-            self.metrics.kafka_available = False
-            what = "Kafka did not acknowledge"
-        log.warning("%s (attempt %d, retrying in %.1fs): %s", what, self._failures, delay, exc)
+            return self._database.failed(exc)
+        self._database.succeeded()  # the batch was claimed: PostgreSQL answered
+        self.metrics.kafka_available = False
+        return self._kafka.failed(exc)
 
     def close(self) -> None:
         self.usecases.close()

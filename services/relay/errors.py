@@ -12,6 +12,7 @@ Errors:
 
 from __future__ import annotations
 
+from services.core.db import errors as db_errors
 from services.core.errors import RelinkError
 
 
@@ -19,8 +20,9 @@ class RelayError(RelinkError):
     """Base of the relay's errors; the loop retries every one of them."""
 
 
-class StoreUnavailable(RelayError):
-    """PostgreSQL could not be reached or the connection broke mid-batch."""
+class StoreUnavailable(RelayError, db_errors.StoreUnavailable):
+    """PostgreSQL could not be reached or the connection broke mid-batch (`core.db.errors`'
+    translation of the relay's raw psycopg errors)."""
 
 
 class PublishFailed(RelayError):

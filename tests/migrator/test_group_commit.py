@@ -12,11 +12,10 @@ import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 
-import psycopg.errors
 import pytest
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
 
+from services.core.db.errors import RetryableConflict
 from services.core.settings import CommonSettings
 from services.migrator.adapters.db.claim import ClaimStore
 from services.migrator.adapters.db.common import make_async_engine
@@ -146,7 +145,8 @@ async def test_a_deadlocked_batch_runs_again_whole() -> None:
     async def flush(items: Sequence[int]) -> list[int]:
         calls.append(list(items))
         if len(calls) == 1:
-            raise DBAPIError("UPDATE ...", {}, psycopg.errors.DeadlockDetected("deadlock"))
+            # what the engine raises for PostgreSQL's "deadlock detected"
+            raise RetryableConflict("DeadlockDetected: deadlock detected")
         return list(items)
 
     batcher: GroupCommit[int, int] = GroupCommit(flush, name="test")

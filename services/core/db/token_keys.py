@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import ProgrammingError
 
+from services.core.db.errors import StoreUnavailable
 from services.core.errors import ConfigurationError
 from services.core.logs import get_logger
 from services.core.tokens import MAGIC
@@ -75,11 +76,11 @@ def check_token_keys(engine: Engine, configured: Iterable[str], *, process: str)
     """
     try:
         in_use = key_ids_in_use(engine)
-    except OperationalError as exc:
+    except StoreUnavailable as exc:
         log.warning(
             "%s could not check which token keys stored rows use (database unreachable: %s)",
             process,
-            type(exc.orig).__name__ if exc.orig is not None else "OperationalError",
+            exc,
         )
         return
     except ProgrammingError as exc:

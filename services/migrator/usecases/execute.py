@@ -14,6 +14,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from services.core.backoff import Outage
+from services.core.db.errors import StoreError
 from services.core.logs import get_logger
 from services.migrator.adapters.db.claim import ClaimedRow, ClaimStore
 from services.migrator.adapters.db.group_commit import GroupCommit
@@ -106,6 +108,7 @@ class Executor:
         self.tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self.database = Outage("PostgreSQL (claims)", log=log)
         self.settled = 0
         self.settling = 0
         # Switches told by their provider to wait (429 Retry-After, daily quota):
@@ -137,6 +140,13 @@ class Executor:
             claimed = 0
             try:
                 claimed = await self.claim_once()
+                self.database.succeeded()
+            except StoreError as exc:
+                # Away: wait (backing off) instead of a traceback every poll.
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.database.failed(exc))
+                continue
             except Exception:
                 log.exception("claim failed; trying again")
             if claimed == 0 or self._wanted() <= 0:
@@ -237,6 +247,13 @@ class Executor:
 
         try:
             await self.migrate(row, release=release)
+        except StoreError as exc:
+            # Its lease brings the row back once PostgreSQL is; the claim loop says it is away.
+            log.warning(
+                "row left to its lease: %s",
+                exc,
+                extra={"switch_id": row.switch_id, "session_id": row.session_id},
+            )
         except Exception:
             # The lease brings the row back; one session's bug never stops the others.
             log.exception(

@@ -19,6 +19,7 @@ from typing import ParamSpec, TypeVar
 
 import anyio.to_thread
 
+from services.core.db.errors import run_again
 from services.core.db.models import User
 from services.core.logs import get_logger
 from services.oauth_gateway.adapters.db import ConnectionSnapshot, GatewayStore, SaveResult
@@ -105,8 +106,12 @@ def utcnow() -> datetime:
 
 
 async def in_thread(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run blocking database work on a worker thread."""
-    return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs))
+    """Run blocking database work (one store call: one transaction) on a worker thread,
+    again if PostgreSQL aborts it as a conflict (`core.db.errors.run_again`)."""
+    what = getattr(func, "__name__", "database work")
+    return await anyio.to_thread.run_sync(
+        lambda: run_again(lambda: func(*args, **kwargs), what=what)
+    )
 
 
 @dataclass(frozen=True, slots=True)

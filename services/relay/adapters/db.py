@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from services.core.db.engine import libpq_conninfo
+from services.core.db.errors import RetryableConflict, translate
 from services.relay.domain import SLOT_LOCK_CLASS, OutboxRow
 from services.relay.errors import StoreUnavailable
 
@@ -84,8 +85,11 @@ class OutboxStore:
         try:
             yield
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self.close()
-            raise StoreUnavailable(f"PostgreSQL connection lost: {exc}") from exc
+            translated = translate(exc)
+            if not isinstance(translated, RetryableConflict):
+                self.close()  # the next step reconnects
+            # The loop retries a conflict (deadlock) like a lost connection.
+            raise StoreUnavailable(f"PostgreSQL: {translated or exc}") from exc
 
     def lease_slots(self, wanted: list[int]) -> set[int]:
         """Try to lock every wanted slot not held yet; return the slots held."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 import pytest
 
-from services.core.backoff import Backoff, RetryPolicy
+from services.core.backoff import Backoff, Outage, RetryPolicy
+from services.core.logs import Throttle, get_logger
 
 
 def test_without_jitter_the_wait_doubles_and_is_capped() -> None:
@@ -51,3 +53,45 @@ def test_a_policy_counts_its_attempts() -> None:
 def test_nonsense_is_refused(make: object) -> None:
     with pytest.raises(ValueError):
         make()  # type: ignore[operator]
+
+
+def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outage = Outage("PostgreSQL", log=get_logger("test.outage"), backoff=Backoff(1, 8, "none"))
+    with caplog.at_level(logging.INFO, logger="test.outage"):
+        waits = [outage.failed(RuntimeError("connection refused")) for _ in range(6)]
+        assert outage.away and not outage.due()
+        outage.succeeded()
+        outage.succeeded()
+    assert waits == [1, 2, 4, 8, 8, 8]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert lines[0].startswith("PostgreSQL unavailable (connection refused)")
+    assert "available again" in lines[1] and "6 failed attempts" in lines[1]
+    assert not outage.away and outage.due()
+
+
+def test_a_throttle_lets_one_line_of_a_kind_through_per_window() -> None:
+    throttle = Throttle(every_s=60)
+
+    def record(msg: str, at: float, *args: object) -> logging.LogRecord:
+        made = logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, msg, args, None)
+        made.created = at
+        return made
+
+    passed = [
+        throttle.filter(r)
+        for r in (
+            record("Unable connect to node with id %s", 0, 1),
+            record("Unable connect to node with id %s", 0.1, 1),
+            record("Failed fetch messages", 0.2),
+            record("Unable connect to node with id %s", 30, 1),
+        )
+    ]
+    assert passed == [True, False, True, False]
+    later = record("Unable connect to node with id %s", 61, 1)
+    assert throttle.filter(later)
+    assert later.getMessage().endswith("(2 more like it in the last 60s)")
+    info = logging.LogRecord("aiokafka", logging.INFO, __file__, 1, "joined", None, None)
+    assert throttle.filter(info) and throttle.filter(info)

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.core import events
+from services.core.db.errors import translate_errors
 from services.core.db.models import MigrationState, SwitchState
 from services.core.events import TopicNames
 from services.core.messages import SwitchSettled
@@ -49,7 +50,7 @@ def switch_ref(row: Any) -> SwitchRef:
 
 def make_async_engine(url: str, *, pool_size: int) -> AsyncEngine:
     """An async psycopg 3 engine with pre-ping (a restarted PostgreSQL is reconnected)."""
-    return create_async_engine(
+    engine = create_async_engine(
         normalize_database_url(url),
         pool_size=pool_size,
         # No overflow: connections beyond the pool were opened and closed at
@@ -58,6 +59,8 @@ def make_async_engine(url: str, *, pool_size: int) -> AsyncEngine:
         max_overflow=0,
         pool_pre_ping=True,
     )
+    translate_errors(engine.sync_engine)  # StoreUnavailable, RetryableConflict
+    return engine
 
 
 async def complete_if_settled(

@@ -14,8 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
-from sqlalchemy.exc import DBAPIError
-
+from services.core.db.errors import run_again_async
 from services.core.logs import get_logger
 
 log = get_logger(__name__)
@@ -23,24 +22,13 @@ log = get_logger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-# PostgreSQL's "try again" answers: deadlock detected, serialization failure.
-RETRY_SQLSTATES = frozenset({"40P01", "40001"})
-
-
-def aborted_to_retry(exc: BaseException) -> str | None:
-    """The SQLSTATE when PostgreSQL aborted a transaction that may simply run again."""
-    if isinstance(exc, DBAPIError):
-        sqlstate = getattr(exc.orig, "sqlstate", None)
-        if sqlstate in RETRY_SQLSTATES:
-            return str(sqlstate)
-    return None
-
 
 class GroupCommit(Generic[T, R]):
     """Run submitted items in batches through `flush`, which answers one result per item.
 
     `key` keeps two items with the same key out of one batch (the later waits
-    for the next). A batch PostgreSQL aborts as a deadlock runs again; a batch
+    for the next). A batch PostgreSQL aborts as a conflict runs again
+    (`core.db.errors.run_again_async`); a batch
     that fails otherwise is run again item by item, so one row's error is that
     row's alone.
     """
@@ -105,27 +93,22 @@ class GroupCommit(Generic[T, R]):
         if not batch:
             return
         items = [item for item, _ in batch]
-        for attempt in range(1, self._attempts + 1):
-            try:
-                results = await self._flush(items)
-            except Exception as exc:
-                sqlstate = aborted_to_retry(exc)
-                if sqlstate is not None and attempt < self._attempts:
-                    log.info("%s: batch aborted (%s); running it again", self.name, sqlstate)
-                    await asyncio.sleep(0.01 * attempt)
-                    continue
-                if len(batch) > 1:
-                    log.warning("%s: batch of %d failed; running each alone", self.name, len(batch))
-                    for entry in batch:
-                        await self._run([entry])
-                    return
-                _settle(batch[0][1], error=exc)
+        try:
+            results = await run_again_async(
+                lambda: self._flush(items), what=f"{self.name}: batch", attempts=self._attempts
+            )
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning("%s: batch of %d failed; running each alone", self.name, len(batch))
+                for entry in batch:
+                    await self._run([entry])
                 return
-            self.batches += 1
-            self.items += len(batch)
-            for (_, future), result in zip(batch, results, strict=True):
-                _settle(future, result=result)
+            _settle(batch[0][1], error=exc)
             return
+        self.batches += 1
+        self.items += len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result=result)
 
 
 def _settle(
