@@ -1,0 +1,159 @@
+"""Commands honour their settings: with DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS unset, every
+`relink` command points at the devstack named by RELINK_DEVSTACK_*; a database it cannot
+reach (or one without relink's tables) is one line naming the address, never a traceback.
+
+Two stacks run side by side here: the tests' own and a second on ports the OS picked.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka.admin import AdminClient
+from sqlalchemy import insert
+
+from devtools.devstack.settings import DevstackSettings
+from devtools.devstack.stack import Devstack
+from services.core.db.engine import make_engine
+from services.core.db.models import AuditEntry, User, UserRole
+from tests.conftest import TestInfrastructure as Infrastructure
+
+pytestmark = pytest.mark.slow
+
+SETTINGS_ENV = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "RELINK_TOPIC_PREFIX")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _relink(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`relink ...` as a user runs it: a fresh process, only the given settings exported."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in SETTINGS_ENV and not k.startswith("RELINK_DEVSTACK_")
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def second_stack(devstack: Infrastructure, tmp_path: Path) -> Iterator[Devstack]:
+    """A second devstack (PostgreSQL and Kafka) beside the tests' own, on other ports."""
+    stack = Devstack(
+        DevstackSettings(
+            RELINK_DEVSTACK_HOME=tmp_path / "second",
+            RELINK_DEVSTACK_PG_PORT=_free_port(),
+            RELINK_DEVSTACK_KAFKA_PORT=_free_port(),
+            RELINK_DEVSTACK_KAFKA_CONTROLLER_PORT=_free_port(),
+            RELINK_DEVSTACK_POSTGRES="embedded",
+            RELINK_DEVSTACK_KAFKA="embedded",
+        )
+    )
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.wipe()
+
+
+def test_audit_show_and_init_follow_the_devstack_ports_alone(
+    devstack: Infrastructure, second_stack: Devstack
+) -> None:
+    assert second_stack.database_url != devstack.database_url
+    pg_port = str(second_stack.settings.pg_port)
+    kafka_port = str(second_stack.settings.kafka_port)
+
+    # `relink init` with only the two ports exported: the second stack's schema and topics
+    init = _relink("init", RELINK_DEVSTACK_PG_PORT=pg_port, RELINK_DEVSTACK_KAFKA_PORT=kafka_port)
+    assert init.returncode == 0, init.stderr
+    topics = AdminClient({"bootstrap.servers": second_stack.kafka_bootstrap}).list_topics(
+        timeout=10
+    )
+    assert {"provider.switched", "session.migrated"} <= set(topics.topics)
+
+    tutor = uuid.uuid4()
+    engine = make_engine(second_stack.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(User).values(
+                    id=tutor, role=UserRole.TUTOR.value, name="Ada", email=f"{tutor}@x.test"
+                )
+            )
+            conn.execute(
+                insert(AuditEntry).values(
+                    event_id=uuid.uuid4(),
+                    event_source="test",
+                    event_type="provider.switched",
+                    event_time=datetime.now(UTC),
+                    tutor_id=tutor,
+                    from_provider="zoom",
+                    to_provider="google_meet",
+                    payload={},
+                )
+            )
+    finally:
+        engine.dispose()
+
+    # only RELINK_DEVSTACK_PG_PORT exported, as the newcomer did
+    shown = _relink("audit", "show", "--tutor", str(tutor), RELINK_DEVSTACK_PG_PORT=pg_port)
+    assert shown.returncode == 0, shown.stderr
+    assert "(1 events)" in shown.stdout and "provider.switched" in shown.stdout
+
+
+def test_a_database_out_of_reach_is_one_line_naming_it() -> None:
+    port = _free_port()  # nobody listens there
+    result = _relink(
+        "audit", "show", "--tutor", str(uuid.uuid4()), RELINK_DEVSTACK_PG_PORT=str(port)
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("relink: cannot reach the database at ")
+    assert f"127.0.0.1:{port}/relink" in line
+
+
+def test_a_database_without_relinks_tables_is_one_line_naming_it(
+    devstack: Infrastructure,
+) -> None:
+    name = f"relink_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(devstack.admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        base = devstack.database_url.rpartition("/")[0]
+        result = _relink(
+            "audit",
+            "show",
+            "--tutor",
+            str(uuid.uuid4()),
+            DATABASE_URL=f"{base}/{name}",
+            RELINK_DEVSTACK_PG_PORT="1",
+        )
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"relink: the database at {base}/{name} has no relink schema")
+        assert "relink db upgrade" in line
+    finally:
+        with psycopg.connect(devstack.admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
