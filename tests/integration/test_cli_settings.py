@@ -157,3 +157,16 @@ def test_a_database_without_relinks_tables_is_one_line_naming_it(
     finally:
         with psycopg.connect(devstack.admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_dev_status_prints_paths_whole_on_a_narrow_terminal(devstack: Infrastructure) -> None:
+    ports = {k: v for k, v in os.environ.items() if k.startswith("RELINK_DEVSTACK_")}
+    result = _relink("dev", "status", COLUMNS="40", **ports)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "…" not in result.stdout
+    stack = devstack.stack
+    for path in (stack.postgres.log_path, stack.postgres.paths.data, stack.kafka.log_path):
+        assert any(line.strip().endswith(f" {path}") for line in result.stdout.splitlines()), (
+            result.stdout
+        )
+    assert stack.database_url in result.stdout
