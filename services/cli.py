@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from services.core.cli import db_app, init_command, kafka_app
+from services.core.cli import db_app, init_command, kafka_app, tutors_app
 from services.core.errors import ConfigurationError
 from services.core.keys_cli import keys_app
 from services.migrator.cli import migrator as migrator_command
@@ -45,6 +45,7 @@ app.command("relay")(relay_command)
 app.command("migrator")(migrator_command)
 app.command("notifier")(notifier_command)
 app.add_typer(audit_app, name="audit")
+app.add_typer(tutors_app, name="tutors")
 
 
 def add_plugin_commands(target: typer.Typer) -> list[str]:

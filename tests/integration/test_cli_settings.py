@@ -170,3 +170,59 @@ def test_dev_status_prints_paths_whole_on_a_narrow_terminal(devstack: Infrastruc
             result.stdout
         )
     assert stack.database_url in result.stdout
+
+
+def test_audit_show_takes_a_tutors_email_and_tutors_find_gives_the_id(database_url: str) -> None:
+    ada, alan = uuid.uuid4(), uuid.uuid4()
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(User),
+                [
+                    {
+                        "id": ada,
+                        "role": UserRole.TUTOR.value,
+                        "name": "Ada Lovelace",
+                        "email": "ada@demo.test",
+                    },
+                    {
+                        "id": alan,
+                        "role": UserRole.TUTOR.value,
+                        "name": "Alan Turing",
+                        "email": "alan@demo.test",
+                    },
+                    {
+                        "id": uuid.uuid4(),
+                        "role": UserRole.STUDENT.value,
+                        "name": "Ada Student",
+                        "email": "ada.student@demo.test",
+                    },
+                ],
+            )
+            conn.execute(
+                insert(AuditEntry).values(
+                    event_id=uuid.uuid4(),
+                    event_source="test",
+                    event_type="provider.switched",
+                    event_time=datetime.now(UTC),
+                    tutor_id=ada,
+                    payload={},
+                )
+            )
+    finally:
+        engine.dispose()
+
+    found = _relink("tutors", "find", "lovelace", DATABASE_URL=database_url)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.splitlines() == [f"{ada}  Ada Lovelace <ada@demo.test>  not connected"]
+    by_email = _relink("tutors", "find", "ALAN@demo.test", DATABASE_URL=database_url)
+    assert by_email.stdout.startswith(f"{alan}  Alan Turing")
+    nobody = _relink("tutors", "find", "grace", DATABASE_URL=database_url)
+    assert nobody.returncode == 1 and "no tutor matches 'grace'" in nobody.stderr
+
+    shown = _relink("audit", "show", "--tutor", "ada@demo.test", DATABASE_URL=database_url)
+    assert shown.returncode == 0, shown.stderr
+    assert f"ada@demo.test ({ada}) (1 events)" in shown.stdout
+    unknown = _relink("audit", "show", "--tutor", "grace@demo.test", DATABASE_URL=database_url)
+    assert unknown.returncode == 2 and "no tutor has the email 'grace@demo.test'" in unknown.stderr
