@@ -12,10 +12,12 @@ PYTEST_ARGS ?=
 # Two distributions from one checkout, both editable: the product (`relink`,
 # the package `services/`) and the workshop (`relink-devtools`, the package
 # `devtools/`: devstack, simulators, benchmarks, soak, baseline, demo seed).
+# pip's warnings about running as root and about its own version are noise here.
+PIP := PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip
 $(STAMP): pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,dev,browser]' -e ./devtools
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test,dev,browser]' -e ./devtools
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -14,6 +15,38 @@ from services.core.settings import CommonSettings
 # Java client's and aiokafka's murmur2; every relink producer uses murmur2 so a
 # tutor's key lands on the same partition whichever client wrote it.
 PARTITIONER = "murmur2_random"
+
+
+# librdkafka's own log lines go to this logger (the `logger` client setting), so they
+# share the processes' format and level instead of being printed raw to stderr.
+LIBRDKAFKA_LOGGER = "relink.kafka.client"
+
+# Warnings librdkafka prints while a broker that just started finishes loading, and
+# then retries on its own: not something wrong, so DEBUG. Anything else keeps its level.
+TRANSIENT_START_WARNINGS = (
+    "Failed to acquire idempotence PID",  # the transaction coordinator is still loading
+)
+
+
+class _QuietTransientStartWarnings(logging.Filter):
+    """Lower librdkafka's transient start-up warnings to DEBUG (shown only at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not any(w in message for w in TRANSIENT_START_WARNINGS) or "retrying" not in message:
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def librdkafka_logger() -> logging.Logger:
+    """The logger every relink Kafka client hands librdkafka's log lines to."""
+    logger = logging.getLogger(LIBRDKAFKA_LOGGER)
+    if not any(isinstance(f, _QuietTransientStartWarnings) for f in logger.filters):
+        logger.addFilter(_QuietTransientStartWarnings())
+    return logger
 
 
 class TopicCreationError(RelinkError):
@@ -32,6 +65,7 @@ def producer_config(settings: CommonSettings, **overrides: Any) -> dict[str, Any
         "compression.type": "none",
         "linger.ms": 5,
         "batch.num.messages": 10000,
+        "logger": librdkafka_logger(),
     }
     config.update(overrides)
     return config
