@@ -12,10 +12,12 @@ PYTEST_ARGS ?=
 # Two distributions from one checkout, both editable: the product (`relink`,
 # the package `services/`) and the workshop (`relink-devtools`, the package
 # `devtools/`: devstack, simulators, benchmarks, soak, baseline, demo seed).
+# pip's warnings about running as root and about its own version are noise here.
+PIP := PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip
 $(STAMP): pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,dev,browser]' -e ./devtools
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test,dev,browser]' -e ./devtools
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,15 +27,21 @@ kafka-jars: $(STAMP)
 	$(BIN)/python -c "from devtools.devstack.kafka import KafkaJars; from devtools.devstack.settings import DevstackSettings as S; s=S(); KafkaJars(cache=s.kafka_jars_cache.expanduser(), version=s.kafka_version).fetch()"
 
 # Debian's Chromium for the real-browser test (tools that download their own
-# browser cannot work on these machines). Installed once, when we may.
+# browser cannot work on these machines), with an emoji font so the pages and
+# the README's screenshots show the brief's emoji rather than empty boxes.
+# Installed once, when we may (root with apt-get); otherwise it says what to install.
 CHROMIUM ?= /usr/bin/chromium
+EMOJI_FONT ?= /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 browser:
-	@if [ ! -x "$(CHROMIUM)" ]; then \
+	@missing=""; \
+	[ -x "$(CHROMIUM)" ] || missing="chromium"; \
+	[ -f "$(EMOJI_FONT)" ] || missing="$$missing fonts-noto-color-emoji"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium for the browser test"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
-	    (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null); \
-	  else echo "chromium is missing: install Debian's chromium (apt-get install chromium)"; fi; \
+	    echo "installing Debian's$$missing for the browser test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null); \
+	  else echo "missing for the browser test:$$missing (apt-get install$$missing)"; fi; \
 	fi
 
 # The whole stack with its embedded defaults; Ctrl-C stops everything.

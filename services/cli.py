@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from services.core.cli import db_app, init_command, kafka_app
+from services.core.cli import db_app, init_command, kafka_app, tutors_app
 from services.core.errors import ConfigurationError
 from services.core.keys_cli import keys_app
 from services.migrator.cli import migrator as migrator_command
@@ -46,6 +46,7 @@ app.command("relay")(relay_command)
 app.command("migrator")(migrator_command)
 app.command("notifier")(notifier_command)
 app.add_typer(audit_app, name="audit")
+app.add_typer(tutors_app, name="tutors")
 
 
 def add_plugin_commands(target: typer.Typer) -> list[str]:
@@ -70,12 +71,51 @@ def main() -> None:
 
     A configuration error (a missing key, a setting that contradicts another)
     is the operator's to fix: one line saying what, exit status 2, no traceback.
+    So is a database the command cannot reach, or one without relink's tables:
+    one line naming the address it tried (never its password), exit status 1.
     """
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     try:
         app()
     except ConfigurationError as exc:
         typer.echo(f"relink: configuration error: {exc}", err=True)
         raise SystemExit(2) from None
+    except OperationalError as exc:
+        typer.echo(
+            f"relink: cannot reach the database at {_database_address()}: {_first_line(exc)}",
+            err=True,
+        )
+        raise SystemExit(1) from None
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) != UNDEFINED_TABLE:
+            raise
+        typer.echo(
+            f"relink: the database at {_database_address()} has no relink schema "
+            f"({_first_line(exc)}); run `relink db upgrade` (or `relink init`)",
+            err=True,
+        )
+        raise SystemExit(1) from None
+
+
+UNDEFINED_TABLE = "42P01"
+
+
+def _database_address() -> str:
+    """Where this command's settings point (DATABASE_URL, or the devstack's port)."""
+    from services.core.settings import CommonSettings
+
+    try:
+        return CommonSettings().database_address
+    except Exception:  # the settings themselves are broken: still one line
+        return "DATABASE_URL"
+
+
+def _first_line(exc: Exception) -> str:
+    """The driver's own reason, one line, without SQLAlchemy's background link."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return lines[0] if lines else type(orig).__name__
 
 
 if __name__ == "__main__":

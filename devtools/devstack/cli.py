@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from devtools.devstack.errors import DevstackError
 
@@ -83,13 +82,15 @@ def wipe(yes: bool = typer.Option(False, "--yes", help="do not ask")) -> None:
 
 
 def _print_status(stack: Devstack) -> bool:
-    table = Table("part", "state", "address", "detail")
+    """One line per part, then its details, each path whole (never cut to the terminal)."""
     all_up = True
     for part in stack.status():
         all_up &= part.running
         state = "[green]running[/green]" if part.running else "[red]stopped[/red]"
-        table.add_row(part.name, state, part.address, part.detail)
-    console.print(table)
+        console.print(f"{part.name:<9} {state}  {part.address}", soft_wrap=True)
+        for detail in part.detail.split(", "):
+            if detail:
+                console.print(f"          {detail}", soft_wrap=True, highlight=False)
     return all_up
 
 

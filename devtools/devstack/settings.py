@@ -11,20 +11,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from services.core.settings import (
-    DEVSTACK_KAFKA_CONTROLLER_PORT,
-    DEVSTACK_KAFKA_PORT,
-    DEVSTACK_PG_PORT,
-    CommonSettings,
-)
+from services.core.settings import DEVSTACK_KAFKA_CONTROLLER_PORT, CommonSettings
 
 
 class DevstackSettings(CommonSettings):
     """Where the devstack keeps its data and which ports it binds."""
 
     home: Path = Field(default=Path(".devstack"), alias="RELINK_DEVSTACK_HOME")
-    pg_port: int = Field(default=DEVSTACK_PG_PORT, alias="RELINK_DEVSTACK_PG_PORT")
-    kafka_port: int = Field(default=DEVSTACK_KAFKA_PORT, alias="RELINK_DEVSTACK_KAFKA_PORT")
     kafka_controller_port: int = Field(
         default=DEVSTACK_KAFKA_CONTROLLER_PORT, alias="RELINK_DEVSTACK_KAFKA_CONTROLLER_PORT"
     )
@@ -43,6 +36,16 @@ class DevstackSettings(CommonSettings):
     kafka_mode: Literal["embedded", "external"] | None = Field(
         default=None, alias="RELINK_DEVSTACK_KAFKA"
     )
+
+    @property
+    def pg_port(self) -> int:
+        """RELINK_DEVSTACK_PG_PORT (declared in CommonSettings: the URLs derive from it)."""
+        return self.devstack_pg_port
+
+    @property
+    def kafka_port(self) -> int:
+        """RELINK_DEVSTACK_KAFKA_PORT (declared in CommonSettings: the URLs derive from it)."""
+        return self.devstack_kafka_port
 
     @model_validator(mode="after")
     def _external_when_overridden(self) -> DevstackSettings:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -115,32 +115,93 @@ PROCESSES = [
 ]
 
 
+@dataclass(frozen=True)
+class RunAddresses:
+    """Where `relink run`'s processes listen, from the settings in force."""
+
+    gateway_port: int
+    provider_sim_port: int
+    smtp_port: int
+    inbox_port: int
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def provider_sim(self) -> str:
+        return f"http://127.0.0.1:{self.provider_sim_port}"
+
+    @property
+    def inbox(self) -> str:
+        return f"http://127.0.0.1:{self.inbox_port}"
+
+
+def run_addresses(env: Mapping[str, str]) -> RunAddresses:
+    """The ports of `relink run`'s processes: each process's own setting, else its default."""
+    from devtools.smtp_sink.sink import DEFAULT_HTTP_PORT
+    from services.core.settings import (
+        DEVSTACK_GATEWAY_PORT,
+        DEVSTACK_PROVIDER_SIM_PORT,
+        DEVSTACK_SMTP_PORT,
+    )
+
+    smtp = env.get("RELINK_SMTP_SINK_PORT") or env.get("RELINK_SMTP_PORT")
+    return RunAddresses(
+        gateway_port=int(env.get("RELINK_GATEWAY_PORT") or DEVSTACK_GATEWAY_PORT),
+        provider_sim_port=int(env.get("RELINK_PROVIDER_SIM_PORT") or DEVSTACK_PROVIDER_SIM_PORT),
+        smtp_port=int(smtp or DEVSTACK_SMTP_PORT),
+        inbox_port=int(env.get("RELINK_SMTP_SINK_HTTP_PORT") or DEFAULT_HTTP_PORT),
+    )
+
+
+def wiring(where: RunAddresses, *, sim_state_file: str) -> dict[str, str]:
+    """The settings that point the processes at one another on those ports.
+
+    Each is a default: a variable already set wins (`setdefault`), so pointing one
+    part elsewhere still works, and changing one port moves everyone who talks to it.
+    """
+    sim, gateway = where.provider_sim, where.gateway
+    return {
+        "RELINK_ZOOM_AUTH_BASE": f"{sim}/zoom",
+        "RELINK_ZOOM_API_BASE": f"{sim}/zoom/v2",
+        "RELINK_GOOGLE_AUTH_BASE": f"{sim}/google",
+        "RELINK_GOOGLE_TOKEN_BASE": f"{sim}/google",
+        "RELINK_GOOGLE_API_BASE": f"{sim}/google",
+        "RELINK_ZOOM_REDIRECT_URI": f"{gateway}/oauth/zoom/callback",
+        "RELINK_GOOGLE_REDIRECT_URI": f"{gateway}/oauth/google_meet/callback",
+        "RELINK_GATEWAY_PUBLIC_BASE_URL": gateway,
+        "RELINK_NOTIFIER_GATEWAY_PUBLIC_URL": gateway,
+        "RELINK_GATEWAY_PORT": str(where.gateway_port),
+        "RELINK_PROVIDER_SIM_PORT": str(where.provider_sim_port),
+        "RELINK_SMTP_PORT": str(where.smtp_port),
+        "RELINK_SMTP_SINK_PORT": str(where.smtp_port),
+        "RELINK_SMTP_SINK_HTTP_PORT": str(where.inbox_port),
+        # The simulator's Zoom app sends its event notifications (app removed,
+        # meeting deleted at Zoom) to the gateway, as Zoom does to relink's app.
+        "RELINK_PROVIDER_SIM_ZOOM_WEBHOOK_URL": f"{gateway}/webhooks/zoom",
+        # The simulator keeps its accounts, grants and meetings under the devstack
+        # home, as PostgreSQL keeps relink's connections: a restart leaves both sides
+        # agreeing (`relink dev wipe` clears both).
+        "RELINK_PROVIDER_SIM_STATE_FILE": sim_state_file,
+    }
+
+
 def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
     """Bring up the devstack and every process; block until Ctrl-C; stop it all."""
     from devtools.devstack.stack import Devstack
     from services.core.db import migrate
     from services.core.kafka import create_topics
-    from services.core.settings import DEVSTACK_PROVIDER_SIM_PORT, CommonSettings
+    from services.core.settings import CommonSettings
 
     console = console or Console(highlight=False)
     stack = Devstack()
     console.print("[bold]relink[/bold]: starting the devstack (PostgreSQL, Kafka)…")
     report = stack.up()
-    env = stack.env()
-    os.environ.update(env)
-    # The simulator's Zoom app sends its event notifications (app removed,
-    # meeting deleted at Zoom) to the gateway, as Zoom does to relink's app.
-    from services.core.settings import DEVSTACK_GATEWAY_PORT
-
-    os.environ.setdefault(
-        "RELINK_PROVIDER_SIM_ZOOM_WEBHOOK_URL",
-        f"http://127.0.0.1:{os.environ.get('RELINK_GATEWAY_PORT', DEVSTACK_GATEWAY_PORT)}"
-        "/webhooks/zoom",
-    )
-    # The simulator keeps its accounts, grants and meetings under the devstack
-    # home, as PostgreSQL keeps relink's connections: a restart leaves both sides
-    # agreeing (`relink dev wipe` clears both).
-    os.environ.setdefault("RELINK_PROVIDER_SIM_STATE_FILE", str(stack.provider_sim_state_file))
+    os.environ.update(stack.env())
+    where = run_addresses(os.environ)
+    for key, value in wiring(where, sim_state_file=str(stack.provider_sim_state_file)).items():
+        os.environ.setdefault(key, value)
     migrate.upgrade(stack.database_url)
     create_topics(CommonSettings())
     # The workshop runs beside the product, so every process and the seed are there.
@@ -158,10 +219,10 @@ def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
     def _where() -> None:
         if seed and "seed" in commands:
             # after the simulator answers, so the demo sessions get real meetings
-            _wait_for_http(f"http://127.0.0.1:{DEVSTACK_PROVIDER_SIM_PORT}/_admin/health")
+            _wait_for_http(f"{where.provider_sim}/_admin/health")
             subprocess.run([sys.executable, "-m", "services.cli", "seed", "demo"], check=False)
         console.rule("relink is running")
-        for line in where_to_go(commands):
+        for line in where_to_go(commands, where, env=os.environ):
             console.print(line)
         console.print("Ctrl-C stops everything.")
         console.rule()
@@ -192,24 +253,18 @@ def _wait_for_http(url: str, *, timeout: float = 30.0) -> bool:
     return False
 
 
-def where_to_go(commands: set[str]) -> list[str]:
-    """The addresses a person opens after `make run`."""
-    from services.core.settings import (
-        DEVSTACK_GATEWAY_PORT,
-        DEVSTACK_PROVIDER_SIM_PORT,
-    )
-
+def where_to_go(commands: set[str], where: RunAddresses, *, env: Mapping[str, str]) -> list[str]:
+    """The addresses a person opens after `make run`, from the settings in force."""
     lines = []
     if "gateway" in commands:
-        base = f"http://127.0.0.1:{DEVSTACK_GATEWAY_PORT}"
+        base = where.gateway
         lines.append(
             f"  video-setup page:      {base}/tutor/video-setup  (sign in at {base}/dev/sign-in)"
         )
     if "provider-sim" in commands:
-        base = f"http://127.0.0.1:{DEVSTACK_PROVIDER_SIM_PORT}"
-        lines.append(f"  simulator's meetings:  {base}/_admin/meetings")
+        lines.append(f"  simulator's meetings:  {where.provider_sim}/_admin/meetings")
     if "smtp-sink" in commands:
-        lines.append("  mail inbox:            http://127.0.0.1:18025/")
-    lines.append(f"  PostgreSQL:            {os.environ.get('DATABASE_URL', '')}")
-    lines.append(f"  Kafka:                 {os.environ.get('KAFKA_BOOTSTRAP_SERVERS', '')}")
+        lines.append(f"  mail inbox:            {where.inbox}/")
+    lines.append(f"  PostgreSQL:            {env.get('DATABASE_URL', '')}")
+    lines.append(f"  Kafka:                 {env.get('KAFKA_BOOTSTRAP_SERVERS', '')}")
     return lines

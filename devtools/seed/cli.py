@@ -19,5 +19,6 @@ def seed_demo_command() -> None:
     console = Console(highlight=False)
     console.print(
         f"demo users: {report.users_created} created, {report.users_total} in all; "
-        f"sessions: {report.sessions_created} created; meetings: {report.meetings_source}"
+        f"sessions: {report.sessions_created} created, {report.sessions_refreshed} placed "
+        f"again relative to now; meetings: {report.meetings_source}"
     )

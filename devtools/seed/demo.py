@@ -13,8 +13,13 @@ does not, connections get placeholder tokens and sessions plausible meeting
 ids and links (the migrator then cannot reach the old meetings; switching
 still works because the new provider's tokens come from a real OAuth flow).
 
-Ids are fixed (uuid5), rows are inserted only when absent: running it again
-changes nothing.
+Sessions are placed relative to the time of seeding (`make run` seeds at every
+start). Ids are fixed (uuid5) and rows are inserted only when absent, so
+running it again never duplicates anything; when the demo has gone stale (one
+of its upcoming sessions is less than half its lead time away, e.g. the
+JOIN_OPEN one 10 minutes after seeding, or every one on a later day), every
+demo session is placed again relative to now, with its planned status. Meetings
+at the providers keep their ids and links (only the times in relink move).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from html import unescape
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -142,6 +147,7 @@ class SeedReport:
     users_created: int = 0
     users_total: int = 0
     sessions_created: int = 0
+    sessions_refreshed: int = 0
     meetings_source: str = "none created"
     connected: list[str] = field(default_factory=list)
 
@@ -188,6 +194,7 @@ async def _seed(settings: GatewaySettings, provider_settings: ProviderSettings) 
             else "placeholder ids (the simulator did not answer)"
         )
         now = datetime.now(UTC).replace(second=0, microsecond=0)
+        report.sessions_refreshed = _refresh_stale(factory, now=now)
         for plan in SESSIONS:
             tokens = live.get(plan.tutor)
             provider = CONNECTED[plan.tutor]
@@ -317,6 +324,47 @@ async def _add_session(
 
 
 STUDENTS_BY_KEY = {s.key: s for s in STUDENTS}
+
+
+def is_stale(starts: dict[str, datetime], *, now: datetime) -> bool:
+    """Whether the seeded demo no longer shows what it promises: an upcoming session
+    of the plan is less than half its lead time away (or has passed)."""
+    return any(
+        plan.start_offset > timedelta(0) and starts[plan.key] < now + plan.start_offset / 2
+        for plan in SESSIONS
+        if plan.key in starts
+    )
+
+
+def _refresh_stale(sessions: sessionmaker[Session], *, now: datetime) -> int:
+    """Place every demo session again relative to now when the demo has gone stale.
+
+    The rows keep their ids, meetings and links; nothing is inserted, so the demo
+    never doubles. Returns how many sessions moved (0 when the demo is still fresh).
+    """
+    by_id = {plan.id: plan for plan in SESSIONS}
+    with sessions() as s, s.begin():
+        rows = s.execute(
+            select(SessionRow.id, SessionRow.scheduled_start_at)
+            .where(SessionRow.id.in_(list(by_id)))
+            .with_for_update()
+        ).all()
+        starts = {by_id[sid].key: start for sid, start in rows}
+        if not is_stale(starts, now=now):
+            return 0
+        for sid, _ in rows:
+            plan = by_id[sid]
+            s.execute(
+                update(SessionRow)
+                .where(SessionRow.id == sid)
+                .values(
+                    scheduled_start_at=now + plan.start_offset,
+                    status=plan.status,
+                    version=SessionRow.version + 1,
+                    updated_at=now,
+                )
+            )
+    return len(rows)
 
 
 async def _meeting(

@@ -1,8 +1,15 @@
 """The SMTP sink: a real SMTP server on loopback that keeps what it receives.
 
 Mail is kept in memory and, when a folder is given, written as `.eml` files
-there. A tiny HTTP inbox (`/` as a page, `/messages.json` as JSON, `DELETE
-/messages` to empty it) lets a person and the tests read what arrived.
+there. A tiny HTTP inbox lets a person and the tests read what arrived:
+
+* `/`: the list, newest first, each subject linking to its message;
+* `/messages/<n>`: message n (1 = the first received): its headers, its text
+  part, its HTML part (rendered in a sandboxed frame) and its attachments;
+* `/messages/<n>/html`: the HTML part alone; `/messages/<n>/raw`: the `.eml`;
+  `/messages/<n>/attachments/<k>`: attachment k (1-based) with its own type;
+* `/messages.json` (the list as JSON), `/messages/<n>.json` (one message, with
+  its attachments' names, types and sizes); `DELETE /messages` empties it.
 
 For fault tests the sink can refuse recipients permanently (550) and slow
 down each RCPT, so a client can be killed in the middle of a send. Stopping
@@ -58,9 +65,40 @@ class ReceivedMail:
         return str(self.message.get("Subject", ""))
 
     def body(self, subtype: str = "plain") -> str:
-        """The text (or `html`) part's content."""
+        """The text (or `html`) part's content, with the wire's CRLF line ends as newlines."""
         part = self.message.get_body(preferencelist=(subtype,))
-        return "" if part is None else str(part.get_content())
+        return "" if part is None else str(part.get_content()).replace("\r\n", "\n")
+
+    def attachments(self) -> list[Attachment]:
+        """Every attachment (and every inline part that is neither the text nor the
+        HTML body, such as a calendar update), in the order they appear."""
+        message = self.message
+        bodies = {id(p) for p in (message.get_body(("plain",)), message.get_body(("html",))) if p}
+        found: list[Attachment] = []
+        for part in message.walk():
+            if part.is_multipart() or id(part) in bodies:
+                continue
+            payload = part.get_payload(decode=True)
+            found.append(
+                Attachment(
+                    filename=part.get_filename() or f"part-{len(found) + 1}",
+                    content_type=part.get_content_type(),
+                    data=payload if isinstance(payload, bytes) else b"",
+                )
+            )
+        return found
+
+    def detail(self, number: int) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "number": number,
+            "html": self.body("html"),
+            "headers": [(k, str(v)) for k, v in self.message.items()],
+            "attachments": [
+                {"filename": a.filename, "content_type": a.content_type, "size": len(a.data)}
+                for a in self.attachments()
+            ],
+        }
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -71,6 +109,15 @@ class ReceivedMail:
             "received_at": self.received_at.isoformat(),
             "text": self.body("plain"),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One attachment of a received message."""
+
+    filename: str
+    content_type: str
+    data: bytes
 
 
 @dataclass
@@ -195,11 +242,48 @@ def free_port(host: str = "127.0.0.1") -> int:
 def _serve_inbox(sink: SmtpSink, *, host: str, port: int) -> ThreadingHTTPServer:
     class Inbox(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            mails = [m.summary() for m in sink.mails()]
-            if self.path.startswith("/messages.json"):
+            path = self.path.split("?", 1)[0]
+            if path.startswith("/messages.json"):
+                mails = [m.summary() for m in sink.mails()]
                 self._reply(200, "application/json", json.dumps(mails).encode())
-            elif self.path in ("/", "/index.html"):
+            elif path in ("/", "/index.html"):
+                mails = [m.summary() for m in sink.mails()]
                 self._reply(200, "text/html; charset=utf-8", _inbox_page(mails).encode())
+            elif (one := _MESSAGE_PATH.fullmatch(path)) is not None:
+                self._message(int(one["n"]), one["rest"] or "")
+            else:
+                self._reply(404, "text/plain", b"not found")
+
+        def _message(self, number: int, rest: str) -> None:
+            mails = sink.mails()
+            if not 1 <= number <= len(mails):
+                self._reply(404, "text/plain", f"no message {number}".encode())
+                return
+            mail = mails[number - 1]
+            if rest == "":
+                page = _message_page(mail.detail(number))
+                self._reply(200, "text/html; charset=utf-8", page.encode())
+            elif rest == ".json":
+                self._reply(200, "application/json", json.dumps(mail.detail(number)).encode())
+            elif rest == "/html":
+                # served on its own so the page's sandboxed frame shows it as a mail client
+                # would; the sandbox (no scripts, no same origin) keeps it inert
+                self._reply(200, "text/html; charset=utf-8", mail.body("html").encode())
+            elif rest == "/raw":
+                self._reply(200, "message/rfc822", mail.raw)
+            elif (att := re.fullmatch(r"/attachments/(\d+)", rest)) is not None:
+                attachments = mail.attachments()
+                k = int(att[1])
+                if not 1 <= k <= len(attachments):
+                    self._reply(404, "text/plain", f"no attachment {k}".encode())
+                    return
+                found = attachments[k - 1]
+                self._reply(
+                    200,
+                    found.content_type,
+                    found.data,
+                    disposition=f'inline; filename="{_header_safe(found.filename)}"',
+                )
             else:
                 self._reply(404, "text/plain", b"not found")
 
@@ -207,9 +291,13 @@ def _serve_inbox(sink: SmtpSink, *, host: str, port: int) -> ThreadingHTTPServer
             sink.clear()
             self._reply(204, "text/plain", b"")
 
-        def _reply(self, status: int, content_type: str, body: bytes) -> None:
+        def _reply(
+            self, status: int, content_type: str, body: bytes, *, disposition: str | None = None
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            if disposition is not None:
+                self.send_header("Content-Disposition", disposition)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -222,21 +310,69 @@ def _serve_inbox(sink: SmtpSink, *, host: str, port: int) -> ThreadingHTTPServer
     return server
 
 
+_MESSAGE_PATH = re.compile(r"/messages/(?P<n>\d+)(?P<rest>\.json|/html|/raw|/attachments/\d+)?")
+
+
+def _header_safe(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._ -]", "_", value)
+
+
+_STYLE = (
+    "<style>body{font-family:sans-serif}td,th{vertical-align:top;border-top:1px solid #ccc;"
+    "padding:4px;text-align:left}pre{white-space:pre-wrap;margin:0}"
+    "iframe{width:100%;height:32em;border:1px solid #ccc}</style>"
+)
+
+
 def _inbox_page(mails: list[dict[str, Any]]) -> str:
     rows = "".join(
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>".format(
+        '<tr><td>{}</td><td>{}</td><td><a href="/messages/{}">{}</a></td><td><pre>{}</pre></td>'
+        "</tr>".format(
             html.escape(m["received_at"]),
             html.escape(", ".join(m["to"])),
-            html.escape(m["subject"]),
+            number,
+            html.escape(m["subject"] or "(no subject)"),
             html.escape(m["text"]),
         )
-        for m in reversed(mails)
+        for number, m in reversed(list(enumerate(mails, start=1)))
     )
     return (
         "<!doctype html><meta charset=utf-8><title>relink mail inbox</title>"
-        "<style>body{font-family:sans-serif}td{vertical-align:top;border-top:1px solid #ccc;"
-        "padding:4px}pre{white-space:pre-wrap;margin:0}</style>"
-        f"<h1>relink mail inbox ({len(mails)})</h1>"
+        f"{_STYLE}<h1>relink mail inbox ({len(mails)})</h1>"
         "<table><tr><th>received</th><th>to</th><th>subject</th><th>text</th></tr>"
         f"{rows}</table>"
+    )
+
+
+def _message_page(detail: dict[str, Any]) -> str:
+    """One message: headers, the text part, the HTML part in a sandboxed frame, attachments."""
+    number = detail["number"]
+    headers = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in detail["headers"]
+    )
+    attachments = "".join(
+        '<li><a href="/messages/{n}/attachments/{k}">{name}</a> ({type}, {size} bytes)</li>'.format(
+            n=number,
+            k=k,
+            name=html.escape(a["filename"]),
+            type=html.escape(a["content_type"]),
+            size=a["size"],
+        )
+        for k, a in enumerate(detail["attachments"], start=1)
+    )
+    html_part = (
+        f'<iframe sandbox src="/messages/{number}/html" title="HTML part"></iframe>'
+        if detail["html"]
+        else "<p>(no HTML part)</p>"
+    )
+    return (
+        "<!doctype html><meta charset=utf-8>"
+        f"<title>{html.escape(detail['subject'])} - relink mail inbox</title>{_STYLE}"
+        f'<p><a href="/">inbox</a> · <a href="/messages/{number}/raw">.eml</a></p>'
+        f"<h1>{html.escape(detail['subject'] or '(no subject)')}</h1>"
+        f"<table>{headers}</table>"
+        f"<h2>Text part</h2><pre>{html.escape(detail['text']) or '(no text part)'}</pre>"
+        f"<h2>HTML part</h2>{html_part}"
+        f"<h2>Attachments ({len(detail['attachments'])})</h2>"
+        f"<ul>{attachments or '<li>none</li>'}</ul>"
     )

@@ -1,4 +1,4 @@
-"""`relink db ...` and `relink kafka ...`: schema and topics."""
+"""`relink db ...`, `relink kafka ...` and `relink tutors find`: schema, topics, people."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from rich.console import Console
 
 db_app = typer.Typer(help="The database schema (Alembic migrations).", no_args_is_help=True)
 kafka_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+tutors_app = typer.Typer(help="Tutors: from a person to their id.", no_args_is_help=True)
 console = Console()
 
 
@@ -75,3 +76,25 @@ UNTIL_IDLE = typer.Option(
 IDLE_SECONDS = typer.Option(
     1.0, "--idle-seconds", min=0.0, help="with --until-idle: how long idle counts as done"
 )
+
+
+@tutors_app.command("find")
+def tutors_find(
+    who: str = typer.Argument(..., help="an email (exact, any case) or part of a name or email"),
+) -> None:
+    """List the tutors matching an email or a name, with their ids and connected provider."""
+    from services.core.db.engine import make_engine
+    from services.core.db.people import find_tutors
+    from services.core.settings import CommonSettings
+
+    engine = make_engine(CommonSettings().sync_database_url, pool_size=1)
+    try:
+        found = find_tutors(engine, who)
+    finally:
+        engine.dispose()
+    if not found:
+        typer.echo(f"no tutor matches {who!r}", err=True)
+        raise typer.Exit(1)
+    for tutor in found:
+        provider = tutor.provider or "not connected"
+        typer.echo(f"{tutor.id}  {tutor.name} <{tutor.email}>  {provider}")

@@ -18,6 +18,26 @@ from services.core.settings import CommonSettings
 PARTITIONER = "murmur2_random"
 
 
+# Warnings librdkafka prints while a broker that just started finishes loading, and
+# then retries on its own: not something wrong, so DEBUG. Anything else keeps its level.
+TRANSIENT_START_WARNINGS = (
+    "Failed to acquire idempotence PID",  # the transaction coordinator is still loading
+)
+
+
+class _QuietTransientStartWarnings(logging.Filter):
+    """Lower librdkafka's transient start-up warnings to DEBUG (shown only at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not any(w in message for w in TRANSIENT_START_WARNINGS) or "retrying" not in message:
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 # Where librdkafka's own lines go (instead of its stderr), and aiokafka's (Faust's
 # client) loggers: during a broker outage both log every reconnect attempt, several
 # times a second; throttled, the outage shows once a minute per kind of line.
@@ -35,9 +55,18 @@ AIOKAFKA_LOGGERS = (
 
 
 def client_logger() -> logging.Logger:
-    """The logger librdkafka clients log to (throttled: see `core.logs.Throttle`)."""
+    """The logger librdkafka clients log to: transient start-up warnings at DEBUG, the rest
+    throttled (`core.logs.Throttle`), in the processes' own format and level."""
+    logger = logging.getLogger(CLIENT_LOGGER)
+    if not any(isinstance(f, _QuietTransientStartWarnings) for f in logger.filters):
+        logger.addFilter(_QuietTransientStartWarnings())
     throttle((CLIENT_LOGGER,))
-    return logging.getLogger(CLIENT_LOGGER)
+    return logger
+
+
+# the name the start-up log tests know it by
+LIBRDKAFKA_LOGGER = CLIENT_LOGGER
+librdkafka_logger = client_logger
 
 
 def throttle_aiokafka() -> None:

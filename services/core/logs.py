@@ -39,8 +39,22 @@ def get_logger(name: str) -> IdsLogger:
     return IdsLogger(logging.getLogger(name), {})
 
 
+# Libraries that log every request at INFO: httpx writes one line per provider call.
+# Those lines are DEBUG for relink (a switch's calls are summed up where they matter).
+CHATTY_AT_INFO = ("httpx", "httpcore")
+
+
 def configure_logging(level: str | int) -> None:
-    """Send log lines to stderr at `level`, unless the host already set handlers up."""
+    """Send log lines to stderr at `level`, unless the host already set handlers up.
+
+    Each provider HTTP request shows only at DEBUG: at INFO and above the
+    request-per-line libraries are held to WARNING.
+    """
+    numeric = logging.getLevelName(level) if isinstance(level, str) else level
+    for name in CHATTY_AT_INFO:
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING
+        )
     root = logging.getLogger()
     if root.handlers:
         root.setLevel(level)

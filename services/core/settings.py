@@ -27,8 +27,10 @@ DEVSTACK_SMTP_PORT = 10025
 DEVSTACK_PROVIDER_SIM_PORT = 18090
 DEVSTACK_GATEWAY_PORT = 18000
 
-DEFAULT_DATABASE_URL = f"postgresql+psycopg://relink@127.0.0.1:{DEVSTACK_PG_PORT}/relink"
-DEFAULT_KAFKA_BOOTSTRAP = f"127.0.0.1:{DEVSTACK_KAFKA_PORT}"
+
+def devstack_database_url(port: int) -> str:
+    """The devstack's PostgreSQL on loopback at `port` (role and database `relink`)."""
+    return f"postgresql+psycopg://relink@127.0.0.1:{port}/relink"
 
 
 class CommonSettings(BaseSettings):
@@ -40,9 +42,23 @@ class CommonSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="RELINK_LOG_LEVEL"
     )
-    database_url: str = Field(default=DEFAULT_DATABASE_URL, alias="DATABASE_URL")
+    # The devstack's ports (`relink dev up`, `make run`, the test fixtures). When
+    # DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are unset, every process points at the
+    # devstack on these ports, so exporting only RELINK_DEVSTACK_PG_PORT moves every
+    # command to that stack (they must be declared before the two URLs below).
+    devstack_pg_port: int = Field(
+        default=DEVSTACK_PG_PORT, ge=1, le=65535, alias="RELINK_DEVSTACK_PG_PORT"
+    )
+    devstack_kafka_port: int = Field(
+        default=DEVSTACK_KAFKA_PORT, ge=1, le=65535, alias="RELINK_DEVSTACK_KAFKA_PORT"
+    )
+    database_url: str = Field(
+        default_factory=lambda data: devstack_database_url(data["devstack_pg_port"]),
+        alias="DATABASE_URL",
+    )
     kafka_bootstrap_servers: str = Field(
-        default=DEFAULT_KAFKA_BOOTSTRAP, alias="KAFKA_BOOTSTRAP_SERVERS"
+        default_factory=lambda data: f"127.0.0.1:{data['devstack_kafka_port']}",
+        alias="KAFKA_BOOTSTRAP_SERVERS",
     )
     # A prefix put before every topic name: lets tests (and several
     # environments on one cluster) keep their topics apart.
@@ -101,6 +117,16 @@ class CommonSettings(BaseSettings):
             self.topic_session_failed,
             self.topic_dead_letter,
         ]
+
+    @property
+    def database_address(self) -> str:
+        """DATABASE_URL without its password, for messages."""
+        from sqlalchemy import make_url
+
+        try:
+            return make_url(self.sync_database_url).render_as_string(hide_password=True)
+        except Exception:  # an unparseable URL: say so rather than echo it
+            return "(an unparseable DATABASE_URL)"
 
     @property
     def sync_database_url(self) -> str:

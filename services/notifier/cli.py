@@ -42,28 +42,46 @@ def _since(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _as_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
 @audit_app.command("show")
 def audit_show(
-    tutor: str = typer.Option(..., "--tutor", help="the tutor's id"),
+    tutor: str = typer.Option(
+        ..., "--tutor", help="the tutor's id or email (`relink tutors find` lists ids)"
+    ),
     limit: int = typer.Option(1000, min=1, help="at most this many rows"),
 ) -> None:
     """Print a tutor's audit trail as a table, oldest first."""
     from rich.console import Console
     from rich.table import Table
 
+    from services.core.db.engine import make_engine
+    from services.core.db.people import resolve_tutor
     from services.notifier.bootstrap import build_audit
     from services.notifier.domain import provider_name
+    from services.notifier.settings import NotifierSettings
 
+    settings = NotifierSettings()
+    engine = make_engine(settings.sync_database_url, pool_size=1)
     try:
-        tutor_id = uuid.UUID(tutor)
-    except ValueError:
-        raise typer.BadParameter("the tutor id must be a UUID", param_hint="--tutor") from None
-    audit = build_audit()
+        tutor_id = resolve_tutor(engine, tutor)
+    except LookupError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tutor") from None
+    finally:
+        engine.dispose()
+    audit = build_audit(settings)
     try:
         rows = audit.tutor_history(tutor_id=tutor_id, limit=limit)
     finally:
         audit.close()
-    table = Table(title=f"Audit trail of tutor {tutor_id} ({len(rows)} events)")
+    shown = tutor if tutor_id != _as_uuid(tutor) else str(tutor_id)
+    title = f"Audit trail of tutor {shown}" + (f" ({tutor_id})" if shown != str(tutor_id) else "")
+    table = Table(title=f"{title} ({len(rows)} events)")
     for column in ("when (UTC)", "event", "switch", "session", "from → to", "outcome"):
         table.add_column(column)
     for row in rows:

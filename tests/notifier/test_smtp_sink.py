@@ -39,3 +39,43 @@ def test_sink_refuses_a_bounced_recipient_with_550() -> None:
         ):
             smtp.sendmail("a@x.test", ["gone@x.test"], b"Subject: x\r\n\r\nx")
         assert refused.value.recipients["gone@x.test"][0] == 550
+
+
+def test_the_inbox_opens_one_message_with_its_text_html_and_attachments() -> None:
+    """The per-message view: text part, HTML part and attachments, each over HTTP."""
+    invite = b"BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nEND:VCALENDAR\r\n"
+    with SmtpSink(http_port=free_port()) as sink:
+        for n in (1, 2):
+            message = EmailMessage()
+            message["From"], message["To"] = "a@x.test", "b@x.test"
+            message["Subject"] = f"Your session moved ({n})"
+            message["Message-ID"] = f"<m{n}@x.test>"
+            message.set_content(f"New link: https://meet.example/{n}\nSee you <then>")
+            message.add_alternative(f"<p>New <b>link</b> number {n}</p>", subtype="html")
+            message.add_attachment(
+                invite, maintype="text", subtype="calendar", filename="session.ics"
+            )
+            with smtplib.SMTP(sink.host, sink.port) as smtp:
+                smtp.send_message(message)
+        base = f"http://{sink.host}:{sink.http_port}"
+        assert 'href="/messages/2"' in httpx.get(f"{base}/").text
+        page = httpx.get(f"{base}/messages/2")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "Your session moved (2)" in page.text
+        assert "New link: https://meet.example/2\nSee you &lt;then&gt;" in page.text
+        assert '<iframe sandbox src="/messages/2/html"' in page.text
+        assert 'href="/messages/2/attachments/1">session.ics</a> (text/calendar' in page.text
+        html_part = httpx.get(f"{base}/messages/2/html")
+        assert html_part.text.strip() == "<p>New <b>link</b> number 2</p>"
+        ics = httpx.get(f"{base}/messages/2/attachments/1")
+        assert ics.headers["content-type"] == "text/calendar"
+        assert ics.content == invite
+        assert 'filename="session.ics"' in ics.headers["content-disposition"]
+        one = httpx.get(f"{base}/messages/1.json").json()
+        assert one["subject"] == "Your session moved (1)"
+        assert one["attachments"] == [
+            {"filename": "session.ics", "content_type": "text/calendar", "size": len(invite)}
+        ]
+        assert "Message-ID: <m1@x.test>" in httpx.get(f"{base}/messages/1/raw").text
+        assert httpx.get(f"{base}/messages/3").status_code == 404
+        assert httpx.get(f"{base}/messages/1/attachments/2").status_code == 404

@@ -78,12 +78,33 @@ def test_every_setting_is_documented_in_a_readme() -> None:
 
 
 def test_defaults_point_at_the_devstack(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "RELINK_TOPIC_PREFIX", "HOME_X"):
+    for var in (
+        "DATABASE_URL",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "RELINK_TOPIC_PREFIX",
+        "HOME_X",
+        "RELINK_DEVSTACK_PG_PORT",
+        "RELINK_DEVSTACK_KAFKA_PORT",
+    ):
         monkeypatch.delenv(var, raising=False)
     settings = CommonSettings()
     assert settings.sync_database_url.endswith("@127.0.0.1:54329/relink")
     assert settings.kafka_bootstrap_servers == "127.0.0.1:19092"
     assert settings.topics[-1] == "relink.dead-letter"
+
+
+def test_unset_addresses_follow_the_devstack_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exporting only the devstack's ports moves every command to that stack."""
+    for var in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RELINK_DEVSTACK_PG_PORT", "55001")
+    monkeypatch.setenv("RELINK_DEVSTACK_KAFKA_PORT", "19001")
+    settings = CommonSettings()
+    assert settings.sync_database_url == "postgresql+psycopg://relink@127.0.0.1:55001/relink"
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:19001"
+    # a URL that is set wins over the ports
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db.example/relink")
+    assert CommonSettings().sync_database_url == "postgresql+psycopg://db.example/relink"
 
 
 def test_topic_prefix_applies_to_every_topic() -> None:

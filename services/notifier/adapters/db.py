@@ -87,6 +87,10 @@ class DueEmail:
     body_html: str
     attempts: int
     created_at: datetime
+    # for the log line: what the email is about (never its address or links)
+    kind: str = ""
+    switch_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
 
 
 class NotifierDb:
@@ -328,6 +332,9 @@ class NotifierDb:
                 n.body_html,
                 n.attempts,
                 n.created_at,
+                n.kind,
+                n.switch_id,
+                n.session_id,
             )
             .where(
                 n.state == _const(NotificationState.PENDING.value),

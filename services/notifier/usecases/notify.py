@@ -27,6 +27,7 @@ Exactly once per (change, recipient), and why it holds:
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -492,17 +493,34 @@ class Notifier:
                 except TransientMailError as exc:
                     delay = self._mail_server_failed()
                     self.db.retry_later(s, due.id, delay_s=delay, error=str(exc))
-                    log.warning("email %s to be retried in %.1fs: %s", due.id, delay, exc)
+                    outcome, level = f"to be retried in {delay:.1f}s: {exc}", logging.WARNING
                     report.retrying += 1
-                    break
                 except PermanentMailError as exc:
                     self.db.mark_failed(s, due.id, error=str(exc))
-                    log.warning("email %s refused for good: %s", due.id, exc)
+                    outcome, level = f"refused for good: {exc}", logging.WARNING
                     report.failed += 1
-                    continue
-                self.db.mark_sent(s, due.id)
-                self._consecutive_failures = 0
-                report.sent += 1
+                else:
+                    self.db.mark_sent(s, due.id)
+                    self._consecutive_failures = 0
+                    outcome, level = "sent", logging.INFO
+                    report.sent += 1
+            # After the commit, one line per email: its row id, kind, attempt and outcome,
+            # with the switch and session ids; never its address, subject or links.
+            log.log(
+                level,
+                "email %s (%s, attempt %d) %s",
+                due.id,
+                due.kind,
+                due.attempts + 1,
+                outcome,
+                extra={
+                    k: str(v)
+                    for k, v in (("switch_id", due.switch_id), ("session_id", due.session_id))
+                    if v is not None
+                },
+            )
+            if outcome.startswith("to be retried"):
+                break
         return report
 
     def _mail_server_failed(self) -> float:
