@@ -76,12 +76,14 @@ def main() -> None:
     """
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
+    from services.core.db.errors import StoreUnavailable
+
     try:
         app()
     except ConfigurationError as exc:
         typer.echo(f"relink: configuration error: {exc}", err=True)
         raise SystemExit(2) from None
-    except OperationalError as exc:
+    except (OperationalError, StoreUnavailable) as exc:
         typer.echo(
             f"relink: cannot reach the database at {_database_address()}: {_first_line(exc)}",
             err=True,

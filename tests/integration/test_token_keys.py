@@ -136,6 +136,6 @@ def test_a_database_without_relink_tables_is_one_clear_line(
         timeout=120,
     )
     output = done.stdout + done.stderr
-    assert done.returncode == 2, output
-    assert "has no relink tables" in output and "relink db upgrade" in output
+    assert done.returncode == 1, output
+    assert "has no relink schema" in output and "relink db upgrade" in output
     assert "Traceback" not in output

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import ProgrammingError
 
 from services.core.db.errors import StoreUnavailable
 from services.core.errors import ConfigurationError
@@ -83,13 +82,6 @@ def check_token_keys(engine: Engine, configured: Iterable[str], *, process: str)
             exc,
         )
         return
-    except ProgrammingError as exc:
-        # Reachable, but not relink's schema (never migrated, or another database).
-        raise ConfigurationError(
-            f"{process}: the database at {engine.url.render_as_string(hide_password=True)} "
-            "has no relink tables: run `relink db upgrade` (or `relink init`) against it, "
-            "or set DATABASE_URL to relink's database"
-        ) from exc
     missing = missing_key_ids(in_use, configured)
     if missing:
         listed = ", ".join(f"{kid!r} ({n} ciphertexts)" for kid, n in missing.items())
