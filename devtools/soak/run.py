@@ -488,9 +488,11 @@ def _topic_payloads(settings: Any) -> list[bytes]:
     """Every message value and header on relink's topics (for the token scan)."""
     from confluent_kafka import Consumer, TopicPartition
 
+    from services.core.kafka import client_config
+
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **client_config(settings),
             "group.id": f"soak-scan-{uuid.uuid4().hex[:6]}",
             "enable.auto.commit": False,
         }

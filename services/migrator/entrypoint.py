@@ -16,6 +16,7 @@ import faust
 from sqlalchemy.exc import DBAPIError
 
 from services.core import events
+from services.core.kafka import faust_broker_options
 from services.core.logs import get_logger
 from services.migrator.adapters.db.group_commit import aborted_to_retry
 from services.migrator.bootstrap import Migrator
@@ -47,7 +48,8 @@ def create_app(migrator: Migrator) -> faust.App:
     settings = migrator.settings
     app = faust.App(
         settings.faust_app_id,
-        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        # bootstrap servers, SASL and TLS: the same settings every relink client reads
+        **faust_broker_options(settings),
         datadir=str(settings.datadir),
         web_enabled=False,
         # No leader topic: the migrator has no tables or leader-only timers.
