@@ -244,7 +244,9 @@ class KafkaCluster:
                 jars_cache=jars_cache,
                 heap_mb=heap_mb,
                 partitions=partitions,
-                timeout=timeout,
+                # a node catches up with the quorum's metadata before it answers:
+                # slow on a loaded machine, slower still after a SIGKILL
+                timeout=timeout * 3,
                 node_id=i,
                 voters=voters,
                 replicas=min(3, brokers),
@@ -294,11 +296,21 @@ class KafkaCluster:
         return next((pid for pid in pids if pid is not None), None)
 
     def running(self) -> bool:
-        """Whether any node runs (so `up` does not start a second set)."""
-        return any(node.running() for node in self.nodes)
+        """Whether every node runs (`up` starts the ones that do not)."""
+        return all(node.running() for node in self.nodes)
 
     def all_running(self) -> bool:
-        return all(node.running() for node in self.nodes)
+        return self.running()
+
+    @property
+    def free_ports_needed(self) -> list[int]:
+        """The ports of the nodes that are down (the running ones hold theirs)."""
+        return [
+            port
+            for node in self.nodes
+            if not node.running()
+            for port in (node.port, node.controller_port)
+        ]
 
     def admin_config(self) -> dict[str, Any]:
         return {"bootstrap.servers": self.bootstrap, **self.security.admin_client_config()}

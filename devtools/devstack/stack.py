@@ -161,7 +161,7 @@ class Devstack:
             ensure_port_free(self.postgres.port, what="PostgreSQL")
         if want_kafka:
             if isinstance(self.kafka, KafkaCluster):
-                for port in self.kafka.ports:
+                for port in self.kafka.free_ports_needed:
                     ensure_port_free(port, what="Kafka cluster")
             else:
                 ensure_port_free(self.kafka.port, what="Kafka")

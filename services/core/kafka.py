@@ -162,6 +162,12 @@ def create_topics(
                 if code == "INVALID_REPLICATION_FACTOR" and time.monotonic() < deadline:
                     retry.append(by_name[name])
                     continue
+                if code in ("TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED"):
+                    raise TopicCreationError(
+                        f"topic {name} is missing (or not visible to Kafka user "
+                        f"{settings.kafka_sasl_username or '(none)'}), and this user may not "
+                        "create topics: create them with `relink kafka topics` as an admin user"
+                    ) from exc
                 raise TopicCreationError(f"could not create topic {name}: {exc}") from exc
         if retry:
             time.sleep(0.25)
