@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test check install kafka-jars browser dev-up dev-down lint typecheck \
+.PHONY: run test test-cluster check install kafka-jars browser dev-up dev-down lint typecheck \
 	contracts unit bench clean floors fuzz
 
 # Two distributions from one checkout, both editable: the product (`relink`,
@@ -52,7 +52,13 @@ run: $(STAMP) kafka-jars
 # import contracts, unit tests; then the slow suites against a real
 # PostgreSQL and a real Kafka broker.
 test: check kafka-jars browser
-	$(BIN)/pytest --ignore=tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/unit --ignore=tests/cluster $(PYTEST_ARGS)
+
+# The tests on the devstack's 3-node SASL/SCRAM Kafka cluster (it takes the
+# single broker's ports, so they run on their own): refused credentials and
+# ACLs, and switches through the real processes while brokers are SIGKILLed.
+test-cluster: check kafka-jars
+	$(BIN)/pytest -q tests/cluster $(PYTEST_ARGS)
 
 # The gateway's OpenAPI document fuzzed for longer than the suite does, with a
 # new seed each time (the suite's bounded run: tests/gateway/test_openapi_fuzz.py).

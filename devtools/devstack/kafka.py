@@ -12,7 +12,9 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from devtools.devstack.errors import DevstackError, StartTimeoutError, ToolMissingError
 from devtools.devstack.processes import (
@@ -23,6 +25,9 @@ from devtools.devstack.processes import (
     tail,
     wait_until,
 )
+
+if TYPE_CHECKING:
+    from devtools.devstack.cluster import ClusterSecurity
 
 # Without an SLF4J binding the broker logs nothing at all.
 LOG4J_VERSION = "2.24.3"
@@ -85,26 +90,58 @@ logger.raft.level = warn
 """
 
 
-def server_properties(*, port: int, controller_port: int, data_dir: Path, partitions: int) -> str:
-    """A combined broker+controller node on loopback, sized for one machine."""
+def server_properties(
+    *,
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    partitions: int,
+    node_id: int = 1,
+    voters: str | None = None,
+    replicas: int = 1,
+    security: list[str] | None = None,
+) -> str:
+    """A combined broker+controller node on loopback, sized for one machine.
+
+    Alone (the default) it is a one-node cluster with plaintext listeners. With
+    `voters` naming every node, `replicas` > 1 and `security` lines (see
+    `ClusterSecurity.properties`), it is one of a cluster's nodes.
+    """
+    listeners = [
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+    ]
+    if security is not None:
+        listeners = [
+            f"listeners=BROKER://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=BROKER://127.0.0.1:{port}",
+            "inter.broker.listener.name=BROKER",
+            "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,BROKER:SASL_PLAINTEXT",
+            *security,
+        ]
+    min_isr = min(2, replicas)
     return "\n".join(
         [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            f"node.id={node_id}",
+            f"controller.quorum.voters={voters or f'{node_id}@127.0.0.1:{controller_port}'}",
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            *listeners,
             f"log.dirs={data_dir}",
             f"num.partitions={partitions}",
-            "offsets.topic.replication.factor=1",
+            f"default.replication.factor={replicas}",
+            # acks=all then means written on at least this many brokers
+            f"min.insync.replicas={min_isr}",
+            # never elect a replica that may lack acknowledged writes
+            "unclean.leader.election.enable=false",
+            f"offsets.topic.replication.factor={replicas}",
             "offsets.topic.num.partitions=10",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
             # spares each test's consumer group the default 3 s join wait
             "group.initial.rebalance.delay.ms=0",
             # topics are created on purpose, with their partition count
@@ -172,7 +209,12 @@ class KafkaJars:
 
 
 class EmbeddedKafka:
-    """One KRaft broker for the devstack: fetch, format, start, stop, status."""
+    """One KRaft node for the devstack: fetch, format, start, stop, status.
+
+    Alone it is the devstack's single plaintext broker. A `KafkaCluster`
+    makes several, each with its `node_id`, the shared `voters` and
+    `cluster_id`, and its `security` (SASL listeners, authorizer).
+    """
 
     def __init__(
         self,
@@ -185,13 +227,24 @@ class EmbeddedKafka:
         heap_mb: int = 512,
         partitions: int = 6,
         timeout: float = 60.0,
+        name: str = "kafka",
+        node_id: int = 1,
+        voters: str | None = None,
+        replicas: int = 1,
+        cluster_id: Callable[[], str] | None = None,
+        security: ClusterSecurity | None = None,
     ) -> None:
-        self.root = (home / "kafka").resolve()
+        self.root = (home / name).resolve()
         self.port = port
         self.controller_port = controller_port
         self.heap_mb = heap_mb
         self.partitions = partitions
         self.timeout = timeout
+        self.node_id = node_id
+        self.voters = voters
+        self.replicas = replicas
+        self._cluster_id = cluster_id
+        self.security = security
         self.jars = KafkaJars(cache=jars_cache.expanduser().resolve(), version=version)
 
     @property
@@ -235,44 +288,52 @@ class EmbeddedKafka:
     def _classpath(self) -> str:
         return str(self.jars.lib / "*")
 
-    def format_storage(self) -> None:
-        """Write the config and format the log directory once."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.properties_path.write_text(
-            server_properties(
-                port=self.port,
-                controller_port=self.controller_port,
-                data_dir=self.data,
-                partitions=self.partitions,
-            )
-        )
-        (self.root / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
-        if (self.data / "meta.properties").exists():
-            return
-        java = self._java()
-        cluster_id = subprocess.run(
-            [java, "-cp", self._classpath(), "kafka.tools.StorageTool", "random-uuid"],
+    def random_cluster_id(self) -> str:
+        return subprocess.run(
+            [self._java(), "-cp", self._classpath(), "kafka.tools.StorageTool", "random-uuid"],
             check=True,
             capture_output=True,
             text=True,
         ).stdout.strip()
-        result = subprocess.run(
-            [
-                java,
-                "-cp",
-                self._classpath(),
-                *self._log4j_opts(),
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(self.properties_path),
-            ],
-            check=False,
-            capture_output=True,
-            text=True,
+
+    def format_storage(self) -> None:
+        """Write the config and format the log directory once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        properties = server_properties(
+            port=self.port,
+            controller_port=self.controller_port,
+            data_dir=self.data,
+            partitions=self.partitions,
+            node_id=self.node_id,
+            voters=self.voters,
+            replicas=self.replicas,
+            security=self.security.properties() if self.security else None,
         )
+        # the secured node's file holds the broker's and controller's passwords
+        self.properties_path.touch(mode=0o600)
+        self.properties_path.write_text(properties)
+        (self.root / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
+        if (self.data / "meta.properties").exists():
+            return
+        cluster_id = self._cluster_id() if self._cluster_id else self.random_cluster_id()
+        command = [
+            self._java(),
+            "-cp",
+            self._classpath(),
+            *self._log4j_opts(),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.properties_path),
+        ]
+        if self.security is not None:
+            # the users the brokers themselves and the operator log in as, in the
+            # metadata from the first record on (the services' users come later,
+            # through the admin API)
+            command += self.security.format_arguments()
+        result = subprocess.run(command, check=False, capture_output=True, text=True)
         if result.returncode != 0:
             raise DevstackError(
                 f"formatting Kafka storage failed: {result.stderr.strip() or result.stdout}"
@@ -281,15 +342,14 @@ class EmbeddedKafka:
     def _log4j_opts(self) -> list[str]:
         return [f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}"]
 
-    def start(self) -> float:
-        """Start the broker (fetch jars and format first if needed); seconds to ready."""
+    def launch(self) -> subprocess.Popen[bytes] | None:
+        """Start the JVM without waiting for it (None when it already runs)."""
         if self.running():
-            return 0.0
+            return None
         self.jars.fetch()
         self.format_storage()
         ensure_port_free(self.port, what="Kafka")
         ensure_port_free(self.controller_port, what="Kafka controller")
-        start = time.monotonic()
         with self.log_path.open("ab") as log:
             proc = subprocess.Popen(
                 [
@@ -313,22 +373,41 @@ class EmbeddedKafka:
                 cwd=self.root,
             )
         self.pid_file.write_text(f"{proc.pid}\n")
+        return proc
+
+    def wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
+        """Wait until the node answers; stop it if it does not in time."""
         try:
             wait_until(
                 self.ready,
                 timeout=self.timeout,
-                what="Kafka",
+                what=f"Kafka node {self.node_id}" if self.voters else "Kafka",
                 log_path=self.log_path,
                 alive=lambda: proc.poll() is None,
             )
         except StartTimeoutError:
             stop_pid(proc.pid, timeout=5)
             raise
+
+    def start(self) -> float:
+        """Start the broker (fetch jars and format first if needed); seconds to ready."""
+        start = time.monotonic()
+        proc = self.launch()
+        if proc is None:
+            return 0.0
+        self.wait_ready(proc)
         return time.monotonic() - start
+
+    def client_config(self) -> dict[str, Any]:
+        """How the devstack itself talks to this node (as the admin on a secured one)."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+        if self.security is not None:
+            config.update(self.security.admin_client_config())
+        return config
 
     def ready(self) -> bool:
         """A real metadata request answered by our broker."""
-        return broker_answers(self.bootstrap, timeout=1.0)
+        return broker_answers(self.bootstrap, timeout=1.0, config=self.client_config())
 
     def stop(self) -> None:
         """SIGTERM the broker and wait for a clean shutdown."""
@@ -359,15 +438,24 @@ class EmbeddedKafka:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def broker_answers(bootstrap: str, *, timeout: float = 2.0) -> bool:
-    """Whether a broker at `bootstrap` answers a metadata request."""
+def broker_answers(
+    bootstrap: str, *, timeout: float = 2.0, config: dict[str, Any] | None = None
+) -> bool:
+    """Whether a broker at `bootstrap` answers a metadata request (`config`: credentials)."""
     from confluent_kafka.admin import AdminClient
 
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     if not port_is_open(int(port), host=host or "127.0.0.1"):
         return False
     # log_level 0: a broker that is still starting is expected, not worth a log line
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 1000, "log_level": 0})
+    admin = AdminClient(
+        {
+            **(config or {}),
+            "bootstrap.servers": bootstrap,
+            "socket.timeout.ms": 1000,
+            "log_level": 0,
+        }
+    )
     try:
         metadata = admin.list_topics(timeout=timeout)
     except Exception:

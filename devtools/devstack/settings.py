@@ -21,6 +21,16 @@ class DevstackSettings(CommonSettings):
     kafka_controller_port: int = Field(
         default=DEVSTACK_KAFKA_CONTROLLER_PORT, alias="RELINK_DEVSTACK_KAFKA_CONTROLLER_PORT"
     )
+    # Cluster mode (`relink dev up --brokers 3`): node i (0-based) takes the client
+    # port RELINK_DEVSTACK_KAFKA_PORT + i * step and the quorum port
+    # RELINK_DEVSTACK_KAFKA_CONTROLLER_PORT + i * step; the default step of 2
+    # interleaves them (19092/19094/19096 and 19093/19095/19097).
+    kafka_brokers: int = Field(default=1, ge=1, le=5, alias="RELINK_DEVSTACK_KAFKA_BROKERS")
+    kafka_port_step: int = Field(default=2, ge=1, alias="RELINK_DEVSTACK_KAFKA_PORT_STEP")
+    # Each cluster node's heap (three of them share the machine).
+    kafka_cluster_heap_mb: int = Field(
+        default=384, ge=256, alias="RELINK_DEVSTACK_KAFKA_CLUSTER_HEAP_MB"
+    )
     # Pinned: 4.1.1 is known to work from Maven Central on these machines.
     kafka_version: str = Field(default="4.1.1", alias="RELINK_KAFKA_VERSION")
     kafka_heap_mb: int = Field(default=512, ge=256, alias="RELINK_KAFKA_HEAP_MB")

@@ -6,11 +6,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from devtools.devstack.cluster import KafkaCluster
 from devtools.devstack.kafka import EmbeddedKafka, broker_answers
 from devtools.devstack.postgres import EmbeddedPostgres
 from devtools.devstack.processes import ensure_port_free
 from devtools.devstack.settings import DevstackSettings
+from services.core.settings import CommonSettings
 
 
 @dataclass
@@ -41,6 +44,21 @@ class Devstack:
         self.postgres = EmbeddedPostgres(
             home=home, port=self.settings.pg_port, timeout=self.settings.start_timeout_s
         )
+        self.kafka: EmbeddedKafka | KafkaCluster
+        if self.settings.kafka_brokers > 1:
+            self.kafka = KafkaCluster(
+                home=home,
+                brokers=self.settings.kafka_brokers,
+                port=self.settings.kafka_port,
+                controller_port=self.settings.kafka_controller_port,
+                port_step=self.settings.kafka_port_step,
+                version=self.settings.kafka_version,
+                jars_cache=self.settings.kafka_jars_cache,
+                heap_mb=self.settings.kafka_cluster_heap_mb,
+                partitions=self.settings.topic_partitions,
+                timeout=self.settings.start_timeout_s,
+            )
+            return
         self.kafka = EmbeddedKafka(
             home=home,
             port=self.settings.kafka_port,
@@ -67,17 +85,66 @@ class Devstack:
         return self.settings.sync_database_url
 
     @property
+    def cluster(self) -> KafkaCluster | None:
+        """The embedded cluster, in cluster mode."""
+        if self.embedded_kafka and isinstance(self.kafka, KafkaCluster):
+            return self.kafka
+        return None
+
+    @property
     def kafka_bootstrap(self) -> str:
         if self.embedded_kafka:
             return self.kafka.bootstrap
         return self.settings.kafka_bootstrap_servers
 
-    def env(self) -> dict[str, str]:
-        """Environment variables that point a relink process at this devstack."""
-        return {
+    def env(self, kafka_user: str = "admin") -> dict[str, str]:
+        """Environment variables that point a relink process at this devstack.
+
+        In cluster mode they also make it log in as `kafka_user` (the operator's
+        `admin` unless a service's user is named) and create topics replicated
+        three times with two in sync.
+        """
+        env = {
             "DATABASE_URL": self.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
         }
+        cluster = self.cluster
+        if cluster is not None:
+            env["RELINK_TOPIC_REPLICATION_FACTOR"] = str(cluster.replicas)
+            env["RELINK_TOPIC_MIN_INSYNC_REPLICAS"] = str(min(2, cluster.replicas))
+            env.update(cluster.security.env(kafka_user))
+        return env
+
+    def kafka_settings(self, topic_prefix: str = "", kafka_user: str = "admin") -> CommonSettings:
+        """Settings for a client of this devstack's Kafka (the admin's, in cluster mode)."""
+        values: dict[str, Any] = {**self.env(kafka_user), "RELINK_TOPIC_PREFIX": topic_prefix}
+        return CommonSettings(**values)
+
+    def create_topics(
+        self,
+        topic_prefix: str = "",
+        *,
+        partitions: int | None = None,
+        migrator_group: str = "",
+        notifier_group: str = "",
+    ) -> list[str]:
+        """relink's topics for one prefix; in cluster mode each service's ACLs on them too.
+
+        The groups default to what the migrator and notifier use with that prefix
+        and no RELINK_MIGRATOR_APP_ID / RELINK_NOTIFIER_GROUP_ID of their own.
+        """
+        from services.core.kafka import create_topics
+
+        created = create_topics(self.kafka_settings(topic_prefix), partitions=partitions)
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.ensure_users()
+            cluster.grant(
+                topic_prefix=topic_prefix,
+                migrator_group=migrator_group,
+                notifier_group=notifier_group,
+            )
+        return created
 
     def up(self) -> StartReport:
         """Start whatever is not running yet; return how long each part took.
@@ -93,8 +160,12 @@ class Devstack:
         if want_pg:
             ensure_port_free(self.postgres.port, what="PostgreSQL")
         if want_kafka:
-            ensure_port_free(self.kafka.port, what="Kafka")
-            ensure_port_free(self.kafka.controller_port, what="Kafka controller")
+            if isinstance(self.kafka, KafkaCluster):
+                for port in self.kafka.free_ports_needed:
+                    ensure_port_free(port, what="Kafka cluster")
+            else:
+                ensure_port_free(self.kafka.port, what="Kafka")
+                ensure_port_free(self.kafka.controller_port, what="Kafka controller")
         try:
             if want_pg:
                 t = time.monotonic()
@@ -107,7 +178,8 @@ class Devstack:
                 report.kafka_s = time.monotonic() - t
                 report.started.append("kafka")
         except BaseException:
-            self.down(parts=tuple(report.started))
+            # a Kafka that failed half-way (a cluster node up, the users not made) too
+            self.down(parts=tuple(report.started) + (("kafka",) if want_kafka else ()))
             raise
         report.total_s = time.monotonic() - start
         return report
@@ -155,8 +227,15 @@ class Devstack:
             parts.append(PartStatus("postgres", True, self.database_url, "external"))
         if self.embedded_kafka:
             rss = self.kafka.rss_mb()
-            running = self.kafka.running() and broker_answers(self.kafka_bootstrap)
-            detail = f"log {self.kafka.log_path}"
+            if isinstance(self.kafka, KafkaCluster):
+                up = sum(node.running() for node in self.kafka.nodes)
+                running = self.kafka.all_running() and self.kafka.ready()
+                detail = (
+                    f"{up}/{len(self.kafka.nodes)} nodes, SASL/SCRAM, logs {self.kafka.log_path}"
+                )
+            else:
+                running = self.kafka.running() and broker_answers(self.kafka_bootstrap)
+                detail = f"log {self.kafka.log_path}"
             if rss is not None:
                 detail = f"{rss:.0f} MB resident, " + detail
             parts.append(PartStatus("kafka", running, self.kafka_bootstrap, detail))

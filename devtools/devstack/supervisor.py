@@ -203,10 +203,30 @@ def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
     for key, value in wiring(where, sim_state_file=str(stack.provider_sim_state_file)).items():
         os.environ.setdefault(key, value)
     migrate.upgrade(stack.database_url)
-    create_topics(CommonSettings())
+    specs = PROCESSES
+    cluster = stack.cluster
+    if cluster is None:
+        create_topics(CommonSettings())
+    else:
+        # RELINK_DEVSTACK_KAFKA_BROKERS=3: the ACLs too, and each process its own user
+        from services.migrator.settings import MigratorSettings
+        from services.notifier.settings import NotifierSettings
+
+        stack.create_topics(
+            CommonSettings().topic_prefix,
+            migrator_group=MigratorSettings().faust_app_id,
+            notifier_group=NotifierSettings().group_id,
+        )
+        users = {"gateway", "relay", "migrator", "notifier"}
+        specs = [
+            ProcessSpec(p.name, p.command, {**p.env, **cluster.security.env(p.name)})
+            if p.name in users
+            else p
+            for p in PROCESSES
+        ]
     # The workshop runs beside the product, so every process and the seed are there.
-    commands = {p.command[0] for p in PROCESSES} | {"seed"}
-    supervisor = Supervisor(PROCESSES, console=console)
+    commands = {p.command[0] for p in specs} | {"seed"}
+    supervisor = Supervisor(specs, console=console)
 
     def _terminate(signum: int, frame: object) -> None:
         supervisor.stopping.set()

@@ -47,12 +47,17 @@ class SoakConfig:
     kills: int = 100
     broker_restarts: int = 3
     database_restarts: int = 2
+    # On a cluster (`relink soak --brokers 3`): SIGKILL the leader of
+    # provider.switched mid-switches, then a second broker, then start both again.
+    broker_kills: int = 0
     sessions_per_tutor: int = 4
     workers: int = 8
     seed: int = 1
     settle_timeout_s: float = 600.0
     provider_faults: bool = True
     rollbacks: bool = True
+    # the quick Zoom -> Meet -> Zoom double switch (issue 17's races)
+    double_switches: bool = True
     # pause between two planned faults (a killed consumer needs its group's
     # session timeout, ~10 s, before its replacement gets the partitions)
     fault_interval_s: float = 4.0
@@ -111,6 +116,7 @@ class SoakDriver:
 
         self.secret = GatewaySettings().session_secret.get_secret_value()
         self.rollbacks = True
+        self.double_switches = True
 
     def _token(self, user_id: uuid.UUID, role: str) -> str:
         from services.oauth_gateway.adapters.web.auth import issue_token
@@ -280,7 +286,11 @@ class SoakDriver:
                         switches_left.release()  # not made: the budget is still owed
                         raise
                     self.tally.action("switch")
-                    if roll >= 0.62 and switches_left.acquire(blocking=False):
+                    if (
+                        roll >= 0.62
+                        and self.double_switches
+                        and switches_left.acquire(blocking=False)
+                    ):
                         try:
                             # the quick double switch (Zoom -> Meet -> Zoom)
                             second = self.connect(tutor, current or "zoom")
@@ -328,7 +338,9 @@ class FaultInjector(threading.Thread):
         self.stop_event = threading.Event()
         self.done = threading.Event()
         self.interval = config.fault_interval_s
-        self.planned = config.kills + config.broker_restarts + config.database_restarts
+        self.planned = (
+            config.kills + config.broker_restarts + config.database_restarts + config.broker_kills
+        )
         self.happened = 0
 
     def run(self) -> None:
@@ -336,33 +348,73 @@ class FaultInjector(threading.Thread):
             ["kill"] * self.config.kills
             + ["broker"] * self.config.broker_restarts
             + ["database"] * self.config.database_restarts
+            + ["broker kill"] * self.config.broker_kills
         )
         self.rng.shuffle(schedule)
-        for fault in schedule:
-            if self.stop_event.is_set():
-                break
-            if fault == "kill":
-                victim = self.rng.choice(KILLABLE)
-                self.stack.kill(victim)
-                self.tally.fault(f"SIGKILL {victim}")
-                self.stop_event.wait(self.rng.uniform(0.2, 1.0))
-                self.stack.restart(victim)
-            elif fault == "broker" and self.devstack is not None:
-                self.devstack.kafka.stop()
-                self.stop_event.wait(1.0)
-                self.devstack.kafka.start()
-                self.tally.fault("broker restart")
-            elif fault == "database" and self.devstack is not None:
-                self.devstack.postgres.stop(mode="fast")
-                self.stop_event.wait(0.5)
-                self.devstack.postgres.start()
-                self.tally.fault("database restart")
-            self.happened += 1
-            if self.config.provider_faults:
-                self._provider_faults()
-            self.stack.revive_dead()
-            self.stop_event.wait(self.interval)
-        self.done.set()
+        try:
+            for fault in schedule:
+                if self.stop_event.is_set():
+                    break
+                try:
+                    self._inject(fault)
+                except Exception as exc:  # the run goes on; the error is counted and shown
+                    self.tally.error(f"fault {fault!r} failed: {type(exc).__name__}: {exc}"[:300])
+                self.happened += 1
+                if self.config.provider_faults:
+                    self._provider_faults()
+                for name in self.stack.revive_dead():
+                    # counted: a process that cannot ride out a fault by itself shows here
+                    self.tally.fault(f"revived {name} (it had exited)")
+                self.stop_event.wait(self.interval)
+        finally:
+            self.done.set()
+
+    def _inject(self, fault: str) -> None:
+        if fault == "kill":
+            victim = self.rng.choice(KILLABLE)
+            self.stack.kill(victim)
+            self.tally.fault(f"SIGKILL {victim}")
+            self.stop_event.wait(self.rng.uniform(0.2, 1.0))
+            self.stack.restart(victim)
+        elif fault == "broker" and self.devstack is not None:
+            self.devstack.kafka.stop()
+            self.stop_event.wait(1.0)
+            self.devstack.kafka.start()
+            self.tally.fault("broker restart")
+        elif fault == "broker kill":
+            self._kill_two_brokers()
+        elif fault == "database" and self.devstack is not None:
+            self.devstack.postgres.stop(mode="fast")
+            self.stop_event.wait(0.5)
+            self.devstack.postgres.start()
+            self.tally.fault("database restart")
+
+    def _kill_two_brokers(self) -> None:
+        """SIGKILL the leader of provider.switched's first partition, a moment later a
+        second broker (the quorum and min.insync.replicas=2 are then lost), then start
+        both again. Needs the devstack's cluster."""
+        cluster = getattr(self.devstack, "cluster", None)
+        if cluster is None:
+            self.tally.error("broker kill without a cluster")
+            return
+        topic = f"{self.stack.env['RELINK_TOPIC_PREFIX']}provider.switched"
+        leader = cluster.leader(topic, 0)
+        cluster.kill_node(leader)
+        self.tally.fault("broker SIGKILL: the leader of provider.switched")
+        self.stop_event.wait(self.rng.uniform(2.0, 4.0))
+        second = self.rng.choice([n.node_id for n in cluster.nodes if n.node_id != leader])
+        cluster.kill_node(second)
+        self.tally.fault("broker SIGKILL: a second broker")
+        self.stop_event.wait(self.rng.uniform(2.0, 4.0))
+        failed: list[str] = []
+        for node_id in (leader, second):  # both, even if the first will not start
+            try:
+                cluster.start_node(node_id)
+                self.tally.fault("broker start after SIGKILL")
+            except Exception as exc:
+                failed.append(f"node {node_id}: {exc}")
+        if failed:
+            raise RuntimeError("; ".join(failed))
 
     @property
     def progress(self) -> float:
@@ -489,9 +541,11 @@ def _topic_payloads(settings: Any) -> list[bytes]:
     """Every message value and header on relink's topics (for the token scan)."""
     from confluent_kafka import Consumer, TopicPartition
 
+    from services.core.kafka import client_config
+
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **client_config(settings),
             "group.id": f"soak-scan-{uuid.uuid4().hex[:6]}",
             "enable.auto.commit": False,
         }
@@ -547,6 +601,18 @@ def run_soak(
     rng = random.Random(config.seed)
     tally = SoakTally()
     engine = make_engine(database_url, pool_size=config.workers + 2)
+    # On the devstack's secured cluster each process logs in as its own user
+    # (with only its ACLs) and the checks as the admin.
+    cluster = getattr(devstack, "cluster", None)
+    process_env: dict[str, dict[str, str]] = {}
+    admin_env: dict[str, Any] = {}
+    if cluster is not None:
+        process_env = {
+            name: cluster.security.env(name)
+            for name in ("gateway", "relay", "migrator", "notifier")
+        }
+        admin_env = cluster.security.env("admin")
+        devstack.create_topics(topic_prefix, notifier_group=f"{topic_prefix}relink-notifier")
     stack = ProcessStack(
         database_url=database_url,
         kafka_bootstrap=kafka_bootstrap,
@@ -557,11 +623,13 @@ def run_soak(
             "RELINK_GATEWAY_ROLLBACK_GRACE_S": str(config.rollback_grace_s),
             "RELINK_MIGRATOR_CLEANUP_INTERVAL_S": str(config.cleanup_interval_s),
         },
+        process_env=process_env,
     )
     settings = CommonSettings(
         DATABASE_URL=database_url,
         KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
         RELINK_TOPIC_PREFIX=topic_prefix,
+        **admin_env,
     )
     started = time.monotonic()
     try:
@@ -584,6 +652,7 @@ def run_soak(
         # rollbacks, retries and bookings: about one for every two switches
         others_left = threading.Semaphore(max(4, config.switches // 2))
         driver.rollbacks = config.rollbacks
+        driver.double_switches = config.double_switches
         injector = FaultInjector(stack, devstack, tally, rng, config)
         injector.start()
         last_line = ""

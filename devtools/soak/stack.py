@@ -75,11 +75,14 @@ class ProcessStack:
         workdir: Path,
         extra_env: dict[str, str] | None = None,
         names: tuple[str, ...] = PROCESS_NAMES,
+        process_env: dict[str, dict[str, str]] | None = None,
     ) -> None:
+        """`process_env`: variables for one process only (e.g. its own Kafka user)."""
         self.ports = Ports()
         self.workdir = workdir
         self.names = names
         self.processes: dict[str, Process] = {}
+        self.process_env = process_env or {}
         workdir.mkdir(parents=True, exist_ok=True)
         sim = f"http://127.0.0.1:{self.ports.sim}"
         self.gateway_url = f"http://127.0.0.1:{self.ports.gateway}"
@@ -132,7 +135,7 @@ class ProcessStack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.env,
+                env={**self.env, **self.process_env.get(name, {})},
                 cwd=self.workdir,
                 start_new_session=True,
             )

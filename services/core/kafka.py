@@ -78,10 +78,73 @@ class TopicCreationError(RelinkError):
     """A topic could not be created (other than because it already exists)."""
 
 
+def client_config(settings: CommonSettings) -> dict[str, Any]:
+    """Where the brokers are and how to authenticate to them, for any librdkafka client.
+
+    The one place KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, the SASL
+    credentials and the TLS files become client settings; every producer,
+    consumer and admin client of relink starts from it (Faust's from
+    `faust_broker_options`).
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "security.protocol": settings.kafka_security_protocol.lower(),
+    }
+    if settings.kafka_uses_sasl:
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password
+    if settings.kafka_uses_tls:
+        for key, value in (
+            ("ssl.ca.location", settings.kafka_ssl_ca_location),
+            ("ssl.certificate.location", settings.kafka_ssl_certificate_location),
+            ("ssl.key.location", settings.kafka_ssl_key_location),
+            ("ssl.key.password", settings.kafka_ssl_key_password),
+        ):
+            if value:
+                config[key] = value
+    return config
+
+
+def faust_broker_options(settings: CommonSettings) -> dict[str, Any]:
+    """The same connection settings as `client_config`, as `faust.App` keyword arguments."""
+    import ssl
+
+    import faust
+
+    options: dict[str, Any] = {"broker": f"kafka://{settings.kafka_bootstrap_servers}"}
+    context: ssl.SSLContext | None = None
+    if settings.kafka_uses_tls:
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location or None)
+        if settings.kafka_ssl_certificate_location:
+            context.load_cert_chain(
+                settings.kafka_ssl_certificate_location,
+                settings.kafka_ssl_key_location or None,
+                settings.kafka_ssl_key_password or None,
+            )
+    if settings.kafka_uses_sasl:
+        options["broker_credentials"] = faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    elif context is not None:
+        options["broker_credentials"] = faust.SSLCredentials(context)
+    return options
+
+
+def admin_client(settings: CommonSettings, **overrides: Any) -> Any:
+    """A confluent-kafka AdminClient on the settings' brokers and credentials."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({**client_config(settings), **overrides})
+
+
 def producer_config(settings: CommonSettings, **overrides: Any) -> dict[str, Any]:
     """An idempotent, acks=all producer that partitions like the Java client."""
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **client_config(settings),
         "enable.idempotence": True,
         "acks": "all",
         "partitioner": PARTITIONER,
@@ -99,7 +162,7 @@ def producer_config(settings: CommonSettings, **overrides: Any) -> dict[str, Any
 def consumer_config(settings: CommonSettings, *, group_id: str, **overrides: Any) -> dict[str, Any]:
     """A consumer that commits only when told (after its effects are durable)."""
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **client_config(settings),
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
@@ -120,13 +183,15 @@ def create_topics(
 ) -> list[str]:
     """Create relink's topics (infinite retention) if missing; return the ones created."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = admin_client(settings)
     wanted = list(names) if names is not None else settings.topics
     existing = set(admin.list_topics(timeout=timeout).topics)
-    config = {"retention.ms": "-1", "retention.bytes": "-1", **(extra_config or {})}
+    config = {"retention.ms": "-1", "retention.bytes": "-1"}
+    if settings.topic_min_insync_replicas:
+        config["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
+    config.update(extra_config or {})
     new = [
         NewTopic(
             name,
@@ -157,6 +222,12 @@ def create_topics(
                 if code == "INVALID_REPLICATION_FACTOR" and time.monotonic() < deadline:
                     retry.append(by_name[name])
                     continue
+                if code in ("TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED"):
+                    raise TopicCreationError(
+                        f"topic {name} is missing (or not visible to Kafka user "
+                        f"{settings.kafka_sasl_username or '(none)'}), and this user may not "
+                        "create topics: create them with `relink kafka topics` as an admin user"
+                    ) from exc
                 raise TopicCreationError(f"could not create topic {name}: {exc}") from exc
         if retry:
             time.sleep(0.25)
@@ -187,9 +258,7 @@ def _wait_for_leaders(admin: Any, names: list[str], *, timeout: float) -> None:
 
 def delete_topics(settings: CommonSettings, names: Iterable[str], *, timeout: float = 30.0) -> None:
     """Delete topics (tests clean up after themselves)."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = admin_client(settings)
     names = list(names)
     if not names:
         return

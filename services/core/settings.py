@@ -67,9 +67,51 @@ class CommonSettings(BaseSettings):
     topic_replication_factor: int = Field(
         default=1, ge=1, le=10, alias="RELINK_TOPIC_REPLICATION_FACTOR"
     )
+    # 0: the broker's default. On a cluster, replication 3 with 2 in sync means an
+    # acks=all write survives the loss of any one broker.
+    topic_min_insync_replicas: int = Field(
+        default=0, ge=0, le=10, alias="RELINK_TOPIC_MIN_INSYNC_REPLICAS"
+    )
+
+    # How every Kafka client (librdkafka and Faust's aiokafka) connects: read here
+    # once, turned into client configs by `services.core.kafka`. The default is the
+    # devstack's single plaintext broker; a production cluster wants SASL_SSL.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str = Field(default="", alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: str = Field(default="", alias="KAFKA_SASL_PASSWORD", repr=False)
+    # A PEM file of the CA that signed the brokers' certificates (empty: the system's).
+    kafka_ssl_ca_location: str = Field(default="", alias="KAFKA_SSL_CA_LOCATION")
+    # Client certificate and key (PEM) when the brokers want mutual TLS.
+    kafka_ssl_certificate_location: str = Field(default="", alias="KAFKA_SSL_CERTIFICATE_LOCATION")
+    kafka_ssl_key_location: str = Field(default="", alias="KAFKA_SSL_KEY_LOCATION")
+    kafka_ssl_key_password: str = Field(default="", alias="KAFKA_SSL_KEY_PASSWORD", repr=False)
 
     # Token encryption keys, `<id>:<base64 32 bytes>` comma-separated, newest last.
     token_keys: str = Field(default="", alias="RELINK_TOKEN_KEYS", repr=False)
+
+    @model_validator(mode="after")
+    def _kafka_credentials_complete(self) -> CommonSettings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ConfigurationError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_outside_dev(self) -> CommonSettings:

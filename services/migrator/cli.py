@@ -28,7 +28,8 @@ def migrator() -> None:
     from services.migrator.entrypoint import create_app
 
     # Faust does not see the partitions of a topic created after it started.
-    create_topics(settings)
+    # Only the topics it uses: on a secured cluster its user sees no others.
+    create_topics(settings, names=[settings.topic_provider_switched, settings.topic_dead_letter])
     settings.datadir.mkdir(parents=True, exist_ok=True)
     app = create_app(build_migrator(settings))
     throttle_aiokafka()  # a broker outage: a line a minute, not ten a second

@@ -19,6 +19,7 @@ import faust
 from services.core import events, tracking
 from services.core.backoff import Outage
 from services.core.db.errors import StoreError, run_again_async
+from services.core.kafka import faust_broker_options
 from services.core.logs import get_logger
 from services.migrator.bootstrap import Migrator
 from services.migrator.errors import MigratorError
@@ -86,7 +87,8 @@ def create_app(migrator: Migrator) -> faust.App:
     settings = migrator.settings
     app = faust.App(
         settings.faust_app_id,
-        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        # bootstrap servers, SASL and TLS: the same settings every relink client reads
+        **faust_broker_options(settings),
         datadir=str(settings.datadir),
         web_enabled=False,
         # No leader topic: the migrator has no tables or leader-only timers.
