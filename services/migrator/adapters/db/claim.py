@@ -245,6 +245,25 @@ class ClaimStore:
                 {"n": n, "t": tutor, "p": provider, "day": day},
             )
 
+    async def give_back(self, row: ClaimedRow) -> None:
+        """Return the create the claim counted for `row`: it sent nothing to the provider.
+
+        The executor calls it only for a row that got past the checks the
+        count makes (current switch, eligible session), so the claim counted it
+        iff its provider is capped and it had no meeting yet.
+        """
+        if row.to_provider not in self.daily_caps or row.new_meeting_external_id is not None:
+            return
+        day, _ = quota_window(row.to_provider, datetime.now(UTC))
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE provider_quota_usage SET used = greatest(used - 1, 0) "
+                    "WHERE tutor_id = :t AND provider = :p AND quota_day = :day"
+                ),
+                {"t": row.tutor_id, "p": row.to_provider, "day": day},
+            )
+
     async def _wait_for_reset(
         self,
         conn: AsyncConnection,
@@ -417,10 +436,14 @@ class ClaimStore:
             switch = (
                 await conn.execute(
                     text(
-                        "UPDATE session_migrations SET next_attempt_at = "
-                        "greatest(next_attempt_at, :u) "
+                        # The rows locked in id order: two pauses of one switch
+                        # (429s of rows in flight together) wait, never deadlock.
+                        "WITH rows AS (SELECT id FROM session_migrations "
                         f"WHERE switch_id = :id AND state IN {UNSETTLED_SQL} "
-                        "RETURNING tutor_id, to_provider"
+                        "ORDER BY id FOR UPDATE) "
+                        "UPDATE session_migrations m SET next_attempt_at = "
+                        "greatest(m.next_attempt_at, :u) FROM rows WHERE m.id = rows.id "
+                        "RETURNING m.tutor_id, m.to_provider"
                     ),
                     {"id": switch_id, "u": until},
                 )
