@@ -86,6 +86,7 @@ async def gate(provider: Provider, request: Request) -> AccountState | JSONRespo
         return unauthorized(provider, why)
     email = grant.email
     account = state.account(provider, email)
+    account.api_calls += 1
     if time.monotonic() < account.wait_until:
         account.early_calls += 1
     latency = state.fault(provider, email, "latency_ms")

@@ -90,6 +90,8 @@ class AccountState:
     # before it are counted (a client that does not wait as told).
     wait_until: float = 0.0
     early_calls: int = 0
+    # Every authenticated API call of the account (creates, reads, lists, deletes).
+    api_calls: int = 0
     # Zoom: the tracking fields the account's admin defined (Zoom API "Tracking
     # fields"); a meeting may only carry these. None defined unless the admin API says so.
     tracking_fields: set[str] = field(default_factory=set)
@@ -363,6 +365,7 @@ class SimState:
             "meetings": live,
             "create_calls": account.create_calls,
             "early_calls": account.early_calls,
+            "api_calls": account.api_calls,
             "creates_today": account.daily_creates.get(self.quota_day(provider), 0),
             "conferences": len(set(account.conferences.values())),
             "grants": {

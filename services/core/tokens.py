@@ -53,6 +53,20 @@ class TokenDecryptError(RelinkError):
     """A ciphertext is corrupt, bound to another row, or made by an unknown key."""
 
 
+class UnknownTokenKeyError(TokenDecryptError):
+    """A ciphertext made by a key this process is not configured with (`RELINK_TOKEN_KEYS`).
+
+    Not the data's fault: the process lacks a key (e.g. deployed without the
+    new key during a rotation). `key_id` names it.
+    """
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"token was encrypted with unknown key id {key_id!r} (not in RELINK_TOKEN_KEYS)"
+        )
+        self.key_id = key_id
+
+
 @dataclass(frozen=True, slots=True)
 class SealedTokens:
     """A connection's token pair as stored: the refresh token is optional."""
@@ -140,7 +154,7 @@ class TokenCipher:
         kid, nonce, sealed = _split(bytes(ciphertext))
         aead = self._keys.get(kid)
         if aead is None:
-            raise TokenDecryptError(f"token was encrypted with unknown key id {kid!r}")
+            raise UnknownTokenKeyError(kid)
         try:
             plain = aead.decrypt(nonce, sealed, _associated_data(tutor_id, field))
         except InvalidTag as exc:

@@ -62,6 +62,9 @@ class FailureKind(enum.StrEnum):
     # Google's "Calendar usage limits exceeded": no reset time given; longer and longer waits
     USAGE_LIMITED = "usage_limited"
     NO_JOIN_LINK = "no_join_link"  # the provider made the meeting without a join link
+    # This process lacks what it needs (a token key): retried like a transient
+    # failure (another instance may have it), never sent to the provider.
+    CONFIGURATION = "configuration_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,7 @@ def decide(
         return GiveUp(reason=failure.kind.value, retryable=True, all_remaining=True)
     if failure.kind is FailureKind.REJECTED:
         return GiveUp(reason=failure.kind.value, retryable=False)
+    # TRANSIENT and CONFIGURATION: back off, and give up (retryable) after the attempts.
     if policy.transient.exhausted(attempts):
         return GiveUp(reason=failure.kind.value, retryable=True)
     return RetryLater(at=now + timedelta(seconds=policy.transient.delay_s(attempts, rng=rng)))

@@ -38,6 +38,7 @@ from services.providers._models import (
     ProviderName,
     TokenSet,
 )
+from services.providers._pacing import AccountPacer, current_account
 from services.providers._ratelimit import retry_after_from_headers
 from services.providers._retry import RetryObserver, call_with_retry
 from services.providers._settings import ProviderSettings
@@ -144,6 +145,8 @@ class ProviderClient(ABC):
         self._owns_http = http is None
         self._turn = itertools.count()
         self.observer = observer
+        # Retry-After holds per account, for every call this client makes (_pacing.py).
+        self.pacer = AccountPacer()
         self.policy = RetryPolicy(
             max_attempts=settings.max_attempts,
             max_wait_s=settings.max_retry_wait_s,
@@ -365,9 +368,18 @@ class ProviderClient(ABC):
         idempotent: bool = True,
         accept: tuple[int, ...] = (),
     ) -> httpx.Response:
-        """One API call with retries; an error status (not in `accept`) becomes a ProviderError."""
+        """One API call with retries; an error status (not in `accept`) becomes a ProviderError.
+
+        Paced per account: no request goes out while a Retry-After the account
+        was given (by this call or any other) has not passed.
+        """
+        account = current_account()
 
         async def attempt() -> httpx.Response:
+            if account is not None:
+                await self.pacer.wait(
+                    account, max_wait_s=self.policy.max_wait_s, provider=self.provider
+                )
             try:
                 response = await self._http.request(
                     method,
@@ -379,7 +391,15 @@ class ProviderClient(ABC):
             except httpx.TransportError as exc:
                 raise transport_error(exc, provider=self.provider, operation=operation) from exc
             if response.status_code >= 400 and response.status_code not in accept:
-                raise self.api_error(response, operation=operation)
+                error = self.api_error(response, operation=operation)
+                if (
+                    account is not None
+                    and isinstance(error, RateLimitedError)
+                    and error.retry_after_s is not None
+                ):
+                    # The wait is the account's: every call for it waits, not only this one.
+                    self.pacer.hold(account, error.retry_after_s)
+                raise error
             return response
 
         return await self._retry(attempt, operation=operation, idempotent=idempotent)

@@ -3,6 +3,7 @@
     ProviderError                     a Zoom / Google call failed; `.provider` says which
     ├── RetryableProviderError        worth retrying later, as is
     │   ├── RateLimitedError          429 / rate-limit 403; `.retry_after_s` is the wait asked for
+    │   │   └── HeldBackError         not sent: the account's earlier Retry-After has not passed
     │   ├── ProviderUnavailableError  5xx, timeout, connection failure: back off and retry
     │   │   └── ConferencePendingError   Google still building the Meet link after our polls
     │   └── UsageLimitedError         Google's "Calendar usage limits exceeded": no reset time
@@ -83,6 +84,19 @@ class RateLimitedError(RetryableProviderError):
     ) -> None:
         super().__init__(message, provider=provider, status=status, code=code)
         self.retry_after_s = retry_after_s
+
+
+class HeldBackError(RateLimitedError):
+    """Not sent: an earlier 429's Retry-After for this account has not passed (`_pacing.py`).
+
+    `retry_after_s` is the time left. Whoever got that 429 already handled
+    it (e.g. the migrator paused the switch); this call just waits its turn.
+    """
+
+    def __init__(self, message: str, *, provider: str, retry_after_s: float) -> None:
+        super().__init__(
+            message, provider=provider, status=None, code="held_back", retry_after_s=retry_after_s
+        )
 
 
 class ProviderUnavailableError(RetryableProviderError):

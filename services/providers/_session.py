@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from services.providers._base import ProviderClient
 from services.providers._errors import AuthorizationRevokedError, TokenExpiredError
 from services.providers._models import Meeting, MeetingRequest, ProviderAccount, TokenSet
+from services.providers._pacing import calls_for
 
 T = TypeVar("T")
 
@@ -18,12 +20,27 @@ TokenSaver = Callable[[TokenSet], Awaitable[None]]
 
 
 class AuthorizedSession:
-    """One connection's tokens and a client; refreshes when expired and on a 401, once."""
+    """One connection's tokens and a client; refreshes when expired and on a 401, once.
 
-    def __init__(self, client: ProviderClient, tokens: TokenSet, *, on_refresh: TokenSaver) -> None:
+    `paced_as` names the provider account its calls are paced as (a 429's
+    Retry-After holds back every call of that account made through the same
+    client, in any session): give the same name to every session on one
+    account (the migrator uses the tutor id). Without one, the session is
+    its own account.
+    """
+
+    def __init__(
+        self,
+        client: ProviderClient,
+        tokens: TokenSet,
+        *,
+        on_refresh: TokenSaver,
+        paced_as: str | None = None,
+    ) -> None:
         self.client = client
         self.tokens = tokens
         self._on_refresh = on_refresh
+        self.paced_as = paced_as or f"session:{uuid.uuid4().hex}"
         # Concurrent calls of one connection share one refresh: a second refresh
         # with Zoom's already-rotated token would fail and look like a revocation.
         self._lock = asyncio.Lock()
@@ -44,14 +61,15 @@ class AuthorizedSession:
 
     async def call(self, operation: Callable[[str], Awaitable[T]]) -> T:
         """Run `operation(access_token)`; on an expired token refresh and retry it once."""
-        tokens = self.tokens
-        if tokens.expired():
-            tokens = await self.refresh(stale=tokens)
-        try:
-            return await operation(tokens.access_token)
-        except TokenExpiredError:
-            tokens = await self.refresh(stale=tokens)
-            return await operation(tokens.access_token)
+        with calls_for(self.paced_as):
+            tokens = self.tokens
+            if tokens.expired():
+                tokens = await self.refresh(stale=tokens)
+            try:
+                return await operation(tokens.access_token)
+            except TokenExpiredError:
+                tokens = await self.refresh(stale=tokens)
+                return await operation(tokens.access_token)
 
     async def account(self) -> ProviderAccount:
         """The provider account behind this connection."""

@@ -48,8 +48,11 @@ def outbox_events(engine: Engine, event_type: str, switch_id: Any) -> list[dict[
             r.payload
             for r in conn.execute(
                 text(
+                    # In outbox order: without ORDER BY, PostgreSQL returns rows in
+                    # heap order, and the relay's `published_at` update moves a row
+                    # (a day-1 event marked after the day-2 one came back second).
                     "SELECT payload FROM outbox WHERE event_type = :t "
-                    "AND payload->>'switch_id' = :s"
+                    "AND payload->>'switch_id' = :s ORDER BY id"
                 ),
                 {"t": event_type, "s": str(switch_id)},
             )

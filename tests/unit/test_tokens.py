@@ -12,6 +12,7 @@ from services.core.tokens import (
     OpenedTokens,
     TokenCipher,
     TokenDecryptError,
+    UnknownTokenKeyError,
     generate_key,
     parse_keys,
 )
@@ -36,8 +37,11 @@ def test_newest_key_encrypts_every_key_decrypts() -> None:
     assert both.needs_rotation(sealed_old)
     sealed_new = both.encrypt("t", tutor_id=1, field="f")
     assert both.key_id_of(sealed_new) == "new"
-    with pytest.raises(TokenDecryptError, match="unknown key id"):
+    with pytest.raises(TokenDecryptError, match="unknown key id") as caught:
         TokenCipher.from_spec(new).decrypt(sealed_old, tutor_id=1, field="f")
+    # The process lacks a key (not bad data): the error names it.
+    assert isinstance(caught.value, UnknownTokenKeyError)
+    assert caught.value.key_id == "old"
 
 
 def test_tampering_is_detected() -> None:

@@ -69,7 +69,9 @@ class ConnectionCache:
         async def save(tokens: TokenSet) -> None:
             await self.tokens.save_slot_tokens(slot, tokens)
 
-        return AuthorizedSession(self.clients[provider], slot.tokens, on_refresh=save)
+        return AuthorizedSession(
+            self.clients[provider], slot.tokens, on_refresh=save, paced_as=tutor_id
+        )
 
     def forget(self, tutor_id: str) -> None:
         self.sessions.pop(tutor_id, None)
@@ -82,7 +84,11 @@ class ConnectionCache:
             log.info("tokens refreshed", extra={"tutor_id": tutor, "generation": generation})
 
         session = AuthorizedSession(
-            self.clients[connection.provider], self.tokens.tokens_of(connection), on_refresh=save
+            self.clients[connection.provider],
+            self.tokens.tokens_of(connection),
+            on_refresh=save,
+            # Paced as the tutor's account: a Retry-After holds back all its rows.
+            paced_as=tutor,
         )
         self.sessions[tutor] = (generation, session)
         return session

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from services.core.backoff import Outage
 from services.core.db.errors import StoreError
 from services.core.logs import get_logger
+from services.core.tokens import TokenDecryptError, UnknownTokenKeyError
 from services.migrator.adapters.db.claim import ClaimedRow, ClaimStore
 from services.migrator.adapters.db.group_commit import GroupCommit
 from services.migrator.adapters.db.outcome import OutcomeStore
@@ -36,6 +37,7 @@ from services.providers import (
     AuthorizationRevokedError,
     AuthorizedSession,
     DailyQuotaExhaustedError,
+    HeldBackError,
     InvalidRequestError,
     Meeting,
     MeetingRequest,
@@ -72,6 +74,28 @@ def failure_of(exc: ProviderError, *, streak: int = 0) -> Failure:
     if isinstance(exc, InvalidRequestError):
         return Failure(FailureKind.REJECTED, detail)
     return Failure(FailureKind.TRANSIENT, detail)
+
+
+def unreadable_tokens(exc: TokenDecryptError, *, provider: str) -> Failure:
+    """Stored tokens this process cannot decrypt, in the migrator's words (no provider call).
+
+    A key id this process is not configured with is the deployment's fault,
+    not the tutor's: a configuration error that names the key (retried like a
+    transient failure: another instance may hold the key). Any other
+    ciphertext that does not decrypt (bound to another row, or corrupt) will
+    never decrypt: only new tokens help, so the tutor must reconnect.
+    """
+    if isinstance(exc, UnknownTokenKeyError):
+        return Failure(
+            FailureKind.CONFIGURATION,
+            f"the stored tokens were sealed with token key id {exc.key_id!r}, which this "
+            "migrator's RELINK_TOKEN_KEYS does not hold; deploy that key",
+        )
+    return Failure(
+        FailureKind.RECONNECT_REQUIRED,
+        f"the stored {provider} tokens do not decrypt for this tutor (wrong row or corrupt); "
+        "reconnect the account",
+    )
 
 
 class Executor:
@@ -290,7 +314,15 @@ class Executor:
             await self.outcomes.skip(row, why=f"session {row.session_status.lower()}")
             log.info("skipped: session no longer eligible", extra=ids)
             return
-        session = await self.connections.session_for(row.tutor_id, generation=row.switch_generation)
+        try:
+            session = await self.connections.session_for(
+                row.tutor_id, generation=row.switch_generation
+            )
+        except TokenDecryptError as exc:
+            if row.new_meeting_external_id is None:
+                await self._unreadable(row, exc)
+                return
+            session = None  # the meeting is made: moving the session needs no token
         meeting: Meeting | None = None
         if row.new_meeting_external_id is not None:
             meeting = Meeting(
@@ -383,7 +415,14 @@ class Executor:
         self, row: ClaimedRow, meeting: Meeting, *, session: AuthorizedSession | None
     ) -> None:
         if session is None:
-            session = await self.connections.session_at(row.tutor_id, meeting.provider)
+            try:
+                session = await self.connections.session_at(row.tutor_id, meeting.provider)
+            except TokenDecryptError as exc:
+                log.error(
+                    "stored tokens unreadable: %s",
+                    exc,
+                    extra={"switch_id": row.switch_id, "tutor_id": row.tutor_id},
+                )
         if session is None or session.client.provider != meeting.provider:
             log.warning(
                 "orphan meeting left: no connection to delete it with",
@@ -402,7 +441,6 @@ class Executor:
     async def _failed(
         self, row: ClaimedRow, exc: ProviderError, *, session: AuthorizedSession
     ) -> None:
-        ids = {"switch_id": row.switch_id, "session_id": row.session_id}
         failure = failure_of(exc, streak=usage_streak(row.last_error))
         if failure.kind is FailureKind.RECONNECT_REQUIRED and await self.connections.reload(
             row.tutor_id, used=session.tokens
@@ -412,6 +450,39 @@ class Executor:
                 row, at=self.now(), error=failure.detail, counts_as_attempt=False
             )
             return
+        # A call held back by the account's pacing sent nothing: whoever got the
+        # 429 paused the switch already, so this row only waits its turn (one
+        # pause per 429, not one per row in flight: they would contend for the
+        # same rows).
+        await self._decided(row, failure, pause=not isinstance(exc, HeldBackError))
+
+    async def _unreadable(self, row: ClaimedRow, exc: TokenDecryptError) -> None:
+        """The connection's tokens do not decrypt: fail clearly, call nothing, spend nothing."""
+        failure = unreadable_tokens(exc, provider=row.to_provider)
+        log.error(
+            "stored tokens unreadable (%s): %s",
+            failure.kind.value,
+            exc,
+            extra={"switch_id": row.switch_id, "session_id": row.session_id},
+        )
+        # The claim counted a create against the day's budget; none was made.
+        await self.claims.give_back(row)
+        await self._decided(row, failure, remaining_detail=failure.detail)
+
+    async def _decided(
+        self,
+        row: ClaimedRow,
+        failure: Failure,
+        *,
+        pause: bool = True,
+        remaining_detail: str = "the provider no longer accepts this connection; reconnect it",
+    ) -> None:
+        """Carry out what `decide` says about the row's failed attempt.
+
+        `pause`: whether a decision to pause the tutor is carried out here;
+        `remaining_detail`: what the switch's other rows say when all fail.
+        """
+        ids = {"switch_id": row.switch_id, "session_id": row.session_id}
         decision = decide(failure, attempts=row.attempts, now=self.now(), policy=self.policy)
         if isinstance(decision, RetryLater):
             usage_limited = failure.kind is FailureKind.USAGE_LIMITED
@@ -425,7 +496,7 @@ class Executor:
                 ),
                 counts_as_attempt=decision.counts_as_attempt,
             )
-            if decision.pause_tutor:
+            if decision.pause_tutor and pause:
                 self.pauses[row.switch_id] = (time.monotonic(), decision.at)
                 await self.claims.pause_switch(
                     row.switch_id,
@@ -447,6 +518,6 @@ class Executor:
             count = await self.outcomes.fail_remaining(
                 switch_id=row.switch_id,
                 reason=decision.reason,
-                detail="the provider no longer accepts this connection; reconnect it",
+                detail=remaining_detail,
             )
-            log.warning("failed remaining sessions: reconnect required (%d)", count, extra=ids)
+            log.warning("failed remaining sessions: %s (%d)", decision.reason, count, extra=ids)

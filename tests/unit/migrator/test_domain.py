@@ -108,3 +108,12 @@ def test_a_revoked_grant_fails_everything_left_for_reconnection() -> None:
 def test_a_rejected_request_is_not_retried() -> None:
     decision = decide(Failure(FailureKind.REJECTED, "400"), attempts=1, now=NOW, policy=POLICY)
     assert decision == GiveUp(reason="invalid_request", retryable=False)
+
+
+def test_a_missing_token_key_is_retried_within_the_attempts_then_fails_retryable() -> None:
+    missing = Failure(FailureKind.CONFIGURATION, "token key id 'k2' not configured")
+    first = decide(missing, attempts=1, now=NOW, policy=POLICY)
+    assert isinstance(first, RetryLater)
+    assert (first.pause_tutor, first.counts_as_attempt) == (False, True)
+    last = decide(missing, attempts=3, now=NOW, policy=POLICY)
+    assert last == GiveUp(reason="configuration_error", retryable=True)

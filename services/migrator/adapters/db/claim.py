@@ -55,6 +55,8 @@ class ClaimedRow:
     connection_provider: str | None
     # What the last attempt left (a usage-limit refusal counts its streak there).
     last_error: str | None = None
+    # The quota day whose budget this claim spent a create of (None: it spent none).
+    budget_day: date | None = None
 
     @property
     def switch_current(self) -> bool:
@@ -132,8 +134,13 @@ class ClaimStore:
                 m.last_error
         """
         delayed: list[dict[str, Any]] = []
+        # One quota day per provider for the whole claim: the budget checked and
+        # the budget spent are the same day's, even when midnight falls between.
+        now = datetime.now(UTC)
+        windows = {provider: quota_window(provider, now) for provider in self.daily_caps}
+        days = {provider: day for provider, (day, _) in windows.items()}
         async with self.engine.begin() as conn:
-            quotas = await self._within_budget(conn, quotas, delayed)
+            quotas = await self._within_budget(conn, quotas, delayed, windows=windows)
             tutors = [t for t, k in quotas.items() if k > 0]
             params = {
                 "tutors": tutors,
@@ -142,7 +149,7 @@ class ClaimStore:
                 "lease": lease,
             }
             rows = (await conn.execute(text(sql), params)).all() if tutors else []
-            await self._spend_budget(conn, rows)
+            spent = await self._spend_budget(conn, rows, days=days, now=now)
             await outbox.append_group_async(conn, delayed)  # the last write: core.outbox
         return [
             ClaimedRow(
@@ -154,20 +161,26 @@ class ClaimStore:
                     "tutor_id": str(r.tutor_id),
                     "student_id": str(r.student_id),
                     "booking_id": str(r.booking_id) if r.booking_id else None,
+                    "budget_day": days[r.to_provider] if r.id in spent else None,
                 }
             )
             for r in rows
         ]
 
     async def _within_budget(
-        self, conn: AsyncConnection, quotas: Mapping[str, int], delayed: list[dict[str, Any]]
+        self,
+        conn: AsyncConnection,
+        quotas: Mapping[str, int],
+        delayed: list[dict[str, Any]],
+        *,
+        windows: Mapping[str, tuple[date, datetime]],
     ) -> dict[str, int]:
-        """Cut each tutor's claim to the creates left today at a capped provider.
+        """Cut each tutor's claim to the creates left in the quota day `windows` names.
 
         A tutor with due rows and nothing left has them moved to the quota's
         reset (soonest first survives: the claim orders by start time) and
-        the wait announced. The usage rows are locked until the claim's
-        transaction ends, so two executors never spend one budget twice.
+        the wait announced. Every capped tutor's usage row is locked until the
+        claim's transaction ends, so two executors never spend one budget twice.
         """
         quotas = dict(quotas)
         for provider, cap in self.daily_caps.items():
@@ -187,22 +200,22 @@ class ClaimStore:
             ]
             if not capped:
                 continue
-            day, resets_at = quota_window(provider, datetime.now(UTC))
-            await conn.execute(
-                text(
-                    "INSERT INTO provider_quota_usage (tutor_id, provider, quota_day) "
-                    "SELECT t, :p, :day FROM unnest(CAST(:tutors AS uuid[])) AS t "
-                    "ON CONFLICT DO NOTHING"
-                ),
-                {"p": provider, "day": day, "tutors": capped},
-            )
+            day, resets_at = windows[provider]
+            # One statement leaves each tutor's row of the day locked, in tutor
+            # order: the existing row (a no-op update locks it) or a new one.
+            # Not "insert if missing, then SELECT ... FOR UPDATE": a row whose
+            # key changed between the two statements (its day moved by another
+            # transaction) was skipped by the SELECT, nothing was locked, the
+            # tutor looked unspent, and the creates claimed were counted on no
+            # row at all, so the provider saw more than its daily cap.
             usage = await conn.execute(
                 text(
-                    "SELECT tutor_id, used FROM provider_quota_usage WHERE provider = :p "
-                    "AND quota_day = :day AND tutor_id = ANY(CAST(:tutors AS uuid[])) "
-                    "ORDER BY tutor_id FOR UPDATE"
+                    "INSERT INTO provider_quota_usage AS u (tutor_id, provider, quota_day) "
+                    "SELECT t, :p, :day FROM unnest(CAST(:tutors AS uuid[])) AS t ORDER BY t "
+                    "ON CONFLICT (tutor_id, provider, quota_day) DO UPDATE SET used = u.used "
+                    "RETURNING u.tutor_id, u.used"
                 ),
-                {"p": provider, "day": day, "tutors": capped},
+                {"p": provider, "day": day, "tutors": sorted(capped)},
             )
             used: dict[str, int] = {str(r.tutor_id): int(r.used) for r in usage}
             for tutor in capped:
@@ -220,11 +233,21 @@ class ClaimStore:
                     quotas[tutor] = min(quotas[tutor], left)
         return quotas
 
-    async def _spend_budget(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
-        """Count one create for each claimed row at a capped provider that still needs one."""
-        now = datetime.now(UTC)
-        spent: Counter[tuple[str, str]] = Counter(
-            (str(r.tutor_id), r.to_provider)
+    async def _spend_budget(
+        self,
+        conn: AsyncConnection,
+        rows: Sequence[Any],
+        *,
+        days: Mapping[str, date],
+        now: datetime,
+    ) -> set[int]:
+        """Count one create for each claimed row at a capped provider that still needs one.
+
+        Counted on the day whose budget `_within_budget` checked; the ids of
+        the rows counted are returned (their create may be given back).
+        """
+        counted = [
+            r
             for r in rows
             if r.to_provider in self.daily_caps
             and r.new_meeting_external_id is None
@@ -234,15 +257,36 @@ class ClaimStore:
             and r.connection_provider == r.to_provider
             and r.session_status in ELIGIBLE_STATUSES
             and r.scheduled_start_at >= now
-        )
-        for (tutor, provider), n in spent.items():
-            day, _ = quota_window(provider, datetime.now(UTC))
+        ]
+        spent: Counter[tuple[str, str]] = Counter((str(r.tutor_id), r.to_provider) for r in counted)
+        for (tutor, provider), n in sorted(spent.items()):
+            # An upsert: a create is never left uncounted, even for a tutor
+            # whose switch began after the budget was read (no row yet).
             await conn.execute(
                 text(
-                    "UPDATE provider_quota_usage SET used = used + :n "
+                    "INSERT INTO provider_quota_usage AS u (tutor_id, provider, quota_day, used) "
+                    "VALUES (:t, :p, :day, :n) ON CONFLICT (tutor_id, provider, quota_day) "
+                    "DO UPDATE SET used = u.used + :n"
+                ),
+                {"n": n, "t": tutor, "p": provider, "day": days[provider]},
+            )
+        return {r.id for r in counted}
+
+    async def give_back(self, row: ClaimedRow) -> None:
+        """Return the create the claim counted for `row`: it sent nothing to the provider.
+
+        To the day it was counted on (`row.budget_day`); nothing if none was.
+        """
+        day = row.budget_day
+        if day is None:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE provider_quota_usage SET used = greatest(used - 1, 0) "
                     "WHERE tutor_id = :t AND provider = :p AND quota_day = :day"
                 ),
-                {"n": n, "t": tutor, "p": provider, "day": day},
+                {"t": row.tutor_id, "p": row.to_provider, "day": day},
             )
 
     async def _wait_for_reset(
@@ -417,10 +461,14 @@ class ClaimStore:
             switch = (
                 await conn.execute(
                     text(
-                        "UPDATE session_migrations SET next_attempt_at = "
-                        "greatest(next_attempt_at, :u) "
+                        # The rows locked in id order: two pauses of one switch
+                        # (429s of rows in flight together) wait, never deadlock.
+                        "WITH rows AS (SELECT id FROM session_migrations "
                         f"WHERE switch_id = :id AND state IN {UNSETTLED_SQL} "
-                        "RETURNING tutor_id, to_provider"
+                        "ORDER BY id FOR UPDATE) "
+                        "UPDATE session_migrations m SET next_attempt_at = "
+                        "greatest(m.next_attempt_at, :u) FROM rows WHERE m.id = rows.id "
+                        "RETURNING m.tutor_id, m.to_provider"
                     ),
                     {"id": switch_id, "u": until},
                 )

@@ -1,0 +1,61 @@
+"""Per-account pacing (`services/providers/_pacing.py`): pure, on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.providers import HeldBackError, RateLimitedError
+from services.providers._pacing import AccountPacer, calls_for, current_account
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_hold_is_the_accounts_and_never_shortened() -> None:
+    clock = FakeClock()
+    pacer = AccountPacer(clock=clock, sleep=clock.sleep)
+    pacer.hold("tutor-a", 3)
+    pacer.hold("tutor-a", 1)  # a shorter Retry-After later does not cut the first
+    assert pacer.remaining("tutor-a") == 3
+    assert pacer.remaining("tutor-b") == 0
+    clock.now += 3
+    assert pacer.remaining("tutor-a") == 0
+
+
+async def test_a_short_hold_is_waited_in_place() -> None:
+    clock = FakeClock()
+    pacer = AccountPacer(clock=clock, sleep=clock.sleep)
+    pacer.hold("tutor-a", 2.5)
+    await pacer.wait("tutor-a", max_wait_s=10, provider="zoom")
+    assert clock.slept == [2.5]
+    await pacer.wait("tutor-b", max_wait_s=10, provider="zoom")
+    assert clock.slept == [2.5]
+
+
+async def test_a_longer_hold_goes_back_as_a_rate_limit_with_the_time_left() -> None:
+    clock = FakeClock()
+    pacer = AccountPacer(clock=clock, sleep=clock.sleep)
+    pacer.hold("tutor-a", 3)
+    clock.now += 1
+    with pytest.raises(HeldBackError) as caught:
+        await pacer.wait("tutor-a", max_wait_s=0, provider="google_meet")
+    assert isinstance(caught.value, RateLimitedError)
+    assert caught.value.retry_after_s == 2
+    assert clock.slept == []
+
+
+def test_calls_for_names_the_account_only_inside() -> None:
+    assert current_account() is None
+    with calls_for("tutor-a"):
+        assert current_account() == "tutor-a"
+    assert current_account() is None
