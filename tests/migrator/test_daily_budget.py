@@ -74,7 +74,7 @@ async def test_every_claimed_create_is_counted_when_the_quota_day_moves_mid_clai
     factory.sessions(tutor, count=12, provider="google_meet")
     switch_id = factory.switch(tutor, to_provider="zoom")
     db = make_async_engine(settings.database_url, pool_size=2)
-    plans = PlanStore(db)
+    plans = PlanStore(db, topics=settings)
     claims = ClaimStore(db, topics=settings, daily_caps={"zoom": CAP})
     day, _ = quota_window("zoom", datetime.now(UTC))
     with engine.begin() as conn:  # 95 of today's 100 creates already spent
