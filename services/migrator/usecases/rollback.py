@@ -184,7 +184,10 @@ class RollbackService:
                     if found is None:
                         return True
                     if not await self.store.record_found(meeting.row_id, found.external_id):
-                        return False  # a session holds it after all: never delete it
+                        # A session holds it after all: never delete it, and
+                        # nothing else is owed for this row.
+                        log.info("found meeting kept: in use", extra=ids)
+                        return True
                     log.info(
                         "unrecorded meeting found; deleting it",
                         extra={**ids, "meeting_id": found.external_id},

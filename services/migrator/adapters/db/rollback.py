@@ -519,7 +519,7 @@ class RollbackStore:
 
     async def record_found(self, row_id: int, meeting_external_id: str) -> bool:
         """Record a meeting found by lookup on its row before deleting it; False: in use."""
-        return await record_unused_meeting(self.engine, row_id, meeting_external_id) == "recorded"
+        return await record_unused_meeting(self.engine, row_id, meeting_external_id) != "in_use"
 
     async def release_tokens(self) -> int:
         """Forget kept tokens no switch needs any more, once nothing is owed at their provider.
