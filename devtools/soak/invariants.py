@@ -119,19 +119,34 @@ def check_sessions(engine: Engine, report: InvariantReport, *, sim_url: str, now
                           JOIN provider_switches w ON w.id = m.switch_id
                          WHERE m.session_id = s.id AND m.state = 'FAILED'
                            AND w.to_provider = c.provider AND w.generation = c.generation
-                         LIMIT 1)
+                         LIMIT 1),
+                       -- The tutor's last switch was rolled back and never moved this
+                       -- session (a superseded earlier switch had not reached it): the
+                       -- session keeps its own meeting, as the migrator's README says;
+                       -- a rollback never creates one.
+                       EXISTS (SELECT 1 FROM provider_switches w
+                                WHERE w.tutor_id = s.tutor_id AND w.state = 'ROLLED_BACK'
+                                  AND w.generation + 1 = c.generation
+                                  AND w.from_provider = c.provider AND w.to_provider = s.provider
+                                  AND NOT EXISTS (
+                                      SELECT 1 FROM session_migrations m
+                                      WHERE m.switch_id = w.id AND m.session_id = s.id
+                                        AND m.state = 'ROLLED_BACK'))
                   FROM sessions s JOIN tutor_video_provider_connections c ON c.tutor_id = s.tutor_id
                  WHERE s.status IN ('SCHEDULED', 'JOIN_OPEN') AND s.scheduled_start_at >= :now
                 """
             ),
             {"now": now},
         ).all()
-    for session_id, provider, meeting_id, current, failure in rows:
+    for session_id, provider, meeting_id, current, failure, kept_by_rollback in rows:
         report.checked["eligible sessions on the current provider"] += 1
         if provider == current and (current, str(meeting_id)) in live_ids:
             continue
         if failure:
             report.checked["sessions reported failed with a reason"] += 1
+            continue
+        if kept_by_rollback and (provider, str(meeting_id)) in live_ids:
+            report.checked["sessions a rollback left on their own live meeting"] += 1
             continue
         report.fail(
             "eligible session on the current provider",

@@ -345,17 +345,19 @@ class Executor:
                 return
             release()
             if not await self.recording.submit((row, meeting)):
-                log.info("row settled meanwhile (rolled back); deleting the new meeting", extra=ids)
-                # The session that made it still holds valid tokens; a finished
-                # rollback has already forgotten them in the database.
-                await self._delete_quietly(row, meeting, session=session)
+                log.info(
+                    "row settled meanwhile (rolled back or superseded); deleting the new meeting",
+                    extra=ids,
+                )
+                # The session that made it still holds valid tokens.
+                await self._delete_unused(row, meeting, session=session)
                 return
             log.info("meeting created", extra={**ids, "meeting_id": meeting.external_id})
         if await self.completing.submit((row, meeting)):
             log.info("session migrated", extra=ids)
             return
         log.info("skipped after create: session changed; deleting the new meeting", extra=ids)
-        await self._delete_quietly(row, meeting, session=session)
+        await self._delete_unused(row, meeting, session=session)
 
     async def _waiting(self, row: ClaimedRow) -> bool:
         """True (and the row put back) when its switch was told to wait after it was claimed.
@@ -411,9 +413,28 @@ class Executor:
             timezone=row.timezone,
         )
 
-    async def _delete_quietly(
+    async def _delete_unused(
         self, row: ClaimedRow, meeting: Meeting, *, session: AuthorizedSession | None
     ) -> None:
+        """Delete a meeting this row made that no session will use, recorded first.
+
+        Recorded on its settled row, a deletion that fails here (provider
+        error, crash) is retried by the cleanup; a meeting the row or a
+        session holds after all (another process recorded the same one) is kept.
+        """
+        verdict = await self.outcomes.unused_meeting(row, meeting)
+        if verdict == "in_use":
+            log.info(
+                "new meeting kept: in use",
+                extra={"switch_id": row.switch_id, "meeting_id": meeting.external_id},
+            )
+            return
+        if await self._delete_quietly(row, meeting, session=session) and verdict == "recorded":
+            await self.outcomes.unused_meeting_deleted(row, meeting)
+
+    async def _delete_quietly(
+        self, row: ClaimedRow, meeting: Meeting, *, session: AuthorizedSession | None
+    ) -> bool:
         if session is None:
             try:
                 session = await self.connections.session_at(row.tutor_id, meeting.provider)
@@ -428,15 +449,17 @@ class Executor:
                 "orphan meeting left: no connection to delete it with",
                 extra={"switch_id": row.switch_id, "meeting_id": meeting.external_id},
             )
-            return
+            return False
         try:
             await session.delete_meeting(meeting.external_id)
         except ProviderError as exc:
             log.warning(
-                "could not delete an unused meeting: %s",
+                "could not delete an unused meeting (the cleanup tries again): %s",
                 exc,
                 extra={"switch_id": row.switch_id, "meeting_id": meeting.external_id},
             )
+            return False
+        return True
 
     async def _failed(
         self, row: ClaimedRow, exc: ProviderError, *, session: AuthorizedSession

@@ -8,9 +8,12 @@ provider, then mark the switch `ROLLED_BACK` with its `switch.rolled_back`.
 Every step is idempotent, so a redelivered request, or the periodic resume
 after a crash, finishes the job.
 
-Cleanup (periodic): once a settled switch's rollback deadline has passed,
-delete its sessions' previous meetings at the old provider and forget the
-old tokens.
+Cleanup (periodic): every meeting relink made ends as a session's current
+meeting or deleted. Each run deletes the meetings rows made that no session
+uses (skipped, rolled back, superseded; looked up when never recorded), and,
+once a settled switch's rollback deadline has passed, its sessions' previous
+meetings at the old provider. A deletion the provider refuses is tried again
+at the next run; tokens are kept until nothing is owed at their provider.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ from functools import partial
 
 from services.core.logs import get_logger
 from services.core.tracking import Delivery
-from services.migrator.adapters.db.rollback import MeetingToDelete, RollbackStore
+from services.migrator.adapters.db.rollback import MeetingToDelete, RollbackStore, UnusedMeeting
 from services.migrator.domain import SwitchRef
 from services.migrator.errors import UnknownSwitchError
 from services.migrator.usecases.connections import ConnectionCache
-from services.providers import AuthorizedSession, ProviderError
+from services.providers import AuthorizedSession, MeetingRequest, ProviderError
 
 log = get_logger(__name__)
 
@@ -104,20 +107,108 @@ class RollbackService:
         return len(pending)
 
     async def cleanup(self) -> int:
-        """Delete the old meetings of switches past their grace period; return switches done."""
+        """Delete what relink made and nobody uses; return switches whose grace period is done.
+
+        Every run, whatever failed before is tried again: the meetings rows
+        made that no session uses (skipped, rolled back, superseded), then the
+        old meetings of switches past their grace period; a switch is done
+        only when none of its old meetings is still owed. Kept tokens are
+        forgotten once nothing is owed at their provider.
+        """
+        stranded = await self.store.settle_stranded()
+        if stranded:
+            log.info("settled %d rows of superseded switches left unsettled", stranded)
+        await self.delete_unused()
         done = 0
         for switch in await self.store.switches_to_clean(limit=50):
             ids = {"switch_id": switch.id, "tutor_id": switch.tutor_id}
-            deleted = await self._delete_all(
+            deleted, reachable = await self._delete_all_counted(
                 switch,
                 provider=switch.from_provider,
                 batch=partial(self.store.old_meetings_to_delete, switch, limit=self.batch_size),
                 mark=self.store.mark_old_meetings_deleted,
             )
-            if await self.store.finish_cleanup(switch):
+            if await self.store.finish_cleanup(switch, give_up=not reachable):
                 done += 1
                 log.info("grace period over: %d old meetings deleted", deleted, extra=ids)
+            elif deleted:
+                log.info(
+                    "grace period over: %d old meetings deleted, more later", deleted, extra=ids
+                )
+        await self.store.release_tokens()
         return done
+
+    async def delete_unused(self) -> int:
+        """Delete the meetings rows made that no session uses; return how many are gone.
+
+        Per tutor and provider, with the tokens for it (current or kept). A
+        row whose meeting was never recorded (a create in flight when its
+        process died or its row was skipped) has it looked up first. One that
+        fails stays owed and is tried at the next run.
+        """
+        gone, after = 0, 0
+        while meetings := await self.store.unused_meetings(after_id=after, limit=self.batch_size):
+            after = meetings[-1].row_id
+            groups: dict[tuple[str, str], list[UnusedMeeting]] = {}
+            for meeting in meetings:
+                groups.setdefault((meeting.tutor_id, meeting.provider), []).append(meeting)
+            for (tutor_id, provider), owed in groups.items():
+                session = await self.connections.session_at(tutor_id, provider)
+                if session is None:
+                    log.warning(
+                        "unused meetings left at the provider: no tokens to delete them",
+                        extra={"tutor_id": tutor_id, "provider": provider},
+                    )
+                    continue
+                gate = asyncio.Semaphore(self.delete_concurrency)
+                results = await asyncio.gather(
+                    *(self._delete_unused(session, m, gate=gate) for m in owed)
+                )
+                done = [m.row_id for m, ok in zip(owed, results, strict=True) if ok]
+                await self.store.mark_new_meetings_deleted(done)
+                gone += len(done)
+        return gone
+
+    async def _delete_unused(
+        self, session: AuthorizedSession, meeting: UnusedMeeting, *, gate: asyncio.Semaphore
+    ) -> bool:
+        ids = {"switch_id": meeting.switch_id, "session_id": meeting.session_id}
+        async with gate:
+            try:
+                if meeting.meeting_external_id is not None:
+                    await session.delete_meeting(meeting.meeting_external_id)
+                    return True
+                # A create whose answer was lost: find what it made (up to a few
+                # duplicates), record it on the row, then delete it.
+                for _ in range(3):
+                    found = await session.find_meeting(
+                        MeetingRequest(
+                            switch_id=meeting.switch_id,
+                            session_id=meeting.session_id,
+                            topic=meeting.topic,
+                            start_time=meeting.scheduled_start_at,
+                            duration_min=meeting.duration_minutes,
+                            timezone=meeting.timezone,
+                        )
+                    )
+                    if found is None:
+                        return True
+                    if not await self.store.record_found(meeting.row_id, found.external_id):
+                        # A session holds it after all: never delete it, and
+                        # nothing else is owed for this row.
+                        log.info("found meeting kept: in use", extra=ids)
+                        return True
+                    log.info(
+                        "unrecorded meeting found; deleting it",
+                        extra={**ids, "meeting_id": found.external_id},
+                    )
+                    await session.delete_meeting(found.external_id)
+                return True
+            except ProviderError as exc:
+                log.warning(
+                    "could not delete an unused meeting (tried again later): %s", exc, extra=ids
+                )
+                return False
 
     async def _delete_all(
         self,
@@ -127,7 +218,22 @@ class RollbackService:
         batch: Callable[..., Awaitable[list[MeetingToDelete]]],
         mark: Callable[[Sequence[int]], Awaitable[None]],
     ) -> int:
-        """Delete each meeting `batch` lists (best effort), recording those gone; return count."""
+        return (await self._delete_all_counted(switch, provider=provider, batch=batch, mark=mark))[
+            0
+        ]
+
+    async def _delete_all_counted(
+        self,
+        switch: SwitchRef,
+        *,
+        provider: str,
+        batch: Callable[..., Awaitable[list[MeetingToDelete]]],
+        mark: Callable[[Sequence[int]], Awaitable[None]],
+    ) -> tuple[int, bool]:
+        """Delete each meeting `batch` lists, recording those gone; (count, tokens were there).
+
+        A meeting the provider refused to delete stays listed for the next run.
+        """
         ids = {"switch_id": switch.id, "provider": provider}
         session: AuthorizedSession | None = None
         after, deleted = 0, 0
@@ -138,7 +244,7 @@ class RollbackService:
                 log.warning(
                     "meetings left at the provider: no connection kept to delete them", extra=ids
                 )
-                return deleted
+                return deleted, False
             gate = asyncio.Semaphore(self.delete_concurrency)
             results = await asyncio.gather(
                 *(self._delete(session, meeting, gate=gate, ids=ids) for meeting in meetings)
@@ -146,7 +252,7 @@ class RollbackService:
             gone = [m.row_id for m, ok in zip(meetings, results, strict=True) if ok]
             await mark(gone)
             deleted += len(gone)
-        return deleted
+        return deleted, True
 
     async def _delete(
         self,

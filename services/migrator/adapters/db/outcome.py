@@ -29,6 +29,7 @@ from services.migrator.adapters.db.common import (
     complete_and_report,
     complete_if_settled,
 )
+from services.migrator.adapters.db.rollback import record_unused_meeting
 from services.providers import Meeting
 
 
@@ -256,6 +257,21 @@ class OutcomeStore:
                     ],
                 )
                 failed += len(rows)
+
+    async def unused_meeting(self, row: ClaimedRow, meeting: Meeting) -> str:
+        """Record a meeting this row made that nobody will use (see `record_unused_meeting`)."""
+        return await record_unused_meeting(self.engine, row.id, meeting.external_id)
+
+    async def unused_meeting_deleted(self, row: ClaimedRow, meeting: Meeting) -> None:
+        """The recorded unused meeting is gone: the cleanup need not delete it again."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE session_migrations SET new_meeting_deleted_at = now(), "
+                    "updated_at = now() WHERE id = :id AND new_meeting_external_id = :mid"
+                ),
+                {"id": row.id, "mid": meeting.external_id},
+            )
 
     async def retry_later(
         self, row: ClaimedRow, *, at: datetime, error: str, counts_as_attempt: bool

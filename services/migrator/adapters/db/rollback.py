@@ -55,6 +55,89 @@ class MeetingToDelete:
 
 
 @dataclass(frozen=True, slots=True)
+class UnusedMeeting:
+    """A meeting a row made at its new provider that no session uses: owed a deletion.
+
+    `meeting_external_id` is None when the row's create may have reached the
+    provider without its answer being recorded (a process killed mid-create,
+    a row skipped while its create was in flight): it is looked up by the
+    request (Zoom's agenda marker, Google's derived event id) first.
+    """
+
+    row_id: int
+    tutor_id: str
+    switch_id: str
+    session_id: str
+    provider: str
+    meeting_external_id: str | None
+    topic: str
+    scheduled_start_at: datetime
+    duration_minutes: int
+    timezone: str
+
+
+# -- which meetings relink owes a deletion (the cleanup rule, README step 9) ----
+#
+# A meeting a row made at its new provider is owed a deletion once no session
+# uses it and nothing can use it again: its row ended without moving its
+# session (SKIPPED, or FAILED in a switch a newer generation replaced) or was
+# rolled back. A row that may have made one without recording it (claimed at
+# least once, `attempts > 0`) counts too: the meeting is looked up. Until the
+# session starts, after which nobody joins it by mistake and relink stops trying.
+# `m` is the row, `p` its switch.
+UNUSED_NEW_SQL = f"""
+    m.new_meeting_deleted_at IS NULL AND m.scheduled_start_at > now()
+    AND (m.new_meeting_external_id IS NOT NULL OR m.attempts > 0)
+    AND (m.state IN {sql_states((M.SKIPPED, M.ROLLED_BACK))}
+         OR (m.state = {sql_state(M.FAILED)} AND EXISTS (
+             SELECT 1 FROM tutor_video_provider_connections c
+             WHERE c.tutor_id = m.tutor_id AND c.generation > p.generation)))
+    AND NOT EXISTS (
+        SELECT 1 FROM sessions s WHERE s.id = m.session_id
+          AND s.meeting_external_id = m.new_meeting_external_id)
+    AND NOT EXISTS (
+        SELECT 1 FROM session_migrations o
+        JOIN provider_switches op ON op.id = o.switch_id
+        WHERE o.session_id = m.session_id AND o.id <> m.id
+          AND o.state = {sql_state(M.MIGRATED)} AND op.old_meetings_cleaned_at IS NULL
+          AND o.previous_meeting_external_id = m.new_meeting_external_id)
+"""
+# The previous meeting of a migrated row, owed a deletion once its switch is
+# settled past its grace period: unless a session is on it again, or a later,
+# not yet cleaned switch keeps it for its own rollback.
+OLD_OWED_SQL = f"""
+    m.state = {sql_state(M.MIGRATED)}
+    AND m.previous_meeting_external_id IS NOT NULL
+    AND m.previous_meeting_deleted_at IS NULL
+    AND NOT EXISTS (
+        SELECT 1 FROM sessions s WHERE s.id = m.session_id
+          AND s.provider = m.from_provider
+          AND s.meeting_external_id = m.previous_meeting_external_id)
+    AND NOT EXISTS (
+        SELECT 1 FROM session_migrations o
+        JOIN provider_switches op ON op.id = o.switch_id
+        WHERE o.session_id = m.session_id AND o.switch_id <> m.switch_id
+          AND o.state = {sql_state(M.MIGRATED)} AND op.old_meetings_cleaned_at IS NULL
+          AND o.from_provider = m.from_provider
+          AND o.previous_meeting_external_id = m.previous_meeting_external_id)
+"""
+
+
+def owed_at_sql(tutor: str, provider: str) -> str:
+    """EXISTS: the tutor is owed a meeting deletion at `provider` (whose tokens must stay kept).
+
+    Either a meeting a row made there that nobody uses, or the previous
+    meeting of a migrated row whose switch is not cleaned up yet.
+    """
+    return f"""EXISTS (
+        SELECT 1 FROM session_migrations m JOIN provider_switches p ON p.id = m.switch_id
+        WHERE m.tutor_id = {tutor} AND (
+            (m.to_provider = {provider} AND {UNUSED_NEW_SQL})
+            OR (m.from_provider = {provider} AND p.old_meetings_cleaned_at IS NULL
+                AND m.scheduled_start_at > now() AND {OLD_OWED_SQL})))"""
+
+
+@dataclass(frozen=True, slots=True)
 class RollbackOutcome:
     """What a finished rollback reports in `switch.rolled_back`."""
 
@@ -341,21 +424,8 @@ class RollbackStore:
         sql = f"""
             SELECT m.id, m.session_id, m.previous_meeting_external_id AS meeting
             FROM session_migrations m
-            WHERE m.switch_id = :id AND m.id > :after AND m.state = {sql_state(M.MIGRATED)}
-              AND m.from_provider = :from_p
-              AND m.previous_meeting_external_id IS NOT NULL
-              AND m.previous_meeting_deleted_at IS NULL
-              AND NOT EXISTS (
-                  SELECT 1 FROM sessions s WHERE s.id = m.session_id
-                    AND s.provider = m.from_provider
-                    AND s.meeting_external_id = m.previous_meeting_external_id)
-              AND NOT EXISTS (
-                  SELECT 1 FROM session_migrations o
-                  JOIN provider_switches op ON op.id = o.switch_id
-                  WHERE o.session_id = m.session_id AND o.switch_id <> m.switch_id
-                    AND o.state = {sql_state(M.MIGRATED)} AND op.old_meetings_cleaned_at IS NULL
-                    AND o.from_provider = m.from_provider
-                    AND o.previous_meeting_external_id = m.previous_meeting_external_id)
+            WHERE m.switch_id = :id AND m.id > :after AND m.from_provider = :from_p
+              AND {OLD_OWED_SQL}
             ORDER BY m.id LIMIT :n
         """
         return await self._meetings(
@@ -365,16 +435,24 @@ class RollbackStore:
     async def mark_old_meetings_deleted(self, row_ids: Sequence[int]) -> None:
         await self._mark(row_ids, column="previous_meeting_deleted_at")
 
-    async def finish_cleanup(self, switch: SwitchRef) -> bool:
-        """Record the cleanup and forget the old tokens, if no newer switch replaced them."""
+    async def finish_cleanup(self, switch: SwitchRef, *, give_up: bool = False) -> bool:
+        """Record the cleanup and forget the old tokens, if no newer switch replaced them.
+
+        Only once none of its old meetings is still owed a deletion (one the
+        provider refused to delete stays for the next run), unless `give_up`:
+        no tokens are left to delete them with.
+        """
         async with self.engine.begin() as conn:
             done = (
                 await conn.execute(
                     text(
                         "UPDATE provider_switches SET old_meetings_cleaned_at = now() "
-                        "WHERE id = :id AND old_meetings_cleaned_at IS NULL RETURNING id"
+                        "WHERE id = :id AND old_meetings_cleaned_at IS NULL "
+                        "AND (CAST(:give_up AS boolean) OR NOT EXISTS (SELECT 1 FROM "
+                        "session_migrations m WHERE m.switch_id = :id "
+                        f"AND m.scheduled_start_at > now() AND {OLD_OWED_SQL})) RETURNING id"
                     ),
-                    {"id": switch.id},
+                    {"id": switch.id, "give_up": give_up},
                 )
             ).first()
             if done is None:
@@ -387,21 +465,120 @@ class RollbackStore:
             )
         return True
 
+    # -- meetings nobody uses (any switch, any time) ---------------------------
+
+    async def settle_stranded(self) -> int:
+        """Skip the unsettled rows of superseded switches whose lease is over.
+
+        The executor claims only tutors with a switch under way: after a newer
+        switch was rolled back, a row left `MEETING_CREATED` (or claimed and
+        killed) was never settled, and its meeting stayed live.
+        """
+        async with self.engine.begin() as conn:
+            count = (
+                await conn.execute(
+                    text(
+                        f"UPDATE session_migrations m SET state = {sql_state(M.SKIPPED)}, "
+                        "last_error = 'superseded', updated_at = now() "
+                        "FROM provider_switches p WHERE p.id = m.switch_id "
+                        f"AND p.state IN {sql_states((S.SUPERSEDED, S.ROLLED_BACK))} "
+                        f"AND m.state IN {UNSETTLED_SQL} AND m.next_attempt_at < now()"
+                    )
+                )
+            ).rowcount
+        return int(count)
+
+    async def unused_meetings(self, *, after_id: int, limit: int) -> list[UnusedMeeting]:
+        """Meetings rows made that no session uses (or may have made), owed a deletion.
+
+        A row whose create may still be in flight (its lease not over) waits.
+        """
+        sql = f"""
+            SELECT m.id, m.tutor_id, m.switch_id, m.session_id, m.to_provider,
+                   m.new_meeting_external_id, coalesce(b.topic, '') AS topic,
+                   m.scheduled_start_at, ss.duration_minutes,
+                   coalesce(b.timezone, 'UTC') AS timezone
+            FROM session_migrations m
+            JOIN provider_switches p ON p.id = m.switch_id
+            JOIN sessions ss ON ss.id = m.session_id
+            LEFT JOIN bookings b ON b.id = ss.booking_id
+            WHERE m.id > :after AND {UNUSED_NEW_SQL}
+              AND (m.new_meeting_external_id IS NOT NULL OR m.next_attempt_at < now())
+            ORDER BY m.id LIMIT :n
+        """
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(text(sql), {"after": after_id, "n": limit})).all()
+        return [
+            UnusedMeeting(
+                row_id=r.id,
+                tutor_id=str(r.tutor_id),
+                switch_id=str(r.switch_id),
+                session_id=str(r.session_id),
+                provider=r.to_provider,
+                meeting_external_id=r.new_meeting_external_id,
+                topic=r.topic,
+                scheduled_start_at=r.scheduled_start_at,
+                duration_minutes=r.duration_minutes,
+                timezone=r.timezone,
+            )
+            for r in rows
+        ]
+
+    async def record_found(self, row_id: int, meeting_external_id: str) -> bool:
+        """Record a meeting found by lookup on its row before deleting it; False: in use."""
+        return await record_unused_meeting(self.engine, row_id, meeting_external_id) != "in_use"
+
+    async def release_tokens(self) -> int:
+        """Forget kept tokens no switch needs any more, once nothing is owed at their provider.
+
+        A rollback or a cleanup keeps them while a meeting relink owes a
+        deletion there; this lets them go once those are done. Per tutor,
+        guarded by the generation read (a new switch meanwhile keeps them).
+        """
+        sql = f"""
+            SELECT c.tutor_id, c.generation, c.previous_provider
+            FROM tutor_video_provider_connections c
+            WHERE c.previous_provider IS NOT NULL
+              AND NOT EXISTS (
+                  SELECT 1 FROM provider_switches p WHERE p.tutor_id = c.tutor_id
+                    AND p.generation = c.generation AND p.old_meetings_cleaned_at IS NULL
+                    AND p.state NOT IN {sql_states((S.SUPERSEDED, S.ROLLED_BACK))})
+              AND NOT {owed_at_sql("c.tutor_id", "c.previous_provider")}
+        """
+        released = 0
+        async with self.engine.begin() as conn:
+            for row in (await conn.execute(text(sql))).all():
+                released += await self._forget_previous(
+                    conn,
+                    tutor_id=str(row.tutor_id),
+                    generation=row.generation,
+                    provider=row.previous_provider,
+                )
+        return released
+
     # -- pieces ---------------------------------------------------------------
 
     async def _forget_previous(
         self, conn: AsyncConnection, *, tutor_id: str, generation: int, provider: str
-    ) -> None:
+    ) -> int:
         # Only while the kept connection is still the one this switch left
-        # behind: a newer switch (or rollback) put another one there.
-        await conn.execute(
-            text(
-                "UPDATE tutor_video_provider_connections SET previous_provider = NULL, "
-                "previous_access_token_encrypted = NULL, previous_refresh_token_encrypted = NULL, "
-                "previous_token_expires_at = NULL, updated_at = now() "
-                "WHERE tutor_id = :t AND generation = :g AND previous_provider = :p"
-            ),
-            {"t": tutor_id, "g": generation, "p": provider},
+        # behind (a newer switch or rollback put another one there), and no
+        # meeting relink made is still owed a deletion at that provider: those
+        # tokens are the only way to delete it.
+        return int(
+            (
+                await conn.execute(
+                    text(
+                        "UPDATE tutor_video_provider_connections SET previous_provider = NULL, "
+                        "previous_access_token_encrypted = NULL, "
+                        "previous_refresh_token_encrypted = NULL, "
+                        "previous_token_expires_at = NULL, updated_at = now() "
+                        "WHERE tutor_id = :t AND generation = :g AND previous_provider = :p "
+                        f"AND NOT {owed_at_sql('CAST(:t AS uuid)', 'CAST(:p AS text)')}"
+                    ),
+                    {"t": tutor_id, "g": generation, "p": provider},
+                )
+            ).rowcount
         )
 
     async def _meetings(self, sql: str, params: dict[str, Any]) -> list[MeetingToDelete]:
@@ -425,3 +602,43 @@ class RollbackStore:
                 ),
                 {"ids": list(row_ids)},
             )
+
+
+async def record_unused_meeting(engine: AsyncEngine, row_id: int, meeting_external_id: str) -> str:
+    """Write down a meeting its row made that nobody uses, before deleting it.
+
+    "recorded": on its settled row (so the cleanup retries the deletion if this
+    one fails); "unrecorded": the row holds another meeting, ours is nobody's;
+    "in_use": the row (another process) or a session holds this very meeting —
+    never delete it.
+    """
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT m.state, m.new_meeting_external_id, EXISTS (SELECT 1 FROM sessions s "
+                    "WHERE s.id = m.session_id AND s.meeting_external_id = :mid) AS used "
+                    "FROM session_migrations m WHERE m.id = :id FOR UPDATE"
+                ),
+                {"id": row_id, "mid": meeting_external_id},
+            )
+        ).first()
+        if row is None or row.used:
+            return "in_use"
+        if row.new_meeting_external_id not in (None, meeting_external_id):
+            return "unrecorded"  # a duplicate: the row holds another one
+        if row.state not in (M.SKIPPED.value, M.ROLLED_BACK.value):
+            # An unsettled row reuses it (Google's derived id, Zoom's marker); a
+            # failed row's retry would reuse the one it holds. A failed row with
+            # none: ours is nobody's, deleted unrecorded.
+            if row.state == M.FAILED.value and row.new_meeting_external_id is None:
+                return "unrecorded"
+            return "in_use"
+        await conn.execute(
+            text(
+                "UPDATE session_migrations SET new_meeting_external_id = :mid, "
+                "new_meeting_deleted_at = NULL, updated_at = now() WHERE id = :id"
+            ),
+            {"id": row_id, "mid": meeting_external_id},
+        )
+    return "recorded"
