@@ -6,10 +6,10 @@ import unicodedata
 import uuid
 from datetime import datetime
 from functools import cache
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, Field, computed_field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, computed_field
 
 from services.core.db.models import SwitchState
 from services.oauth_gateway.domain import Progress, state_label, switch_message
@@ -133,36 +133,43 @@ class DeletedMeetingView(BaseModel):
     student_name: str | None = None
 
 
+def _printable(value: str, what: str) -> str:
+    # PostgreSQL text cannot hold NUL, and control characters have no place in a
+    # name or a meeting title: refused here, before any meeting is requested at the
+    # provider (otherwise the meeting exists and the database step after it fails).
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise ValueError(f"the {what} must not contain control characters")
+    if not value.strip():
+        raise ValueError(f"the {what} must not be blank")
+    return value
+
+
+def _known_zone(value: str) -> str:
+    # Zoom's `timezone` and Google's `timeZone` take IANA names only; refuse the
+    # request here, with a 422 naming the field, rather than send a meeting
+    # request the provider would refuse.
+    if value not in _iana_zones():
+        raise ValueError(f"unknown time zone {value!r}: use an IANA name like Europe/Paris")
+    return value
+
+
+Topic = Annotated[
+    str, Field(min_length=1, max_length=200), AfterValidator(lambda v: _printable(v, "topic"))
+]
+PersonName = Annotated[
+    str, Field(min_length=1, max_length=200), AfterValidator(lambda v: _printable(v, "name"))
+]
+TimeZone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_zone)]
+
+
 class BookingRequest(BaseModel):
     """A booking the tutor accepts: the session to schedule."""
 
     student_id: uuid.UUID
-    topic: str = Field(min_length=1, max_length=200)
+    topic: Topic
     scheduled_start_at: datetime
     duration_minutes: int = Field(gt=0, le=600)
-    timezone: str = Field(default="UTC", min_length=1, max_length=64)
-
-    @field_validator("topic")
-    @classmethod
-    def _printable_topic(cls, value: str) -> str:
-        # PostgreSQL text cannot hold NUL, and control characters have no place in a
-        # meeting title: refused here, before any meeting is requested at the provider
-        # (otherwise the meeting exists and the database step after it fails).
-        if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
-            raise ValueError("the topic must not contain control characters")
-        if not value.strip():
-            raise ValueError("the topic must not be blank")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        # Zoom's `timezone` and Google's `timeZone` take IANA names only; refuse the
-        # booking here, with a 422 naming the field, rather than send a meeting
-        # request the provider would refuse.
-        if value not in _iana_zones():
-            raise ValueError(f"unknown time zone {value!r}: use an IANA name like Europe/Paris")
-        return value
+    timezone: TimeZone = "UTC"
 
 
 class RetryAccepted(BaseModel):
@@ -185,33 +192,13 @@ EXTERNAL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
 EMAIL = r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,255}\.[^@\s\x00-\x1f]{1,63}$"
 
 
-def _printable(value: str, what: str) -> str:
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
-        raise ValueError(f"the {what} must not contain control characters")
-    if not value.strip():
-        raise ValueError(f"the {what} must not be blank")
-    return value
-
-
 class PlatformUserIn(BaseModel):
     """A tutor or student as the platform knows them (`PUT /platform/v1/users/{id}`)."""
 
     role: Literal["tutor", "student"]
-    name: str = Field(min_length=1, max_length=200)
+    name: PersonName
     email: str = Field(max_length=320, pattern=EMAIL)
-    timezone: str = Field(default="UTC", min_length=1, max_length=64)
-
-    @field_validator("name")
-    @classmethod
-    def _printable_name(cls, value: str) -> str:
-        return _printable(value, "name")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        if value not in _iana_zones():
-            raise ValueError(f"unknown time zone {value!r}: use an IANA name like Europe/Paris")
-        return value
+    timezone: TimeZone = "UTC"
 
 
 class PlatformUser(BaseModel):
@@ -229,22 +216,10 @@ class PlatformSessionIn(BaseModel):
     id: str = Field(pattern=EXTERNAL_ID, description="the platform's id for the session")
     tutor: str = Field(pattern=EXTERNAL_ID, description="the tutor's platform id")
     student: str = Field(pattern=EXTERNAL_ID, description="the student's platform id")
-    topic: str = Field(min_length=1, max_length=200)
+    topic: Topic
     scheduled_start_at: datetime
     duration_minutes: int = Field(gt=0, le=600)
-    timezone: str = Field(default="UTC", min_length=1, max_length=64)
-
-    @field_validator("topic")
-    @classmethod
-    def _printable_topic(cls, value: str) -> str:
-        return _printable(value, "topic")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        if value not in _iana_zones():
-            raise ValueError(f"unknown time zone {value!r}: use an IANA name like Europe/Paris")
-        return value
+    timezone: TimeZone = "UTC"
 
 
 class PlatformSession(BaseModel):
