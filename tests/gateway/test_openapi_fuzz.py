@@ -45,6 +45,8 @@ MAX_EXAMPLES = int(os.environ.get("RELINK_FUZZ_MAX_EXAMPLES", "25"))
 # A fixed seed keeps the suite's run reproducible; `make fuzz` draws new ones.
 SEED = os.environ.get("RELINK_FUZZ_SEED", "20261127")
 HOOKS = "tests.gateway.schemathesis_hooks"
+# Three bounded runs, each a few hundred requests through real HTTP.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture
