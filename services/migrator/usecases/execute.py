@@ -12,7 +12,9 @@ import contextlib
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from services.core.backoff import Outage
 from services.core.db.errors import StoreError
@@ -98,6 +100,27 @@ def unreadable_tokens(exc: TokenDecryptError, *, provider: str) -> Failure:
     )
 
 
+@dataclass
+class SwitchTally:
+    """What this process did at the providers for one switch, for its summary line."""
+
+    calls: int = 0  # meeting creates and look-ups sent
+    errors: int = 0  # of them answered with an error
+    waits: int = 0  # rows held back by a Retry-After, a rate limit or the daily quota
+
+    def line(self, settled: dict[str, Any]) -> str:
+        return (
+            f"{settled['sessions_migrated']} of {settled['sessions_total']} session(s) moved, "
+            f"{settled['sessions_failed']} failed, {settled['sessions_skipped']} skipped; "
+            f"this process: {self.calls} provider call(s), {self.errors} error(s), "
+            f"{self.waits} wait(s)"
+        )
+
+
+# Summaries of switches that settled elsewhere are dropped past this many.
+MAX_TALLIES = 10_000
+
+
 class Executor:
     """Claims due rows and migrates them, `concurrency` at a time, `tutor_concurrency` per tutor."""
 
@@ -141,6 +164,8 @@ class Executor:
         self.pauses: dict[str, tuple[float, datetime]] = {}
         # When the claim that took each unfinished row started (monotonic).
         self.claimed_at: dict[int, float] = {}
+        # Per switch, what this process did at the providers (logged when it settles).
+        self.tallies: dict[str, SwitchTally] = {}
         self.claim_min = max(1, concurrency // 10)
         self.claim_gather_s = 0.01
         # The two writes that end every migrated session run in group commits:
@@ -291,9 +316,31 @@ class Executor:
                 self.active -= 1
                 self._unclaim(row.tutor_id)
             self.claimed_at.pop(row.id, None)
+            self._summarize_settled()
             self.settled += 1
             self._start_ready()
             self._wake.set()
+
+    def _tally(self, switch_id: str) -> SwitchTally:
+        tally = self.tallies.get(switch_id)
+        if tally is None:
+            if len(self.tallies) >= MAX_TALLIES:  # settled elsewhere (a rollback, another process)
+                self.tallies.pop(next(iter(self.tallies)))
+            tally = self.tallies[switch_id] = SwitchTally()
+        return tally
+
+    def _summarize_settled(self) -> None:
+        """One INFO line per switch this process's writes settled: what it took at the providers."""
+        for settled in self.outcomes.drain_settled():
+            switch_id = str(settled["switch_id"])
+            tally = self.tallies.pop(switch_id, SwitchTally())
+            log.info(
+                "switch %s settled %s: %s",
+                switch_id,
+                settled["state"],
+                tally.line(settled),
+                extra={"switch_id": switch_id},
+            )
 
     def _unclaim(self, tutor_id: str) -> None:
         self.claimed[tutor_id] -= 1
@@ -334,11 +381,19 @@ class Executor:
             await self.outcomes.skip(row, why="switch superseded")
             return
         elif await self._waiting(row):
+            self._tally(row.switch_id).waits += 1
             return
         else:
             try:
                 meeting = await self._find_or_create(row, session=session)
             except ProviderError as exc:
+                tally = self._tally(row.switch_id)
+                if isinstance(exc, HeldBackError):
+                    tally.calls -= 1  # held back here: never sent
+                if isinstance(exc, HeldBackError | RateLimitedError | DailyQuotaExhaustedError):
+                    tally.waits += 1
+                else:
+                    tally.errors += 1
                 # The slot is kept until the failure is written: a rate limit's
                 # pause must be in place before this tutor's next claim.
                 await self._failed(row, exc, session=session)
@@ -389,7 +444,9 @@ class Executor:
         `retry_later`, so they do not count here: nothing was made then.
         """
         request = self._request(row)
+        tally = self._tally(row.switch_id)
         if not session.client.idempotent_create and (row.attempts > 1 or row.kind == "retry"):
+            tally.calls += 1
             found = await session.find_meeting(request)
             if found is not None:
                 log.info(
@@ -401,6 +458,7 @@ class Executor:
                     },
                 )
                 return found
+        tally.calls += 1
         return await session.create_meeting(request)
 
     def _request(self, row: ClaimedRow) -> MeetingRequest:

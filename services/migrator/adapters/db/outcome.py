@@ -39,6 +39,18 @@ class OutcomeStore:
     def __init__(self, engine: AsyncEngine, *, topics: CommonSettings) -> None:
         self.engine = engine
         self.topics = topics
+        # The `switch.settled` payloads of the switches these writes settled, once
+        # committed: the executor logs its per-switch summary from them (`drain_settled`).
+        self._settled: list[dict[str, Any]] = []
+
+    def _note(self, report: Sequence[dict[str, Any]]) -> None:
+        """Remember the switches a committed transaction settled (its `switch.settled` rows)."""
+        self._settled.extend(dict(r["payload"]) for r in report)
+
+    def drain_settled(self) -> list[dict[str, Any]]:
+        """The switches settled by this store's writes since the last call."""
+        drained, self._settled = self._settled, []
+        return drained
 
     async def record_meetings(self, done: Sequence[tuple[ClaimedRow, Meeting]]) -> list[bool]:
         """Remember each created meeting before anything else can fail: a retry reuses it.
@@ -176,6 +188,7 @@ class OutcomeStore:
                     *settled,
                 ],
             )
+        self._note(settled)
         return [row.id in moved for row, _ in done]
 
     async def skip(self, row: ClaimedRow, *, why: str) -> None:
@@ -184,6 +197,7 @@ class OutcomeStore:
             await self._settle(conn, row, state="SKIPPED", error=why)
             settled = await complete_if_settled(conn, row.switch_id, topics=self.topics)
             await outbox.append_async(conn, row.tutor_id, settled)  # the last write
+        self._note(settled)
 
     async def fail(self, row: ClaimedRow, *, reason: str, detail: str, retryable: bool) -> None:
         """Settle a row as failed and write its `session.failed`."""
@@ -202,6 +216,7 @@ class OutcomeStore:
             )
             # the last write (core.outbox)
             await outbox.append_async(conn, row.tutor_id, [*failed, *report])
+        self._note(report)
 
     async def fail_remaining(
         self, *, switch_id: str, reason: str, detail: str, batch: int = 500
@@ -223,26 +238,23 @@ class OutcomeStore:
                         {"id": switch_id, "n": batch},
                     )
                 ).all()
-                if not rows:
-                    report = await complete_if_settled(conn, switch_id, topics=self.topics)
-                    await outbox.append_group_async(conn, report)  # the last write
-                    return failed
-                ids = [r.id for r in rows]
-                await conn.execute(
-                    text(
-                        f"UPDATE session_migrations SET state = {sql_state(M.FAILED)}, retryable "
-                        "= true, "
-                        "last_error = :e, updated_at = now() WHERE id = ANY(:ids)"
-                    ),
-                    {"ids": ids, "e": f"{reason}: {detail}"},
-                )
-                await conn.execute(
-                    text(
-                        "UPDATE provider_switches SET sessions_failed = sessions_failed + :n "
-                        "WHERE id = :id"
-                    ),
-                    {"id": switch_id, "n": len(ids)},
-                )
+                if rows:
+                    ids = [r.id for r in rows]
+                    await conn.execute(
+                        text(
+                            f"UPDATE session_migrations SET state = {sql_state(M.FAILED)}, "
+                            "retryable = true, last_error = :e, updated_at = now() "
+                            "WHERE id = ANY(:ids)"
+                        ),
+                        {"ids": ids, "e": f"{reason}: {detail}"},
+                    )
+                    await conn.execute(
+                        text(
+                            "UPDATE provider_switches SET sessions_failed = sessions_failed + :n "
+                            "WHERE id = :id"
+                        ),
+                        {"id": switch_id, "n": len(ids)},
+                    )
                 report = await complete_if_settled(conn, switch_id, topics=self.topics)
                 await outbox.append_group_async(  # the last write (core.outbox)
                     conn,
@@ -256,7 +268,10 @@ class OutcomeStore:
                         *report,
                     ],
                 )
-                failed += len(rows)
+            self._note(report)
+            if not rows:
+                return failed
+            failed += len(rows)
 
     async def unused_meeting(self, row: ClaimedRow, meeting: Meeting) -> str:
         """Record a meeting this row made that nobody will use (see `record_unused_meeting`)."""
