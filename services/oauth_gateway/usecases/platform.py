@@ -173,15 +173,16 @@ class Platform:
         at the tutor's current provider.
         """
         caller.require("sessions:write")
-        row = await in_thread(self.store.session, external_id)
-        if row is None:
-            raise NotFound(f"no session {external_id!r}")
-        refusal = status_change_refusal(row.status, status)
-        if refusal is not None:
-            raise Conflict(refusal)
-        changed = await in_thread(
-            self.store.set_status, external_id, SessionStatus(status), now=self.gateway.clock()
-        )
+        try:
+            changed = await in_thread(
+                self.store.set_status,
+                external_id,
+                SessionStatus(status),
+                now=self.gateway.clock(),
+                refusal=status_change_refusal,
+            )
+        except ValueError as exc:
+            raise Conflict(str(exc)) from exc
         if changed is None:
             raise NotFound(f"no session {external_id!r}")
         after, before = changed

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -261,9 +262,17 @@ class PlatformStore:
             return row
 
     def set_status(
-        self, external_id: str, status: SessionStatus, *, now: datetime
+        self,
+        external_id: str,
+        status: SessionStatus,
+        *,
+        now: datetime,
+        refusal: Callable[[str, str], str | None],
     ) -> tuple[SessionRow, str | None] | None:
-        """Set a session's status; the row after, and its status before (None: no such session)."""
+        """Set a session's status; the row after, and its status before (None: no such session).
+
+        `refusal(before, after)` is asked under the row's lock: a reason raises ValueError.
+        """
         with self._sessions.begin() as s:
             row = s.scalars(
                 select(SessionRow).where(SessionRow.external_id == external_id).with_for_update()
@@ -271,6 +280,9 @@ class PlatformStore:
             if row is None:
                 return None
             before = row.status
+            why = refusal(before, status.value)
+            if why is not None:
+                raise ValueError(why)
             if before != status.value:
                 row.status = status.value
                 row.updated_at = now
