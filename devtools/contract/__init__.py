@@ -1,0 +1,1 @@
+"""The event contract's guard: each schema against the set last released (`schemas-released/`)."""
