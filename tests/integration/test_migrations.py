@@ -19,6 +19,9 @@ if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
     from tests.conftest import TestInfrastructure
 
 TABLES = {
+    "api_keys",
+    "idempotent_requests",
+    "tracking",
     "users",
     "tutor_video_provider_connections",
     "sessions",

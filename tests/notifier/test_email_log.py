@@ -17,6 +17,7 @@ from tests.notifier.conftest import (
     produce,
     rows,
     running_notifier,
+    settled_event,
     switched_event,
     wait_for,
 )
@@ -34,7 +35,14 @@ def test_one_line_per_email_with_ids_and_outcome_never_an_address_or_link(
     world = make_world(engine, sessions_per_student=[2, 1])
     bounced = world.students[1]
     smtp_sink.faults.reject_recipients.add(bounced.email.lower())
-    produce(settings, [switched_event(world), *(migrated_event(world, s) for s in world.sessions)])
+    produce(
+        settings,
+        [
+            switched_event(world),
+            *(migrated_event(world, s) for s in world.sessions),
+            settled_event(world),  # the tutor's summary waits for the switch to settle
+        ],
+    )
 
     with (
         caplog.at_level(logging.INFO, logger="services.notifier"),
