@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from devtools.provider_sim import admin, google_api, webhooks, zoom_api
+from devtools.provider_sim.faults import StampArrival
 from devtools.provider_sim.persistence import StateFile
 from devtools.provider_sim.settings import ProviderSimSettings
 from devtools.provider_sim.state import SimState
@@ -43,6 +44,8 @@ def create_app(settings: ProviderSimSettings | None = None) -> FastAPI:
             state_file.mark_dirty()
             return response
 
+    # Outermost (added last), so the stamp is taken before any other middleware awaits.
+    app.add_middleware(StampArrival)
     app.include_router(zoom_api.router)
     app.include_router(google_api.router)
     app.include_router(admin.router)

@@ -8,8 +8,12 @@ import time
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from devtools.provider_sim.state import AccountState, Provider, SimState
+
+# The ASGI scope key holding when a request reached the simulator (`StampArrival`).
+ARRIVED = "relink_sim_arrived"
 
 
 def zoom_error(
@@ -74,6 +78,18 @@ def unauthorized(provider: Provider, why: str) -> JSONResponse:
     return google_error(401, "authError", "Invalid Credentials")
 
 
+class StampArrival:
+    """ASGI middleware: note when each request arrived, before anything reads its body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[ARRIVED] = time.monotonic()
+        await self.app(scope, receive, send)
+
+
 async def gate(provider: Provider, request: Request) -> AccountState | JSONResponse:
     """Authenticate the bearer token and apply the faults; the account, or the answer to send."""
     state: SimState = request.app.state.sim
@@ -87,7 +103,11 @@ async def gate(provider: Provider, request: Request) -> AccountState | JSONRespo
     email = grant.email
     account = state.account(provider, email)
     account.api_calls += 1
-    if time.monotonic() < account.wait_until:
+    # When the request reached us (stamped before its body was read, app.py), not
+    # when this handler got its turn: two requests sent together are both on
+    # their way before the first one's 429 is given.
+    arrived = float(request.scope.get(ARRIVED, time.monotonic()))
+    if account.limited_at < arrived < account.wait_until:
         account.early_calls += 1
     latency = state.fault(provider, email, "latency_ms")
     if latency:
@@ -96,7 +116,8 @@ async def gate(provider: Provider, request: Request) -> AccountState | JSONRespo
         return unavailable(provider)
     retry_after = state.take_429(provider, email)
     if retry_after is not None:
-        account.wait_until = time.monotonic() + retry_after
+        account.limited_at = time.monotonic()
+        account.wait_until = account.limited_at + retry_after
         return throttled(provider, retry_after)
     if state.injected_error(provider, email):
         return server_error(provider)

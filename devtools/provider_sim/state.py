@@ -87,7 +87,10 @@ class AccountState:
     create_calls: int = 0
     daily_creates: dict[date, int] = field(default_factory=dict)
     # A 429's Retry-After, as a monotonic deadline; API calls that arrive
-    # before it are counted (a client that does not wait as told).
+    # before it are counted (a client that does not wait as told). Only calls
+    # that arrive after the 429 was given (`limited_at`): one already on its
+    # way when it was given was sent before the client could know.
+    limited_at: float = 0.0
     wait_until: float = 0.0
     early_calls: int = 0
     # Every authenticated API call of the account (creates, reads, lists, deletes).

@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.core.backoff import Backoff, RetryPolicy
+from services.core.db.holds import AsyncHolds
 from services.migrator.adapters.db.claim import ClaimStore
 from services.migrator.adapters.db.common import make_async_engine
 from services.migrator.adapters.db.outcome import OutcomeStore
@@ -52,8 +53,11 @@ def build_migrator(
     engine = make_async_engine(settings.database_url, pool_size=settings.db_pool_size)
     plans = PlanStore(engine, topics=settings)
     tokens = TokenSlots(engine, cipher=settings.token_cipher())
+    # A 429's Retry-After is shared with the other processes through PostgreSQL.
+    holds = AsyncHolds(engine)
     clients = {
-        name: build_client(name, settings=provider_settings) for name in ("zoom", "google_meet")
+        name: build_client(name, settings=provider_settings, holds=holds)
+        for name in ("zoom", "google_meet")
     }
     connections = ConnectionCache(tokens=tokens, clients=clients)
     executor = Executor(

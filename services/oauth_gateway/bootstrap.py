@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from sqlalchemy import Engine
 
 from services.core.db.engine import make_engine, make_session_factory
+from services.core.db.holds import SyncHolds
 from services.core.errors import ConfigurationError
 from services.oauth_gateway.adapters.db import GatewayStore
 from services.oauth_gateway.adapters.db.platform import PlatformStore
@@ -34,7 +35,12 @@ def build_gateway(
         make_session_factory(engine), cipher=settings.token_cipher(), topics=settings
     )
     if clients is None:
-        clients = {p: build_client(p, settings=provider_settings) for p in PROVIDERS}  # type: ignore[arg-type]
+        # A 429's Retry-After is shared with the migrators through PostgreSQL.
+        holds = SyncHolds(engine)
+        clients = {
+            p: build_client(p, settings=provider_settings, holds=holds)  # type: ignore[arg-type]
+            for p in PROVIDERS
+        }
     return Gateway(settings=settings, store=store, clients=clients, metrics=GatewayMetrics())
 
 

@@ -6,6 +6,7 @@ factory=True); the use cases and adapters come from `bootstrap.build_gateway`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,6 +37,7 @@ from services.oauth_gateway.domain import scope_label
 from services.oauth_gateway.errors import (
     BookingFailed,
     BookingInvalid,
+    BookingThrottled,
     Conflict,
     Forbidden,
     GatewayError,
@@ -111,6 +113,7 @@ STATUS = (
     (Conflict, 409),
     (BookingInvalid, 422),
     (InvalidRequest, 422),
+    (BookingThrottled, 503),
     (BookingFailed, 502),
 )
 
@@ -139,9 +142,13 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
     code = _status_of(exc)
     reason = getattr(exc, "reason", type(exc).__name__)
     request_id = request_id_of(request.scope)
+    retry_after = getattr(exc, "retry_after_s", None)
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
     if request.url.path.startswith(JSON_PATHS):
         return JSONResponse(
-            {"error": reason, "detail": str(exc), "request_id": request_id}, status_code=code
+            {"error": reason, "detail": str(exc), "request_id": request_id},
+            status_code=code,
+            headers=headers,
         )
     gateway: Gateway = request.app.state.gateway
     context: dict[str, Any] = {

@@ -18,6 +18,7 @@ GatewayError                    base of the gateway's errors
 ├── InvalidRequest              the request does not have the operation's shape: 422
 ├── BookingInvalid              a booking that cannot be made as asked (starts in the past): 422
 └── BookingFailed               the meeting could not be created at the provider: 502
+    └── BookingThrottled        the provider asked this tutor's account to wait: 503, Retry-After
 
 NotificationRefused (ValueError) a provider notification not provably the provider's (unsigned,
                                  forged, stale, unknown channel) or malformed: nothing is done with
@@ -133,6 +134,19 @@ class BookingInvalid(GatewayError):
 
 class BookingFailed(GatewayError):
     """The meeting for a booking could not be created at the provider."""
+
+
+class BookingThrottled(BookingFailed):
+    """The provider rate-limits the tutor's account (a 429, here or in another process).
+
+    Nothing was made; `retry_after_s` is when to try again (the answer's Retry-After).
+    """
+
+    reason = "provider_throttled"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotificationRefused(ValueError):

@@ -36,6 +36,7 @@ from services.providers._models import (
     TokenSet,
     meeting_marker,
 )
+from services.providers._pacing import SharedHolds
 from services.providers._retry import RetryNotice
 from services.providers._session import AuthorizedSession
 from services.providers._settings import (
@@ -78,6 +79,7 @@ __all__ = [
     "RetryNotice",
     "RetryPolicy",
     "RetryableProviderError",
+    "SharedHolds",
     "TokenExpiredError",
     "TokenSet",
     "UsageLimitedError",

@@ -38,7 +38,7 @@ from services.providers._models import (
     ProviderName,
     TokenSet,
 )
-from services.providers._pacing import AccountPacer, current_account
+from services.providers._pacing import AccountPacer, SharedHolds, current_account
 from services.providers._ratelimit import retry_after_from_headers
 from services.providers._retry import RetryObserver, call_with_retry
 from services.providers._settings import ProviderSettings
@@ -139,6 +139,7 @@ class ProviderClient(ABC):
         *,
         http: httpx.AsyncClient | None = None,
         observer: RetryObserver | None = None,
+        holds: SharedHolds | None = None,
     ) -> None:
         self.settings = settings
         self._pools = [http] if http is not None else http_clients(settings)
@@ -146,7 +147,8 @@ class ProviderClient(ABC):
         self._turn = itertools.count()
         self.observer = observer
         # Retry-After holds per account, for every call this client makes (_pacing.py).
-        self.pacer = AccountPacer()
+        # `holds` shares them with the deployment's other processes.
+        self.pacer = AccountPacer(provider=self.provider, shared=holds)
         self.policy = RetryPolicy(
             max_attempts=settings.max_attempts,
             max_wait_s=settings.max_retry_wait_s,
@@ -398,7 +400,7 @@ class ProviderClient(ABC):
                     and error.retry_after_s is not None
                 ):
                     # The wait is the account's: every call for it waits, not only this one.
-                    self.pacer.hold(account, error.retry_after_s)
+                    await self.pacer.record(account, error.retry_after_s)
                 raise error
             return response
 

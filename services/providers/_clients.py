@@ -7,6 +7,7 @@ import httpx
 from services.providers._base import ProviderClient
 from services.providers._google import GoogleMeetClient
 from services.providers._models import ProviderName
+from services.providers._pacing import SharedHolds
 from services.providers._retry import RetryObserver
 from services.providers._settings import ProviderSettings
 from services.providers._zoom import ZoomClient
@@ -18,11 +19,15 @@ def build_client(
     settings: ProviderSettings | None = None,
     http: httpx.AsyncClient | None = None,
     observer: RetryObserver | None = None,
+    holds: SharedHolds | None = None,
 ) -> ProviderClient:
-    """The client for `provider`, with settings from the environment unless given."""
+    """The client for `provider`, with settings from the environment unless given.
+
+    `holds` shares each 429's Retry-After with the deployment's other processes.
+    """
     settings = settings or ProviderSettings()
     if provider == "zoom":
-        return ZoomClient(settings, http=http, observer=observer)
+        return ZoomClient(settings, http=http, observer=observer, holds=holds)
     if provider == "google_meet":
-        return GoogleMeetClient(settings, http=http, observer=observer)
+        return GoogleMeetClient(settings, http=http, observer=observer, holds=holds)
     raise ValueError(f"unknown provider {provider!r}")

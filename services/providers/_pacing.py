@@ -11,17 +11,32 @@ operation (`calls_for`), in a context variable, so every request the client
 makes inside it — in-place retries and conference polls included — is paced
 without each method passing a key along. A call made outside any session
 (the gateway's code exchange) is not paced.
+
+One process's memory is not enough: a migrator restarted after a 429, a
+second migrator, and the gateway's bookings call for the same account. So a
+client may be given `SharedHolds` (the deployment's PostgreSQL table,
+`services/core/db/holds.py`): the process that gets a 429 writes the hold
+there too, and every call reads it before going out. The shared store
+failing (the database down) never stops a call: the process's own holds
+still apply, and the failure is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Protocol
 
+from services.core.logs import Throttle
 from services.providers._errors import HeldBackError
+
+log = logging.getLogger(__name__)
+# While the database is down every call would say so: once a minute is enough.
+log.addFilter(Throttle(every_s=60.0))
 
 _account: ContextVar[str | None] = ContextVar("relink_provider_account", default=None)
 
@@ -41,15 +56,34 @@ def current_account() -> str | None:
     return _account.get()
 
 
+class SharedHolds(Protocol):
+    """Holds every process of a deployment sees (times kept by the store, not the caller)."""
+
+    async def remaining(self, provider: str, account: str) -> float:
+        """Seconds until `account` may call `provider` again (0: now)."""
+        ...
+
+    async def hold(self, provider: str, account: str, wait_s: float) -> None:
+        """No call for `account` at `provider` before `wait_s` from now (never shortened)."""
+        ...
+
+
 class AccountPacer:
-    """When each account may call again; one per client (so per provider), per process."""
+    """When each account may call again; one per client (so per provider).
+
+    Kept in the process, and in `shared` when given (see the module's doc).
+    """
 
     def __init__(
         self,
         *,
+        provider: str = "",
+        shared: SharedHolds | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self.provider = provider
+        self.shared = shared
         self._clock = clock
         self._sleep = sleep
         self._until: dict[str, float] = {}
@@ -58,6 +92,33 @@ class AccountPacer:
         """No call for `account` before `wait_s` from now (a later hold never shortens one)."""
         until = self._clock() + max(0.0, wait_s)
         self._until[account] = max(until, self._until.get(account, 0.0))
+
+    async def record(self, account: str, wait_s: float) -> None:
+        """A 429 for `account` asked for `wait_s`: hold here and, when shared, for everyone."""
+        self.hold(account, wait_s)
+        if self.shared is not None:
+            try:
+                await self.shared.hold(self.provider, account, wait_s)
+            except Exception as exc:  # the store down must not turn a 429 into a crash
+                log.warning(
+                    "could not share a provider hold; this process still keeps it",
+                    extra={"provider": self.provider, "error": type(exc).__name__},
+                )
+
+    async def _shared_remaining(self, account: str) -> float:
+        if self.shared is None:
+            return 0.0
+        try:
+            left = await self.shared.remaining(self.provider, account)
+        except Exception as exc:  # the store down: this process's own holds still apply
+            log.warning(
+                "could not read the shared provider holds; using this process's",
+                extra={"provider": self.provider, "error": type(exc).__name__},
+            )
+            return 0.0
+        if left > 0:
+            self.hold(account, left)  # kept here too: the next calls need not ask again
+        return left
 
     def remaining(self, account: str) -> float:
         """Seconds until `account` may call again (0: now)."""
@@ -77,7 +138,8 @@ class AccountPacer:
         without calling the provider: as a 429 with that Retry-After would, so
         callers handle both alike.
         """
-        while (left := self.remaining(account)) > 0:
+        left = self.remaining(account) or await self._shared_remaining(account)
+        while left > 0:
             if left > max_wait_s:
                 raise HeldBackError(
                     "held back: the provider asked this account to wait before calling again",
@@ -85,3 +147,4 @@ class AccountPacer:
                     retry_after_s=left,
                 )
             await self._sleep(left)
+            left = self.remaining(account) or await self._shared_remaining(account)

@@ -22,6 +22,7 @@ TABLES = {
     "api_keys",
     "idempotent_requests",
     "tracking",
+    "provider_holds",
     "users",
     "tutor_video_provider_connections",
     "sessions",

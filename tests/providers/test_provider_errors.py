@@ -58,6 +58,25 @@ async def test_retry_after_beyond_the_limit_is_handed_back(
     assert notices == []
 
 
+async def test_the_simulator_counts_a_call_made_inside_a_retry_after(
+    client: ProviderClient, admin: SimAdmin, email: str
+) -> None:
+    """The soak's and pacing tests' witness (`early_calls`) sees a client that does not wait.
+
+    Calls made outside an `AuthorizedSession` are not paced, so the second one
+    goes out at once; the simulator must count it.
+    """
+    tokens = await connect(client, email)
+    await admin.faults(client.provider, email, burst_429=1, retry_after_s=60)
+    with pytest.raises(RateLimitedError):
+        await client.account(tokens.access_token)
+    assert (await admin.account(client.provider, email))["early_calls"] == 0
+
+    await client.account(tokens.access_token)  # burst spent: answered, but too early
+
+    assert (await admin.account(client.provider, email))["early_calls"] == 1
+
+
 async def test_zoom_daily_cap_of_100_with_its_real_body(
     sim_zoom: ProviderClient, admin: SimAdmin, email: str
 ) -> None:

@@ -369,6 +369,16 @@ class ProviderQuotaUsage(Base):
     used: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
+class ProviderHold(Base):
+    """No API call for `account` at `provider` before `held_until` (a 429's Retry-After; 0010)."""
+
+    __tablename__ = "provider_holds"
+
+    provider: Mapped[str] = mapped_column(Text, primary_key=True)
+    account: Mapped[str] = mapped_column(Text, primary_key=True)
+    held_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class AuditEntry(Base):
     """One row per event, keyed by event id; rebuildable from the topics."""
 

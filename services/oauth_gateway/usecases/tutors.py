@@ -43,6 +43,7 @@ from services.oauth_gateway.domain import (
 from services.oauth_gateway.errors import (
     BookingFailed,
     BookingInvalid,
+    BookingThrottled,
     Conflict,
     ConsentDenied,
     Forbidden,
@@ -65,6 +66,7 @@ from services.providers import (
     ProviderAccount,
     ProviderClient,
     ProviderError,
+    RateLimitedError,
     RetryableProviderError,
     TokenSet,
     new_pkce_verifier,
@@ -176,7 +178,8 @@ class Gateway:
                 now=self.clock(),
             )
 
-        return AuthorizedSession(client, snapshot.tokens, on_refresh=save)
+        # Paced as the tutor, as the migrator paces its rows: one Retry-After for both.
+        return AuthorizedSession(client, snapshot.tokens, on_refresh=save, paced_as=str(tutor_id))
 
     # -- who is asking, and the database's health ------------------------------
 
@@ -458,6 +461,12 @@ class Gateway:
         )
         try:
             meeting = await session.create_meeting(meeting_request)
+        except RateLimitedError as exc:
+            self.metrics.booking(outcome="provider_error")
+            raise BookingThrottled(
+                "the video provider asks to wait before making this tutor's meeting",
+                retry_after_s=exc.retry_after_s or 1.0,
+            ) from exc
         except ProviderError as exc:
             self.metrics.booking(outcome="provider_error")
             raise BookingFailed(f"could not create the meeting: {exc}") from exc

@@ -59,3 +59,53 @@ def test_calls_for_names_the_account_only_inside() -> None:
     with calls_for("tutor-a"):
         assert current_account() == "tutor-a"
     assert current_account() is None
+
+
+class FakeShared:
+    """Another process's holds (`SharedHolds`), on the same fake clock."""
+
+    def __init__(self, clock: FakeClock, *, broken: bool = False) -> None:
+        self.clock = clock
+        self.broken = broken
+        self.until: dict[tuple[str, str], float] = {}
+
+    async def remaining(self, provider: str, account: str) -> float:
+        if self.broken:
+            raise ConnectionError("database down")
+        return max(0.0, self.until.get((provider, account), 0.0) - self.clock.now)
+
+    async def hold(self, provider: str, account: str, wait_s: float) -> None:
+        if self.broken:
+            raise ConnectionError("database down")
+        key = (provider, account)
+        self.until[key] = max(self.until.get(key, 0.0), self.clock.now + wait_s)
+
+
+async def test_a_hold_another_process_recorded_is_waited_out_here() -> None:
+    clock = FakeClock()
+    shared = FakeShared(clock)
+    theirs = AccountPacer(provider="zoom", shared=shared, clock=clock, sleep=clock.sleep)
+    ours = AccountPacer(provider="zoom", shared=shared, clock=clock, sleep=clock.sleep)
+    await theirs.record("tutor-a", 2)
+    await ours.wait("tutor-a", max_wait_s=10, provider="zoom")
+    assert clock.slept == [2]
+    await ours.wait("tutor-a", max_wait_s=10, provider="zoom")
+    assert clock.slept == [2]
+    # another provider's or account's hold is not ours
+    await theirs.record("tutor-b", 5)
+    other = AccountPacer(provider="google_meet", shared=shared, clock=clock, sleep=clock.sleep)
+    await other.wait("tutor-b", max_wait_s=0, provider="google_meet")
+    with pytest.raises(HeldBackError):
+        await ours.wait("tutor-b", max_wait_s=0, provider="zoom")
+
+
+async def test_the_shared_store_down_keeps_this_process_holds_and_calls_on() -> None:
+    clock = FakeClock()
+    pacer = AccountPacer(
+        provider="zoom", shared=FakeShared(clock, broken=True), clock=clock, sleep=clock.sleep
+    )
+    await pacer.record("tutor-a", 3)  # not raised: the 429 is still handled
+    assert pacer.remaining("tutor-a") == 3
+    await pacer.wait("tutor-b", max_wait_s=0, provider="zoom")  # no hold known: calls
+    with pytest.raises(HeldBackError):
+        await pacer.wait("tutor-a", max_wait_s=0, provider="zoom")
