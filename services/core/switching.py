@@ -145,5 +145,5 @@ def is_eligible_status(status: str) -> bool:
 
 
 def sql_state(state: SwitchState | MigrationState | SessionStatus) -> str:
-    """One state as an SQL literal, `'MIGRATING'` (from an enum member only)."""
+    """One state as a quoted SQL literal (from an enum member only)."""
     return sql_states([state])

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from services.core.db.models import SwitchState
 from services.core.logs import get_logger
 from services.core.tracking import Delivery
 from services.migrator.adapters.db.rollback import MeetingToDelete, RollbackStore, UnusedMeeting
@@ -57,7 +58,7 @@ class RollbackService:
         if switch is None:
             raise UnknownSwitchError(f"switch {switch_id} is not in provider_switches")
         ids = {"switch_id": switch.id, "tutor_id": switch.tutor_id}
-        if switch.state != "ROLLING_BACK":
+        if switch.state != SwitchState.ROLLING_BACK:
             log.info("rollback request: switch is %s; nothing to do", switch.state, extra=ids)
             if delivery is not None:
                 await self.store.plans.track(delivery)

@@ -8,7 +8,7 @@ cursor, the one thing SQLAlchemy does not do well.
 
 Constant predicates are rendered inline (`_const`), as the hand-written SQL had them,
 so the planner still matches the partial index `ix_notifications_due`
-(`WHERE state = 'PENDING'`) once psycopg prepares a statement.
+(whose WHERE names the pending state as a constant) once psycopg prepares a statement.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from services.core import tracking
 from services.core.backoff import Backoff
-from services.core.db.models import NotificationState
+from services.core.db.models import NotificationState, SessionStatus
 from services.core.events import Event, EventType
 from services.core.logs import get_logger
 from services.notifier import domain
@@ -65,7 +65,7 @@ from services.notifier.settings import NotifierSettings
 
 log = get_logger(__name__)
 
-INACTIVE_SESSION = ("CANCELLED", "COMPLETED", "NO_SHOW")
+INACTIVE_SESSION = (SessionStatus.CANCELLED, SessionStatus.COMPLETED, SessionStatus.NO_SHOW)
 
 
 @dataclass

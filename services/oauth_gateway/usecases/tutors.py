@@ -20,7 +20,7 @@ from typing import ParamSpec, TypeVar
 import anyio.to_thread
 
 from services.core.db.errors import run_again
-from services.core.db.models import User
+from services.core.db.models import SessionStatus, User
 from services.core.logs import get_logger
 from services.oauth_gateway.adapters.db import ConnectionSnapshot, GatewayStore, SaveResult
 from services.oauth_gateway.adapters.web.views import (
@@ -424,7 +424,7 @@ class Gateway:
                     student_id=request.student_id,
                     student_name=student.name,
                     topic=request.topic,
-                    status="SCHEDULED",
+                    status=SessionStatus.SCHEDULED,
                     provider=meeting.provider,
                     join_url=meeting.join_url,
                     scheduled_start_at=request.scheduled_start_at,

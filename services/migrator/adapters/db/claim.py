@@ -62,7 +62,7 @@ class ClaimedRow:
     def switch_current(self) -> bool:
         """The switch is still the tutor's newest and still running."""
         return (
-            self.switch_state in ("PLANNING", "MIGRATING")
+            self.switch_state in (S.PLANNING, S.MIGRATING)
             and self.connection_generation == self.switch_generation
             and self.connection_provider == self.to_provider
         )
@@ -252,7 +252,7 @@ class ClaimStore:
             if r.to_provider in self.daily_caps
             and r.new_meeting_external_id is None
             # Rows the executor will skip without a create cost nothing.
-            and r.switch_state in ("PLANNING", "MIGRATING")
+            and r.switch_state in (S.PLANNING, S.MIGRATING)
             and r.connection_generation == r.switch_generation
             and r.connection_provider == r.to_provider
             and r.session_status in ELIGIBLE_STATUSES

@@ -68,7 +68,7 @@ async def complete_if_settled(
     switch_id: str,
     *,
     topics: TopicNames,
-    from_states: Sequence[str] = ("MIGRATING",),
+    from_states: Sequence[str] = (SwitchState.MIGRATING,),
 ) -> list[dict[str, Any]]:
     """`complete_settled` for one switch: its `switch.settled` outbox row if it settled now."""
     return await complete_and_report(conn, [switch_id], topics=topics, from_states=from_states)
@@ -79,7 +79,7 @@ async def complete_and_report(
     switch_ids: Sequence[str],
     *,
     topics: TopicNames,
-    from_states: Sequence[str] = ("MIGRATING",),
+    from_states: Sequence[str] = (SwitchState.MIGRATING,),
 ) -> list[dict[str, Any]]:
     """Settle each of these switches with nothing left unsettled; the `switch.settled` outbox
     rows of those that settled now, for the caller to append as its transaction's last write."""
@@ -91,7 +91,7 @@ async def complete_settled(
     conn: AsyncConnection,
     switch_ids: Sequence[str],
     *,
-    from_states: Sequence[str] = ("MIGRATING",),
+    from_states: Sequence[str] = (SwitchState.MIGRATING,),
 ) -> dict[str, str]:
     """Settle each of these switches with nothing left unsettled; their new states.
 

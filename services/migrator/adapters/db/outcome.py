@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core import events, outbox
+from services.core.db.models import MigrationState
 from services.core.db.models import MigrationState as M
 from services.core.db.models import SwitchState as S
 from services.core.events import rfc3339
@@ -31,6 +32,13 @@ from services.migrator.adapters.db.common import (
 )
 from services.migrator.adapters.db.rollback import record_unused_meeting
 from services.providers import Meeting
+
+# How a row settling in each final state moves its switch's counters.
+COUNTER_OF: dict[MigrationState, str] = {
+    M.MIGRATED: "sessions_migrated = sessions_migrated + 1",
+    M.FAILED: "sessions_failed = sessions_failed + 1",
+    M.SKIPPED: "sessions_total = greatest(sessions_total - 1, 0)",
+}
 
 
 class OutcomeStore:
@@ -194,7 +202,7 @@ class OutcomeStore:
     async def skip(self, row: ClaimedRow, *, why: str) -> None:
         """Settle a row without moving its session (cancelled, started, superseded)."""
         async with self.engine.begin() as conn:
-            await self._settle(conn, row, state="SKIPPED", error=why)
+            await self._settle(conn, row, state=M.SKIPPED, error=why)
             settled = await complete_if_settled(conn, row.switch_id, topics=self.topics)
             await outbox.append_async(conn, row.tutor_id, settled)  # the last write
         self._note(settled)
@@ -202,7 +210,7 @@ class OutcomeStore:
     async def fail(self, row: ClaimedRow, *, reason: str, detail: str, retryable: bool) -> None:
         """Settle a row as failed and write its `session.failed`."""
         async with self.engine.begin() as conn:
-            settled = await self._settle(conn, row, state="FAILED", error=f"{reason}: {detail}")
+            settled = await self._settle(conn, row, state=M.FAILED, error=f"{reason}: {detail}")
             if settled:
                 await conn.execute(
                     text("UPDATE session_migrations SET retryable = :r WHERE id = :id"),
@@ -332,11 +340,7 @@ class OutcomeStore:
         ).first()
         if settled is None:
             return False
-        counter = {
-            "MIGRATED": "sessions_migrated = sessions_migrated + 1",
-            "FAILED": "sessions_failed = sessions_failed + 1",
-            "SKIPPED": "sessions_total = greatest(sessions_total - 1, 0)",
-        }[state]
+        counter = COUNTER_OF[MigrationState(state)]
         await conn.execute(
             text(f"UPDATE provider_switches SET {counter} WHERE id = :id"), {"id": row.switch_id}
         )

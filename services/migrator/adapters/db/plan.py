@@ -217,7 +217,7 @@ class PlanStore:
                 {"id": switch_id},
             )
             settled = await complete_if_settled(
-                conn, switch_id, topics=self.topics, from_states=("PLANNING", "MIGRATING")
+                conn, switch_id, topics=self.topics, from_states=(S.PLANNING, S.MIGRATING)
             )
             await outbox.append_group_async(conn, settled)  # the last write (core.outbox)
 
@@ -307,9 +307,9 @@ class PlanStore:
                 )
             ).first()
             if switch is None or switch.state not in (
-                "MIGRATING",
-                "COMPLETED",
-                "COMPLETED_WITH_FAILURES",
+                S.MIGRATING,
+                S.COMPLETED,
+                S.COMPLETED_WITH_FAILURES,
             ):
                 return 0
             count = (

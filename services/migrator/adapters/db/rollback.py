@@ -42,7 +42,7 @@ from services.migrator.domain import UNSETTLED_STATES, SwitchRef
 # What a row that could not be restored says; the rolled-back event counts them.
 NOT_RESTORED = "rollback: session no longer on this switch's meeting"
 # Switches whose previous meetings the cleanup deletes once the grace period is over.
-CLEANABLE_STATES = ("COMPLETED", "COMPLETED_WITH_FAILURES", "SUPERSEDED")
+CLEANABLE_STATES = (S.COMPLETED, S.COMPLETED_WITH_FAILURES, S.SUPERSEDED)
 
 
 @dataclass(frozen=True, slots=True)

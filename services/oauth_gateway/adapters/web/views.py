@@ -11,7 +11,7 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, BaseModel, Field, computed_field
 
-from services.core.db.models import SwitchState
+from services.core.db.models import SessionStatus, SwitchState
 from services.oauth_gateway.domain import Progress, state_label, switch_message
 
 
@@ -241,7 +241,13 @@ class StatusChange(BaseModel):
     any state before those ends. CANCELLED deletes the meeting at the provider.
     """
 
-    status: Literal["JOIN_OPEN", "IN_PROGRESS", "COMPLETED", "NO_SHOW", "CANCELLED"]
+    status: Literal[
+        SessionStatus.JOIN_OPEN,
+        SessionStatus.IN_PROGRESS,
+        SessionStatus.COMPLETED,
+        SessionStatus.NO_SHOW,
+        SessionStatus.CANCELLED,
+    ]
 
 
 @cache

@@ -1,0 +1,50 @@
+"""State names are written once, in the enums: no quoted state literal anywhere else in the product.
+
+A state spelled as a string in a store module or a use case is a copy that can
+drift from the state machine (`services/core/switching.py`, issue 17). SQL
+takes states from `sql_state` / `sql_states`; Python compares with the enum
+members. The enums themselves, and the migrations (history, frozen as they
+were), are the only places a state is spelled.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from services.core.db.models import MigrationState, NotificationState, SessionStatus, SwitchState
+
+ROOT = Path(__file__).resolve().parents[3] / "services"
+ALLOWED = {ROOT / "core" / "db" / "models.py"}
+STATES = sorted(
+    {
+        s.value
+        for enum in (SwitchState, MigrationState, SessionStatus, NotificationState)
+        for s in enum
+    },
+    key=len,
+    reverse=True,
+)
+QUOTED = re.compile(r"""(["'])(%s)\1""" % "|".join(re.escape(s) for s in STATES))
+
+
+def offending_lines() -> list[str]:
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path in ALLOWED or "migrations" in path.parts:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            code = line.split("#", 1)[0]
+            if QUOTED.search(code):
+                found.append(f"{path.relative_to(ROOT.parent)}:{number}: {line.strip()}")
+    return found
+
+
+def test_no_state_is_spelled_outside_the_enums() -> None:
+    assert offending_lines() == []
+
+
+def test_the_check_sees_a_literal() -> None:
+    assert QUOTED.search('if switch.state != "ROLLING_BACK":')
+    assert QUOTED.search("WHERE state = 'MIGRATED'")
+    assert not QUOTED.search("SwitchState.ROLLING_BACK")
