@@ -36,7 +36,7 @@ from services.providers._models import (
     TokenSet,
     meeting_marker,
 )
-from services.providers._pacing import SharedHolds
+from services.providers._pacing import SharedHolds, calls_for
 from services.providers._retry import RetryNotice
 from services.providers._session import AuthorizedSession
 from services.providers._settings import (
@@ -86,6 +86,7 @@ __all__ = [
     "WatchChannel",
     "ZoomClient",
     "build_client",
+    "calls_for",
     "meeting_marker",
     "new_pkce_verifier",
     "watch_events",

@@ -69,6 +69,7 @@ from services.providers import (
     RateLimitedError,
     RetryableProviderError,
     TokenSet,
+    calls_for,
     new_pkce_verifier,
     watch_events,
 )
@@ -272,7 +273,10 @@ class Gateway:
                     missing=missing,
                 )
             try:
-                account = await client.account(tokens.access_token)
+                # Paced as the tutor, like every call for this account: a 429 the
+                # migrator just got for it (provider_holds) is waited out here too.
+                with calls_for(str(principal.user_id)):
+                    account = await client.account(tokens.access_token)
             except ProviderError as exc:
                 raise _exchange_failure(label, provider, exc) from exc
             saved = await in_thread(
@@ -625,14 +629,15 @@ class Gateway:
             return
         channel_id, token = str(uuid.uuid4()), secrets.token_urlsafe(32)
         try:
-            channel = await watch_events(
-                client,
-                tokens.access_token,
-                channel_id=channel_id,
-                address=f"{self.settings.public_base_url}/webhooks/google",
-                token=token,
-                ttl_s=self.settings.google_watch_ttl_s,
-            )
+            with calls_for(str(tutor_id)):  # paced as the tutor's account (provider_holds)
+                channel = await watch_events(
+                    client,
+                    tokens.access_token,
+                    channel_id=channel_id,
+                    address=f"{self.settings.public_base_url}/webhooks/google",
+                    token=token,
+                    ttl_s=self.settings.google_watch_ttl_s,
+                )
         except ProviderError as exc:
             log.warning("could not watch the tutor's calendar: %s", exc)
             return

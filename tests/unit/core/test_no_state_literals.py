@@ -25,7 +25,8 @@ STATES = sorted(
     key=len,
     reverse=True,
 )
-QUOTED = re.compile(r"""(["'])(%s)\1""" % "|".join(re.escape(s) for s in STATES))
+NAMES = "|".join(re.escape(s) for s in STATES)
+QUOTED = re.compile(rf"""(["'])({NAMES})\1""")
 
 
 def offending_lines() -> list[str]:
