@@ -14,6 +14,8 @@ from devtools.provider_sim.state import AccountState, Provider, SimState
 
 # The ASGI scope key holding when a request reached the simulator (`StampArrival`).
 ARRIVED = "relink_sim_arrived"
+# How many early calls an account remembers by name (all are counted).
+EARLY_LOG_MAX = 20
 
 
 def zoom_error(
@@ -109,6 +111,11 @@ async def gate(provider: Provider, request: Request) -> AccountState | JSONRespo
     arrived = float(request.scope.get(ARRIVED, time.monotonic()))
     if account.limited_at < arrived < account.wait_until:
         account.early_calls += 1
+        if len(account.early_call_log) < EARLY_LOG_MAX:
+            account.early_call_log.append(
+                f"{request.method} {request.url.path} {arrived - account.limited_at:.3f}s "
+                f"into a {account.wait_until - account.limited_at:.0f}s Retry-After"
+            )
     latency = state.fault(provider, email, "latency_ms")
     if latency:
         await asyncio.sleep(latency / 1000)

@@ -93,6 +93,8 @@ class AccountState:
     limited_at: float = 0.0
     wait_until: float = 0.0
     early_calls: int = 0
+    # What the first early calls were (method, path, how far into the wait): for diagnosis.
+    early_call_log: list[str] = field(default_factory=list)
     # Every authenticated API call of the account (creates, reads, lists, deletes).
     api_calls: int = 0
     # Zoom: the tracking fields the account's admin defined (Zoom API "Tracking
@@ -368,6 +370,7 @@ class SimState:
             "meetings": live,
             "create_calls": account.create_calls,
             "early_calls": account.early_calls,
+            "early_call_log": list(account.early_call_log),
             "api_calls": account.api_calls,
             "creates_today": account.daily_creates.get(self.quota_day(provider), 0),
             "conferences": len(set(account.conferences.values())),

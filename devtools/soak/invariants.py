@@ -372,6 +372,8 @@ class AccountFact:
     provider: str
     email: str
     early_calls: int
+    # the simulator's note of the first ones: method, path, how far into the wait
+    early_log: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -564,7 +566,12 @@ def gather_switch_facts(engine: Engine, *, sim_url: str, inbox_url: str) -> Swit
         }
     listing = httpx.get(f"{sim_url}/_admin/meetings", timeout=120).json()["accounts"]
     facts.accounts = [
-        AccountFact(SIM_PROVIDER[str(a["provider"])], str(a["email"]), int(a.get("early_calls", 0)))
+        AccountFact(
+            SIM_PROVIDER[str(a["provider"])],
+            str(a["email"]),
+            int(a.get("early_calls", 0)),
+            tuple(str(line) for line in a.get("early_call_log", ())),
+        )
         for a in listing
     ]
     facts.meetings = attribute_meetings(
@@ -771,7 +778,8 @@ def judge_retry_after(report: InvariantReport, facts: SwitchFacts) -> None:
             report.fail(
                 RETRY_AFTER,
                 f"{account.provider} account {account.email}: {account.early_calls} calls "
-                "inside a Retry-After",
+                "inside a Retry-After"
+                + (f" ({'; '.join(account.early_log)})" if account.early_log else ""),
             )
 
 
