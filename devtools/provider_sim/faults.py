@@ -80,6 +80,32 @@ def unauthorized(provider: Provider, why: str) -> JSONResponse:
     return google_error(401, "authError", "Invalid Credentials")
 
 
+# A request on another connection that reaches us this soon after a 429 was
+# already on its way: the client sent it before it could have read the 429
+# (loopback, but a loaded two-core machine delays both event loops).
+IN_FLIGHT_S = 0.2
+
+
+def peer_of(request: Request) -> str:
+    """The client's end of the TCP connection: one HTTP/1.1 exchange at a time on it."""
+    client = request.scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else ""
+
+
+def sent_too_early(account: AccountState, *, arrived: float, peer: str) -> bool:
+    """A call the client made although the account's Retry-After had not passed.
+
+    Calls arriving inside the wait count, except those already on their way
+    when the 429 was given, which no client can call back. On the 429's own
+    connection nothing can be (HTTP/1.1 sends the next request only after the
+    answer was read), so any later call there counts at once; on another
+    connection, one arriving within `IN_FLIGHT_S` is taken to be in flight.
+    """
+    if not account.limited_at < arrived < account.wait_until:
+        return False
+    return peer == account.limited_peer or arrived - account.limited_at > IN_FLIGHT_S
+
+
 class StampArrival:
     """ASGI middleware: note when each request arrived, before anything reads its body."""
 
@@ -109,7 +135,7 @@ async def gate(provider: Provider, request: Request) -> AccountState | JSONRespo
     # when this handler got its turn: two requests sent together are both on
     # their way before the first one's 429 is given.
     arrived = float(request.scope.get(ARRIVED, time.monotonic()))
-    if account.limited_at < arrived < account.wait_until:
+    if sent_too_early(account, arrived=arrived, peer=peer_of(request)):
         account.early_calls += 1
         if len(account.early_call_log) < EARLY_LOG_MAX:
             account.early_call_log.append(
@@ -124,6 +150,7 @@ async def gate(provider: Provider, request: Request) -> AccountState | JSONRespo
     retry_after = state.take_429(provider, email)
     if retry_after is not None:
         account.limited_at = time.monotonic()
+        account.limited_peer = peer_of(request)
         account.wait_until = account.limited_at + retry_after
         return throttled(provider, retry_after)
     if state.injected_error(provider, email):

@@ -87,10 +87,11 @@ class AccountState:
     create_calls: int = 0
     daily_creates: dict[date, int] = field(default_factory=dict)
     # A 429's Retry-After, as a monotonic deadline; API calls that arrive
-    # before it are counted (a client that does not wait as told). Only calls
-    # that arrive after the 429 was given (`limited_at`): one already on its
-    # way when it was given was sent before the client could know.
+    # before it are counted (a client that does not wait as told), by the rule
+    # in faults.py `sent_too_early`: `limited_at` is when the 429 was given and
+    # `limited_peer` the connection it went out on.
     limited_at: float = 0.0
+    limited_peer: str = ""
     wait_until: float = 0.0
     early_calls: int = 0
     # What the first early calls were (method, path, how far into the wait): for diagnosis.

@@ -138,7 +138,7 @@ class AccountPacer:
         without calling the provider: as a 429 with that Retry-After would, so
         callers handle both alike.
         """
-        left = self.remaining(account) or await self._shared_remaining(account)
+        left = await self._left(account)
         while left > 0:
             if left > max_wait_s:
                 raise HeldBackError(
@@ -147,4 +147,13 @@ class AccountPacer:
                     retry_after_s=left,
                 )
             await self._sleep(left)
-            left = self.remaining(account) or await self._shared_remaining(account)
+            left = await self._left(account)
+
+    async def _left(self, account: str) -> float:
+        """The wait still owed: this process's hold, else the shared one."""
+        left = self.remaining(account)
+        if left > 0 or self.shared is None:
+            return left
+        left = await self._shared_remaining(account)
+        # A 429 this process got while the store answered counts as well.
+        return left if left > 0 else self.remaining(account)

@@ -187,19 +187,21 @@ class Executor:
         """Claim and work until stopped."""
         while not self._stopping:
             claimed = 0
+            # Cleared before the claim, never after: a wake-up that arrives while
+            # the claim runs (a plan batch committing meanwhile) starts the next
+            # one at once instead of waiting out the poll interval.
+            self._wake.clear()
             try:
                 claimed = await self.claim_once()
                 self.database.succeeded()
             except StoreError as exc:
                 # Away: wait (backing off) instead of a traceback every poll.
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.database.failed(exc))
                 continue
             except Exception:
                 log.exception("claim failed; trying again")
             if claimed == 0 or self._wanted() <= 0:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
             if 0 < self._wanted() < self.claim_min:

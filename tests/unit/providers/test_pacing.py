@@ -109,3 +109,18 @@ async def test_the_shared_store_down_keeps_this_process_holds_and_calls_on() -> 
     await pacer.wait("tutor-b", max_wait_s=0, provider="zoom")  # no hold known: calls
     with pytest.raises(HeldBackError):
         await pacer.wait("tutor-a", max_wait_s=0, provider="zoom")
+
+
+async def test_a_429_learnt_while_the_shared_store_answers_is_not_missed() -> None:
+    """The store's answer takes a round trip; a 429 this process got meanwhile still holds."""
+    clock = FakeClock()
+    pacer: AccountPacer
+
+    class SlowShared(FakeShared):
+        async def remaining(self, provider: str, account: str) -> float:
+            pacer.hold(account, 2)  # another row's 429 arrived during this query
+            return 0.0
+
+    pacer = AccountPacer(provider="zoom", shared=SlowShared(clock), clock=clock, sleep=clock.sleep)
+    with pytest.raises(HeldBackError):
+        await pacer.wait("tutor-a", max_wait_s=0, provider="zoom")
