@@ -13,7 +13,9 @@ from devtools.soak.run import SoakConfig, run_soak
 if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
     from tests.conftest import TestInfrastructure
 
-pytestmark = pytest.mark.slow
+# Its own bound: the run plus the grace period and the cleanup take 2-3 minutes alone,
+# more when the machine is shared.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_small_soak_holds_every_invariant(

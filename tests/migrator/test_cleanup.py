@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
 
 from devtools.provider_sim.server import SimHandle
 from services.core.settings import CommonSettings
+from services.oauth_gateway.adapters.db import GatewayStore
 from tests.migrator.conftest import (
     migration_rows,
     session_rows,
@@ -275,3 +277,64 @@ async def test_old_meetings_the_provider_refused_to_delete_are_deleted_later(
     assert live_ids(sim, "google_meet", tutor.email) == new_meetings
     one_meeting_each(engine, sim, tutor.email, sessions)
     assert connection(engine, tutor.id).previous_provider is None
+
+
+def request_retry(engine: Engine, settings: CommonSettings, *, tutor: Any, switch: Any) -> None:
+    """The gateway's own retry transaction (the `session.retry_requested` outbox row)."""
+    store = GatewayStore(sessionmaker(engine), cipher=settings.token_cipher(), topics=settings)
+    store.request_retry(tutor_id=tutor.id, switch_id=switch, now=datetime.now(UTC))
+
+
+def cleaned(engine: Engine, switch_id: Any) -> bool:
+    with engine.connect() as db:
+        at = db.execute(
+            text("SELECT old_meetings_cleaned_at FROM provider_switches WHERE id = :id"),
+            {"id": switch_id},
+        ).scalar_one()
+    return at is not None
+
+
+async def test_sessions_retried_after_the_cleanup_still_lose_their_old_meeting(
+    engine: Engine,
+    settings: CommonSettings,
+    factory: Factory,
+    sim_admin: Any,
+    migrator_sim: SimHandle,
+    relay: Any,
+    start_migrator: Any,
+) -> None:
+    """Zoom → Meet with every create failing; the grace period ends and the cleanup runs
+    (nothing to delete: no session moved); then the tutor retries and the sessions move.
+
+    The retried rows' old Zoom meetings were owed a deletion that never came:
+    the switch counted as cleaned and its Zoom tokens were forgotten, so every
+    session kept two live meetings. Seen by `relink soak` as sessions with a
+    Meet event and their booking's Zoom meeting long after the grace period.
+    """
+    sim = migrator_sim
+    tutor = await factory.tutor(provider="zoom")
+    sessions = factory.sessions(tutor, count=3, provider="zoom")
+    await factory.real_meetings(tutor, sessions, provider="zoom")
+    zoom_before = live_ids(sim, "zoom", tutor.email)
+    await sim_admin.faults("google_meet", tutor.email, error_rate=1.0)
+    start_migrator(
+        RELINK_MIGRATOR_MAX_ATTEMPTS="1", RELINK_MIGRATOR_AUTO_RETRIES="0", **FAST_CLEANUP
+    )
+    to_meet = factory.switch(tutor, to_provider="google_meet")
+    wait_for(lambda: settled(engine, to_meet), what="the switch settles with its failures")
+    assert switch_row(engine, to_meet).state == "COMPLETED_WITH_FAILURES"
+    past_deadline(engine, to_meet)
+    wait_for(lambda: cleaned(engine, to_meet), what="the first cleanup of the switch")
+    assert live_ids(sim, "zoom", tutor.email) == zoom_before  # in use: nothing moved
+
+    await sim_admin.faults("google_meet", tutor.email, error_rate=0.0)
+    request_retry(engine, settings, tutor=tutor, switch=to_meet)
+    wait_for(
+        lambda: all(r.state == "MIGRATED" for r in migration_rows(engine, to_meet)),
+        what="the retried sessions move to Meet",
+    )
+    wait_for(
+        lambda: live_ids(sim, "zoom", tutor.email) == set(),
+        what="the retried sessions' old Zoom meetings deleted",
+    )
+    one_meeting_each(engine, sim, tutor.email, sessions)

@@ -25,6 +25,11 @@ from services.migrator.adapters.db.common import (
 )
 from services.migrator.domain import SwitchRef
 
+# A switch that takes up work again (a retry, an automatic retry, sessions the
+# sweep found) owes its cleanup again: the sessions it moves now leave an old
+# meeting behind, and a cleanup already done would never delete it (issue 17).
+REOPEN_CLEANUP = "old_meetings_cleaned_at = NULL"
+
 
 @dataclass(frozen=True, slots=True)
 class PlanBatch:
@@ -207,7 +212,8 @@ class PlanStore:
             await tracking.track_async(conn, delivery)
             await conn.execute(
                 text(
-                    f"UPDATE provider_switches SET state = {sql_state(S.MIGRATING)} "
+                    f"UPDATE provider_switches SET state = {sql_state(S.MIGRATING)}, "
+                    f"{REOPEN_CLEANUP} "
                     f"WHERE id = :id AND state IN ({sql_state(S.PLANNING)}, "
                     f"{sql_state(S.COMPLETED)}, "
                     f"{sql_state(S.COMPLETED_WITH_FAILURES)}) AND EXISTS (SELECT 1 FROM "
@@ -274,6 +280,7 @@ class PlanStore:
                 SELECT switch_id, count(*) AS n FROM queued GROUP BY switch_id
             )
             UPDATE provider_switches p SET state = {sql_state(S.MIGRATING)}, completed_at = NULL,
+                {REOPEN_CLEANUP},
                 sessions_failed = greatest(p.sessions_failed - counts.n, 0)
             FROM counts WHERE p.id = counts.switch_id
             RETURNING counts.n
@@ -328,7 +335,7 @@ class PlanStore:
                 await conn.execute(
                     text(
                         f"UPDATE provider_switches SET state = {sql_state(S.MIGRATING)}, "
-                        "completed_at = NULL, "
+                        f"completed_at = NULL, {REOPEN_CLEANUP}, "
                         "sessions_failed = sessions_failed - :n WHERE id = :id"
                     ),
                     {"id": switch_id, "n": count},

@@ -127,14 +127,22 @@ def owed_at_sql(tutor: str, provider: str) -> str:
     """EXISTS: the tutor is owed a meeting deletion at `provider` (whose tokens must stay kept).
 
     Either a meeting a row made there that nobody uses, or the previous
-    meeting of a migrated row whose switch is not cleaned up yet.
+    meeting of a migrated row whose switch is not cleaned up yet, or one that
+    will be: a failed row of the tutor's current switch may still move (the
+    tutor's retry, an automatic one), and its session's meeting there is then
+    owed a deletion that only these tokens can make.
     """
     return f"""EXISTS (
         SELECT 1 FROM session_migrations m JOIN provider_switches p ON p.id = m.switch_id
         WHERE m.tutor_id = {tutor} AND (
             (m.to_provider = {provider} AND {UNUSED_NEW_SQL})
             OR (m.from_provider = {provider} AND p.old_meetings_cleaned_at IS NULL
-                AND m.scheduled_start_at > now() AND {OLD_OWED_SQL})))"""
+                AND m.scheduled_start_at > now() AND {OLD_OWED_SQL})
+            OR (m.from_provider = {provider} AND m.state = {sql_state(M.FAILED)}
+                AND m.previous_meeting_external_id IS NOT NULL
+                AND m.scheduled_start_at > now()
+                AND EXISTS (SELECT 1 FROM tutor_video_provider_connections cc
+                            WHERE cc.tutor_id = m.tutor_id AND cc.generation = p.generation))))"""
 
 
 @dataclass(frozen=True, slots=True)
