@@ -274,6 +274,10 @@ class SoakDriver:
         """One random action of one tutor (nothing when its budget is spent)."""
         with tutor.lock:
             roll = self.rng.random()
+            if self.tally.actions["switch"] == 0 and self.double_switches and self.rollbacks:
+                # Every run has the mix issue 17 asks for, however short it is: its
+                # first switch is a double switch rolled back at once.
+                roll = 0.66
             try:
                 current = self.current_provider(tutor)
                 other = "zoom" if current == "google_meet" else "google_meet"
