@@ -39,11 +39,15 @@ def webhooks_main(
 @webhooks_app.command("run")
 def run(until_idle: bool = UNTIL_IDLE, idle_seconds: float = IDLE_SECONDS) -> None:
     """Run the dispatcher (the same as `relink webhooks`)."""
+    from services.core.db.token_keys import check_token_keys_at
     from services.webhooks.bootstrap import build_loop
     from services.webhooks.settings import WebhooksSettings
 
     settings = WebhooksSettings()
     configure_logging(settings.log_level)
+    check_token_keys_at(
+        settings.sync_database_url, settings.token_cipher().key_ids, process="relink webhooks"
+    )
     loop = build_loop(settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -19,7 +19,7 @@ class WebhookSender:
         started = time.monotonic()
         try:
             response = self._client.post(url, content=body.encode(), headers=headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             # The error's kind and its text (httpx names the URL only in status errors,
             # which are not raised here); never the headers or the body.
             return Answer(None, f"{type(exc).__name__}: {exc}", _ms(started))

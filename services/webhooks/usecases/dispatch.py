@@ -26,14 +26,16 @@ from sqlalchemy.orm import Session
 from services.core import tracking
 from services.core.db.models import WebhookDeliveryState
 from services.core.logs import get_logger
-from services.core.tokens import TokenCipher
+from services.core.tokens import TokenCipher, TokenDecryptError
 from services.webhooks import domain
 from services.webhooks.adapters.db import WebhooksDb
 from services.webhooks.adapters.http import WebhookSender
 from services.webhooks.adapters.kafka import Received
+from services.webhooks.errors import SecretError
 from services.webhooks.settings import WebhooksSettings
 
 log = get_logger(__name__)
+NO_KEY = "not sent: the endpoint's secret does not decrypt with RELINK_TOKEN_KEYS"
 
 
 @dataclass
@@ -99,20 +101,20 @@ class Dispatcher:
                 due = self.db.next_due(s, now)
                 if due is None:
                     break
-                key = domain.parse_secret(
-                    self.cipher.decrypt(
-                        due.secret_encrypted, tutor_id=due.endpoint_id, field=domain.SECRET_FIELD
-                    )
-                )
-                answer = self.sender.post(
-                    due.url,
-                    body=due.body,
-                    headers=domain.headers(
-                        key,
-                        message_id=due.message_id,
-                        timestamp=int(now.timestamp()),
+                key = self._key(due)
+                answer = (
+                    self.sender.post(
+                        due.url,
                         body=due.body,
-                    ),
+                        headers=domain.headers(
+                            key,
+                            message_id=due.message_id,
+                            timestamp=int(now.timestamp()),
+                            body=due.body,
+                        ),
+                    )
+                    if key is not None
+                    else domain.Answer(None, NO_KEY, 0)
                 )
                 attempt = due.attempts + 1
                 disabled = False
@@ -166,6 +168,24 @@ class Dispatcher:
                     extra={"endpoint_id": due.endpoint_id},
                 )
         return report
+
+    def _key(self, due: domain.Due) -> bytes | None:
+        """The endpoint's signing key; None if its secret does not decrypt here (a key
+        missing from RELINK_TOKEN_KEYS): the attempt fails and is retried, nothing unsigned
+        is ever sent."""
+        try:
+            plain = self.cipher.decrypt(
+                due.secret_encrypted, tutor_id=due.endpoint_id, field=domain.SECRET_FIELD
+            )
+            return domain.parse_secret(plain)
+        except (TokenDecryptError, SecretError) as exc:
+            log.error(
+                "endpoint %s: its secret cannot be used: %s",
+                due.endpoint_id,
+                type(exc).__name__,
+                extra={"endpoint_id": due.endpoint_id},
+            )
+            return None
 
     def _failed(self, s: Session, due: domain.Due, now: datetime) -> bool:
         """Count the failure in the endpoint's streak; disable it when the streak is long
