@@ -99,9 +99,11 @@ def event_types_of(names: list[str]) -> str:
     return " ".join(sorted(set(names)))
 
 
-def wants(event_types: str, event_type: str) -> bool:
-    """Whether an endpoint with these event types receives an event of this type."""
-    return not event_types.split() or event_type in event_types.split()
+def wants(endpoint: Endpoint, event_type: str, event_time: datetime) -> bool:
+    """Whether an endpoint receives an event: one of its types (none: all), and not from
+    before it was registered (a new endpoint is not sent the topics' whole history)."""
+    types = endpoint.event_types.split()
+    return (not types or event_type in types) and event_time >= endpoint.created_at
 
 
 def check_url(url: str, *, dev_mode: bool) -> str:
@@ -126,6 +128,7 @@ class Endpoint:
     id: str
     event_types: str
     enabled: bool
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,3 +268,29 @@ def test_an_endpoint_failing_long_enough_is_disabled_and_a_replay_redelivers(
         assert delivered_once == 4
     finally:
         stop(dispatcher)
+
+
+def test_a_new_endpoint_is_not_sent_the_events_from_before_it_was_registered(
+    engine: Engine,
+    settings: CommonSettings,
+    relink_env: dict[str, str],
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    env = webhooks_env(relink_env)
+    world = make_world(engine, sessions_per_student=[1])
+    before = switched_event(world)
+    produce(settings, [before])
+    register(env, receiver)
+    # the same tutor: the same partition, read before what follows
+    after = [migrated_event(world, world.sessions[0]), settled_event(world)]
+    produce(settings, after)
+    dispatcher = start_dispatcher(env, tmp_path / "webhooks.log")
+    try:
+        wait_for(lambda: all_delivered(receiver, after), what="the later events delivered")
+    finally:
+        stop(dispatcher)
+    assert {r.message_id for r in receiver.all()} == {msg(e) for e in after}
+    assert rows(engine, "SELECT 1 FROM webhook_deliveries WHERE event_id = :e", e=before.id) == []
+    # it was read (tracked) all the same
+    assert rows(engine, "SELECT 1 FROM tracking WHERE event_id = :e", e=before.id) != []

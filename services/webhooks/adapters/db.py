@@ -51,8 +51,15 @@ class WebhooksDb:
     def endpoints(self, s: Session) -> list[Endpoint]:
         e = WebhookEndpoint
         return [
-            Endpoint(id=r.id, event_types=r.event_types, enabled=r.disabled_at is None)
-            for r in s.execute(select(e.id, e.event_types, e.disabled_at).order_by(e.created_at))
+            Endpoint(
+                id=r.id,
+                event_types=r.event_types,
+                enabled=r.disabled_at is None,
+                created_at=r.created_at,
+            )
+            for r in s.execute(
+                select(e.id, e.event_types, e.disabled_at, e.created_at).order_by(e.created_at)
+            )
         ]
 
     def endpoint_rows(self, s: Session) -> list[dict[str, Any]]:

@@ -88,7 +88,7 @@ class Dispatcher:
                         skipped=not endpoint.enabled,
                     )
                     for endpoint in endpoints
-                    if domain.wants(endpoint.event_types, event.type)
+                    if domain.wants(endpoint, event.type, event.time)
                 )
             return self.db.owe(s, owed)
 
