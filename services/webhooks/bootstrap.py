@@ -39,6 +39,7 @@ def build_loop(settings: WebhooksSettings | None = None) -> WebhooksLoop:
             **{
                 "client.id": "relink-webhooks",
                 "session.timeout.ms": int(settings.session_timeout_s * 1000),
+                "max.poll.interval.ms": int(settings.max_poll_interval_s * 1000),
             },
         )
     )

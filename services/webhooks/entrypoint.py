@@ -63,7 +63,9 @@ class WebhooksLoop:
                 pending = None
                 last_activity = time.monotonic()
             report = self._database(
-                lambda: self.dispatcher.deliver_due(limit=self.settings.send_burst)
+                lambda: self.dispatcher.deliver_due(
+                    limit=self.settings.send_burst, budget_s=self.settings.send_budget_s
+                )
             )
             if report and (report.delivered or report.retrying or report.failed):
                 last_activity = time.monotonic()

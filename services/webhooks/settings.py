@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from services.core.settings import CommonSettings
 
@@ -28,6 +28,12 @@ class WebhooksSettings(CommonSettings):
     )
     # The whole HTTP exchange of one attempt (connect, send, answer).
     timeout_s: float = Field(default=15.0, gt=0, alias="RELINK_WEBHOOKS_TIMEOUT_S")
+    # The consumer's max.poll.interval.ms: a dispatcher that does not poll for this
+    # long loses its partitions. Each turn of sending stops starting attempts after
+    # half of it less one timeout (`send_budget_s`), so slow endpoints never cause that.
+    max_poll_interval_s: float = Field(
+        default=300.0, ge=6.0, alias="RELINK_WEBHOOKS_MAX_POLL_INTERVAL_S"
+    )
     # An endpoint is disabled once this many attempts in a row failed AND the
     # first of them is this old (Svix: every attempt failing for 5 days).
     disable_after_failures: int = Field(
@@ -49,6 +55,23 @@ class WebhooksSettings(CommonSettings):
         if any(d < 0 for d in delays):
             raise ValueError("RELINK_WEBHOOKS_RETRY_SCHEDULE_S holds a negative delay")
         return value
+
+    @model_validator(mode="after")
+    def _attempts_fit_between_polls(self) -> WebhooksSettings:
+        if self.timeout_s * 2 >= self.max_poll_interval_s:
+            raise ValueError(
+                "RELINK_WEBHOOKS_TIMEOUT_S must be under half RELINK_WEBHOOKS_MAX_POLL_INTERVAL_S"
+            )
+        if self.max_poll_interval_s < self.session_timeout_s:
+            raise ValueError(
+                "RELINK_WEBHOOKS_MAX_POLL_INTERVAL_S must be at least the session timeout"
+            )
+        return self
+
+    @property
+    def send_budget_s(self) -> float:
+        """How long a turn of sending may go on starting attempts."""
+        return self.max_poll_interval_s / 2 - self.timeout_s
 
     @property
     def retry_schedule(self) -> tuple[float, ...]:

@@ -294,3 +294,43 @@ def test_a_new_endpoint_is_not_sent_the_events_from_before_it_was_registered(
     assert rows(engine, "SELECT 1 FROM webhook_deliveries WHERE event_id = :e", e=before.id) == []
     # it was read (tracked) all the same
     assert rows(engine, "SELECT 1 FROM tracking WHERE event_id = :e", e=before.id) != []
+
+
+def test_slow_endpoints_never_keep_the_dispatcher_from_polling_kafka_in_time(
+    engine: Engine,
+    settings: CommonSettings,
+    relink_env: dict[str, str],
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    # max.poll.interval.ms 8 s; every attempt takes its whole 1 s timeout; 12 owed at once.
+    env = webhooks_env(
+        relink_env,
+        RELINK_WEBHOOKS_MAX_POLL_INTERVAL_S="8",
+        RELINK_WEBHOOKS_TIMEOUT_S="1",
+        RELINK_WEBHOOKS_RETRY_SCHEDULE_S="600",
+    )
+    register(env, receiver)
+    receiver.plan = lambda _id, _n: (200, 1.5)
+    batch = switch_events(engine, sessions=10)
+    assert len(batch) == 12
+    produce(settings, batch)
+    log_path = tmp_path / "webhooks.log"
+    dispatcher = start_dispatcher(env, log_path)
+    try:
+        wait_for(
+            lambda: len(rows(engine, "SELECT 1 FROM webhook_attempts")) == len(batch),
+            what="one attempt of each",
+        )
+        # consumed and committed after the burst, by the same group member
+        later = switch_events(engine, sessions=1)
+        produce(settings, later)
+        wait_for(
+            lambda: len(rows(engine, "SELECT 1 FROM webhook_attempts")) == len(batch + later),
+            what="the later events attempted",
+        )
+    finally:
+        stop(dispatcher)
+    text = log_path.read_text()
+    assert "maximum poll interval" not in text, text[-3000:]
+    assert "to be retried in 600s" in text

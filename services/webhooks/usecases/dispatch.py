@@ -17,6 +17,7 @@ At least once:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -92,10 +93,15 @@ class Dispatcher:
                 )
             return self.db.owe(s, owed)
 
-    def deliver_due(self, *, limit: int) -> DeliverReport:
-        """Attempt up to `limit` due deliveries, one transaction each."""
+    def deliver_due(self, *, limit: int, budget_s: float) -> DeliverReport:
+        """Attempt up to `limit` due deliveries, one transaction each, starting none after
+        `budget_s` (slow endpoints must not keep the loop from polling Kafka for longer
+        than its max.poll.interval.ms, or the group would take the partitions away)."""
         report = DeliverReport()
+        started = time.monotonic()
         for _ in range(limit):
+            if time.monotonic() - started > budget_s:
+                break
             with self.db.transaction() as s:
                 now = self.clock()
                 due = self.db.next_due(s, now)
