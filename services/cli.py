@@ -23,6 +23,7 @@ from services.migrator.cli import migrator as migrator_command
 from services.notifier.cli import audit_app, notifier_command
 from services.oauth_gateway.cli import api_keys_app, gateway_command
 from services.relay.cli import relay as relay_command
+from services.webhooks.cli import webhooks_app
 
 COMMANDS_GROUP = "relink.commands"
 WORKSHOP_HINT = (
@@ -46,6 +47,7 @@ app.command("relay")(relay_command)
 app.command("migrator")(migrator_command)
 app.command("notifier")(notifier_command)
 app.add_typer(audit_app, name="audit")
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(tutors_app, name="tutors")
 
 

@@ -29,6 +29,8 @@ TOKEN_COLUMNS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
         ],
     ),
     ("oauth_states", "state", "tutor_id", [("code_verifier_encrypted", "code_verifier")]),
+    # webhook secrets are bound to their endpoint's id (services/webhooks/domain.py)
+    ("webhook_endpoints", "id", "id", [("secret_encrypted", "webhook_secret")]),
 ]
 BATCH = 500
 

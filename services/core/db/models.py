@@ -95,6 +95,15 @@ class NotificationState(enum.StrEnum):
     FAILED_PERMANENT = "FAILED_PERMANENT"
 
 
+class WebhookDeliveryState(enum.StrEnum):
+    """One event owed to one webhook endpoint (0011)."""
+
+    PENDING = "PENDING"  # to be sent at next_attempt_at
+    DELIVERED = "DELIVERED"  # the endpoint answered 2xx
+    FAILED = "FAILED"  # every attempt of the retry schedule failed
+    SKIPPED = "SKIPPED"  # the endpoint was disabled; `relink webhooks replay` sends it again
+
+
 def _enum_check(column: str, values: type[enum.StrEnum]) -> CheckConstraint:
     allowed = ", ".join(f"'{v.value}'" for v in values)
     return CheckConstraint(f"{column} IN ({allowed})", name=f"{column}_valid")
@@ -556,3 +565,77 @@ class OAuthState(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookEndpoint(Base):
+    """A URL of the platform's that receives signed webhooks (0011).
+
+    The secret (`whsec_…`) is stored encrypted like OAuth tokens, bound to the
+    endpoint's id. `event_types` is space-separated; empty means every type.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    event_types: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failure_streak: Mapped[int] = mapped_column(Integer, server_default="0")
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookDelivery(Base):
+    """One event owed to one endpoint, recorded with the dispatcher's tracking row (0011)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_source", "event_id"),
+        _enum_check("state", WebhookDeliveryState),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("state = 'PENDING'"),
+        ),
+        Index("ix_webhook_deliveries_endpoint_time", "endpoint_id", "event_time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    message_id: Mapped[str] = mapped_column(Text)  # the `webhook-id` header
+    event_source: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(Text)
+    event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON that is signed and sent
+    state: Mapped[str] = mapped_column(Text, server_default=WebhookDeliveryState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt of a delivery: the endpoint's delivery log (0011)."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_endpoint_at", "endpoint_id", "attempted_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    endpoint_id: Mapped[str] = mapped_column(Text)
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer)

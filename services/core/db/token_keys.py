@@ -3,7 +3,7 @@
 A key rotation is deployed in steps (see `relink keys rotate`); a process
 started without a key id that stored rows still use would fail only at the
 first such row, minutes or days later, as a per-tutor error. Each process
-that reads tokens (gateway, migrator) calls `check_token_keys` at start
+that reads tokens (gateway, migrator, webhooks) calls `check_token_keys` at start
 instead, and refuses to start naming the missing key ids.
 
 The ciphertext layout is `core.tokens`': b"rl1", one length byte, the key id,
@@ -36,6 +36,7 @@ TOKEN_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("oauth_states", ("code_verifier_encrypted",)),
+    ("webhook_endpoints", ("secret_encrypted",)),
 )
 
 

@@ -1,0 +1,1 @@
+"""The webhook dispatcher's I/O: PostgreSQL, Kafka, HTTP."""
