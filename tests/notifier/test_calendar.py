@@ -3,6 +3,7 @@ PostgreSQL, the real notifier and SMTP sink, the calendar parsed with `icalendar
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, text
 
 from devtools.smtp_sink.sink import SmtpSink
+from services.core import events
 from services.core.settings import CommonSettings
 from services.notifier.settings import NotifierSettings
 from tests.notifier.conftest import (
@@ -87,3 +89,51 @@ def test_a_bad_uid_template_is_refused_at_start(
     values["RELINK_NOTIFIER_ICAL_UID_TEMPLATE"] = template
     with pytest.raises(ValidationError, match="RELINK_NOTIFIER_ICAL_UID_TEMPLATE"):
         NotifierSettings(**values)
+
+
+def test_a_re_created_meeting_updates_the_calendar_after_the_move(
+    engine: Engine,
+    settings: CommonSettings,
+    notifier_settings: NotifierSettings,
+    smtp_sink: SmtpSink,
+) -> None:
+    world = make_world(engine, sessions_per_student=[1])
+    session = world.sessions[0]
+    produce(settings, [migrated_event(world, session)])
+    with running_notifier(notifier_settings):
+        wait_for(lambda: len(smtp_sink.mails()) >= 1, what="the move email")
+        # the tutor re-creates the meeting deleted at Google (what the gateway commits)
+        new_url = "https://meet.google.com/abc-again-001"
+        with engine.begin() as db:
+            db.execute(
+                text(
+                    "UPDATE sessions SET meeting_external_id = 'abc-again-001', join_url = :u"
+                    " WHERE id = :id"
+                ),
+                {"u": new_url, "id": session["id"]},
+            )
+        recreated = events.new_event(
+            "session.meeting_recreated",
+            {
+                "tutor_id": str(world.tutor_id),
+                "session_id": str(session["id"]),
+                "student_id": str(session["student"].id),
+                "scheduled_start_at": session["starts"].isoformat(),
+                "provider": "google_meet",
+                "meeting_external_id": "abc-again-001",
+                "join_url": new_url,
+                "deleted_meeting_external_id": session["meeting"],
+                "recreated_at": datetime.now(UTC).isoformat(),
+            },
+            tutor_id=str(world.tutor_id),
+            source="/relink/oauth-gateway",
+        )
+        produce(settings, [recreated])
+        wait_for(lambda: len(smtp_sink.mails()) >= 2, what="the new-link email")
+
+    moved, again = smtp_sink.mails()
+    assert "new Google Meet link" in again.subject
+    assert sequences([moved, again]) == [1, 2]
+    (event,) = calendar_of(again).walk("VEVENT")
+    assert str(event["uid"]) == f"{session['id']}@relink.invalid"
+    assert str(event["location"]) == str(event["url"]) == new_url
