@@ -29,6 +29,15 @@ class NotifierSettings(CommonSettings):
     message_id_domain: str = Field(
         default="relink.notifier", alias="RELINK_NOTIFIER_MESSAGE_ID_DOMAIN"
     )
+    # The students' calendar updates (iTIP REQUEST / CANCEL in each session email).
+    # The UID must be the one of the invitation the platform sent, so calendar apps
+    # update that event in place: a template over {session_id} and {booking_id} (relink's
+    # ids) and {external_id} (the platform's own session id, from the service API;
+    # relink's session id for a session the platform gave none).
+    ical_enabled: bool = Field(default=True, alias="RELINK_NOTIFIER_ICAL")
+    ical_uid_template: str = Field(
+        default="{session_id}@relink.invalid", alias="RELINK_NOTIFIER_ICAL_UID_TEMPLATE"
+    )
 
     smtp_host: str = Field(default="127.0.0.1", alias="RELINK_SMTP_HOST")
     smtp_port: int = Field(default=DEVSTACK_SMTP_PORT, ge=1, le=65535, alias="RELINK_SMTP_PORT")
@@ -43,6 +52,16 @@ class NotifierSettings(CommonSettings):
     def _one_tls_mode(self) -> NotifierSettings:
         if self.smtp_ssl and self.smtp_starttls:
             raise ValueError("set RELINK_SMTP_SSL or RELINK_SMTP_STARTTLS, not both")
+        try:
+            uid = self.ical_uid_template.format(session_id="s", booking_id="b", external_id="e")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                "RELINK_NOTIFIER_ICAL_UID_TEMPLATE may use {session_id}, {booking_id}"
+                " and {external_id} only"
+                f" ({exc!r})"
+            ) from exc
+        if not uid.strip() or any(c in uid for c in "\r\n"):
+            raise ValueError("RELINK_NOTIFIER_ICAL_UID_TEMPLATE must give a one-line UID")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("RELINK_NOTIFIER_BACKOFF_MAX_S must be >= BACKOFF_INITIAL_S")
         return self

@@ -32,6 +32,7 @@ from services.oauth_gateway.adapters.web.routes import (
     platform,
     webhooks,
 )
+from services.oauth_gateway.adapters.web.views import time_tag
 from services.oauth_gateway.bootstrap import build_gateway, build_platform
 from services.oauth_gateway.domain import scope_label
 from services.oauth_gateway.errors import (
@@ -83,6 +84,8 @@ def create_app(
     app.state.gateway = gateway
     app.state.platform = build_platform(gateway)
     app.state.templates = Jinja2Templates(directory=WEB / "templates")
+    # every moment a page shows: UTC in <time>, converted in the viewer's zone by the browser
+    app.state.templates.env.filters["when"] = time_tag
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
     for module in (oauth, pages, api, platform, dev, ops, webhooks):
         app.include_router(module.router)

@@ -389,3 +389,29 @@ def start_notifier_process(env: dict[str, str], *args: str) -> subprocess.Popen[
 def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.execute(text(sql), params))
+
+
+def calendar_of(mail: Any) -> Any:
+    """The calendar update a received email carries, parsed with `icalendar`, after checking
+    it comes as calendar apps expect: a `text/calendar; method=…` alternative to the text
+    and HTML bodies, and the same object as an `.ics` attachment."""
+    from icalendar import Calendar
+
+    message = mail.message
+    inline = [
+        p
+        for p in message.walk()
+        if p.get_content_type() == "text/calendar" and p.get_content_disposition() is None
+    ]
+    assert len(inline) == 1, [p.get_content_type() for p in message.walk()]
+    (part,) = inline
+    alternatives = next(
+        p for p in message.walk() if p.get_content_type() == "multipart/alternative"
+    )
+    assert part in alternatives.get_payload(), "the calendar part is not an alternative body"
+    ics = [a for a in mail.attachments() if a.filename.endswith(".ics")]
+    assert len(ics) == 1, [a.filename for a in mail.attachments()]
+    calendar = Calendar.from_ical(part.get_content())
+    assert part.get_param("method") == calendar["method"]
+    assert Calendar.from_ical(ics[0].data) == calendar
+    return calendar

@@ -424,6 +424,11 @@ class Notification(Base):
             "ix_notifications_due", "next_attempt_at", postgresql_where=text("state = 'PENDING'")
         ),
         Index("ix_notifications_switch_kind", "switch_id", "kind"),
+        Index(
+            "ix_notifications_session_calendar",
+            "session_id",
+            postgresql_where=text("calendar IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
@@ -446,6 +451,8 @@ class Notification(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # 0012: the student's calendar update (iCalendar text, iTIP method inside), or NULL.
+    calendar: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Tracking(Base):

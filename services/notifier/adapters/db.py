@@ -72,6 +72,8 @@ class OwedEmail:
     body_html: str
     state: str = NotificationState.PENDING.value
     last_error: str | None = None
+    # the student's calendar update (iCalendar text), rendered with the email
+    calendar: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class DueEmail:
     kind: str = ""
     switch_id: uuid.UUID | None = None
     session_id: uuid.UUID | None = None
+    calendar: str | None = None
 
 
 class NotifierDb:
@@ -134,6 +137,9 @@ class NotifierDb:
                 student.email.label("student_email"),
                 student.timezone.label("student_timezone"),
                 tutor.name.label("tutor_name"),
+                tutor.email.label("tutor_email"),
+                SessionRow.booking_id,
+                SessionRow.external_id.label("session_external_id"),
                 SessionRow.duration_minutes,
                 SessionRow.status,
                 Booking.topic,
@@ -232,10 +238,30 @@ class NotifierDb:
                 body_html=email.body_html,
                 state=email.state,
                 last_error=email.last_error,
+                calendar=email.calendar,
             )
             .on_conflict_do_nothing(index_elements=["event_id", "recipient"])
         )
         return bool(getattr(result, "rowcount", 0))
+
+    def next_calendar_sequence(self, s: Session, *, session_id: uuid.UUID) -> int:
+        """The SEQUENCE of a session's next calendar update: 1 + the changes that carried one.
+
+        Derived from the rows themselves (each change's row is written once, ON CONFLICT DO
+        NOTHING), so it only grows, across moves, rollbacks and re-creations alike, and a
+        redelivered change adds nothing. A transaction-scoped advisory lock per session
+        makes two notifiers recording changes of one session at once count in turn.
+        """
+        s.execute(
+            select(sql.pg_advisory_xact_lock(sql.hashtextextended(f"calendar:{session_id}", 0)))
+        )
+        n = Notification
+        done = s.scalar(
+            select(sql.count(sql.distinct(n.event_id))).where(
+                n.session_id == session_id, n.calendar.is_not(None)
+            )
+        )
+        return int(done or 0) + 1
 
     def switch_row(self, s: Session, *, switch_id: uuid.UUID) -> dict[str, Any] | None:
         """A switch as the database holds it now (owner, providers, state, counts)."""
@@ -335,6 +361,7 @@ class NotifierDb:
                 n.kind,
                 n.switch_id,
                 n.session_id,
+                n.calendar,
             )
             .where(
                 n.state == _const(NotificationState.PENDING.value),

@@ -42,6 +42,12 @@ from services.core.db.models import NotificationState, SessionStatus
 from services.core.events import Event, EventType
 from services.core.logs import get_logger
 from services.notifier import domain
+from services.notifier.adapters.calendar import (
+    REQUEST,
+    CalendarUpdate,
+    attach_calendar,
+    render_calendar,
+)
 from services.notifier.adapters.db import NotifierDb, OwedEmail
 from services.notifier.adapters.emails import (
     DelayNotice,
@@ -252,6 +258,7 @@ class Notifier:
             None,
             session_id,
             render_session_notice(notice),
+            calendar=self._calendar(s, event, facts, notice, session_id=session_id),
         )
 
     def _disconnect_email(self, s: Session, event: Event) -> OwedEmail | None:
@@ -361,6 +368,7 @@ class Notifier:
             switch_id,
             session_id,
             render_session_notice(notice),
+            calendar=self._calendar(s, event, facts, notice, session_id=session_id),
         )
 
     def _rollback_email(self, s: Session, event: Event) -> OwedEmail | None:
@@ -450,6 +458,8 @@ class Notifier:
         switch_id: uuid.UUID | None,
         session_id: uuid.UUID | None,
         rendered: Rendered,
+        *,
+        calendar: str | None = None,
     ) -> OwedEmail:
         return OwedEmail(
             change_id=change,
@@ -462,7 +472,45 @@ class Notifier:
             subject=rendered.subject,
             body_text=rendered.text,
             body_html=rendered.html,
+            calendar=calendar,
         )
+
+    def _calendar(
+        self,
+        s: Session,
+        event: Event,
+        facts: dict[str, Any],
+        notice: SessionNotice,
+        *,
+        session_id: uuid.UUID | None,
+    ) -> str | None:
+        """The student's calendar update for this change (iTIP REQUEST): the invitation's
+        UID, the next SEQUENCE of the session, the link the email gives."""
+        if not self.settings.ical_enabled or session_id is None or not notice.join_url:
+            return None
+        uid = self.settings.ical_uid_template.format(
+            session_id=session_id,
+            booking_id=facts["booking_id"],
+            external_id=facts["session_external_id"] or session_id,
+        )
+        update = CalendarUpdate(
+            method=REQUEST,
+            uid=uid,
+            sequence=self.db.next_calendar_sequence(s, session_id=session_id),
+            stamp=event.time,
+            starts_at=notice.starts_at,
+            duration_minutes=notice.duration_minutes,
+            # the session's zone (its booking's), as the platform booked it
+            timezone=facts["booking_timezone"] or facts["student_timezone"],
+            summary=f"{notice.topic} with {notice.tutor_name}",
+            join_url=notice.join_url,
+            provider=notice.to_provider,
+            organizer_email=facts["tutor_email"],
+            organizer_name=facts["tutor_name"],
+            attendee_email=facts["student_email"],
+            attendee_name=facts["student_name"],
+        )
+        return render_calendar(update)
 
     def _setup_url(self, switch_id: str) -> str:
         base = self.settings.gateway_public_url.rstrip("/")
@@ -488,6 +536,8 @@ class Notifier:
                     message_id=due.message_id,
                     date=due.created_at,
                 )
+                if due.calendar:
+                    attach_calendar(message, due.calendar)
                 try:
                     self.mailer.send(message, recipient=due.recipient)
                 except TransientMailError as exc:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Literal
 from zoneinfo import available_timezones
 
+from markupsafe import Markup
 from pydantic import AfterValidator, BaseModel, Field, computed_field
 
 from services.core.db.models import SessionStatus, SwitchState
@@ -253,3 +254,14 @@ class StatusChange(BaseModel):
 @cache
 def _iana_zones() -> frozenset[str]:
     return frozenset(available_timezones())
+
+
+def time_tag(moment: datetime | None) -> Markup:
+    """A moment for the pages: the UTC instant in `<time datetime>`, shown as UTC (named)
+    until `static/local_times.js` rewrites it in the viewer's own time zone, named too."""
+    if moment is None:
+        return Markup("")
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return Markup('<time class="local-time" datetime="{}">{}</time>').format(
+        utc.strftime("%Y-%m-%dT%H:%M:%SZ"), utc.strftime("%Y-%m-%d %H:%M UTC")
+    )
