@@ -60,13 +60,24 @@ class NotifierLoop:
         self.events.subscribe(on_assign=self._on_assign)
         last_activity = time.monotonic()
         pending: tuple[list[Consumed], list[Message]] | None = None
+        # A batch read but not parsed yet: its unreadable records could not be
+        # dead-lettered (Kafka away). Kept, offsets uncommitted, and parsed again
+        # (so dead-lettered again) once Kafka answers: nothing is skipped.
+        unparsed: list[Message] | None = None
         while not stop.is_set():
             if pending is None:
-                received = self.events.consume(
-                    batch_size=self.settings.batch_size, timeout_s=self._wait_s()
-                )
-                if received:
-                    pending = (self.events.parse_batch(received), received)
+                if unparsed is None:
+                    received = self.events.consume(
+                        batch_size=self.settings.batch_size, timeout_s=self._wait_s()
+                    )
+                    unparsed = received or None
+                if unparsed is not None:
+                    try:
+                        pending = (self.events.parse_batch(unparsed), unparsed)
+                    except DeadLetterError as exc:
+                        stop.wait(self.kafka.failed(exc))
+                        continue
+                    unparsed = None
             if pending is not None:
                 try:
                     recorded = self._database(partial(self._record_pending, pending))
