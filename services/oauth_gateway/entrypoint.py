@@ -29,6 +29,7 @@ from services.oauth_gateway.adapters.web.routes import (
     ops,
     pages,
     platform,
+    schemas,
     webhooks,
 )
 from services.oauth_gateway.bootstrap import build_gateway, build_platform
@@ -82,7 +83,7 @@ def create_app(
     app.state.platform = build_platform(gateway)
     app.state.templates = Jinja2Templates(directory=WEB / "templates")
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
-    for module in (oauth, pages, api, platform, dev, ops, webhooks):
+    for module in (oauth, pages, api, platform, dev, ops, webhooks, schemas):
         app.include_router(module.router)
     if settings.expose_metrics:
         app.include_router(ops.metrics_router)
