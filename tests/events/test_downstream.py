@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from services.core import events
 from services.core.db.models import Outbox
 from services.core.settings import CommonSettings, normalize_database_url
+from tests.gateway.test_hardening import served
 from tests.relay.conftest import (
     Received,
     read_topic,
@@ -36,6 +37,7 @@ from tests.relay.conftest import (
     wait_for,
 )
 
+__all__ = ["served"]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "downstream"
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 # The example's own venv, WITHOUT relink, cached per requirements file so reruns are quick.
@@ -263,3 +265,54 @@ def test_no_produced_event_carries_a_secret(engine: Engine, settings: CommonSett
             assert token.encode() not in raw
         names = [name for name, _ in message.headers] + list(json.loads(message.value))
         assert not [n for n in names if events.SECRET_NAME.search(n)], names
+
+
+def test_the_standalone_consumer_reads_the_schemas_the_gateway_serves(
+    engine: Engine,
+    settings: CommonSettings,
+    database_url: str,
+    downstream_python: Path,
+    served: str,
+    tmp_path: Path,
+) -> None:
+    topic = settings.topic_session_migrated
+    dsn = normalize_database_url(database_url).replace("postgresql+psycopg", "postgresql")
+    folder = tmp_path / "downstream"
+    shutil.copytree(EXAMPLE, folder)  # no schemas/ folder beside it this time
+    out = (tmp_path / "consumer.log").open("w+")
+    consumer = subprocess.Popen(
+        [
+            str(downstream_python), "consumer.py",
+            "--bootstrap", settings.kafka_bootstrap_servers,
+            "--topic", topic,
+            "--group", f"calendar-sync-{uuid.uuid4().hex[:6]}",
+            "--database-url", dsn,
+            "--schema-base-url", f"{served}/schemas",
+            "--dead-letter-topic", settings.topic_dead_letter,
+        ],
+        cwd=folder,
+        env={"PATH": os.environ["PATH"]},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        row = events.outbox_row(
+            "session.migrated",
+            migrated("tutor-2", "s-9", "https://meet.google.com/jjj-kkkk-lll"),
+            tutor_id="tutor-2",
+            source="/relink/migrator",
+            topics=settings,
+        )
+        write_outbox(engine, [row])
+        with running_relay(relay_settings(settings)):
+            wait_for(lambda: unpublished(engine) == 0, what="the relay publishes it")
+        wait_for(lambda: len(_links(dsn)) == 1, what="the link downstream")
+    finally:
+        consumer.send_signal(signal.SIGTERM)
+        consumer.wait(30)
+        out.seek(0)
+        log = out.read()
+        sys.stdout.write(log[-4000:])
+    assert consumer.returncode == 0
+    assert _links(dsn) == {"s-9": "https://meet.google.com/jjj-kkkk-lll"}
+    assert "applied=1 duplicate=0 skipped=0 dead-lettered=0" in log
