@@ -11,7 +11,7 @@ the payload schemas (`schemas/<type>/v1.json`) are applied in one place.
   original message to the dead-letter topic with `dead_letter(...)` and move on.
   On `SkippedEvent` (a well-formed event of a type, or a version, this reader
   was not built for) they count it, log it and move on: it is not broken, it
-  is not theirs (schemas/README.md, "Readers are tolerant").
+  is not theirs (schemas/README.md, "Producers strict, readers tolerant").
 
 Producers are strict, readers tolerant: `new_event`/`outbox_row` validate the
 whole payload against its schema (`additionalProperties: false`), while
