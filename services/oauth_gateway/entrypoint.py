@@ -128,7 +128,7 @@ TITLES = {
 
 
 # Where errors answer in JSON (the rest are pages for browsers).
-JSON_PATHS = ("/api/", "/platform/")
+JSON_PATHS = ("/api/", "/platform/", "/schemas/")
 
 
 def _status_of(exc: GatewayError) -> int:

@@ -40,5 +40,7 @@ def test_anything_else_under_schemas_is_not_found_and_nothing_can_be_written(
         "/schemas/..%2Fpyproject.toml/v1.json",
         "/schemas/README.md",
     ):
-        assert httpx.get(f"{served}{path}").status_code == 404, path
+        answer = httpx.get(f"{served}{path}")
+        assert answer.status_code == 404, path
+        assert answer.json()["error"], path  # a JSON error, as documented
     assert httpx.put(f"{served}/schemas/session.migrated/v1.json", content=b"{}").status_code == 405
