@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: run test test-cluster check install kafka-jars browser dev-up dev-down lint typecheck \
-	contracts unit bench clean floors fuzz
+	contracts unit bench clean floors fuzz asyncapi-parser
 
 # Two distributions from one checkout, both editable: the product (`relink`,
 # the package `services/`) and the workshop (`relink-devtools`, the package
@@ -44,6 +44,21 @@ browser:
 	  else echo "missing for the browser test:$$missing (apt-get install$$missing)"; fi; \
 	fi
 
+# The official AsyncAPI parser (npm's @asyncapi/parser, pinned by
+# devtools/asyncapi/package-lock.json) for tests/events/test_asyncapi.py;
+# Debian's nodejs and npm where missing (root with apt-get).
+ASYNCAPI := devtools/asyncapi
+asyncapi-parser: $(ASYNCAPI)/node_modules/.installed
+$(ASYNCAPI)/node_modules/.installed: $(ASYNCAPI)/package.json $(ASYNCAPI)/package-lock.json
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's nodejs and npm for the AsyncAPI parser"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null); \
+	  else echo "missing for the AsyncAPI test: nodejs npm (apt-get install nodejs npm)"; exit 1; fi; }
+	npm ci --prefix $(ASYNCAPI) --no-audit --no-fund --loglevel=error
+	touch $@
+
 # The whole stack with its embedded defaults; Ctrl-C stops everything.
 run: $(STAMP) kafka-jars
 	$(BIN)/relink run
@@ -51,7 +66,7 @@ run: $(STAMP) kafka-jars
 # The gates, fastest first, stopping at the first that fails: lint, types,
 # import contracts, unit tests; then the slow suites against a real
 # PostgreSQL and a real Kafka broker.
-test: check kafka-jars browser
+test: check kafka-jars browser asyncapi-parser
 	$(BIN)/pytest --ignore=tests/unit --ignore=tests/cluster $(PYTEST_ARGS)
 
 # The tests on the devstack's 3-node SASL/SCRAM Kafka cluster (it takes the

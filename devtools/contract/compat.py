@@ -2,7 +2,8 @@
 
 Within one version (`<type>/vN.json`) a change may only:
 - add an optional property (not in `required`);
-- change words (`title`, `description`, `examples`, `$comment`);
+- change words (`title`, `description`, `examples`, `$comment`, any `x-…` annotation,
+  which validators ignore);
 - accept more: drop a bound (`minLength`, `maxLength`, `minimum`, `maximum`, `pattern`, `format`),
   widen an `enum`.
 
@@ -36,7 +37,7 @@ def incompatible(old: dict[str, Any], new: dict[str, Any], path: str = "$") -> l
     """Every change from `old` to `new` that a consumer or producer of `old` could trip on."""
     problems: list[str] = []
     for key in sorted(set(old) | set(new)):
-        if key in WORDS or key == "properties" or key == "required":
+        if key in WORDS or key.startswith("x-") or key == "properties" or key == "required":
             continue
         here = f"{path}.{key}"
         if key not in new:

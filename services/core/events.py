@@ -9,6 +9,15 @@ the payload schemas (`schemas/<type>/v1.json`) are applied in one place.
   relay turns each row into a Kafka message with `outbox_message(...)`.
 * Consumers call `parse_message(...)`; on `InvalidEvent` they send the
   original message to the dead-letter topic with `dead_letter(...)` and move on.
+  On `SkippedEvent` (a well-formed event of a type, or a version, this reader
+  was not built for) they count it, log it and move on: it is not broken, it
+  is not theirs (schemas/README.md, "Producers strict, readers tolerant").
+
+Producers are strict, readers tolerant: `new_event`/`outbox_row` validate the
+whole payload against its schema (`additionalProperties: false`), while
+`parse_message` validates only the properties its schema knows and drops the
+others, so an optional field added within a version reaches old readers as the
+event they know.
 
 Wire format: CloudEvents 1.0 in Kafka *binary* mode (the SDK's binding does the
 headers): `ce_id`, `ce_source`, `ce_type`, `ce_specversion`, `ce_time`,
@@ -23,6 +32,9 @@ Errors:
     RelinkError
     └── EventError              something is wrong with an event
         ├── UnknownEventType    a type (or version) we have no schema for
+        ├── SkippedEvent        well-formed, but of a type or version this reader
+        │                       does not read; `.reason` is `unknown_type`,
+        │                       `newer_version` or `older_version`
         └── InvalidEvent        cannot be parsed or does not match its schema;
                                 `.reason` is a short code for `dlq_reason`
 """
@@ -32,7 +44,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -84,6 +96,34 @@ class UnknownEventType(EventError):
     """No schema exists for this event type and version."""
 
 
+class SkippedEvent(EventError):
+    """A readable event this reader does not read: count it, log it, commit past it."""
+
+    def __init__(self, reason: str, event_type: str, version: int | None, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.event_type = event_type
+        self.version = version
+        self.detail = detail
+
+
+class SkipCounts:
+    """How many events a reader skipped, by (reason, type, version): for its log lines."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int | None], int] = {}
+
+    def add(self, skipped: SkippedEvent) -> int:
+        """Count one skipped event; returns how many of its kind so far."""
+        kind = (skipped.reason, skipped.event_type, skipped.version)
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        return self.counts[kind]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
 class InvalidEvent(EventError):
     """An event that cannot be parsed or does not validate; `reason` is a short code."""
 
@@ -109,6 +149,11 @@ class EventType(StrEnum):
 
 
 _KNOWN_TYPES = frozenset(str(t) for t in EventType)
+# The schema version of each type relink's own consumers are built on. An
+# event of another version of a known type is skipped (counted and logged),
+# not dead-lettered: during a dual-publish window the version a reader knows
+# arrives beside the other one.
+READ_VERSIONS: Mapping[str, int] = {str(t): 1 for t in EventType}
 REQUIRED_HEADERS = ("ce_id", "ce_source", "ce_type", "ce_time")
 
 
@@ -267,8 +312,18 @@ def _formats_in(schema: Any) -> set[str]:
     return found
 
 
+def known_part(event_type: str, payload: Mapping[str, Any], *, version: int = 1) -> dict[str, Any]:
+    """The payload without the properties its schema does not name (a tolerant reader's view).
+
+    A property added within a version is optional (schemas/README.md), so a
+    reader built on the older schema drops it and reads the event it knows.
+    """
+    known = load_schema(event_type, version=version).get("properties", {})
+    return {name: value for name, value in payload.items() if name in known}
+
+
 def validate_payload(event_type: str, payload: Mapping[str, Any], *, version: int = 1) -> None:
-    """Raise `InvalidEvent` unless the payload matches its schema."""
+    """Raise `InvalidEvent` unless the payload matches its schema (strictly: producers)."""
     try:
         fast_check = _fast_check(event_type, version)
     except UnknownEventType as exc:
@@ -301,7 +356,7 @@ def new_event(
     time: datetime | None = None,
     version: int = 1,
 ) -> Event:
-    """Build and validate an event; ids and times default to fresh ones."""
+    """Build and validate an event (strictly); ids and times default to fresh ones."""
     if not tutor_id:
         raise InvalidEvent("missing_subject", "tutor_id must not be empty")
     if not source:
@@ -330,15 +385,22 @@ def outbox_row(
     topics: TopicNames,
     event_id: uuid.UUID | None = None,
     time: datetime | None = None,
+    version: int = 1,
 ) -> dict[str, Any]:
-    """The column values of the `outbox` row that will carry this event.
+    """The column values of the `outbox` row that will carry this event (schema `version`).
 
     Append them with `services.core.outbox.append(conn, tutor_id, [values])`
     in the transaction that makes the change the event reports; the relay
     publishes the row later.
     """
     event = new_event(
-        event_type, payload, tutor_id=tutor_id, source=source, event_id=event_id, time=time
+        event_type,
+        payload,
+        tutor_id=tutor_id,
+        source=source,
+        event_id=event_id,
+        time=time,
+        version=version,
     )
     return {
         "event_id": uuid.UUID(event.id),
@@ -349,6 +411,44 @@ def outbox_row(
         "payload": event.data,
         "headers": envelope_headers(event),
     }
+
+
+def outbox_rows(
+    event_type: str,
+    payloads: Mapping[int, Mapping[str, Any]],
+    *,
+    tutor_id: str,
+    source: str,
+    topics: TopicNames,
+    dual_publish: Collection[str] = (),
+    time: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The outbox rows of one event given in one or more schema versions.
+
+    `payloads` maps a version to its payload. Outside a deprecation window the
+    event goes out once, in the oldest version given (what every reader knows);
+    when `event_type` is in `dual_publish` (the setting
+    RELINK_EVENTS_DUAL_PUBLISH) it goes out in every version given, oldest
+    first, each its own event id, so readers of either version get it once
+    (a reader skips the versions it does not read). Each row is validated
+    strictly against its version's schema.
+    """
+    if not payloads:
+        raise ValueError(f"no payload given for {event_type}")
+    versions = sorted(payloads) if event_type in dual_publish else [min(payloads)]
+    moment = time or datetime.now(UTC)
+    return [
+        outbox_row(
+            event_type,
+            payloads[version],
+            tutor_id=tutor_id,
+            source=source,
+            topics=topics,
+            time=moment,
+            version=version,
+        )
+        for version in versions
+    ]
 
 
 def envelope_headers(event: Event) -> dict[str, str]:
@@ -423,8 +523,16 @@ def parse_message(
     key: bytes | str | None,
     value: bytes | None,
     headers: Sequence[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None,
+    read_versions: Mapping[str, int] = READ_VERSIONS,
 ) -> Event:
-    """Parse and validate a Kafka message; raise `InvalidEvent` with a reason code."""
+    """Parse and validate a Kafka message, as a tolerant reader.
+
+    Raises `InvalidEvent` (with a reason code; dead-letter it) for what cannot
+    be read at all, and `SkippedEvent` for a well-formed event whose type is
+    not in `read_versions` or whose `ce_dataschema` names another version than
+    the one read (count it, log it, move on). Properties the schema does not
+    name are dropped before validation (see `known_part`).
+    """
     header_map = _header_dict(headers)
     if value is None:
         raise InvalidEvent("empty_value", "message has no value")
@@ -445,8 +553,13 @@ def parse_message(
     if not isinstance(data, dict):
         raise InvalidEvent("bad_payload", "value is not a JSON object")
     event_type = cloud_event.get_type()
-    if event_type not in _KNOWN_TYPES:
-        raise InvalidEvent("unknown_type", f"no schema for event type {event_type!r}")
+    if event_type not in _KNOWN_TYPES or event_type not in read_versions:
+        raise SkippedEvent(
+            "unknown_type",
+            event_type,
+            None,
+            f"{event_type!r} is not an event type this reader reads",
+        )
     subject = cloud_event.get_subject()
     if not subject:
         raise InvalidEvent("missing_subject", "no ce_subject header")
@@ -454,6 +567,15 @@ def parse_message(
     if key_text is not None and key_text != subject:
         raise InvalidEvent("key_mismatch", "message key differs from ce_subject")
     version = _version_of(cloud_event.get_dataschema(), event_type)
+    wanted = read_versions[event_type]
+    if version != wanted:
+        raise SkippedEvent(
+            "newer_version" if version > wanted else "older_version",
+            event_type,
+            version,
+            f"{event_type} v{version}; this reader reads v{wanted}",
+        )
+    data = known_part(event_type, data, version=version)
     validate_payload(event_type, data, version=version)
     if data.get("tutor_id", subject) != subject:
         raise InvalidEvent("subject_mismatch", "payload tutor_id differs from ce_subject")
@@ -479,7 +601,11 @@ def _header_dict(
 
 
 def _version_of(dataschema: str | None, event_type: str) -> int:
-    """The schema version a `ce_dataschema` names; v1 when absent."""
+    """The schema version a `ce_dataschema` names; v1 when absent.
+
+    Any base URL is accepted (a deployment serves the schemas under its own,
+    RELINK_SCHEMA_BASE_URL); the path must end in `<type>/v<n>.json`.
+    """
     if not dataschema:
         return 1
     match = _dataschema_pattern(event_type).fullmatch(dataschema)
@@ -492,7 +618,7 @@ def _version_of(dataschema: str | None, event_type: str) -> int:
 
 @cache
 def _dataschema_pattern(event_type: str) -> re.Pattern[str]:
-    return re.compile(rf"{re.escape(SCHEMA_BASE_URI)}/{re.escape(event_type)}/v(\d+)\.json")
+    return re.compile(rf"(?:.*/)?{re.escape(event_type)}/v([1-9]\d{{0,3}})\.json")
 
 
 def dead_letter(

@@ -73,6 +73,12 @@ class CommonSettings(BaseSettings):
         default=0, ge=0, le=10, alias="RELINK_TOPIC_MIN_INSYNC_REPLICAS"
     )
 
+    # Event types published in two schema versions during a deprecation window
+    # (schemas/README.md), as a JSON list, e.g. '["session.failed"]': a producer
+    # that builds a type's payload in v1 and v2 (`events.outbox_rows`) emits both
+    # while the type is listed here, only the oldest otherwise.
+    events_dual_publish: list[str] = Field(default_factory=list, alias="RELINK_EVENTS_DUAL_PUBLISH")
+
     # How every Kafka client (librdkafka and Faust's aiokafka) connects: read here
     # once, turned into client configs by `services.core.kafka`. The default is the
     # devstack's single plaintext broker; a production cluster wants SASL_SSL.

@@ -106,6 +106,7 @@ def create_app(migrator: Migrator) -> faust.App:
     )
     # One view of PostgreSQL per loop: each says once when it is lost and once when back.
     events_db = Outage("PostgreSQL (events)", log=log)
+    skipped = events.SkipCounts()
 
     @app.agent(source, concurrency=1)
     async def switches(stream: Any) -> None:
@@ -122,6 +123,18 @@ def create_app(migrator: Migrator) -> faust.App:
                     offset=message.offset,
                 )
                 await _handle(migrator, event, outage=events_db, delivery=delivery)
+            except events.SkippedEvent as exc:
+                # Not broken, not ours (another type, another version): a tolerant
+                # reader counts it, says so and reads on; nothing is dead-lettered.
+                log.info(
+                    "skipped %s/%s@%s (%s, %d so far): %s",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    exc.reason,
+                    skipped.add(exc),
+                    exc.detail,
+                )
             except (events.InvalidEvent, MigratorError) as exc:
                 reason: Any = exc if isinstance(exc, events.InvalidEvent) else exc.reason  # type: ignore[attr-defined]
                 letter = events.dead_letter(

@@ -30,6 +30,7 @@ from services.oauth_gateway.adapters.web.routes import (
     ops,
     pages,
     platform,
+    schemas,
     webhooks,
 )
 from services.oauth_gateway.adapters.web.views import time_tag
@@ -87,7 +88,7 @@ def create_app(
     # every moment a page shows: UTC in <time>, converted in the viewer's zone by the browser
     app.state.templates.env.filters["when"] = time_tag
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
-    for module in (oauth, pages, api, platform, dev, ops, webhooks):
+    for module in (oauth, pages, api, platform, dev, ops, webhooks, schemas):
         app.include_router(module.router)
     if settings.expose_metrics:
         app.include_router(ops.metrics_router)
@@ -133,7 +134,7 @@ TITLES = {
 
 
 # Where errors answer in JSON (the rest are pages for browsers).
-JSON_PATHS = ("/api/", "/platform/")
+JSON_PATHS = ("/api/", "/platform/", "/schemas/")
 
 
 def _status_of(exc: GatewayError) -> int:

@@ -70,6 +70,7 @@ class NotifierEvents:
         self.dead_letters = dead_letters
         self.settings = settings
         self.dead_lettered = 0
+        self.skipped = events.SkipCounts()
 
     def subscribe(self, on_assign: Callable[[Any, list[TopicPartition]], None]) -> None:
         self.consumer.subscribe(audit_topics(self.settings), on_assign=on_assign)
@@ -86,6 +87,19 @@ class NotifierEvents:
         for message in messages:
             try:
                 event = parse_for_audit(message)
+            except events.SkippedEvent as exc:
+                # a type or version the notifier does not read: counted, logged,
+                # committed past with the batch; not dead-lettered
+                log.info(
+                    "skipped %s[%s]@%s (%s, %d so far): %s",
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    exc.reason,
+                    self.skipped.add(exc),
+                    exc.detail,
+                )
+                continue
             except events.InvalidEvent as exc:
                 self._dead_letter(message, exc)
                 dead += 1

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from jsonschema import Draft202012Validator
+from jsonschema import Draft7Validator, Draft202012Validator
 
 from services.core import events
 from services.core.events import EventType
@@ -39,6 +39,10 @@ def test_schema_is_draft_2020_12_and_documents_every_property(path: Path) -> Non
     schema = json.loads(path.read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     Draft202012Validator.check_schema(schema)
+    # the AsyncAPI document declares the payloads draft-07 (what its parser
+    # validates): only keywords that mean the same in draft-07 and 2020-12
+    Draft7Validator.check_schema(schema)
+    assert not _keywords(schema) & DRAFT_2019_PLUS, _keywords(schema) & DRAFT_2019_PLUS
     assert schema["$id"] == events.schema_uri(path.parent.name, version=int(path.stem[1:]))
     assert schema["additionalProperties"] is False
     assert schema.get("description")
@@ -57,6 +61,41 @@ def test_secret_scan_finds_nested_names() -> None:
     assert events.secret_like_names(
         {"properties": {"meeting": {"properties": {"host_access_token": {}}}}}
     ) == ["host_access_token"]
+
+
+DRAFT_2019_PLUS = frozenset(
+    {
+        "$defs",
+        "$anchor",
+        "$dynamicRef",
+        "$dynamicAnchor",
+        "$recursiveRef",
+        "prefixItems",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+        "dependentRequired",
+        "dependentSchemas",
+        "minContains",
+        "maxContains",
+        "contentSchema",
+    }
+)
+
+
+def _keywords(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found.add(key)
+            if key != "properties":
+                found |= _keywords(value)
+            else:
+                for child in value.values():
+                    found |= _keywords(child)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _keywords(value)
+    return found
 
 
 def asyncapi() -> dict[str, Any]:

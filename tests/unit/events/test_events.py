@@ -149,7 +149,6 @@ def _set_header(parts: dict[str, Any], name: str, value: bytes) -> dict[str, Any
         (lambda m: _drop_header(m, "ce_source"), "bad_envelope"),
         (lambda m: _set_header(m, "ce_time", b"soon"), "bad_envelope"),
         (lambda m: _set_header(m, "ce_specversion", b"0.1"), "bad_envelope"),
-        (lambda m: _set_header(m, "ce_type", b"tutor.deleted"), "unknown_type"),
         (lambda m: _set_header(m, "ce_dataschema", b"https://x/y.json"), "unknown_dataschema"),
         (lambda m: _drop_header(m, "ce_subject"), "missing_subject"),
         (lambda m: m.update(key=b"tutor-other"), "key_mismatch"),
@@ -162,6 +161,49 @@ def test_parsing_a_bad_message_raises_with_a_reason(spoil: Any, reason: str) -> 
     with pytest.raises(InvalidEvent) as caught:
         events.parse_message(**parts)
     assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "version"),
+    [
+        (lambda m: _set_header(m, "ce_type", b"tutor.deleted"), "unknown_type", None),
+        (
+            lambda m: _set_header(
+                m, "ce_dataschema", b"https://relink.example/schemas/session.migrated/v2.json"
+            ),
+            "newer_version",
+            2,
+        ),
+    ],
+)
+def test_a_type_or_version_not_read_is_skipped_not_invalid(
+    change: Any, reason: str, version: int | None
+) -> None:
+    # issue 20: these used to raise InvalidEvent (dead-lettered); a tolerant reader skips them
+    parts = _valid_parts()
+    change(parts)
+    with pytest.raises(events.SkippedEvent) as caught:
+        events.parse_message(**parts)
+    assert (caught.value.reason, caught.value.version) == (reason, version)
+
+
+def test_an_added_optional_field_is_read_and_dropped() -> None:
+    parts = _valid_parts()
+    payload = {**json.loads(parts["value"]), "added_later": {"any": "shape"}}
+    parts["value"] = json.dumps(payload).encode()
+    parsed = events.parse_message(**parts)
+    assert "added_later" not in parsed.data
+    assert parsed.data == {k: v for k, v in payload.items() if k != "added_later"}
+    # producers stay strict
+    with pytest.raises(InvalidEvent) as caught:
+        events.new_event("session.migrated", payload, tutor_id="tutor-42", source=SOURCE)
+    assert caught.value.reason == "schema_violation"
+
+
+def test_a_dataschema_under_another_base_is_read() -> None:
+    parts = _valid_parts()
+    _set_header(parts, "ce_dataschema", b"https://events.school.test/s/session.migrated/v1.json")
+    assert events.parse_message(**parts).version == 1
 
 
 def test_dead_letter_keeps_the_original_and_says_why() -> None:

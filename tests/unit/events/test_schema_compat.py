@@ -47,8 +47,16 @@ def changed(edit: Any) -> dict[str, Any]:
         lambda s: s["properties"]["reason"]["enum"].append("new_reason"),
         lambda s: s["properties"]["note"].update(maxLength=200),
         lambda s: s["properties"]["note"].pop("maxLength"),
+        lambda s: s["properties"]["note"].update({"x-enum": ["a", "b"]}),
     ],
-    ids=["optional field added", "words", "enum widened", "bound loosened", "bound dropped"],
+    ids=[
+        "optional field added",
+        "words",
+        "enum widened",
+        "bound loosened",
+        "bound dropped",
+        "x- annotation",
+    ],
 )
 def test_compatible_changes_pass(edit: Any) -> None:
     assert incompatible(BASE, changed(edit)) == []

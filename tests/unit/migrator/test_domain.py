@@ -7,11 +7,13 @@ tests/migrator/test_eligibility.py.
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.core.backoff import Backoff, RetryPolicy
+from services.core.events import load_schema
 from services.migrator.domain import (
     Failure,
     FailureKind,
@@ -117,3 +119,17 @@ def test_a_missing_token_key_is_retried_within_the_attempts_then_fails_retryable
     assert (first.pause_tutor, first.counts_as_attempt) == (False, True)
     last = decide(missing, attempts=3, now=NOW, policy=POLICY)
     assert last == GiveUp(reason="configuration_error", retryable=True)
+
+
+def test_session_failed_lists_exactly_the_reasons_the_migrator_gives_up_with() -> None:
+    # issue 20: derived from the code -- every failure kind, after the last attempt
+    given_up = set()
+    for kind in FailureKind:
+        decision = decide(Failure(kind, "x"), attempts=99, now=NOW, policy=POLICY)
+        if isinstance(decision, GiveUp):
+            given_up.add(decision.reason)
+    reason = load_schema("session.failed")["properties"]["reason"]
+    assert sorted(given_up) == reason["x-enum"]
+    for code in given_up:  # the description names each, and the pattern accepts it
+        assert f"`{code}`" in reason["description"]
+        assert re.fullmatch(reason["pattern"], code)
