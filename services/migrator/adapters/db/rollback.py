@@ -130,7 +130,10 @@ def owed_at_sql(tutor: str, provider: str) -> str:
     meeting of a migrated row whose switch is not cleaned up yet, or one that
     will be: a failed row of the tutor's current switch may still move (the
     tutor's retry, an automatic one), and its session's meeting there is then
-    owed a deletion that only these tokens can make.
+    owed a deletion that only these tokens can make. Also a row not settled
+    yet whose create may have reached the provider: a superseded or rolled-back
+    switch's row is skipped later (`settle_stranded`), and its meeting is then
+    owed a deletion with these tokens (forgotten meanwhile, it stayed live).
     """
     return f"""EXISTS (
         SELECT 1 FROM session_migrations m JOIN provider_switches p ON p.id = m.switch_id
@@ -138,6 +141,9 @@ def owed_at_sql(tutor: str, provider: str) -> str:
             (m.to_provider = {provider} AND {UNUSED_NEW_SQL})
             OR (m.from_provider = {provider} AND p.old_meetings_cleaned_at IS NULL
                 AND m.scheduled_start_at > now() AND {OLD_OWED_SQL})
+            OR (m.to_provider = {provider} AND m.state IN {UNSETTLED_SQL}
+                AND (m.new_meeting_external_id IS NOT NULL OR m.attempts > 0)
+                AND m.scheduled_start_at > now())
             OR (m.from_provider = {provider} AND m.state = {sql_state(M.FAILED)}
                 AND m.previous_meeting_external_id IS NOT NULL
                 AND m.scheduled_start_at > now()
