@@ -599,10 +599,11 @@ class Executor:
             )
             return
         assert isinstance(decision, GiveUp)
-        await self.outcomes.fail(
+        if await self.outcomes.fail(
             row, reason=decision.reason, detail=failure.detail, retryable=decision.retryable
-        )
-        metrics.SESSIONS_FAILED.labels(reason=decision.reason).inc()
+        ):
+            # only the row this write failed (another may have failed it with the rest)
+            metrics.SESSIONS_FAILED.labels(reason=decision.reason).inc()
         log.warning("session failed: %s", decision.reason, extra=ids)
         if decision.all_remaining:
             self.connections.forget(row.tutor_id)
