@@ -48,7 +48,7 @@ def serve_metrics_of(settings: MigratorSettings) -> None:
     the switches by state from PostgreSQL and the Faust group's lag from Kafka."""
     from services.core import metrics
     from services.core.db.engine import make_engine
-    from services.core.kafka import client_config
+    from services.core.kafka import consumer_config
     from services.migrator.adapters.db.metrics import SwitchStates
 
     metrics.process_started("migrator")
@@ -56,7 +56,7 @@ def serve_metrics_of(settings: MigratorSettings) -> None:
         return
     switches = SwitchStates(make_engine(settings.sync_database_url, pool_size=1))
     lag = metrics.ConsumerLag(
-        client_config(settings),
+        consumer_config(settings, group_id=settings.faust_app_id),
         group=settings.faust_app_id,
         topics=[settings.topic_provider_switched],
     )

@@ -47,14 +47,16 @@ def notifier_command(
 def _serve_metrics(settings: NotifierSettings) -> ThreadingHTTPServer | None:
     """`/metrics` on RELINK_NOTIFIER_METRICS_PORT (when set), with the group's lag from Kafka."""
     from services.core import metrics
-    from services.core.kafka import client_config
+    from services.core.kafka import consumer_config
     from services.notifier.adapters.kafka import audit_topics
 
     metrics.process_started("notifier")
     if not settings.metrics_port:
         return None
     lag = metrics.ConsumerLag(
-        client_config(settings), group=settings.group_id, topics=audit_topics(settings)
+        consumer_config(settings, group_id=settings.group_id),
+        group=settings.group_id,
+        topics=audit_topics(settings),
     )
     return metrics.serve_metrics(
         lambda: metrics.render(lag),

@@ -13,7 +13,7 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import Engine
 
 from services.core import metrics
-from services.core.kafka import client_config
+from services.core.kafka import consumer_config
 from services.core.settings import CommonSettings
 from services.migrator.adapters.db.metrics import SwitchStates
 from services.relay.metrics import RelayCollector, RelayMetrics
@@ -59,7 +59,11 @@ def defined_series(engine: Engine, settings: CommonSettings) -> set[str]:
     names = exported(REGISTRY.collect())
     names |= exported(RelayCollector(RelayMetrics()).collect())
     names |= exported(SwitchStates(engine).collect())
-    lag = metrics.ConsumerLag(client_config(settings), group="relink-notifier", topics=["none"])
+    lag = metrics.ConsumerLag(
+        consumer_config(settings, group_id="relink-notifier"),
+        group="relink-notifier",
+        topics=["none"],
+    )
     try:
         names |= exported(lag.collect())
     finally:
