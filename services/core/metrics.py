@@ -33,6 +33,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from services.core.errors import ConfigurationError
 from services.core.logs import get_logger
 
 log = get_logger(__name__)
@@ -217,7 +218,13 @@ def serve_metrics(
             # scrapes every few seconds would drown the process's own log
             return
 
-    server = ThreadingHTTPServer((host, port), MetricsRequest)
+    try:
+        server = ThreadingHTTPServer((host, port), MetricsRequest)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"relink {name} cannot serve /metrics on {host}:{port} ({exc.strerror}): set "
+            f"RELINK_{name.upper()}_METRICS_PORT to a free port, or to 0 for no endpoint"
+        ) from exc
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name=f"{name}-metrics", daemon=True).start()
     log.info("metrics on http://%s:%d/metrics", host, server.server_address[1])
