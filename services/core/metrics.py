@@ -58,32 +58,7 @@ BUILD_INFO = Gauge(
     multiprocess_mode="max",
 )
 
-# -- gateway -------------------------------------------------------------------
-
-GATEWAY_CALLBACKS = Counter(
-    "relink_gateway_oauth_callbacks",
-    "OAuth callbacks by provider and outcome (switched, bad_state, ...).",
-    ["provider", "outcome"],
-)
-GATEWAY_WEBHOOKS = Counter(
-    "relink_gateway_webhooks",
-    "Provider notifications by provider and outcome (disconnected, bad_signature, ...).",
-    ["provider", "outcome"],
-)
-GATEWAY_BOOKINGS = Counter(
-    "relink_gateway_bookings", "Bookings by outcome (accepted, conflict, ...).", ["outcome"]
-)
-GATEWAY_REQUESTS = Counter(
-    "relink_gateway_http_requests",
-    "HTTP requests by route template and status.",
-    ["route", "status"],
-)
-GATEWAY_REQUEST_SECONDS = Histogram(
-    "relink_gateway_http_request_seconds",
-    "HTTP request duration by route template.",
-    ["route"],
-    buckets=HTTP_BUCKETS,
-)
+# -- gateway: its series are per app (services/oauth_gateway/metrics.py) -----------
 
 # -- providers (gateway and migrator) -------------------------------------------
 
@@ -164,10 +139,15 @@ def process_started(process: str) -> None:
     BUILD_INFO.labels(process=process, version=relink_version()).set(1)
 
 
+def multiprocess_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR: set, every series lives in files the workers share."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 def render(*collectors: Collector) -> bytes:
     """The text exposition of the default registry (or every worker's files) plus `collectors`."""
     registry = CollectorRegistry(auto_describe=True)
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    folder = multiprocess_dir()
     if folder:
         from prometheus_client import multiprocess
 

@@ -16,6 +16,7 @@ from services.core import metrics
 from services.core.kafka import consumer_config
 from services.core.settings import CommonSettings
 from services.migrator.adapters.db.metrics import SwitchStates
+from services.oauth_gateway.metrics import GatewayMetrics
 from services.relay.metrics import RelayCollector, RelayMetrics
 from tests.ops.prometheus import DEPLOY, binary
 
@@ -57,6 +58,7 @@ def exported(families: Iterable[Metric]) -> set[str]:
 def defined_series(engine: Engine, settings: CommonSettings) -> set[str]:
     """Every series name a relink process can export (the collectors asked for real)."""
     names = exported(REGISTRY.collect())
+    names |= exported(GatewayMetrics().registry.collect())
     names |= exported(RelayCollector(RelayMetrics()).collect())
     names |= exported(SwitchStates(engine).collect())
     lag = metrics.ConsumerLag(
