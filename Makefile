@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test test-cluster check install kafka-jars browser dev-up dev-down lint typecheck \
+.PHONY: run test test-cluster check install kafka-jars browser prometheus dev-up dev-down lint typecheck \
 	contracts unit bench clean floors fuzz asyncapi-parser
 
 # Two distributions from one checkout, both editable: the product (`relink`,
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml devtools/pyproject.toml
 	$(PIP) install --quiet -e '.[test,dev,browser]' -e ./devtools
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) prometheus
 
 # Fetch Kafka's jars once (cached under ~/.cache/relink/kafka).
 kafka-jars: $(STAMP)
@@ -59,6 +59,18 @@ $(ASYNCAPI)/node_modules/.installed: $(ASYNCAPI)/package.json $(ASYNCAPI)/packag
 	npm ci --prefix $(ASYNCAPI) --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Debian's Prometheus (the package has promtool too) for the real-Prometheus test
+# and the alert rules' checks (tests/ops/). Installed once, when we may (root with
+# apt-get), as Chromium above; otherwise it says what to install.
+prometheus:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's prometheus for the metrics tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null); \
+	  else echo "missing for the metrics tests: prometheus (apt-get install prometheus)"; fi; \
+	fi
+
 # The whole stack with its embedded defaults; Ctrl-C stops everything.
 run: $(STAMP) kafka-jars
 	$(BIN)/relink run
@@ -66,7 +78,7 @@ run: $(STAMP) kafka-jars
 # The gates, fastest first, stopping at the first that fails: lint, types,
 # import contracts, unit tests; then the slow suites against a real
 # PostgreSQL and a real Kafka broker.
-test: check kafka-jars browser asyncapi-parser
+test: check kafka-jars browser prometheus asyncapi-parser
 	$(BIN)/pytest --ignore=tests/unit --ignore=tests/cluster $(PYTEST_ARGS)
 
 # The tests on the devstack's 3-node SASL/SCRAM Kafka cluster (it takes the

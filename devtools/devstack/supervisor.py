@@ -124,6 +124,10 @@ class RunAddresses:
     provider_sim_port: int
     smtp_port: int
     inbox_port: int
+    # /metrics of the relay, the migrator and the notifier (the gateway's is on its own port)
+    relay_metrics_port: int = 0
+    migrator_metrics_port: int = 0
+    notifier_metrics_port: int = 0
 
     @property
     def gateway(self) -> str:
@@ -148,8 +152,17 @@ def run_addresses(env: Mapping[str, str]) -> RunAddresses:
     )
 
     smtp = env.get("RELINK_SMTP_SINK_PORT") or env.get("RELINK_SMTP_PORT")
+    gateway_port = int(env.get("RELINK_GATEWAY_PORT") or DEVSTACK_GATEWAY_PORT)
+
+    def metrics_port(name: str, offset: int) -> int:
+        # next to the gateway's port: moving RELINK_GATEWAY_PORT moves a whole stack
+        return int(env.get(f"RELINK_{name}_METRICS_PORT") or gateway_port + offset)
+
     return RunAddresses(
-        gateway_port=int(env.get("RELINK_GATEWAY_PORT") or DEVSTACK_GATEWAY_PORT),
+        relay_metrics_port=metrics_port("RELAY", 1),
+        migrator_metrics_port=metrics_port("MIGRATOR", 2),
+        notifier_metrics_port=metrics_port("NOTIFIER", 3),
+        gateway_port=gateway_port,
         provider_sim_port=int(env.get("RELINK_PROVIDER_SIM_PORT") or DEVSTACK_PROVIDER_SIM_PORT),
         smtp_port=int(smtp or DEVSTACK_SMTP_PORT),
         inbox_port=int(env.get("RELINK_SMTP_SINK_HTTP_PORT") or DEFAULT_HTTP_PORT),
@@ -178,6 +191,9 @@ def wiring(where: RunAddresses, *, sim_state_file: str) -> dict[str, str]:
         "RELINK_SMTP_PORT": str(where.smtp_port),
         "RELINK_SMTP_SINK_PORT": str(where.smtp_port),
         "RELINK_SMTP_SINK_HTTP_PORT": str(where.inbox_port),
+        "RELINK_RELAY_METRICS_PORT": str(where.relay_metrics_port),
+        "RELINK_MIGRATOR_METRICS_PORT": str(where.migrator_metrics_port),
+        "RELINK_NOTIFIER_METRICS_PORT": str(where.notifier_metrics_port),
         # The simulator's Zoom app sends its event notifications (app removed,
         # meeting deleted at Zoom) to the gateway, as Zoom does to relink's app.
         "RELINK_PROVIDER_SIM_ZOOM_WEBHOOK_URL": f"{gateway}/webhooks/zoom",
@@ -289,6 +305,18 @@ def where_to_go(commands: set[str], where: RunAddresses, *, env: Mapping[str, st
         lines.append(f"  simulator's meetings:  {where.provider_sim}/_admin/meetings")
     if "smtp-sink" in commands:
         lines.append(f"  mail inbox:            {where.inbox}/")
+    scraped = [
+        f"http://127.0.0.1:{port}/metrics"
+        for name, port in (
+            ("gateway", where.gateway_port),
+            ("relay", where.relay_metrics_port),
+            ("migrator", where.migrator_metrics_port),
+            ("notifier", where.notifier_metrics_port),
+        )
+        if name in commands
+    ]
+    if scraped:
+        lines.append(f"  Prometheus metrics:    {'  '.join(scraped)}")
     lines.append(f"  PostgreSQL:            {env.get('DATABASE_URL', '')}")
     lines.append(f"  Kafka:                 {env.get('KAFKA_BOOTSTRAP_SERVERS', '')}")
     return lines

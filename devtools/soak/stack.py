@@ -40,14 +40,27 @@ class Ports:
     """The ports the stack's own processes listen on (the devstack's are set apart).
 
     Each is a free port the OS picks, so two stacks never collide; set
-    RELINK_SOAK_SIM_PORT, _GATEWAY_PORT, _SMTP_PORT or _INBOX_PORT to fix one.
-    The relay's metrics endpoint stays off (RELINK_RELAY_METRICS_PORT=0).
+    RELINK_SOAK_SIM_PORT, _GATEWAY_PORT, _SMTP_PORT, _INBOX_PORT, _RELAY_METRICS_PORT,
+    _MIGRATOR_METRICS_PORT or _NOTIFIER_METRICS_PORT to fix one. The gateway serves
+    its /metrics on its own port; the other three each have one.
     """
 
     sim: int = field(default_factory=lambda: _port("SIM"))
     gateway: int = field(default_factory=lambda: _port("GATEWAY"))
     smtp: int = field(default_factory=lambda: _port("SMTP"))
     inbox: int = field(default_factory=lambda: _port("INBOX"))
+    relay_metrics: int = field(default_factory=lambda: _port("RELAY_METRICS"))
+    migrator_metrics: int = field(default_factory=lambda: _port("MIGRATOR_METRICS"))
+    notifier_metrics: int = field(default_factory=lambda: _port("NOTIFIER_METRICS"))
+
+    def metrics_targets(self) -> dict[str, str]:
+        """Each relink process's name and the host:port of its /metrics."""
+        return {
+            "gateway": f"127.0.0.1:{self.gateway}",
+            "relay": f"127.0.0.1:{self.relay_metrics}",
+            "migrator": f"127.0.0.1:{self.migrator_metrics}",
+            "notifier": f"127.0.0.1:{self.notifier_metrics}",
+        }
 
 
 # Start order: the simulator and the mail sink before what calls them.
@@ -111,7 +124,9 @@ class ProcessStack:
             "RELINK_SMTP_SINK_PORT": str(self.ports.smtp),
             "RELINK_SMTP_SINK_HTTP_PORT": str(self.ports.inbox),
             "RELINK_SMTP_SINK_FOLDER": str(workdir / "mail"),
-            "RELINK_RELAY_METRICS_PORT": "0",
+            "RELINK_RELAY_METRICS_PORT": str(self.ports.relay_metrics),
+            "RELINK_MIGRATOR_METRICS_PORT": str(self.ports.migrator_metrics),
+            "RELINK_NOTIFIER_METRICS_PORT": str(self.ports.notifier_metrics),
             "RELINK_MIGRATOR_APP_ID": f"{topic_prefix}relink-migrator",
             "RELINK_MIGRATOR_DATADIR": str(workdir / "migrator-data"),
             "RELINK_NOTIFIER_GROUP_ID": f"{topic_prefix}relink-notifier",

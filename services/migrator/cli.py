@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.migrator.settings import MigratorSettings
+
 
 def migrator() -> None:
     """Move future sessions to tutors' new providers (settings: RELINK_MIGRATOR_*)."""
@@ -33,5 +38,31 @@ def migrator() -> None:
     settings.datadir.mkdir(parents=True, exist_ok=True)
     app = create_app(build_migrator(settings))
     throttle_aiokafka()  # a broker outage: a line a minute, not ten a second
+    serve_metrics_of(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+def serve_metrics_of(settings: MigratorSettings) -> None:
+    """`/metrics` on RELINK_MIGRATOR_METRICS_PORT (when set): this process's counters,
+    the switches by state from PostgreSQL and the Faust group's lag from Kafka."""
+    from services.core import metrics
+    from services.core.db.engine import make_engine
+    from services.core.kafka import consumer_config
+    from services.migrator.adapters.db.metrics import SwitchStates
+
+    metrics.process_started("migrator")
+    if not settings.metrics_port:
+        return
+    switches = SwitchStates(make_engine(settings.sync_database_url, pool_size=1))
+    lag = metrics.ConsumerLag(
+        consumer_config(settings, group_id=settings.faust_app_id),
+        group=settings.faust_app_id,
+        topics=[settings.topic_provider_switched],
+    )
+    metrics.serve_metrics(
+        lambda: metrics.render(switches, lag),
+        host=settings.metrics_host,
+        port=settings.metrics_port,
+        name="migrator",
+    )

@@ -16,7 +16,7 @@ from typing import Any
 
 import faust
 
-from services.core import events, tracking
+from services.core import events, metrics, tracking
 from services.core.backoff import Outage
 from services.core.db.errors import StoreError, run_again_async
 from services.core.kafka import faust_broker_options
@@ -148,6 +148,9 @@ def create_app(migrator: Migrator) -> faust.App:
                     dead_letter_topic=dead_letters.get_topic_name(),
                 )
                 await dead_letters.send(key=letter.key, value=letter.value, headers=letter.headers)
+                metrics.DEAD_LETTERS.labels(
+                    process="migrator", reason=getattr(reason, "reason", str(reason))
+                ).inc()
                 log.warning(
                     "dead-lettered %s/%s@%s: %s",
                     message.topic,

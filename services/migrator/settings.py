@@ -13,6 +13,11 @@ from services.core.settings import CommonSettings
 class MigratorSettings(CommonSettings):
     """Concurrency bounds, batch sizes, retry limits, sweep and grace periods."""
 
+    # Prometheus `/metrics` on this port (0 = no endpoint); `relink run` gives each
+    # process its own (README "Operating relink").
+    metrics_port: int = Field(default=0, ge=0, le=65535, alias="RELINK_MIGRATOR_METRICS_PORT")
+    metrics_host: str = Field(default="127.0.0.1", alias="RELINK_MIGRATOR_METRICS_HOST")
+
     # Faust's app id is the consumer group; defaults to `<topic prefix>relink-migrator`
     # so environments sharing a cluster (and tests) never share a group.
     app_id: str = Field(default="", alias="RELINK_MIGRATOR_APP_ID")

@@ -6,8 +6,14 @@ import signal
 import threading
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
+    from services.notifier.settings import NotifierSettings
 
 from services.core.cli import IDLE_SECONDS, UNTIL_IDLE
 from services.core.logs import configure_logging
@@ -26,13 +32,38 @@ def notifier_command(
     settings = NotifierSettings()
     configure_logging(settings.log_level)
     loop = build_loop(settings)
+    server = _serve_metrics(settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
         loop.run(stop=stop, until_idle_s=idle_seconds if until_idle else None)
     finally:
+        if server is not None:
+            server.shutdown()
         loop.close()
+
+
+def _serve_metrics(settings: NotifierSettings) -> ThreadingHTTPServer | None:
+    """`/metrics` on RELINK_NOTIFIER_METRICS_PORT (when set), with the group's lag from Kafka."""
+    from services.core import metrics
+    from services.core.kafka import consumer_config
+    from services.notifier.adapters.kafka import audit_topics
+
+    metrics.process_started("notifier")
+    if not settings.metrics_port:
+        return None
+    lag = metrics.ConsumerLag(
+        consumer_config(settings, group_id=settings.group_id),
+        group=settings.group_id,
+        topics=audit_topics(settings),
+    )
+    return metrics.serve_metrics(
+        lambda: metrics.render(lag),
+        host=settings.metrics_host,
+        port=settings.metrics_port,
+        name="notifier",
+    )
 
 
 def _since(value: str | None) -> datetime | None:

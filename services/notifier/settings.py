@@ -10,6 +10,11 @@ from services.core.settings import DEVSTACK_GATEWAY_PORT, DEVSTACK_SMTP_PORT, Co
 class NotifierSettings(CommonSettings):
     """Where to send mail from and to, how to retry, how to consume."""
 
+    # Prometheus `/metrics` on this port (0 = no endpoint); `relink run` gives each
+    # process its own (README "Operating relink").
+    metrics_port: int = Field(default=0, ge=0, le=65535, alias="RELINK_NOTIFIER_METRICS_PORT")
+    metrics_host: str = Field(default="127.0.0.1", alias="RELINK_NOTIFIER_METRICS_HOST")
+
     group_id: str = Field(default="relink-notifier", alias="RELINK_NOTIFIER_GROUP_ID")
     # How soon the group hands a dead notifier's partitions to another one.
     session_timeout_s: float = Field(

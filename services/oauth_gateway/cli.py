@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -26,6 +28,8 @@ def gateway_command() -> None:
     check_token_keys_at(
         settings.sync_database_url, settings.token_cipher().key_ids, process="relink gateway"
     )
+    if settings.workers > 1:
+        _multiprocess_metrics(settings.metrics_dir)
     uvicorn.run(
         "services.oauth_gateway.entrypoint:create_app",
         factory=True,
@@ -36,6 +40,23 @@ def gateway_command() -> None:
         log_level=settings.log_level.lower(),
         proxy_headers=True,
     )
+
+
+def _multiprocess_metrics(folder: Path | None) -> None:
+    """Let every uvicorn worker write its figures where `/metrics` (any worker) merges them.
+
+    prometheus_client's multiprocess mode: PROMETHEUS_MULTIPROC_DIR must be set before
+    a worker imports it, and emptied at start (files of dead workers would add up).
+    """
+    import shutil
+    import tempfile
+
+    chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or (str(folder) if folder else None)
+    if chosen is None:
+        chosen = tempfile.mkdtemp(prefix="relink-gateway-metrics-")
+    shutil.rmtree(chosen, ignore_errors=True)
+    Path(chosen).mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = chosen
 
 
 api_keys_app = typer.Typer(

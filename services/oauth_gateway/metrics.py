@@ -1,109 +1,80 @@
-"""The gateway's counters and latency histogram, rendered as Prometheus text, and the ASGI
+"""The gateway's counters and latency histogram (prometheus_client), and the ASGI
 middleware that times every request."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Seconds; the callback spends most of its time on two provider round trips.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from services.core import metrics as m
 
 
-@dataclass
 class GatewayMetrics:
-    """Callback outcomes, switches, bookings and request latencies of one process."""
+    """Callback outcomes, switches, bookings and request latencies (prometheus_client series).
 
-    callbacks: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
-    bookings: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    webhooks: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
-    requests: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
-    latency_counts: dict[str, list[int]] = field(default_factory=dict)
-    latency_sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    One gateway app's own registry (one per process in production; tests build
+    several). `/metrics` adds the process-wide series (build info, provider calls);
+    under several uvicorn workers each worker writes its figures to files and any
+    worker's `/metrics` merges all of them.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.callbacks = Counter(
+            "relink_gateway_oauth_callbacks",
+            "OAuth callbacks by provider and outcome (switched, bad_state, ...).",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
+        self.webhooks = Counter(
+            "relink_gateway_webhooks",
+            "Provider notifications by provider and outcome (disconnected, bad_signature, ...).",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
+        self.bookings = Counter(
+            "relink_gateway_bookings",
+            "Bookings by outcome (accepted, conflict, ...).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "relink_gateway_http_requests",
+            "HTTP requests by route template and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "relink_gateway_http_request_seconds",
+            "HTTP request duration by route template.",
+            ["route"],
+            buckets=m.HTTP_BUCKETS,
+            registry=self.registry,
+        )
 
     def callback(self, *, provider: str, outcome: str) -> None:
         """Count one OAuth callback by provider and outcome (switched, bad_state, ...)."""
-        with self._lock:
-            self.callbacks[(provider, outcome)] += 1
+        self.callbacks.labels(provider=provider, outcome=outcome).inc()
 
     def webhook(self, *, provider: str, outcome: str) -> None:
         """Count one provider notification by outcome (disconnected, bad_signature, stale, ...)."""
-        with self._lock:
-            self.webhooks[(provider, outcome.split(":")[0])] += 1
+        self.webhooks.labels(provider=provider, outcome=outcome.split(":")[0]).inc()
 
     def booking(self, *, outcome: str) -> None:
-        with self._lock:
-            self.bookings[outcome] += 1
+        self.bookings.labels(outcome=outcome).inc()
 
     def request(self, *, route: str, status: int, seconds: float) -> None:
         """Record one HTTP request's status and duration under its route template."""
-        with self._lock:
-            self.requests[(route, status)] += 1
-            counts = self.latency_counts.setdefault(route, [0] * (len(LATENCY_BUCKETS) + 1))
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    counts[i] += 1
-            counts[-1] += 1
-            self.latency_sums[route] += seconds
+        self.requests.labels(route=route, status=str(status)).inc()
+        self.request_seconds.labels(route=route).observe(seconds)
 
-    def render(self) -> str:
-        """Prometheus text exposition format 0.0.4."""
-        with self._lock:
-            out = [
-                "# HELP relink_gateway_oauth_callbacks_total OAuth callbacks by outcome.",
-                "# TYPE relink_gateway_oauth_callbacks_total counter",
-            ]
-            for (provider, outcome), n in sorted(self.callbacks.items()):
-                out.append(
-                    f'relink_gateway_oauth_callbacks_total{{provider="{provider}",'
-                    f'outcome="{outcome}"}} {n}'
-                )
-            out += [
-                "# HELP relink_gateway_webhooks_total Provider notifications by outcome.",
-                "# TYPE relink_gateway_webhooks_total counter",
-            ]
-            out += [
-                f'relink_gateway_webhooks_total{{provider="{p}",outcome="{o}"}} {n}'
-                for (p, o), n in sorted(self.webhooks.items())
-            ]
-            out += [
-                "# HELP relink_gateway_bookings_total Bookings accepted, by outcome.",
-                "# TYPE relink_gateway_bookings_total counter",
-            ]
-            out += [
-                f'relink_gateway_bookings_total{{outcome="{k}"}} {n}'
-                for k, n in sorted(self.bookings.items())
-            ]
-            out += [
-                "# HELP relink_gateway_http_requests_total HTTP requests by route and status.",
-                "# TYPE relink_gateway_http_requests_total counter",
-            ]
-            out += [
-                f'relink_gateway_http_requests_total{{route="{r}",status="{s}"}} {n}'
-                for (r, s), n in sorted(self.requests.items())
-            ]
-            out += [
-                "# HELP relink_gateway_http_request_seconds HTTP request duration.",
-                "# TYPE relink_gateway_http_request_seconds histogram",
-            ]
-            for route, counts in sorted(self.latency_counts.items()):
-                bucket = f'relink_gateway_http_request_seconds_bucket{{route="{route}"'
-                for bound, n in zip(LATENCY_BUCKETS, counts, strict=False):
-                    out.append(f'{bucket},le="{bound}"}} {n}')
-                out.append(f'{bucket},le="+Inf"}} {counts[-1]}')
-                out.append(
-                    f'relink_gateway_http_request_seconds_sum{{route="{route}"}} '
-                    f"{self.latency_sums[route]:.6f}"
-                )
-                out.append(
-                    f'relink_gateway_http_request_seconds_count{{route="{route}"}} {counts[-1]}'
-                )
-        return "\n".join(out) + "\n"
+    def render(self) -> bytes:
+        """Prometheus text exposition format 0.0.4 (every worker's figures)."""
+        if m.multiprocess_dir():
+            return m.render()  # the workers' files hold these series too
+        return m.render(self.registry)
 
 
 class RequestMetrics:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, model_validator
 
 from services.core.errors import ConfigurationError
@@ -46,6 +48,9 @@ class GatewaySettings(CommonSettings):
     expose_docs: bool | None = Field(default=None, alias="RELINK_GATEWAY_EXPOSE_DOCS")
     # /metrics on the public port (put it behind the proxy's allow-list, or turn it off).
     expose_metrics: bool = Field(default=True, alias="RELINK_GATEWAY_EXPOSE_METRICS")
+    # With RELINK_GATEWAY_WORKERS > 1: where the workers' metric files go (emptied at
+    # start; PROMETHEUS_MULTIPROC_DIR wins; unset: a fresh temporary folder).
+    metrics_dir: Path | None = Field(default=None, alias="RELINK_GATEWAY_METRICS_DIR")
     # How often the video-setup page polls the progress endpoint.
     progress_poll_ms: int = Field(default=1000, ge=100, alias="RELINK_GATEWAY_PROGRESS_POLL_MS")
     # How many times a booking re-creates its meeting when a switch commits meanwhile.

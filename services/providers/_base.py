@@ -11,6 +11,7 @@ Authlib 1.9 its httpx integration is a deprecated fallback to `httpx2`.
 from __future__ import annotations
 
 import itertools
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_r
 from authlib.oauth2.rfc7009 import prepare_revoke_token_request
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
+from services.core import metrics
 from services.core.backoff import Backoff, RetryPolicy
 from services.core.logs import get_logger
 from services.providers._errors import (
@@ -287,12 +289,15 @@ class ProviderClient(ABC):
     async def revoke(self, token: str) -> None:
         """Revoke a token at the provider (RFC 7009); revoking an unknown token is no error."""
         body, headers = prepare_revoke_token_request(token)
+        started = time.perf_counter()
         try:
             response = await self._http.post(
                 self.revoke_url, content=body, headers=headers, auth=self._client_auth()
             )
         except httpx.TransportError as exc:
+            self._observe("revoke", None, started)
             raise transport_error(exc, provider=self.provider, operation="revoke") from exc
+        self._observe("revoke", response.status_code, started)
         if response.status_code >= 500 or response.status_code == 429:
             raise self._token_error(response, operation="revoke", revoked=False)
 
@@ -307,15 +312,29 @@ class ProviderClient(ABC):
             body += "&" + str(
                 httpx.QueryParams(client_id=self.client_id, client_secret=self.client_secret)
             )
+        started = time.perf_counter()
         try:
-            return await self._http.post(
+            response = await self._http.post(
                 self.token_url,
                 content=body,
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
                 auth=self._client_auth(),
             )
         except httpx.TransportError as exc:
+            self._observe(operation, None, started)
             raise transport_error(exc, provider=self.provider, operation=operation) from exc
+        self._observe(operation, response.status_code, started)
+        return response
+
+    def _observe(self, operation: str, status: int | None, started: float) -> None:
+        """One provider HTTP call in relink_provider_request_seconds (and 429s counted)."""
+        metrics.PROVIDER_REQUEST_SECONDS.labels(
+            provider=self.provider,
+            operation=operation,
+            status="transport_error" if status is None else str(status),
+        ).observe(time.perf_counter() - started)
+        if status == 429:
+            metrics.PROVIDER_RATE_LIMITED.labels(provider=self.provider, operation=operation).inc()
 
     def _token_error(
         self, response: httpx.Response, *, operation: str, revoked: bool
@@ -382,6 +401,7 @@ class ProviderClient(ABC):
                 await self.pacer.wait(
                     account, max_wait_s=self.policy.max_wait_s, provider=self.provider
                 )
+            started = time.perf_counter()
             try:
                 response = await self._http.request(
                     method,
@@ -391,7 +411,9 @@ class ProviderClient(ABC):
                     headers={"Authorization": f"Bearer {access_token}"},
                 )
             except httpx.TransportError as exc:
+                self._observe(operation, None, started)
                 raise transport_error(exc, provider=self.provider, operation=operation) from exc
+            self._observe(operation, response.status_code, started)
             if response.status_code >= 400 and response.status_code not in accept:
                 error = self.api_error(response, operation=operation)
                 if (

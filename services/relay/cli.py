@@ -14,6 +14,7 @@ def relay(
     idle_seconds: float = IDLE_SECONDS,
 ) -> None:
     """Publish outbox rows to Kafka (settings: RELINK_RELAY_*, see services/relay/README.md)."""
+    from services.core.metrics import process_started
     from services.relay.bootstrap import build_relay
     from services.relay.metrics import serve_metrics
     from services.relay.settings import RelaySettings
@@ -21,6 +22,7 @@ def relay(
     settings = RelaySettings()
     configure_logging(settings.log_level)
     relay_process = build_relay(settings)
+    process_started("relay")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -1,14 +1,22 @@
-"""The relay's figures, their Prometheus text rendering and the `/metrics` endpoint.
+"""The relay's figures, their prometheus_client collector and the `/metrics` endpoint.
 
-The endpoint is a tiny stdlib HTTP server in a daemon thread.
+The endpoint is services.core.metrics' small HTTP server in a daemon thread.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from services.core.metrics import render
+from services.core.metrics import serve_metrics as serve
 
 
 @dataclass
@@ -48,63 +56,9 @@ class RelayMetrics:
             self._last_total, self._last_at = self.published_total, now
         return rate
 
-    def render(self) -> str:
-        """Prometheus text exposition format, version 0.0.4."""
-        with self._lock:
-            rows = [
-                (
-                    "relink_relay_published_total",
-                    "counter",
-                    "Events acknowledged by Kafka.",
-                    self.published_total,
-                ),
-                (
-                    "relink_relay_publish_errors_total",
-                    "counter",
-                    "Events Kafka did not acknowledge (retried).",
-                    self.publish_errors_total,
-                ),
-                (
-                    "relink_relay_batches_total",
-                    "counter",
-                    "Batches claimed and settled.",
-                    self.batches_total,
-                ),
-                (
-                    "relink_relay_outbox_backlog",
-                    "gauge",
-                    "Unpublished outbox rows (all tutors).",
-                    self.backlog,
-                ),
-                (
-                    "relink_relay_oldest_unpublished_age_seconds",
-                    "gauge",
-                    "Age of the oldest unpublished row.",
-                    self.oldest_unpublished_age_s,
-                ),
-                (
-                    "relink_relay_kafka_up",
-                    "gauge",
-                    "1 when the last batch was acknowledged.",
-                    int(self.kafka_available),
-                ),
-                (
-                    "relink_relay_database_up",
-                    "gauge",
-                    "1 when PostgreSQL answered last time.",
-                    int(self.database_available),
-                ),
-                (
-                    "relink_relay_slots_held",
-                    "gauge",
-                    "Tutor slots this relay leases.",
-                    self.slots_held,
-                ),
-            ]
-        lines: list[str] = []
-        for name, kind, help_text, value in rows:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        """Prometheus text exposition format 0.0.4: these figures and the process-wide series."""
+        return render(RelayCollector(self))
 
     def summary(self) -> str:
         """One log line with the same figures."""
@@ -117,25 +71,52 @@ class RelayMetrics:
         )
 
 
+class RelayCollector(Collector):
+    """The loop's figures as prometheus_client metric families, read at scrape time."""
+
+    def __init__(self, metrics: RelayMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        f = self.metrics
+        with f._lock:
+            yield CounterMetricFamily(
+                "relink_relay_published", "Events acknowledged by Kafka.", value=f.published_total
+            )
+            yield CounterMetricFamily(
+                "relink_relay_publish_errors",
+                "Events Kafka did not acknowledge (retried).",
+                value=f.publish_errors_total,
+            )
+            yield CounterMetricFamily(
+                "relink_relay_batches", "Batches claimed and settled.", value=f.batches_total
+            )
+            yield GaugeMetricFamily(
+                "relink_relay_outbox_backlog", "Unpublished outbox rows (all tutors).", f.backlog
+            )
+            yield GaugeMetricFamily(
+                "relink_relay_oldest_unpublished_age_seconds",
+                "Outbox lag: age of the oldest unpublished row (0 when none waits).",
+                f.oldest_unpublished_age_s,
+            )
+            yield GaugeMetricFamily(
+                "relink_relay_kafka_up",
+                "1 when the last batch was acknowledged.",
+                int(f.kafka_available),
+            )
+            yield GaugeMetricFamily(
+                "relink_relay_database_up",
+                "1 when PostgreSQL answered last time.",
+                int(f.database_available),
+            )
+            yield GaugeMetricFamily(
+                "relink_relay_slots_held", "Tutor slots this relay leases.", f.slots_held
+            )
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
 def serve_metrics(metrics: RelayMetrics, *, host: str, port: int) -> ThreadingHTTPServer:
     """Start serving `GET /metrics`; return the server (call `.shutdown()` to stop)."""
-
-    class MetricsRequest(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] != "/metrics":
-                self.send_error(404)
-                return
-            body = metrics.render().encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            # scrapes every few seconds would drown the relay's own log
-            return
-
-    server = ThreadingHTTPServer((host, port), MetricsRequest)
-    threading.Thread(target=server.serve_forever, name="relay-metrics", daemon=True).start()
-    return server
+    return serve(metrics.render, host=host, port=port, name="relay")

@@ -95,6 +95,28 @@ def test_relink_run_uses_the_ports_it_is_given(devstack: Infrastructure, tmp_pat
         assert httpx.get(f"{sim}/_admin/health").is_success
         assert httpx.get(f"{gateway}/dev/sign-in").is_success
         assert httpx.get(f"{inbox}/").is_success
+        # each process's /metrics, next to the gateway's port (issue 20), said at start
+        base = ports["RELINK_GATEWAY_PORT"]
+        metrics = {
+            "gateway": f"{gateway}/metrics",
+            "relay": f"http://127.0.0.1:{base + 1}/metrics",
+            "migrator": f"http://127.0.0.1:{base + 2}/metrics",
+            "notifier": f"http://127.0.0.1:{base + 3}/metrics",
+        }
+        for process, url in metrics.items():
+            assert url in output, output
+
+            def answers(url: str = url, process: str = process) -> bool:
+                try:
+                    text = httpx.get(url, timeout=5).text
+                except httpx.HTTPError:
+                    return False
+                return f'relink_build_info{{process="{process}"' in text
+
+            deadline = time.monotonic() + 120
+            while not answers():
+                assert time.monotonic() < deadline, f"{process}: no /metrics at {url}"
+                time.sleep(0.5)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

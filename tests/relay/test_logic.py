@@ -52,8 +52,9 @@ def test_metrics_render_in_prometheus_text_format() -> None:
     metrics = RelayMetrics()
     metrics.add_batch(published=7, failed=2)
     metrics.set_backlog(rows=3, oldest_age_s=1.5)
-    text = metrics.render()
-    assert "# TYPE relink_relay_published_total counter\nrelink_relay_published_total 7\n" in text
+    text = metrics.render().decode()
+    # prometheus_client writes every value as a float
+    assert "# TYPE relink_relay_published_total counter\nrelink_relay_published_total 7.0\n" in text
     assert "relink_relay_publish_errors_total 2" in text
     assert "relink_relay_outbox_backlog 3" in text
     assert "relink_relay_oldest_unpublished_age_seconds 1.5" in text

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.core import metrics
 from services.core.backoff import Outage
 from services.core.db.errors import StoreError
 from services.core.logs import get_logger
@@ -336,6 +337,7 @@ class Executor:
         for settled in self.outcomes.drain_settled():
             switch_id = str(settled["switch_id"])
             tally = self.tallies.pop(switch_id, SwitchTally())
+            metrics.SWITCHES_SETTLED.labels(state=str(settled["state"])).inc()
             log.info(
                 "switch %s settled %s: %s",
                 switch_id,
@@ -394,6 +396,12 @@ class Executor:
                     tally.calls -= 1  # held back here: never sent
                 if isinstance(exc, HeldBackError | RateLimitedError | DailyQuotaExhaustedError):
                     tally.waits += 1
+                    kind = (
+                        "daily_budget"
+                        if isinstance(exc, DailyQuotaExhaustedError)
+                        else "rate_limit"
+                    )
+                    metrics.PROVIDER_WAITS.labels(provider=row.to_provider, kind=kind).inc()
                 else:
                     tally.errors += 1
                 # The slot is kept until the failure is written: a rate limit's
@@ -411,6 +419,7 @@ class Executor:
                 return
             log.info("meeting created", extra={**ids, "meeting_id": meeting.external_id})
         if await self.completing.submit((row, meeting)):
+            metrics.SESSIONS_MIGRATED.labels(provider=row.to_provider).inc()
             log.info("session migrated", extra=ids)
             return
         log.info("skipped after create: session changed; deleting the new meeting", extra=ids)
@@ -592,9 +601,11 @@ class Executor:
             )
             return
         assert isinstance(decision, GiveUp)
-        await self.outcomes.fail(
+        if await self.outcomes.fail(
             row, reason=decision.reason, detail=failure.detail, retryable=decision.retryable
-        )
+        ):
+            # only the row this write failed (another may have failed it with the rest)
+            metrics.SESSIONS_FAILED.labels(reason=decision.reason).inc()
         log.warning("session failed: %s", decision.reason, extra=ids)
         if decision.all_remaining:
             self.connections.forget(row.tutor_id)
@@ -603,4 +614,5 @@ class Executor:
                 reason=decision.reason,
                 detail=remaining_detail,
             )
+            metrics.SESSIONS_FAILED.labels(reason=decision.reason).inc(count)
             log.warning("failed remaining sessions: %s (%d)", decision.reason, count, extra=ids)

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from services.core import events
+from services.core import events, metrics
 from services.core.kafka import consumer_config
 from services.core.logs import get_logger
 from services.core.settings import CommonSettings
@@ -136,6 +136,7 @@ class NotifierEvents:
         self.consumer.commit(offsets=_next_offsets(messages), asynchronous=False)
 
     def _dead_letter(self, message: Message, error: events.InvalidEvent) -> None:
+        metrics.DEAD_LETTERS.labels(process="notifier", reason=error.reason).inc()
         letter = events.dead_letter(
             topic=message.topic() or "",
             partition=message.partition() or 0,

@@ -36,7 +36,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.core import tracking
+from services.core import metrics, tracking
 from services.core.backoff import Backoff
 from services.core.db.models import NotificationState, SessionStatus
 from services.core.events import Event, EventType
@@ -554,6 +554,9 @@ class Notifier:
                     self._consecutive_failures = 0
                     outcome, level = "sent", logging.INFO
                     report.sent += 1
+            metrics.EMAILS.labels(
+                kind=due.kind, outcome=_email_outcome(outcome, due.attempts)
+            ).inc()
             # After the commit, one line per email: its row id, kind, attempt and outcome,
             # with the switch and session ids; never its address, subject or links.
             log.log(
@@ -590,6 +593,13 @@ class Notifier:
         if due_in is None:
             return None
         return max(due_in, self._mail_server_down_until - self._clock())
+
+
+def _email_outcome(outcome: str, attempts: int) -> str:
+    """The relink_notifier_emails_total outcome of one send (attempts: those before it)."""
+    if outcome == "sent":
+        return "sent" if attempts == 0 else "resent"
+    return "retrying" if outcome.startswith("to be retried") else "failed"
 
 
 def _undeliverable(

@@ -169,6 +169,10 @@ def test_metrics_render_prometheus_text() -> None:
     metrics = GatewayMetrics()
     metrics.callback(provider="zoom", outcome="switched")
     metrics.request(route="/oauth/{provider}/callback", status=303, seconds=0.02)
-    text = metrics.render()
-    assert 'relink_gateway_oauth_callbacks_total{provider="zoom",outcome="switched"} 1' in text
-    assert 'le="0.025"} 1' in text and 'le="0.01"} 0' in text
+    text = metrics.render().decode()
+    # prometheus_client orders the labels by name
+    assert 'relink_gateway_oauth_callbacks_total{outcome="switched",provider="zoom"} 1' in text
+    bucket = "relink_gateway_http_request_seconds_bucket"
+    route = 'route="/oauth/{provider}/callback"'
+    assert f'{bucket}{{le="0.025",{route}}} 1' in text
+    assert f'{bucket}{{le="0.01",{route}}} 0' in text

@@ -207,8 +207,8 @@ class OutcomeStore:
             await outbox.append_async(conn, row.tutor_id, settled)  # the last write
         self._note(settled)
 
-    async def fail(self, row: ClaimedRow, *, reason: str, detail: str, retryable: bool) -> None:
-        """Settle a row as failed and write its `session.failed`."""
+    async def fail(self, row: ClaimedRow, *, reason: str, detail: str, retryable: bool) -> bool:
+        """Settle a row as failed, write its `session.failed`; False if settled already."""
         async with self.engine.begin() as conn:
             settled = await self._settle(conn, row, state=M.FAILED, error=f"{reason}: {detail}")
             if settled:
@@ -225,6 +225,7 @@ class OutcomeStore:
             # the last write (core.outbox)
             await outbox.append_async(conn, row.tutor_id, [*failed, *report])
         self._note(report)
+        return settled
 
     async def fail_remaining(
         self, *, switch_id: str, reason: str, detail: str, batch: int = 500
