@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from services.core.backoff import Outage
-from services.core.db.errors import StoreError, run_again
+from services.core.db.errors import run_while_up
 from services.core.logs import get_logger
 from services.notifier.adapters.kafka import NotifierEvents
 from services.notifier.domain import Consumed
@@ -123,15 +123,7 @@ class NotifierLoop:
     def _database(self, work: Callable[[], T]) -> T | None:
         """Run `work` (one transaction, run again if PostgreSQL aborts it); None while
         PostgreSQL is away (said once; attempts back off until it is back)."""
-        if not self.database.due():
-            return None
-        try:
-            result = run_again(work, what="notifier")
-        except StoreError as exc:
-            self.database.failed(exc)
-            return None
-        self.database.succeeded()
-        return result
+        return run_while_up(self.database, work, what="notifier")
 
     def _wait_s(self) -> float:
         due_in = self._database(self.notifier.seconds_to_next_send)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from services.core.backoff import Outage
-from services.core.db.errors import StoreError, run_again
+from services.core.db.errors import run_while_up
 from services.core.logs import get_logger
 from services.webhooks.adapters.kafka import WebhookEvents
 from services.webhooks.settings import WebhooksSettings
@@ -90,16 +90,9 @@ class WebhooksLoop:
             self.kafka.succeeded()
 
     def _database(self, work: Callable[[], T]) -> T | None:
-        """Run `work` (run again if PostgreSQL aborts it); None while PostgreSQL is away."""
-        if not self.database.due():
-            return None
-        try:
-            result = run_again(work, what="webhooks")
-        except StoreError as exc:
-            self.database.failed(exc)
-            return None
-        self.database.succeeded()
-        return result
+        """Run `work` (one transaction, run again if PostgreSQL aborts it); None while
+        PostgreSQL is away (said once; attempts back off until it is back)."""
+        return run_while_up(self.database, work, what="webhooks")
 
     def _wait_s(self) -> float:
         due_in = self._database(self.dispatcher.seconds_to_next_send)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +30,29 @@ def make_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class TransactionalStore:
+    """A store over a session factory: its engine, and the caller's transactions.
+
+    The use case opens `transaction()` and hands its session to each method,
+    so one event's effects commit together (the notifier, the webhooks
+    dispatcher).
+    """
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    @property
+    def engine(self) -> Engine:
+        bind = self._sessions.kw["bind"]
+        assert isinstance(bind, Engine)
+        return bind
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            yield s
 
 
 def libpq_conninfo(database_url: str) -> str:

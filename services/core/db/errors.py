@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from sqlalchemy import Engine, event
@@ -35,6 +35,9 @@ from sqlalchemy.exc import DBAPIError
 
 from services.core.errors import RelinkError
 from services.core.logs import get_logger
+
+if TYPE_CHECKING:
+    from services.core.backoff import Outage
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -120,6 +123,20 @@ def run_again(
             log.info("%s: PostgreSQL aborted it (%s); running it again", what, exc, extra=ids)
             time.sleep(_conflict_wait_s(attempt))
     raise AssertionError("unreachable")
+
+
+def run_while_up(outage: Outage, work: Callable[[], T], *, what: str) -> T | None:
+    """`run_again`, unless PostgreSQL is away: then None, said once by `outage`, and the
+    next attempt only when its backoff is due (a consume loop's database step)."""
+    if not outage.due():
+        return None
+    try:
+        result = run_again(work, what=what)
+    except StoreError as exc:
+        outage.failed(exc)
+        return None
+    outage.succeeded()
+    return result
 
 
 async def run_again_async(

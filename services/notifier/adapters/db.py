@@ -21,13 +21,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import DateTime, Engine, extract, literal, select, update
+from sqlalchemy import DateTime, extract, literal, select, update
 from sqlalchemy import func as sql
 from sqlalchemy.dialects.postgresql import distinct_on, insert
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import BindParameter
 
-from services.core.db.engine import libpq_conninfo
+from services.core.db.engine import TransactionalStore, libpq_conninfo
 from services.core.db.models import (
     AuditEntry,
     Booking,
@@ -96,22 +96,8 @@ class DueEmail:
     calendar: str | None = None
 
 
-class NotifierDb:
+class NotifierDb(TransactionalStore):
     """Queries and writes of the notifier; each method runs in the caller's transaction."""
-
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self._sessions = sessions
-
-    @property
-    def engine(self) -> Engine:
-        bind = self._sessions.kw["bind"]
-        assert isinstance(bind, Engine)
-        return bind
-
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        with self._sessions() as s, s.begin():
-            yield s
 
     def add_audit(self, s: Session, rows: Sequence[dict[str, Any]]) -> int:
         """Insert audit rows; a row whose event id is already there changes nothing."""

@@ -6,15 +6,15 @@ caller's transaction (`WebhooksDb.transaction`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, extract, func, select, update
+from sqlalchemy import extract, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from services.core.db.engine import TransactionalStore
 from services.core.db.models import (
     WebhookAttempt,
     WebhookDelivery,
@@ -26,22 +26,8 @@ from services.webhooks.domain import Answer, Due, Endpoint, Owed
 PENDING = WebhookDeliveryState.PENDING.value
 
 
-class WebhooksDb:
+class WebhooksDb(TransactionalStore):
     """Queries and writes of the dispatcher and of `relink webhooks endpoints|replay|log`."""
-
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self._sessions = sessions
-
-    @property
-    def engine(self) -> Engine:
-        bind = self._sessions.kw["bind"]
-        assert isinstance(bind, Engine)
-        return bind
-
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        with self._sessions() as s, s.begin():
-            yield s
 
     # -- endpoints ---------------------------------------------------------------
 
