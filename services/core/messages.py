@@ -15,11 +15,19 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
-from services.core.events import Event, EventType, rfc3339, validate_payload
+from services.core.events import (
+    Event,
+    EventType,
+    TopicNames,
+    outbox_row,
+    rfc3339,
+    validate_payload,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,32 @@ class Message:
         if event.type != cls.TYPE:
             raise ValueError(f"a {event.type} event is not a {cls.TYPE}")
         return cls.from_payload(event.data)
+
+
+def message_row(
+    message: Message,
+    *,
+    tutor_id: str,
+    source: str,
+    topics: TopicNames,
+    event_id: uuid.UUID | None = None,
+    time: datetime | None = None,
+) -> dict[str, Any]:
+    """The outbox row carrying `message`: its payload checked against its schema, in its version.
+
+    How every producer writes an event (`core.outbox.append` then adds the rows):
+    the fields and their types are the dataclass's, never a hand-built dict.
+    """
+    return outbox_row(
+        message.TYPE,
+        message.to_payload(),
+        tutor_id=tutor_id,
+        source=source,
+        topics=topics,
+        event_id=event_id,
+        time=time,
+        version=message.VERSION,
+    )
 
 
 # Fields whose schema allows null keep None in the payload; the rest are left out.

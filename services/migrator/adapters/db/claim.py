@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.core import events, outbox
+from services.core import outbox
 from services.core.db.models import SwitchState as S
-from services.core.events import rfc3339
+from services.core.messages import SwitchDelayed, message_row
 from services.core.settings import CommonSettings
 from services.core.switching import sql_states
 from services.migrator.adapters.db.common import SOURCE, UNSETTLED_SQL
@@ -424,22 +424,19 @@ class ClaimStore:
         resumes_at: datetime | None,
     ) -> dict[str, Any]:
         """The `switch.delayed` outbox row; `resumes_at` only when the provider named a time."""
-        data: dict[str, Any] = {
-            "switch_id": switch_id,
-            "tutor_id": str(switch.tutor_id),
-            "provider": switch.to_provider,
-            "reason": reason,
-            "sessions_total": switch.sessions_total,
-            "sessions_migrated": switch.sessions_migrated,
-            "sessions_failed": switch.sessions_failed,
-            "sessions_waiting": waiting,
-            "delayed_at": rfc3339(datetime.now(UTC)),
-        }
-        if resumes_at is not None:
-            data["resumes_at"] = rfc3339(resumes_at)
-        return events.outbox_row(
-            "switch.delayed",
-            data,
+        return message_row(
+            SwitchDelayed(
+                switch_id=switch_id,
+                tutor_id=str(switch.tutor_id),
+                provider=switch.to_provider,
+                reason=reason,
+                sessions_total=switch.sessions_total,
+                sessions_migrated=switch.sessions_migrated,
+                sessions_failed=switch.sessions_failed,
+                sessions_waiting=waiting,
+                delayed_at=datetime.now(UTC),
+                resumes_at=resumes_at,
+            ),
             tutor_id=str(switch.tutor_id),
             source=SOURCE,
             topics=self.topics,

@@ -9,11 +9,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from services.core import events
 from services.core.db.errors import translate_errors
 from services.core.db.models import MigrationState, SwitchState
 from services.core.events import TopicNames
-from services.core.messages import SwitchSettled
+from services.core.messages import SwitchSettled, message_row
 from services.core.settings import normalize_database_url
 from services.core.switching import SETTLED, sql_state
 from services.migrator.domain import (
@@ -145,8 +144,7 @@ async def settled_events(
         {"ids": list(switch_ids), "settled": sorted(s.value for s in SETTLED)},
     )
     return [
-        events.outbox_row(
-            SwitchSettled.TYPE,
+        message_row(
             SwitchSettled(
                 switch_id=str(r.id),
                 tutor_id=str(r.tutor_id),
@@ -158,7 +156,7 @@ async def settled_events(
                 sessions_failed=r.sessions_failed,
                 sessions_skipped=int(r.skipped),
                 settled_at=r.settled_at,
-            ).to_payload(),
+            ),
             tutor_id=str(r.tutor_id),
             source=SOURCE,
             topics=topics,

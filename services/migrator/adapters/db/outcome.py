@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.core import events, outbox
+from services.core import outbox
 from services.core.db.models import MigrationState
 from services.core.db.models import MigrationState as M
 from services.core.db.models import SwitchState as S
-from services.core.events import rfc3339
+from services.core.messages import SessionFailed, SessionMigrated, message_row
 from services.core.settings import CommonSettings
 from services.core.switching import sql_state, sql_states
 from services.migrator.adapters.db.claim import ClaimedRow
@@ -39,6 +39,13 @@ COUNTER_OF: dict[MigrationState, str] = {
     M.FAILED: "sessions_failed = sessions_failed + 1",
     M.SKIPPED: "sessions_total = greatest(sessions_total - 1, 0)",
 }
+
+
+def link_of(meeting: Meeting) -> str:
+    """A moved session's join link (the executor never completes a meeting without one)."""
+    if not meeting.join_url:
+        raise ValueError(f"meeting {meeting.external_id} has no join link to move a session to")
+    return meeting.join_url
 
 
 class OutcomeStore:
@@ -104,23 +111,22 @@ class OutcomeStore:
         """
         now = datetime.now(UTC)
         migrated = [
-            events.outbox_row(
-                "session.migrated",
-                {
-                    "switch_id": row.switch_id,
-                    "tutor_id": row.tutor_id,
-                    "session_id": row.session_id,
-                    "student_id": row.student_id,
-                    "booking_id": row.booking_id,
-                    "scheduled_start_at": rfc3339(row.scheduled_start_at),
-                    "kind": row.kind,
-                    "provider": row.to_provider,
-                    "meeting_external_id": meeting.external_id,
-                    "join_url": meeting.join_url,
-                    "previous_provider": row.from_provider,
-                    "previous_meeting_external_id": row.previous_meeting_external_id,
-                    "migrated_at": rfc3339(now),
-                },
+            message_row(
+                SessionMigrated(
+                    switch_id=row.switch_id,
+                    tutor_id=row.tutor_id,
+                    session_id=row.session_id,
+                    student_id=row.student_id,
+                    booking_id=row.booking_id,
+                    scheduled_start_at=row.scheduled_start_at,
+                    kind=row.kind,
+                    provider=row.to_provider,
+                    meeting_external_id=meeting.external_id,
+                    join_url=link_of(meeting),
+                    previous_provider=row.from_provider,
+                    previous_meeting_external_id=row.previous_meeting_external_id,
+                    migrated_at=now,
+                ),
                 tutor_id=row.tutor_id,
                 source=SOURCE,
                 topics=self.topics,
@@ -356,23 +362,22 @@ class OutcomeStore:
         retryable: bool,
         attempts: int | None = 0,
     ) -> dict[str, Any]:
-        return events.outbox_row(
-            "session.failed",
-            {
-                "switch_id": str(row.switch_id),
-                "tutor_id": str(row.tutor_id),
-                "session_id": str(row.session_id),
-                "student_id": str(row.student_id),
-                "booking_id": str(row.booking_id) if row.booking_id else None,
-                "scheduled_start_at": rfc3339(row.scheduled_start_at),
-                "kind": row.kind,
-                "provider": row.to_provider,
-                "reason": reason,
-                "detail": detail[:2000],
-                "retryable": retryable,
-                "attempts": max(int(row.attempts), 1),
-                "failed_at": rfc3339(datetime.now(UTC)),
-            },
+        return message_row(
+            SessionFailed(
+                switch_id=str(row.switch_id),
+                tutor_id=str(row.tutor_id),
+                session_id=str(row.session_id),
+                student_id=str(row.student_id),
+                booking_id=str(row.booking_id) if row.booking_id else None,
+                scheduled_start_at=row.scheduled_start_at,
+                kind=row.kind,
+                provider=row.to_provider,
+                reason=reason,
+                detail=detail[:2000],
+                retryable=retryable,
+                attempts=max(int(row.attempts), 1),
+                failed_at=datetime.now(UTC),
+            ),
             tutor_id=str(row.tutor_id),
             source=SOURCE,
             topics=self.topics,

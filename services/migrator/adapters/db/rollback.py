@@ -20,11 +20,11 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.core import events, outbox, tracking
+from services.core import outbox, tracking
 from services.core.db.locks import LOCK_CONNECTION_SQL
 from services.core.db.models import MigrationState as M
 from services.core.db.models import SwitchState as S
-from services.core.events import rfc3339
+from services.core.messages import SessionMigrated, SwitchRolledBack, message_row
 from services.core.settings import CommonSettings
 from services.core.switching import sql_state, sql_states
 from services.core.tracking import Delivery
@@ -273,23 +273,22 @@ class RollbackStore:
         return len(restored_ids), len(ids)
 
     def _restored_event(self, switch: SwitchRef, row: Any, *, now: datetime) -> dict[str, Any]:
-        return events.outbox_row(
-            "session.migrated",
-            {
-                "switch_id": switch.id,
-                "tutor_id": str(row.tutor_id),
-                "session_id": str(row.session_id),
-                "student_id": str(row.student_id),
-                "booking_id": str(row.booking_id) if row.booking_id else None,
-                "scheduled_start_at": rfc3339(row.scheduled_start_at),
-                "kind": "rollback",
-                "provider": row.from_provider,
-                "meeting_external_id": row.previous_meeting_external_id,
-                "join_url": row.previous_join_url,
-                "previous_provider": row.to_provider,
-                "previous_meeting_external_id": row.new_meeting_external_id,
-                "migrated_at": rfc3339(now),
-            },
+        return message_row(
+            SessionMigrated(
+                switch_id=switch.id,
+                tutor_id=str(row.tutor_id),
+                session_id=str(row.session_id),
+                student_id=str(row.student_id),
+                booking_id=str(row.booking_id) if row.booking_id else None,
+                scheduled_start_at=row.scheduled_start_at,
+                kind="rollback",
+                provider=row.from_provider,
+                meeting_external_id=row.previous_meeting_external_id,
+                join_url=row.previous_join_url,
+                previous_provider=row.to_provider,
+                previous_meeting_external_id=row.new_meeting_external_id,
+                migrated_at=now,
+            ),
             tutor_id=str(row.tutor_id),
             source=SOURCE,
             topics=self.topics,
@@ -366,16 +365,15 @@ class RollbackStore:
                 conn,
                 switch.tutor_id,
                 [
-                    events.outbox_row(
-                        "switch.rolled_back",
-                        {
-                            "switch_id": switch.id,
-                            "tutor_id": switch.tutor_id,
-                            "restored_provider": outcome.restored_provider,
-                            "sessions_restored": outcome.sessions_restored,
-                            "sessions_failed": outcome.sessions_failed,
-                            "rolled_back_at": rfc3339(now),
-                        },
+                    message_row(
+                        SwitchRolledBack(
+                            switch_id=switch.id,
+                            tutor_id=switch.tutor_id,
+                            restored_provider=outcome.restored_provider,
+                            sessions_restored=outcome.sessions_restored,
+                            sessions_failed=outcome.sessions_failed,
+                            rolled_back_at=now,
+                        ),
                         tutor_id=switch.tutor_id,
                         source=SOURCE,
                         topics=self.topics,

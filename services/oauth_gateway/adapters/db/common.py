@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.core import events, outbox
 from services.core.db.models import Connection, SessionStatus
+from services.core.messages import Message, message_row
 from services.core.tokens import TokenCipher
 from services.providers import TokenSet
 
@@ -49,15 +50,14 @@ def rebind(
 def add_event(
     topics: events.TopicNames,
     s: Session,
-    event_type: str,
-    payload: dict[str, Any],
+    message: Message,
     *,
     tutor_id: uuid.UUID,
     now: datetime,
 ) -> uuid.UUID:
-    values = events.outbox_row(
-        event_type,
-        payload,
+    """Append `message`'s outbox row to the transaction (core.outbox: its last write)."""
+    values = message_row(
+        message,
         tutor_id=str(tutor_id),
         source=SOURCE,
         topics=topics,

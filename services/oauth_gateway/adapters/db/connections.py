@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.core import events, outbox
 from services.core.db.models import Connection, ProviderSwitch, SwitchState
 from services.core.logs import get_logger
+from services.core.messages import ProviderSwitched, message_row
 from services.core.tokens import TokenCipher, TokenDecryptError
 from services.oauth_gateway.adapters.db.common import (
     SOURCE,
@@ -147,16 +148,15 @@ class ConnectionStore:
                 s,
                 tutor_id,
                 [
-                    events.outbox_row(
-                        events.EventType.PROVIDER_SWITCHED,
-                        {
-                            "switch_id": str(switch.id),
-                            "tutor_id": str(tutor_id),
-                            "from_provider": switch.from_provider,
-                            "to_provider": provider,
-                            "generation": row.generation,
-                            "switched_at": now.isoformat(),
-                        },
+                    message_row(
+                        ProviderSwitched(
+                            switch_id=str(switch.id),
+                            tutor_id=str(tutor_id),
+                            from_provider=switch.from_provider,
+                            to_provider=provider,
+                            generation=row.generation,
+                            switched_at=now,
+                        ),
                         tutor_id=str(tutor_id),
                         source=SOURCE,
                         topics=self._topics,

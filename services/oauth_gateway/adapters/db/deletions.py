@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.core import events
 from services.core.db.models import Booking, MeetingDeletion, SessionMigration, User
 from services.core.db.models import Session as SessionRow
+from services.core.messages import SessionMeetingRecreated
 from services.oauth_gateway.adapters.db.common import ELIGIBLE, add_event, lock_connection
 from services.oauth_gateway.adapters.web.views import DeletedMeetingView
 from services.providers import Meeting
@@ -156,18 +157,17 @@ class DeletionStore:
                 add_event(
                     self._topics,
                     s,
-                    events.EventType.SESSION_MEETING_RECREATED,
-                    {
-                        "tutor_id": str(tutor_id),
-                        "session_id": str(session.id),
-                        "student_id": str(session.student_id),
-                        "scheduled_start_at": session.scheduled_start_at.isoformat(),
-                        "provider": meeting.provider,
-                        "meeting_external_id": meeting.external_id,
-                        "join_url": meeting.join_url,
-                        "deleted_meeting_external_id": deletion.meeting_external_id,
-                        "recreated_at": now.isoformat(),
-                    },
+                    SessionMeetingRecreated(
+                        tutor_id=str(tutor_id),
+                        session_id=str(session.id),
+                        student_id=str(session.student_id),
+                        scheduled_start_at=session.scheduled_start_at,
+                        provider=meeting.provider,
+                        meeting_external_id=meeting.external_id,
+                        join_url=meeting.join_url,
+                        deleted_meeting_external_id=deletion.meeting_external_id,
+                        recreated_at=now,
+                    ),
                     tutor_id=tutor_id,
                     now=now,
                 )

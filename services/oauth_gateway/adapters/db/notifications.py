@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.core import events
 from services.core.db.models import Connection, MeetingDeletion, ProviderNotification
 from services.core.db.models import Session as SessionRow
+from services.core.messages import ProviderDisconnected
 from services.oauth_gateway.adapters.db.common import ELIGIBLE, add_event
 from services.oauth_gateway.adapters.db.deletions import deleted_by_relink
 
@@ -78,7 +78,7 @@ class NotificationStore:
                 .with_for_update()
             ).all()
             done = 0
-            told: list[tuple[uuid.UUID, dict[str, Any]]] = []
+            told: list[tuple[uuid.UUID, ProviderDisconnected]] = []
             for row in rows:
                 if row.access_token_encrypted is None:
                     continue  # already forgotten (an earlier removal)
@@ -101,13 +101,13 @@ class NotificationStore:
                 told.append(
                     (
                         row.tutor_id,
-                        {
-                            "tutor_id": str(row.tutor_id),
-                            "provider": provider,
-                            "reason": "app_deauthorized",
-                            "upcoming_sessions": int(upcoming or 0),
-                            "disconnected_at": deauthorized_at.isoformat(),
-                        },
+                        ProviderDisconnected(
+                            tutor_id=str(row.tutor_id),
+                            provider=provider,
+                            reason="app_deauthorized",
+                            upcoming_sessions=int(upcoming or 0),
+                            disconnected_at=deauthorized_at,
+                        ),
                     )
                 )
                 done += 1
@@ -133,7 +133,6 @@ class NotificationStore:
                 add_event(
                     self._topics,
                     s,
-                    events.EventType.PROVIDER_DISCONNECTED,
                     payload,
                     tutor_id=tutor_id,
                     now=now,

@@ -19,6 +19,7 @@ from services.core.db.models import (
     User,
 )
 from services.core.db.models import Session as SessionRow
+from services.core.messages import SessionRetryRequested, SwitchRollbackRequested
 from services.core.tokens import TokenCipher
 from services.oauth_gateway.adapters.db.common import add_event, lock_connection, rebind
 from services.oauth_gateway.adapters.web.views import FailedSessionView, SwitchView, message_view
@@ -177,13 +178,12 @@ class SwitchStore:
             event_id = add_event(
                 self._topics,
                 s,
-                events.EventType.SESSION_RETRY_REQUESTED,
-                {
-                    "switch_id": str(switch_id),
-                    "tutor_id": str(tutor_id),
-                    "session_ids": [str(i) for i in listed],
-                    "requested_at": now.isoformat(),
-                },
+                SessionRetryRequested(
+                    switch_id=str(switch_id),
+                    tutor_id=str(tutor_id),
+                    session_ids=[str(i) for i in listed],
+                    requested_at=now,
+                ),
                 tutor_id=tutor_id,
                 now=now,
             )
@@ -221,14 +221,13 @@ class SwitchStore:
             event_id = add_event(
                 self._topics,
                 s,
-                events.EventType.SWITCH_ROLLBACK_REQUESTED,
-                {
-                    "switch_id": str(switch_id),
-                    "tutor_id": str(tutor_id),
-                    "to_provider": conn.provider,
-                    "generation": conn.generation,
-                    "requested_at": now.isoformat(),
-                },
+                SwitchRollbackRequested(
+                    switch_id=str(switch_id),
+                    tutor_id=str(tutor_id),
+                    to_provider=conn.provider,
+                    generation=conn.generation,
+                    requested_at=now,
+                ),
                 tutor_id=tutor_id,
                 now=now,
             )

@@ -1,6 +1,6 @@
-"""State names are written once, in the enums: no quoted state literal anywhere else in the product.
+"""Written once: state names in the enums, events in their dataclasses (issue 17).
 
-A state spelled as a string in a store module or a use case is a copy that can
+No quoted state literal anywhere else in the product: a state spelled as a string in a store module or a use case is a copy that can
 drift from the state machine (`services/core/switching.py`, issue 17). SQL
 takes states from `sql_state` / `sql_states`; Python compares with the enum
 members. The enums themselves, and the migrations (history, frozen as they
@@ -53,3 +53,17 @@ def test_the_check_sees_a_literal() -> None:
     assert QUOTED.search('if switch.state != "ROLLING_BACK":')
     assert QUOTED.search("WHERE state = 'MIGRATED'")
     assert not QUOTED.search("SwitchState.ROLLING_BACK")
+
+
+def test_every_producer_writes_events_from_their_dataclasses() -> None:
+    """Events leave as `core.messages` dataclasses (`message_row`), never a hand-built dict:
+    the fields and types are the dataclass's, and its schema checks the payload."""
+    raw = re.compile(r"\boutbox_rows?\(")
+    found = [
+        f"{path.relative_to(ROOT.parent)}:{number}"
+        for path in sorted(ROOT.rglob("*.py"))
+        if path.parent != ROOT / "core"
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if raw.search(line.split("#", 1)[0])
+    ]
+    assert found == []
