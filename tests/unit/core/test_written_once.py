@@ -1,7 +1,8 @@
 """Written once: state names in the enums, events in their dataclasses (issue 17).
 
-No quoted state literal anywhere else in the product: a state spelled as a string in a store module or a use case is a copy that can
-drift from the state machine (`services/core/switching.py`, issue 17). SQL
+No quoted state literal anywhere else in the product: a state spelled as a
+string in a store module or a use case is a copy that can drift from the
+state machine (`services/core/switching.py`, issue 17). SQL
 takes states from `sql_state` / `sql_states`; Python compares with the enum
 members. The enums themselves, and the migrations (history, frozen as they
 were), are the only places a state is spelled.
