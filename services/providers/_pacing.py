@@ -24,19 +24,18 @@ still apply, and the failure is logged.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Protocol
 
-from services.core.logs import Throttle
+from services.core.logs import Throttle, get_logger
 from services.providers._errors import HeldBackError
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 # While the database is down every call would say so: once a minute is enough.
-log.addFilter(Throttle(every_s=60.0))
+log.logger.addFilter(Throttle(every_s=60.0))
 
 _account: ContextVar[str | None] = ContextVar("relink_provider_account", default=None)
 
