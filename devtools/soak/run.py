@@ -66,6 +66,10 @@ class SoakConfig:
     # every session is left with one live meeting.
     rollback_grace_s: int = 60
     cleanup_interval_s: float = 5.0
+    # The migrator's claim lease: a row a killed process had claimed is only
+    # looked at again (re-claimed, or its unrecorded meeting looked up and
+    # deleted) once it is over, so the run waits for it before checking.
+    claim_lease_s: float = 30.0
 
 
 @dataclass
@@ -489,9 +493,12 @@ def _wait_grace_over(
     """Wait out the last grace period, then for the cleanup of the old meetings.
 
     Until then a session keeps its previous meeting for a rollback, and "one
-    live meeting per session" cannot be asked.
+    live meeting per session" cannot be asked. Nor while a meeting a row made
+    (or may have made: a create in flight when its process was killed) is
+    still owed a deletion: it goes once the row's lease is over.
     """
     from services.core.db.models import SwitchState
+    from services.migrator.adapters.db.rollback import UNUSED_NEW_SQL
 
     cleanable = [
         SwitchState.COMPLETED.value,
@@ -499,7 +506,9 @@ def _wait_grace_over(
         SwitchState.SUPERSEDED.value,
     ]
     console.print("waiting out the rollback grace period and the cleanup of old meetings…")
-    deadline = time.monotonic() + config.rollback_grace_s + config.settle_timeout_s
+    deadline = (
+        time.monotonic() + config.rollback_grace_s + config.claim_lease_s + config.settle_timeout_s
+    )
     while time.monotonic() < deadline:
         stack.revive_dead()
         try:
@@ -510,6 +519,12 @@ def _wait_grace_over(
                         "OR (state = ANY(:cleanable) AND old_meetings_cleaned_at IS NULL)"
                     ),
                     {"cleanable": cleanable},
+                ).scalar_one()
+                waiting += conn.execute(
+                    text(
+                        "SELECT count(*) FROM session_migrations m "
+                        f"JOIN provider_switches p ON p.id = m.switch_id WHERE {UNUSED_NEW_SQL}"
+                    )
                 ).scalar_one()
         except (DBAPIError, StoreError):
             time.sleep(1)
@@ -626,6 +641,7 @@ def run_soak(
             "RELINK_MIGRATOR_POLL_INTERVAL_S": "0.2",
             "RELINK_GATEWAY_ROLLBACK_GRACE_S": str(config.rollback_grace_s),
             "RELINK_MIGRATOR_CLEANUP_INTERVAL_S": str(config.cleanup_interval_s),
+            "RELINK_MIGRATOR_CLAIM_LEASE_S": str(config.claim_lease_s),
         },
         process_env=process_env,
     )
@@ -701,7 +717,8 @@ def run_soak(
         elif not _wait_grace_over(engine, stack, config=config, console=console):
             report.fail(
                 "old meetings cleaned up",
-                "switches past their grace period still had their old meetings",
+                "switches past their grace period still had their old meetings, "
+                "or meetings no session uses were still owed a deletion",
             )
         _check_all(
             report,
