@@ -170,6 +170,11 @@ def create_app(migrator: Migrator) -> faust.App:
         if added:
             log.info("sweep planned %d sessions left behind", added)
 
+    @app.timer(interval=settings.unhandled_after_s / 3)  # type: ignore[untyped-decorator]
+    @_rides_out(Outage("PostgreSQL (catch-up)", log=log))
+    async def catch_up() -> None:
+        await migrator.service.catch_up(older_than=timedelta(seconds=settings.unhandled_after_s))
+
     @app.timer(interval=settings.sweep_interval_s)  # type: ignore[untyped-decorator]
     @_rides_out(Outage("PostgreSQL (automatic retries)", log=log))
     async def auto_retry() -> None:

@@ -73,6 +73,10 @@ class MigratorSettings(CommonSettings):
     cleanup_interval_s: float = Field(
         default=300.0, gt=0, alias="RELINK_MIGRATOR_CLEANUP_INTERVAL_S"
     )
+    # A switch still PENDING this long after it was made: its provider.switched
+    # was lost or is stuck (the broker down, a consumer that skipped it), and
+    # the migrator plans it from the database instead of waiting for it.
+    unhandled_after_s: float = Field(default=30.0, gt=0, alias="RELINK_MIGRATOR_UNHANDLED_AFTER_S")
     # How long the group waits for a member that stopped heartbeating (a killed
     # process) before giving its partitions to another: Faust's 60 s default
     # would leave switches unplanned for a minute after every crash.

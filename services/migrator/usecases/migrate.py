@@ -121,6 +121,26 @@ class MigrationService:
         log.info("plan recorded: %d new rows", added, extra=ids)
         return added
 
+    async def catch_up(self, *, older_than: timedelta) -> int:
+        """Handle, from the database, the switches whose `provider.switched` never came.
+
+        A switch the gateway made stays PENDING until its event is handled. One
+        still PENDING long after (the broker was down, the event was lost or
+        skipped on its way) is handled as its event would be: superseded or
+        planned. The event, when it comes later, then finds the plan made.
+        """
+        switches = await self.plans.unhandled_switches(older_than=older_than)
+        for switch in switches:
+            log.warning(
+                "switch %s is still PENDING %.0fs after it was made: its provider.switched "
+                "was not handled; handling it from the database",
+                switch.id,
+                older_than.total_seconds(),
+                extra={"switch_id": switch.id, "tutor_id": switch.tutor_id},
+            )
+            await self.switched(switch.id)
+        return len(switches)
+
     async def retry_requested(
         self, switch_id: str, session_ids: list[str], *, delivery: Delivery | None = None
     ) -> None:

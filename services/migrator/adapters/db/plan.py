@@ -227,6 +227,27 @@ class PlanStore:
             )
             await outbox.append_group_async(conn, settled)  # the last write (core.outbox)
 
+    async def unhandled_switches(
+        self, *, older_than: timedelta, limit: int = 100
+    ) -> list[SwitchRef]:
+        """Switches still PENDING `older_than` after they were made, oldest first.
+
+        Nothing has handled their `provider.switched` (it plans them at once):
+        the event is lost or stuck, and the catch-up plans them instead.
+        """
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT id, tutor_id, from_provider, to_provider, generation, state "
+                        f"FROM provider_switches WHERE state = {sql_state(S.PENDING)} "
+                        "AND created_at < now() - :age ORDER BY created_at LIMIT :n"
+                    ),
+                    {"age": older_than, "n": limit},
+                )
+            ).all()
+        return [switch_ref(r) for r in rows]
+
     async def sweepable_switches(self, *, window: timedelta) -> list[SwitchRef]:
         """Each tutor's current switch from the last `window`: the sweep's work list."""
         async with self.engine.connect() as conn:
