@@ -430,8 +430,8 @@ def _switch(target: Target, tutor_ids: list[str]) -> None:
                 "WHERE tutor_id = %s",
                 (tutor,),
             )
-            cur.execute(
-                "INSERT INTO provider_switches (id, tutor_id, from_provider, to_provider, "
+            cur.execute(  # the gateway's request: the migrator makes the progress row
+                "INSERT INTO switch_requests (id, tutor_id, from_provider, to_provider, "
                 "generation) VALUES (%s, %s, 'google_meet', 'zoom', 2)",
                 (switch_id, tutor),
             )

@@ -210,6 +210,10 @@ def _emails(settings: CommonSettings, env: dict[str, str], count: int) -> dict[s
             " 'bench-tutor@example.test')", (tutor,),
         )  # fmt: skip
         conn.execute(
+            "INSERT INTO switch_requests (id, tutor_id, from_provider, to_provider, generation)"
+            " VALUES (%s, %s, 'zoom', 'google_meet', 2)", (switch, tutor),
+        )  # fmt: skip
+        conn.execute(
             "INSERT INTO provider_switches (id, tutor_id, from_provider, to_provider, generation,"
             " state) VALUES (%s, %s, 'zoom', 'google_meet', 2, 'MIGRATING')", (switch, tutor),
         )  # fmt: skip

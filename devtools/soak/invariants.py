@@ -83,6 +83,17 @@ def unsettled(engine: Engine) -> int:
             text("SELECT count(*) FROM provider_switches WHERE state = ANY(:states)"),
             {"states": list(UNSETTLED_SWITCH_STATES)},
         ).scalar_one()
+        # requests the migrator has not handled yet (no progress row), and
+        # rollbacks asked for that it has not finished
+        switches += conn.execute(
+            text(
+                "SELECT count(*) FROM switch_requests r "
+                "LEFT JOIN provider_switches p ON p.id = r.id WHERE p.id IS NULL "
+                "OR (r.rollback_requested_at IS NOT NULL AND p.state <> 'ROLLED_BACK' "
+                "AND NOT p.state = ANY(:states))"
+            ),
+            {"states": list(UNSETTLED_SWITCH_STATES)},
+        ).scalar_one()
         migrations = conn.execute(
             text(
                 "SELECT count(*) FROM session_migrations m JOIN provider_switches s "
@@ -508,10 +519,15 @@ def gather_switch_facts(engine: Engine, *, sim_url: str, inbox_url: str) -> Swit
             )
         }
         for r in conn.execute(
+            # every switch the tutor asked for (the gateway's request), with the
+            # migrator's progress row if it made one (UNHANDLED: it never did)
             text(
-                "SELECT id, tutor_id, from_provider, to_provider, generation, state, created_at, "
-                "completed_at, rollback_deadline, sessions_total, sessions_migrated, "
-                "sessions_failed FROM provider_switches"
+                "SELECT r.id, r.tutor_id, r.from_provider, r.to_provider, r.generation, "
+                "coalesce(p.state, 'UNHANDLED') AS state, r.requested_at AS created_at, "
+                "p.completed_at, r.rollback_deadline, coalesce(p.sessions_total, 0) AS "
+                "sessions_total, coalesce(p.sessions_migrated, 0) AS sessions_migrated, "
+                "coalesce(p.sessions_failed, 0) AS sessions_failed "
+                "FROM switch_requests r LEFT JOIN provider_switches p ON p.id = r.id"
             )
         ):
             facts.switches.append(
@@ -709,6 +725,9 @@ def judge_switch_states(report: InvariantReport, facts: SwitchFacts) -> None:
 
         if not switch.by_tutor:
             fail("but the tutor never made it (no provider.switched from the gateway)")
+        if switch.state == "UNHANDLED":
+            fail("the migrator never handled the tutor's request (no progress row)")
+            continue
         if switch.id in asked and switch.state != SwitchState.ROLLED_BACK.value:
             fail("though its rollback was requested (should be ROLLED_BACK)")
         if switch.state == SwitchState.ROLLED_BACK.value and switch.id not in asked:

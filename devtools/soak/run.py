@@ -223,8 +223,9 @@ class SoakDriver:
         with self.engine.connect() as conn:
             row = conn.execute(
                 text(
-                    "SELECT id, state FROM provider_switches WHERE tutor_id = :t "
-                    "ORDER BY created_at DESC LIMIT 1"
+                    "SELECT r.id, coalesce(p.state, 'PENDING') FROM switch_requests r "
+                    "LEFT JOIN provider_switches p ON p.id = r.id WHERE r.tutor_id = :t "
+                    "ORDER BY r.requested_at DESC LIMIT 1"
                 ),
                 {"t": tutor.id},
             ).first()

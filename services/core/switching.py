@@ -24,9 +24,12 @@ from services.core.db.models import MigrationState, SessionStatus, SwitchState
 S = SwitchState
 M = MigrationState
 
-# Who moves a switch, and from where (the SQL of each move names these states):
-#   gateway:  (new row) -> PENDING; PENDING|PLANNING|MIGRATING|COMPLETED* -> ROLLING_BACK
-#   migrator: everything else.
+# Who moves a switch: the migrator, alone (one writer per table, issue 17). The
+# gateway writes the tutor's requests (`switch_requests`: the switch, then maybe
+# its rollback); the migrator creates the progress row (PENDING) when it
+# handles the switch and sets ROLLING_BACK when it handles the rollback, from
+# any state but the final ones. Until then `shown_state` says what the tutor
+# asked for.
 SWITCH_TRANSITIONS: Mapping[SwitchState, frozenset[SwitchState]] = MappingProxyType(
     {
         S.PENDING: frozenset({S.PLANNING, S.SUPERSEDED, S.ROLLING_BACK}),
@@ -132,6 +135,20 @@ def sql_states(states: Iterable[str]) -> str:
     if unknown or not values:
         raise ValueError(f"not states: {unknown or 'none given'}")
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+def shown_state(progress: str | None, *, rollback_requested: bool) -> SwitchState:
+    """A switch's state from the tutor's request and the migrator's progress row.
+
+    `progress` is None until the migrator has handled the request (PENDING
+    then). A rollback the tutor asked for is ROLLING_BACK from that moment
+    (the connection is swapped back in the same transaction) until the
+    migrator records it ROLLED_BACK.
+    """
+    state = S.PENDING if progress is None else SwitchState(progress)
+    if rollback_requested and state is not S.ROLLED_BACK:
+        return S.ROLLING_BACK
+    return state
 
 
 def final_state(*, failed: int) -> SwitchState:

@@ -2,7 +2,7 @@
 
 RelinkError
 └── MigratorError            something the migrator cannot do with an event
-    └── UnknownSwitchError   the event names a switch that is not in provider_switches;
+    └── UnknownSwitchError   the event names a switch nobody requested (not in switch_requests);
                              it goes to the dead-letter topic (`unknown_switch`)
 """
 

@@ -96,8 +96,11 @@ def switch_row(engine: Engine, switch_id: str) -> Any:
     with engine.connect() as conn:
         return conn.execute(
             text(
-                "SELECT state, sessions_migrated, sessions_total FROM provider_switches "
-                "WHERE id = :id"
+                # PENDING until the migrator has made the switch's progress row
+                "SELECT coalesce(p.state, 'PENDING') AS state, "
+                "coalesce(p.sessions_migrated, 0) AS sessions_migrated, "
+                "coalesce(p.sessions_total, 0) AS sessions_total FROM switch_requests r "
+                "LEFT JOIN provider_switches p ON p.id = r.id WHERE r.id = :id"
             ),
             {"id": switch_id},
         ).one()

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, insert, select
 
 from devtools.provider_sim.server import SimHandle, run_in_thread
 from devtools.provider_sim.settings import ProviderSimSettings
-from services.core.db.models import Connection, Outbox, ProviderSwitch, User
+from services.core.db.models import Connection, Outbox, SwitchRequest, User
 from services.core.settings import CommonSettings
 from services.oauth_gateway.adapters.web.auth import csrf_token, issue_token
 from services.oauth_gateway.bootstrap import build_gateway
@@ -211,8 +211,8 @@ def written(engine: Engine, tutor_id: uuid.UUID) -> Written:
         ).one_or_none()
         switches = conn.scalar(
             select(func.count())
-            .select_from(ProviderSwitch)
-            .where(ProviderSwitch.tutor_id == tutor_id)
+            .select_from(SwitchRequest)
+            .where(SwitchRequest.tutor_id == tutor_id)
         )
         outbox = conn.scalar(
             select(func.count()).select_from(Outbox).where(Outbox.aggregate_id == str(tutor_id))

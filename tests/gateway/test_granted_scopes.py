@@ -51,7 +51,7 @@ def counts(engine: Engine, tutor_id: uuid.UUID) -> tuple[int, int, int]:
             text(
                 "SELECT (SELECT count(*) FROM tutor_video_provider_connections"
                 " WHERE tutor_id = :t),"
-                " (SELECT count(*) FROM provider_switches WHERE tutor_id = :t),"
+                " (SELECT count(*) FROM switch_requests WHERE tutor_id = :t),"
                 " (SELECT count(*) FROM outbox WHERE aggregate_id = :s)"
             ),
             {"t": tutor_id, "s": str(tutor_id)},

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, select, text, update
 
 from devtools.provider_sim.server import SimHandle
 from services.core.db.models import (
@@ -19,6 +19,7 @@ from services.core.db.models import (
     Outbox,
     ProviderSwitch,
     SessionMigration,
+    SwitchRequest,
 )
 from services.core.db.models import Session as SessionRow
 from services.oauth_gateway.adapters.web.auth import csrf_token
@@ -37,8 +38,30 @@ async def switched(http: httpx.AsyncClient, people: People) -> tuple[Person, uui
 
 
 def set_progress(engine: Engine, switch_id: uuid.UUID, **values: object) -> None:
+    """What the migrator writes: the switch's progress row, made from the request first.
+
+    A rollback deadline is the request's (the gateway's), copied to the progress row.
+    """
     with engine.begin() as conn:
-        conn.execute(update(ProviderSwitch).where(ProviderSwitch.id == switch_id).values(**values))
+        conn.execute(
+            text(
+                "INSERT INTO provider_switches (id, tutor_id, from_provider, to_provider, "
+                "generation, created_at, rollback_deadline) SELECT id, tutor_id, from_provider, "
+                "to_provider, generation, requested_at, rollback_deadline FROM switch_requests "
+                "WHERE id = :id ON CONFLICT (id) DO NOTHING"
+            ),
+            {"id": switch_id},
+        )
+        if values:
+            conn.execute(
+                update(ProviderSwitch).where(ProviderSwitch.id == switch_id).values(**values)
+            )
+        if "rollback_deadline" in values:
+            conn.execute(
+                update(SwitchRequest)
+                .where(SwitchRequest.id == switch_id)
+                .values(rollback_deadline=values["rollback_deadline"])
+            )
 
 
 async def page(http: httpx.AsyncClient, tutor: Person, switch_id: uuid.UUID) -> str:
@@ -141,6 +164,7 @@ async def test_failed_sessions_shown_and_retry_recorded(
     student = people("student")
     session_id, booking_id = uuid.uuid4(), uuid.uuid4()
     start = datetime.now(UTC) + timedelta(days=2)
+    set_progress(engine, switch_id)  # the migrator's progress row first, then its rows
     with engine.begin() as conn:
         conn.execute(
             insert(Booking).values(
@@ -214,12 +238,18 @@ async def test_rollback_restores_previous_connection(
                 Connection.tutor_id == tutor.id
             )
         ).one()
-        state = conn.scalar(select(ProviderSwitch.state).where(ProviderSwitch.id == switch_id))
+        requested = conn.scalar(
+            select(SwitchRequest.rollback_requested_at).where(SwitchRequest.id == switch_id)
+        )
+        # the switch's progress is the migrator's to write, ROLLING_BACK included
+        progress = conn.scalar(select(ProviderSwitch.state).where(ProviderSwitch.id == switch_id))
         event = conn.execute(
             select(Outbox.payload).where(Outbox.event_type == "switch.rollback_requested")
         ).scalar_one()
     assert tuple(conn_row) == ("zoom", 3, "google_meet")
-    assert state == "ROLLING_BACK"
+    assert requested is not None and progress is None
+    shown = await http.get(f"/api/switches/{switch_id}", headers=tutor.headers)
+    assert shown.json()["state"] == "ROLLING_BACK"
     assert event == event | {"switch_id": str(switch_id), "to_provider": "zoom", "generation": 3}
     again = await http.post(f"/api/switches/{switch_id}/rollback", headers=tutor.headers)
     assert again.status_code == 409

@@ -216,6 +216,6 @@ async def test_two_concurrent_first_connections(
     assert after.switches == 1 and after.outbox == 1
     with engine.connect() as conn:
         to_provider = conn.execute(
-            text("SELECT to_provider FROM provider_switches WHERE tutor_id = :t"), {"t": tutor.id}
+            text("SELECT to_provider FROM switch_requests WHERE tutor_id = :t"), {"t": tutor.id}
         ).scalar_one()
     assert after.connection is not None and after.connection[:2] == (to_provider, 2)

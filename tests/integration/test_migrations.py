@@ -32,6 +32,7 @@ TABLES = {
     "bookings",
     "outbox",
     "provider_switches",
+    "switch_requests",
     "session_migrations",
     "audit_log",
     "notifications",
@@ -73,6 +74,55 @@ def test_upgrade_to_head_and_downgrade_to_base(empty_database_url: str) -> None:
     # and up again: the downgrade left nothing behind that blocks a re-run
     migrate.upgrade(empty_database_url)
     assert _tables(empty_database_url) == TABLES
+
+
+def test_0013_gives_every_existing_switch_its_request(empty_database_url: str) -> None:
+    """Switches made before the split keep their history: each gets the request it came from."""
+    migrate.upgrade(empty_database_url, revision="0012")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            tutor = _user(conn)
+            ids = {state: uuid.uuid4() for state in ("COMPLETED", "ROLLED_BACK", "ROLLING_BACK")}
+            for n, (state, sw) in enumerate(ids.items()):
+                conn.execute(
+                    text(
+                        "INSERT INTO provider_switches (id, tutor_id, from_provider, to_provider, "
+                        "generation, state, rollback_deadline, rolled_back_at) VALUES (:id, :t, "
+                        "'zoom', 'google_meet', :g, :s, now() + interval '1 day', "
+                        "CASE WHEN :s = 'ROLLED_BACK' THEN now() END)"
+                    ),
+                    {"id": sw, "t": tutor, "g": n + 2, "s": state},
+                )
+        migrate.upgrade(empty_database_url)
+        with engine.connect() as conn:
+            requests = {
+                r.id: r
+                for r in conn.execute(
+                    text(
+                        "SELECT r.*, p.created_at FROM switch_requests r "
+                        "JOIN provider_switches p ON p.id = r.id"
+                    )
+                )
+            }
+        assert set(requests) == set(ids.values())
+        done = requests[ids["COMPLETED"]]
+        assert (done.tutor_id, done.to_provider, done.generation) == (tutor, "google_meet", 2)
+        assert done.requested_at == done.created_at and done.rollback_deadline is not None
+        assert done.rollback_requested_at is None
+        assert requests[ids["ROLLED_BACK"]].rollback_requested_at is not None
+        assert requests[ids["ROLLING_BACK"]].rollback_requested_at is not None
+        # a progress row without a request is refused from now on
+        with pytest.raises(IntegrityError, match="switch_requests"), engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO provider_switches (id, tutor_id, from_provider, to_provider, "
+                    "generation) VALUES (gen_random_uuid(), :t, 'zoom', 'google_meet', 9)"
+                ),
+                {"t": tutor},
+            )
+    finally:
+        engine.dispose()
 
 
 def _user(conn, role: str = "tutor") -> uuid.UUID:  # type: ignore[no-untyped-def]
@@ -127,13 +177,14 @@ def _connection(conn, tutor: uuid.UUID, provider: str = "zoom") -> None:  # type
 
 def _switch(conn, tutor: uuid.UUID) -> uuid.UUID:  # type: ignore[no-untyped-def]
     sw = uuid.uuid4()
-    conn.execute(
-        text(
-            "INSERT INTO provider_switches (id, tutor_id, from_provider, to_provider, generation) "
-            "VALUES (:id, :t, 'zoom', 'google_meet', 2)"
-        ),
-        {"id": sw, "t": tutor},
-    )
+    for table in ("switch_requests", "provider_switches"):
+        conn.execute(
+            text(
+                f"INSERT INTO {table} (id, tutor_id, from_provider, to_provider, generation) "
+                "VALUES (:id, :t, 'zoom', 'google_meet', 2)"
+            ),
+            {"id": sw, "t": tutor},
+        )
     return sw
 
 
@@ -211,14 +262,15 @@ def test_session_enums_are_checked(engine: Engine, column: str, value: str) -> N
 def test_switch_to_the_same_provider_is_rejected(engine: Engine) -> None:
     with engine.begin() as conn:
         tutor = _user(conn)
-    with pytest.raises(IntegrityError, match="providers_differ"), engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO provider_switches (tutor_id, from_provider, to_provider, "
-                "generation, id) VALUES (:t, 'zoom', 'zoom', 2, gen_random_uuid())"
-            ),
-            {"t": tutor},
-        )
+    for table in ("switch_requests", "provider_switches"):
+        with pytest.raises(IntegrityError, match="providers_differ"), engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"INSERT INTO {table} (tutor_id, from_provider, to_provider, "
+                    "generation, id) VALUES (:t, 'zoom', 'zoom', 2, gen_random_uuid())"
+                ),
+                {"t": tutor},
+            )
 
 
 def test_migrator_query_uses_the_tutor_status_start_index(engine: Engine) -> None:

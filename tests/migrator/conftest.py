@@ -175,9 +175,24 @@ def wait_for(
 
 
 def switch_row(engine: Engine, switch_id: object) -> Any:
+    """The switch as the tutor asked for it, with the migrator's progress (PENDING before it)."""
     with engine.connect() as conn:
         return conn.execute(
-            text("SELECT * FROM provider_switches WHERE id = :id"), {"id": switch_id}
+            text(
+                "SELECT r.id, r.tutor_id, r.from_provider, r.to_provider, r.generation, "
+                "r.rollback_requested_at, p.id IS NOT NULL AS handled, "
+                "coalesce(p.state, 'PENDING') AS state, "
+                "coalesce(p.sessions_total, 0) AS sessions_total, "
+                "coalesce(p.sessions_migrated, 0) AS sessions_migrated, "
+                "coalesce(p.sessions_failed, 0) AS sessions_failed, "
+                "coalesce(p.created_at, r.requested_at) AS created_at, p.started_at, "
+                "p.completed_at, coalesce(p.rollback_deadline, r.rollback_deadline) "
+                "AS rollback_deadline, p.rolled_back_at, p.old_meetings_cleaned_at, "
+                "p.waiting_until, p.waiting_reason "
+                "FROM switch_requests r LEFT JOIN provider_switches p ON p.id = r.id "
+                "WHERE r.id = :id"
+            ),
+            {"id": switch_id},
         ).one()
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session
 
 from services.core import events
-from services.core.db.models import Booking, Connection, Outbox, ProviderSwitch, User
+from services.core.db.models import Booking, Connection, Outbox, SwitchRequest, User
 from services.core.db.models import Session as SessionRow
 from services.core.settings import CommonSettings
 from services.providers import MeetingRequest, ProviderClient, TokenSet
@@ -214,13 +214,15 @@ class Factory:
                     },
                 },
             )
+            # The gateway's request; the migrator makes the switch's progress row.
             db.add(
-                ProviderSwitch(
+                SwitchRequest(
                     id=switch_id,
                     tutor_id=tutor.id,
                     from_provider=current.provider,
                     to_provider=to_provider,
                     generation=generation,
+                    requested_at=datetime.now(UTC),
                     rollback_deadline=rollback_deadline or datetime.now(UTC) + timedelta(hours=24),
                 )
             )
@@ -235,7 +237,7 @@ class Factory:
             self._publish(db, switch_id)
 
     def _publish(self, db: Session, switch_id: uuid.UUID) -> None:
-        row = db.get_one(ProviderSwitch, switch_id)
+        row = db.get_one(SwitchRequest, switch_id)
         db.execute(
             insert(Outbox).values(
                 **events.outbox_row(

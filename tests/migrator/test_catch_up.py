@@ -11,10 +11,14 @@ that arrives late then changes nothing.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
 
+from services.core.settings import CommonSettings
+from services.oauth_gateway.adapters.db import GatewayStore
 from tests.migrator.conftest import session_rows, settled, switch_row, wait_for
 from tests.migrator.factory import Factory
 from tests.migrator.test_rollback import live_meetings
@@ -70,3 +74,42 @@ async def test_switches_whose_event_never_came_are_handled_from_the_database(
     assert switch_row(engine, newest).state == "COMPLETED"
     assert await live_meetings(sim_admin, "google_meet", tutor.email) == meet
     assert {r.meeting_external_id for r in session_rows(engine, sessions)} == meet
+
+
+async def test_a_rollback_whose_event_never_came_is_finished_from_the_request(
+    engine: Engine,
+    settings: CommonSettings,
+    factory: Factory,
+    sim_admin: Any,
+    relay: Any,
+    start_migrator: Any,
+) -> None:
+    """The gateway records the rollback on its request; the event is lost on its way.
+
+    The migrator's grace-period timer finds the request and rolls the switch
+    back (the progress row ROLLING_BACK, then ROLLED_BACK), no meeting made.
+    """
+    tutor = await factory.tutor(provider="zoom")
+    sessions = factory.sessions(tutor, count=SESSIONS, provider="zoom")
+    await factory.real_meetings(tutor, sessions, provider="zoom")
+    old_zoom = await live_meetings(sim_admin, "zoom", tutor.email)
+    start_migrator(RELINK_MIGRATOR_CLEANUP_INTERVAL_S="1")
+    switch_id = factory.switch(tutor, to_provider="google_meet")
+    assert wait_for(lambda: settled(engine, switch_id), what="switch settles").state == "COMPLETED"
+
+    with engine.begin() as conn:  # the relay never publishes the rollback: its row is gone
+        GatewayStore(
+            sessionmaker(bind=conn), cipher=settings.token_cipher(), topics=settings
+        ).request_rollback(tutor_id=tutor.id, switch_id=switch_id, now=datetime.now(UTC))
+        conn.execute(text("DELETE FROM outbox WHERE event_type = 'switch.rollback_requested'"))
+
+    switch = wait_for(
+        lambda: (row := switch_row(engine, switch_id)).state == "ROLLED_BACK" and row,
+        what="switch rolled back",
+    )
+    assert switch.rolled_back_at is not None
+    rows = session_rows(engine, sessions)
+    assert all(r.provider == "zoom" for r in rows)
+    assert {r.meeting_external_id for r in rows} == old_zoom
+    assert await live_meetings(sim_admin, "zoom", tutor.email) == old_zoom
+    assert await live_meetings(sim_admin, "google_meet", tutor.email) == set()

@@ -76,11 +76,12 @@ def one_meeting_each(engine: Engine, sim: SimHandle, email: str, sessions: list[
 
 def past_deadline(engine: Engine, *switches: Any) -> None:
     """The grace period of these switches is over."""
-    with engine.begin() as db:
-        db.execute(
-            text("UPDATE provider_switches SET rollback_deadline = :d WHERE id = ANY(:ids)"),
-            {"d": datetime.now(UTC) - timedelta(seconds=1), "ids": list(switches)},
-        )
+    with engine.begin() as db:  # the request's deadline, and the progress row's copy
+        for table in ("switch_requests", "provider_switches"):
+            db.execute(
+                text(f"UPDATE {table} SET rollback_deadline = :d WHERE id = ANY(:ids)"),
+                {"d": datetime.now(UTC) - timedelta(seconds=1), "ids": list(switches)},
+            )
 
 
 def creates_in_flight(engine: Engine, switch_id: Any) -> None:

@@ -196,11 +196,12 @@ async def test_cleanup_after_the_grace_period_deletes_old_meetings_and_forgets_o
     assert len(await live_meetings(sim_admin, "zoom", tutor.email)) == 3
     assert switch_row(engine, switch_id).old_meetings_cleaned_at is None
 
-    with engine.begin() as db:
-        db.execute(
-            text("UPDATE provider_switches SET rollback_deadline = :d WHERE id = :id"),
-            {"d": datetime.now(UTC) - timedelta(seconds=1), "id": switch_id},
-        )
+    with engine.begin() as db:  # the request's deadline, and the progress row's copy
+        for table in ("switch_requests", "provider_switches"):
+            db.execute(
+                text(f"UPDATE {table} SET rollback_deadline = :d WHERE id = :id"),
+                {"d": datetime.now(UTC) - timedelta(seconds=1), "id": switch_id},
+            )
     wait_for(
         lambda: switch_row(engine, switch_id).old_meetings_cleaned_at is not None,
         what="old meetings cleaned",
@@ -221,7 +222,7 @@ def tutor_switches(engine: Engine, tutor_id: Any) -> list[Any]:
     with engine.connect() as conn:
         return list(
             conn.execute(
-                text("SELECT * FROM provider_switches WHERE tutor_id = :t ORDER BY generation"),
+                text("SELECT * FROM switch_requests WHERE tutor_id = :t ORDER BY generation"),
                 {"t": tutor_id},
             )
         )

@@ -115,6 +115,13 @@ def make_world(
             ),
             {"id": tutor_id, "email": world.tutor_email},
         )
+        conn.execute(  # the gateway's request, then the migrator's progress row
+            text(
+                "INSERT INTO switch_requests (id, tutor_id, from_provider, to_provider,"
+                " generation) VALUES (:id, :tutor, 'zoom', 'google_meet', 2)"
+            ),
+            {"id": switch_id, "tutor": tutor_id},
+        )
         conn.execute(
             text(
                 "INSERT INTO provider_switches (id, tutor_id, from_provider, to_provider,"

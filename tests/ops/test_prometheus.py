@@ -148,7 +148,12 @@ def test_prometheus_scrapes_the_four_processes_through_a_switch(
     assert switch_id is not None
     wait_for(
         lambda: (
-            one_row(engine, "SELECT state FROM provider_switches WHERE id = :i", i=switch_id)[0]
+            one_row(
+                engine,
+                "SELECT coalesce(p.state, 'PENDING') FROM switch_requests r "
+                "LEFT JOIN provider_switches p ON p.id = r.id WHERE r.id = :i",
+                i=switch_id,
+            )[0]
             == SwitchState.COMPLETED
         ),
         what="the switch to complete",

@@ -230,7 +230,12 @@ def _switch_state(engine: Engine, switch_id: str) -> str:
     with engine.connect() as conn:
         return str(
             conn.execute(
-                text("SELECT state FROM provider_switches WHERE id = :id"), {"id": switch_id}
+                # PENDING until the migrator has made the switch's progress row
+                text(
+                    "SELECT coalesce(p.state, 'PENDING') FROM switch_requests r "
+                    "LEFT JOIN provider_switches p ON p.id = r.id WHERE r.id = :id"
+                ),
+                {"id": switch_id},
             ).scalar_one()
         )
 

@@ -261,8 +261,45 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class SwitchRequest(Base):
+    """A switch as the tutor asked for it: the gateway's record, its only writer (0013).
+
+    Written in the OAuth callback's transaction with the connection and the
+    `provider.switched` outbox row; `rollback_requested_at` in the rollback's,
+    with the connection swapped back. The switch's progress is the migrator's
+    `ProviderSwitch`, created when it handles the request.
+    """
+
+    __tablename__ = "switch_requests"
+    __table_args__ = (
+        CheckConstraint("from_provider IN ('google_meet', 'zoom')", name="from_provider_valid"),
+        CheckConstraint("to_provider IN ('google_meet', 'zoom')", name="to_provider_valid"),
+        CheckConstraint("from_provider <> to_provider", name="providers_differ"),
+        Index("ix_switch_requests_tutor_requested", "tutor_id", "requested_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    tutor_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
+    from_provider: Mapped[str] = mapped_column(Text)
+    to_provider: Mapped[str] = mapped_column(Text)
+    generation: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    rollback_deadline: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    rollback_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+
+
 class ProviderSwitch(Base):
-    """One switch of a tutor from one provider to another, with its progress."""
+    """One switch's progress: the migrator's record, its only writer (0013).
+
+    Created by the migrator when it handles the tutor's `SwitchRequest` (same
+    id), then moved through the states of `core.switching.SWITCH_TRANSITIONS`.
+    """
 
     __tablename__ = "provider_switches"
     __table_args__ = (
@@ -277,7 +314,9 @@ class ProviderSwitch(Base):
         Index("ix_provider_switches_tutor_created", "tutor_id", "created_at"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID, ForeignKey("switch_requests.id", ondelete="CASCADE"), primary_key=True
+    )
     tutor_id: Mapped[uuid.UUID] = mapped_column(UUID, ForeignKey("users.id", ondelete="CASCADE"))
     from_provider: Mapped[str] = mapped_column(Text)
     to_provider: Mapped[str] = mapped_column(Text)

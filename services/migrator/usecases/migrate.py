@@ -72,7 +72,7 @@ class MigrationService:
         """Drop a superseded switch, else record its plan (idempotently) and let it run."""
         switch = await self.plans.switch(switch_id)
         if switch is None:
-            raise UnknownSwitchError(f"switch {switch_id} is not in provider_switches")
+            raise UnknownSwitchError(f"switch {switch_id} is not in switch_requests")
         ids = {"switch_id": switch.id, "tutor_id": switch.tutor_id}
         if switch.state in DROPPED_SWITCH_STATES:
             log.info("switch %s: nothing to do", switch.state.lower(), extra=ids)

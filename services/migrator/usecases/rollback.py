@@ -1,7 +1,8 @@
 """Rollback within the grace period, and the cleanup of old meetings after it.
 
 Rollback (`switch.rollback_requested`; the gateway has already swapped the
-previous connection back in and set the switch `ROLLING_BACK`): cancel the
+previous connection back in and recorded the request, and reading the switch
+sets it `ROLLING_BACK`, `PlanStore.switch`): cancel the
 rows not yet moved, put every migrated session back on its previous meeting
 (no meeting is created), delete the meetings the switch made at the new
 provider, then mark the switch `ROLLED_BACK` with its `switch.rolled_back`.
@@ -56,7 +57,7 @@ class RollbackService:
         """
         switch = await self.store.switch(switch_id)
         if switch is None:
-            raise UnknownSwitchError(f"switch {switch_id} is not in provider_switches")
+            raise UnknownSwitchError(f"switch {switch_id} is not in switch_requests")
         ids = {"switch_id": switch.id, "tutor_id": switch.tutor_id}
         if switch.state != SwitchState.ROLLING_BACK:
             log.info("rollback request: switch is %s; nothing to do", switch.state, extra=ids)

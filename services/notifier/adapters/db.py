@@ -35,6 +35,7 @@ from services.core.db.models import (
     Notification,
     NotificationState,
     ProviderSwitch,
+    SwitchRequest,
     User,
 )
 from services.core.db.models import Session as SessionRow
@@ -130,14 +131,14 @@ class NotifierDb(TransactionalStore):
                 SessionRow.status,
                 Booking.topic,
                 Booking.timezone.label("booking_timezone"),
-                ProviderSwitch.from_provider.label("switch_from"),
-                ProviderSwitch.to_provider.label("switch_to"),
+                SwitchRequest.from_provider.label("switch_from"),
+                SwitchRequest.to_provider.label("switch_to"),
             )
             .select_from(student)
             .outerjoin(SessionRow, SessionRow.id == _param(session_id, SessionRow.id))
             .outerjoin(Booking, Booking.id == SessionRow.booking_id)
             .outerjoin(tutor, tutor.id == _param(tutor_id, tutor.id))
-            .outerjoin(ProviderSwitch, ProviderSwitch.id == _param(switch_id, ProviderSwitch.id))
+            .outerjoin(SwitchRequest, SwitchRequest.id == _param(switch_id, SwitchRequest.id))
             .where(student.id == _param(student_id, student.id))
         )
         row = s.execute(query).mappings().first()
@@ -179,9 +180,10 @@ class NotifierDb(TransactionalStore):
         return dict(row) if row is not None else None
 
     def switch_owner(self, s: Session, *, switch_id: uuid.UUID) -> uuid.UUID | None:
-        """The tutor a switch belongs to (None: no such switch)."""
+        """The tutor a switch belongs to (None: no such switch): the gateway's request,
+        there before the migrator has handled it."""
         owner: uuid.UUID | None = s.scalar(
-            select(ProviderSwitch.tutor_id).where(ProviderSwitch.id == switch_id)
+            select(SwitchRequest.tutor_id).where(SwitchRequest.id == switch_id)
         )
         return owner
 
@@ -197,11 +199,11 @@ class NotifierDb(TransactionalStore):
                 User.name.label("tutor_name"),
                 User.email.label("tutor_email"),
                 User.timezone.label("tutor_timezone"),
-                ProviderSwitch.from_provider,
-                ProviderSwitch.to_provider,
+                SwitchRequest.from_provider,
+                SwitchRequest.to_provider,
             )
             .select_from(User)
-            .outerjoin(ProviderSwitch, ProviderSwitch.id == _param(switch_id, ProviderSwitch.id))
+            .outerjoin(SwitchRequest, SwitchRequest.id == _param(switch_id, SwitchRequest.id))
             .where(User.id == _param(tutor_id, User.id))
         )
         row = s.execute(query).mappings().first()

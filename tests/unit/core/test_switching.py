@@ -100,3 +100,17 @@ def test_reachable_states_follow_the_table() -> None:
     assert {S.MIGRATING, S.COMPLETED_WITH_FAILURES, S.ROLLING_BACK, S.ROLLED_BACK} <= done
     # ... but never goes back to being planned
     assert S.PENDING not in done and S.PLANNING not in done
+
+
+def test_the_state_shown_joins_the_request_and_the_progress() -> None:
+    S = SwitchState
+    # not handled by the migrator yet: what the tutor asked for
+    assert switching.shown_state(None, rollback_requested=False) is S.PENDING
+    assert switching.shown_state(None, rollback_requested=True) is S.ROLLING_BACK
+    # handled: the migrator's state, unless a rollback was asked for and is not done
+    assert switching.shown_state("MIGRATING", rollback_requested=False) is S.MIGRATING
+    assert switching.shown_state("COMPLETED", rollback_requested=True) is S.ROLLING_BACK
+    assert switching.shown_state("ROLLED_BACK", rollback_requested=True) is S.ROLLED_BACK
+    # every state the migrator can be in when the rollback is asked for leads to ROLLING_BACK
+    for state in switching.sources_of(S.ROLLING_BACK):
+        assert switching.shown_state(state, rollback_requested=True) is S.ROLLING_BACK

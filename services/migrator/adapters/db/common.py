@@ -14,7 +14,7 @@ from services.core.db.models import MigrationState, SwitchState
 from services.core.events import TopicNames
 from services.core.messages import SwitchSettled, message_row
 from services.core.settings import normalize_database_url
-from services.core.switching import SETTLED, sql_state
+from services.core.switching import SETTLED, sources_of, sql_state, sql_states
 from services.migrator.domain import (
     ELIGIBLE_STATUSES,
     UNSETTLED_STATES,
@@ -33,6 +33,36 @@ def sql_list(values: Sequence[str]) -> str:
 # The one SQL spelling of each of the domain's state lists, used by every store part.
 UNSETTLED_SQL = sql_list(UNSETTLED_STATES)
 ELIGIBLE_SQL = sql_list(ELIGIBLE_STATUSES)
+
+
+# The tutor asked to roll the switch `p` back (the gateway's request row): the
+# migrator's progress row goes ROLLING_BACK, and nothing settles it otherwise.
+ROLLBACK_REQUESTED_SQL = (
+    "EXISTS (SELECT 1 FROM switch_requests r WHERE r.id = p.id "
+    "AND r.rollback_requested_at IS NOT NULL)"
+)
+
+# The migrator's progress row of a switch, made from the tutor's request (the
+# gateway's `switch_requests` row, same id) the first time the migrator meets
+# the switch, then ROLLING_BACK at once when the tutor has asked to roll it
+# back. The migrator is the only writer of `provider_switches` (issue 17).
+ADOPT_SQL = f"""
+    WITH made AS (
+        INSERT INTO provider_switches (id, tutor_id, from_provider, to_provider, generation,
+                                       state, created_at, rollback_deadline)
+        SELECT r.id, r.tutor_id, r.from_provider, r.to_provider, r.generation,
+               {sql_state(SwitchState.PENDING)}, r.requested_at, r.rollback_deadline
+        FROM switch_requests r WHERE r.id = :id
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    )
+    SELECT count(*) FROM made
+"""
+ABSORB_ROLLBACK_SQL = f"""
+    UPDATE provider_switches p SET state = {sql_state(SwitchState.ROLLING_BACK)}
+    WHERE p.id = :id AND p.state IN {sql_states(sources_of(SwitchState.ROLLING_BACK))}
+      AND {ROLLBACK_REQUESTED_SQL}
+"""
 
 
 def switch_ref(row: Any) -> SwitchRef:
@@ -111,6 +141,7 @@ async def complete_settled(
             f"THEN '{final_switch_state(failed=1)}' ELSE '{final_switch_state(failed=0)}' "
             "END, completed_at = now(), waiting_until = NULL, waiting_reason = NULL "
             "WHERE p.id = ANY(CAST(:ids AS uuid[])) AND p.state = ANY(:states) "
+            f"AND NOT {ROLLBACK_REQUESTED_SQL} "
             "AND NOT EXISTS (SELECT 1 FROM session_migrations m WHERE m.switch_id = p.id "
             f"AND m.state IN {UNSETTLED_SQL}) RETURNING p.id, p.state"
         ),

@@ -17,7 +17,10 @@ from services.core.events import TopicNames
 from services.core.switching import sql_state, sql_states
 from services.core.tracking import Delivery
 from services.migrator.adapters.db.common import (
+    ABSORB_ROLLBACK_SQL,
+    ADOPT_SQL,
     ELIGIBLE_SQL,
+    ROLLBACK_REQUESTED_SQL,
     UNSETTLED_SQL,
     complete_if_settled,
     settled_events,
@@ -62,7 +65,15 @@ class PlanStore:
             await tracking.track_async(conn, delivery)
 
     async def switch(self, switch_id: str) -> SwitchRef | None:
-        async with self.engine.connect() as conn:
+        """The switch's progress row; None when the tutor never asked for such a switch.
+
+        The first time the migrator meets a switch (its `provider.switched`, the
+        catch-up, a rollback request) the row is made from the gateway's request,
+        and set ROLLING_BACK if the tutor has asked to roll it back meanwhile.
+        """
+        async with self.engine.begin() as conn:
+            await conn.execute(text(ADOPT_SQL), {"id": switch_id})
+            await conn.execute(text(ABSORB_ROLLBACK_SQL), {"id": switch_id})
             row = (
                 await conn.execute(
                     text(
@@ -93,9 +104,11 @@ class PlanStore:
                 (
                     await conn.execute(
                         text(
-                            "SELECT id FROM provider_switches WHERE tutor_id = :t "
+                            "SELECT id FROM provider_switches p WHERE tutor_id = :t "
                             "AND generation < :g AND state IN "
-                            f"{sql_states((S.PENDING, S.PLANNING, S.MIGRATING))}"
+                            f"{sql_states((S.PENDING, S.PLANNING, S.MIGRATING))} "
+                            # one the tutor is rolling back ends ROLLED_BACK, not superseded
+                            f"AND NOT {ROLLBACK_REQUESTED_SQL}"
                         ),
                         {"t": tutor_id, "g": below_generation},
                     )
@@ -230,18 +243,21 @@ class PlanStore:
     async def unhandled_switches(
         self, *, older_than: timedelta, limit: int = 100
     ) -> list[SwitchRef]:
-        """Switches still PENDING `older_than` after they were made, oldest first.
+        """The tutor's switch requests still unhandled `older_than` after they were made.
 
-        Nothing has handled their `provider.switched` (it plans them at once):
-        the event is lost or stuck, and the catch-up plans them instead.
+        Handling `provider.switched` makes the switch's progress row and plans
+        it at once: a request with no row (or one still PENDING) that long is
+        one whose event is lost or stuck, and the catch-up handles it instead.
         """
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
                     text(
-                        "SELECT id, tutor_id, from_provider, to_provider, generation, state "
-                        f"FROM provider_switches WHERE state = {sql_state(S.PENDING)} "
-                        "AND created_at < now() - :age ORDER BY created_at LIMIT :n"
+                        "SELECT r.id, r.tutor_id, r.from_provider, r.to_provider, r.generation, "
+                        f"{sql_state(S.PENDING)} AS state FROM switch_requests r "
+                        "LEFT JOIN provider_switches p ON p.id = r.id "
+                        f"WHERE (p.id IS NULL OR p.state = {sql_state(S.PENDING)}) "
+                        "AND r.requested_at < now() - :age ORDER BY r.requested_at LIMIT :n"
                     ),
                     {"age": older_than, "n": limit},
                 )

@@ -177,10 +177,20 @@ class RollbackStore:
     # -- rollback ---------------------------------------------------------------
 
     async def rolling_back(self) -> list[str]:
-        """Switches whose rollback was requested and is not finished (resumed by the timer)."""
+        """Switches whose rollback was requested and is not finished (resumed by the timer).
+
+        The tutor's request counts, not only the progress row: a rollback whose
+        `switch.rollback_requested` was lost or is stuck is found here too.
+        """
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                text(f"SELECT id FROM provider_switches WHERE state = {sql_state(S.ROLLING_BACK)}")
+                text(
+                    "SELECT r.id FROM switch_requests r "
+                    "LEFT JOIN provider_switches p ON p.id = r.id "
+                    f"WHERE p.state = {sql_state(S.ROLLING_BACK)} "
+                    "OR (r.rollback_requested_at IS NOT NULL "
+                    f"AND (p.id IS NULL OR p.state <> {sql_state(S.ROLLED_BACK)}))"
+                )
             )
             return [str(r) for r in rows.scalars()]
 

@@ -2,7 +2,7 @@
 
 The switch is one transaction (`save_connection`): lock the tutor's
 connection row, upsert the connection, and for a switch insert the
-`provider_switches` row and the `provider.switched` outbox row. A callback
+`switch_requests` row and the `provider.switched` outbox row. A callback
 racing another for the same tutor waits on the row lock (or, for a first
 connection, on the unique index) and then sees the winner's row.
 """
@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core import events, outbox
-from services.core.db.models import Connection, ProviderSwitch, SwitchState
+from services.core.db.models import Connection, SwitchRequest
 from services.core.logs import get_logger
 from services.core.messages import ProviderSwitched, message_row
 from services.core.tokens import TokenCipher, TokenDecryptError
@@ -132,14 +132,15 @@ class ConnectionStore:
             row.provider = provider
             if outcome is not ConnectOutcome.SWITCHED:
                 return SaveResult(outcome, generation=row.generation)
-            switch = ProviderSwitch(
+            # The request only: the migrator makes the switch's progress row
+            # (`provider_switches`) when it handles `provider.switched`.
+            switch = SwitchRequest(
                 id=uuid.uuid4(),
                 tutor_id=tutor_id,
                 from_provider=row.previous_provider,
                 to_provider=provider,
                 generation=row.generation,
-                state=SwitchState.PENDING.value,
-                created_at=now,
+                requested_at=now,
                 rollback_deadline=now + rollback_grace,
             )
             s.add(switch)

@@ -8,13 +8,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core import events
+from services.core import events, switching
 from services.core.db.models import (
     Booking,
     Connection,
     MigrationState,
     ProviderSwitch,
     SessionMigration,
+    SwitchRequest,
     SwitchState,
     User,
 )
@@ -50,13 +51,14 @@ class SwitchStore:
             conn = s.scalars(
                 select(Connection).where(Connection.tutor_id == tutor_id)
             ).one_or_none()
-            rows = s.scalars(
-                select(ProviderSwitch)
-                .where(ProviderSwitch.tutor_id == tutor_id)
-                .order_by(ProviderSwitch.created_at.desc(), ProviderSwitch.generation.desc())
+            rows = s.execute(
+                select(SwitchRequest, ProviderSwitch)
+                .outerjoin(ProviderSwitch, ProviderSwitch.id == SwitchRequest.id)
+                .where(SwitchRequest.tutor_id == tutor_id)
+                .order_by(SwitchRequest.requested_at.desc(), SwitchRequest.generation.desc())
                 .limit(limit)
             ).all()
-            return [self._switch_view(row, conn, now=now) for row in rows]
+            return [self._switch_view(r, p, conn, now=now) for r, p in rows]
 
     def switch(
         self,
@@ -68,46 +70,59 @@ class SwitchStore:
     ) -> SwitchView:
         """One of the tutor's switches; `NotFound` for anyone else's."""
         with self._sessions() as s:
-            row = s.get(ProviderSwitch, switch_id)
-            if row is None or row.tutor_id != tutor_id:
+            request = s.get(SwitchRequest, switch_id)
+            if request is None or request.tutor_id != tutor_id:
                 raise NotFound("no such switch")
+            progress = s.get(ProviderSwitch, switch_id)
             conn = s.scalars(
                 select(Connection).where(Connection.tutor_id == tutor_id)
             ).one_or_none()
-            view = self._switch_view(row, conn, now=now)
-            if with_failures and row.sessions_failed > 0:
+            view = self._switch_view(request, progress, conn, now=now)
+            if with_failures and view.sessions_failed > 0:
                 view.failed_sessions = self._failed_sessions(s, switch_id)
             return view
 
     def _switch_view(
-        self, row: ProviderSwitch, conn: Connection | None, *, now: datetime
+        self,
+        request: SwitchRequest,
+        progress: ProviderSwitch | None,
+        conn: Connection | None,
+        *,
+        now: datetime,
     ) -> SwitchView:
-        waiting = row.waiting_until if row.waiting_until and row.waiting_until > now else None
-        progress = Progress(
-            state=row.state,
-            total=row.sessions_total,
-            migrated=row.sessions_migrated,
-            failed=row.sessions_failed,
-            to_provider=row.to_provider,
+        state = _state(request, progress)
+        waiting_until = progress.waiting_until if progress else None
+        waiting = waiting_until if waiting_until and waiting_until > now else None
+        total = progress.sessions_total if progress else 0
+        migrated = progress.sessions_migrated if progress else 0
+        failed = progress.sessions_failed if progress else 0
+        view_progress = Progress(
+            state=state,
+            total=total,
+            migrated=migrated,
+            failed=failed,
+            to_provider=request.to_provider,
             waiting_until=waiting,
         )
-        refusal = "no connection" if conn is None else _rollback_refusal(row, conn, now=now)
+        refusal = (
+            "no connection" if conn is None else _rollback_refusal(request, state, conn, now=now)
+        )
         return SwitchView(
-            id=row.id,
-            from_provider=row.from_provider,
-            to_provider=row.to_provider,
-            generation=row.generation,
-            state=row.state,
-            sessions_total=row.sessions_total,
-            sessions_migrated=row.sessions_migrated,
-            sessions_failed=row.sessions_failed,
-            sessions_remaining=progress.remaining,
-            created_at=row.created_at,
-            completed_at=row.completed_at,
-            rollback_deadline=row.rollback_deadline,
-            rolled_back_at=row.rolled_back_at,
+            id=request.id,
+            from_provider=request.from_provider,
+            to_provider=request.to_provider,
+            generation=request.generation,
+            state=state,
+            sessions_total=total,
+            sessions_migrated=migrated,
+            sessions_failed=failed,
+            sessions_remaining=view_progress.remaining,
+            created_at=request.requested_at,
+            completed_at=progress.completed_at if progress else None,
+            rollback_deadline=request.rollback_deadline,
+            rolled_back_at=progress.rolled_back_at if progress else None,
             waiting_until=waiting,
-            message=message_view(progress),
+            message=message_view(view_progress),
             can_roll_back=refusal is None,
         )
 
@@ -150,18 +165,15 @@ class SwitchStore:
         """Record `session.retry_requested` for the failed sessions; (event id, session ids)."""
         with self._sessions() as s, s.begin():
             conn = lock_connection(s, tutor_id)
-            row = s.get(ProviderSwitch, switch_id)
-            if row is None or row.tutor_id != tutor_id:
+            request = s.get(SwitchRequest, switch_id)
+            if request is None or request.tutor_id != tutor_id:
                 raise NotFound("no such switch")
+            row = s.get(ProviderSwitch, switch_id)
             if (
                 conn is None
-                or row.generation != conn.generation
-                or row.state
-                in (
-                    SwitchState.SUPERSEDED.value,
-                    SwitchState.ROLLING_BACK.value,
-                    SwitchState.ROLLED_BACK.value,
-                )
+                or row is None
+                or request.generation != conn.generation
+                or _state(request, row) in switching.DROPPED
             ):
                 raise NothingToRetry("a newer switch or a rollback replaced this switch")
             failed = list(
@@ -198,26 +210,31 @@ class SwitchStore:
         provider's tokens move to `previous_*`: the migrator needs them to
         delete the meetings it made there.
 
-        Locks in `services.core.db.locks.LOCK_ORDER`, as the migrator's
-        rollback completion does: the connection row, then the switch row.
+        Writes the request (`switch_requests.rollback_requested_at`), never
+        the switch's progress: the migrator sets it ROLLING_BACK when it
+        handles the request. Locks the connection row first
+        (`services.core.db.locks.LOCK_ORDER`), then the request row.
         """
         with self._sessions() as s, s.begin():
             conn = lock_connection(s, tutor_id)  # LOCK_ORDER step 1
-            row = s.scalars(
-                select(ProviderSwitch).where(ProviderSwitch.id == switch_id).with_for_update()
+            request = s.scalars(
+                select(SwitchRequest)
+                .where(SwitchRequest.id == switch_id)
+                .with_for_update(key_share=True)  # LOCK_ORDER step 2
             ).one_or_none()
-            if row is None or row.tutor_id != tutor_id:
+            if request is None or request.tutor_id != tutor_id:
                 raise NotFound("no such switch")
             if conn is None:
                 raise RollbackNotAllowed("no connection to roll back")
-            refusal = _rollback_refusal(row, conn, now=now)
+            state = _state(request, s.get(ProviderSwitch, switch_id))
+            refusal = _rollback_refusal(request, state, conn, now=now)
             if refusal is not None:
                 raise RollbackNotAllowed(refusal)
             self._swap_with_previous(conn)
             conn.generation += 1
             conn.connected_at = now
             conn.updated_at = now
-            row.state = SwitchState.ROLLING_BACK.value
+            request.rollback_requested_at = now
             event_id = add_event(
                 self._topics,
                 s,
@@ -289,10 +306,20 @@ class SwitchStore:
         ) = current
 
 
-def _rollback_refusal(row: ProviderSwitch, conn: Connection, *, now: datetime) -> str | None:
+def _state(request: SwitchRequest, progress: ProviderSwitch | None) -> SwitchState:
+    """The switch's state as the tutor sees it (`core.switching.shown_state`)."""
+    return switching.shown_state(
+        progress.state if progress else None,
+        rollback_requested=request.rollback_requested_at is not None,
+    )
+
+
+def _rollback_refusal(
+    row: SwitchRequest, state: SwitchState, conn: Connection, *, now: datetime
+) -> str | None:
     """Why this switch cannot be rolled back now (None: it can)."""
     return rollback_allowed(
-        switch_state=row.state,
+        switch_state=state,
         switch_generation=row.generation,
         connection_generation=conn.generation,
         connection_provider=conn.provider,
