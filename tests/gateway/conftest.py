@@ -218,3 +218,13 @@ def written(engine: Engine, tutor_id: uuid.UUID) -> Written:
             select(func.count()).select_from(Outbox).where(Outbox.aggregate_id == str(tutor_id))
         )
     return Written(tuple(row) if row else None, int(switches or 0), int(outbox or 0))
+
+
+@pytest.fixture
+async def switched(http: httpx.AsyncClient, people: People) -> tuple[Person, uuid.UUID]:
+    """A tutor who switched from Zoom to Google Meet; (tutor, switch id)."""
+    tutor = people("tutor")
+    await connect(http, tutor, "zoom")
+    switch_id = switch_id_of(await connect(http, tutor, "google_meet"))
+    assert switch_id is not None
+    return tutor, switch_id

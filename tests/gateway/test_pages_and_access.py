@@ -8,7 +8,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, insert, select, text, update
 
@@ -25,16 +24,6 @@ from services.core.db.models import Session as SessionRow
 from services.oauth_gateway.adapters.web.auth import csrf_token
 from services.oauth_gateway.settings import GatewaySettings
 from tests.gateway.conftest import People, Person, connect, switch_id_of
-
-
-@pytest.fixture
-async def switched(http: httpx.AsyncClient, people: People) -> tuple[Person, uuid.UUID]:
-    """A tutor who switched from Zoom to Google Meet; (tutor, switch id)."""
-    tutor = people("tutor")
-    await connect(http, tutor, "zoom")
-    switch_id = switch_id_of(await connect(http, tutor, "google_meet"))
-    assert switch_id is not None
-    return tutor, switch_id
 
 
 def set_progress(engine: Engine, switch_id: uuid.UUID, **values: object) -> None:

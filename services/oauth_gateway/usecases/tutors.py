@@ -357,9 +357,15 @@ class Gateway:
         """The tutor's current connection (never its tokens), or None."""
         return await in_thread(self.store.connection, principal.user_id)
 
-    async def switch(self, principal: Principal, switch_id: uuid.UUID) -> SwitchView:
+    async def switch(
+        self, principal: Principal, switch_id: uuid.UUID, *, with_failures: bool = True
+    ) -> SwitchView:
         return await in_thread(
-            self.store.switch, tutor_id=principal.user_id, switch_id=switch_id, now=self.clock()
+            self.store.switch,
+            tutor_id=principal.user_id,
+            switch_id=switch_id,
+            now=self.clock(),
+            with_failures=with_failures,
         )
 
     async def history(self, principal: Principal) -> list[SwitchView]:

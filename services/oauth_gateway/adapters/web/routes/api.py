@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Header, Request, status
+from fastapi.responses import StreamingResponse
 
 from services.oauth_gateway.adapters.web.deps import (
     CsrfChecked,
@@ -13,6 +15,7 @@ from services.oauth_gateway.adapters.web.deps import (
     GatewayDep,
 )
 from services.oauth_gateway.adapters.web.openapi import SIGNED_IN, answers
+from services.oauth_gateway.adapters.web.sse import progress_events
 from services.oauth_gateway.adapters.web.views import (
     BookingRequest,
     ConnectionView,
@@ -43,6 +46,49 @@ async def switch_status(
 ) -> SwitchView:
     """One switch's progress, message and failed sessions (what the page polls)."""
     return await gateway.switch(tutor, switch_id)
+
+
+@router.get(
+    "/switches/{switch_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": (
+                "Server-sent events: `progress` (the switch as `GET /api/switches/{id}` "
+                "shows it, without the failed sessions) at each change, then `settled` "
+                "when it reaches a final state; each event's id is the snapshot it "
+                "carries, so a reconnect with `Last-Event-ID` resumes after it."
+            ),
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **answers(404, 422, *SIGNED_IN),
+    },
+)
+async def switch_events(
+    switch_id: uuid.UUID,
+    request: Request,
+    tutor: CurrentTutor,
+    gateway: GatewayDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """One switch's progress as a stream (what the video-setup page listens to)."""
+
+    async def fetch() -> SwitchView:
+        return await gateway.switch(tutor, switch_id, with_failures=False)
+
+    first = await fetch()  # a 404 (or 401) before the stream starts
+    frames = progress_events(
+        fetch,
+        first=first,
+        last_event_id=last_event_id,
+        disconnected=request.is_disconnected,
+        every_s=gateway.settings.progress_poll_ms / 1000,
+    )
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post(

@@ -1,6 +1,9 @@
-// Live progress of a running switch: polls /api/switches/<id> and updates
-// #progress and #message in place; reloads once when the switch finishes so
-// the failed sessions and buttons are rendered by the server.
+// Live progress of a running switch: listens to /api/switches/<id>/events
+// (server-sent events: `progress` at each change, `settled` at the end) and
+// updates #progress and #message in place; reloads once when the switch
+// finishes so the failed sessions and buttons are rendered by the server.
+// EventSource reconnects by itself with Last-Event-ID; a browser without it
+// polls /api/switches/<id> instead.
 (function () {
   const section = document.getElementById("switch");
   if (!section || section.dataset.inFlight !== "true") return;
@@ -13,16 +16,7 @@
     if (el) el.textContent = String(value);
   };
 
-  async function poll() {
-    let body;
-    try {
-      const response = await fetch(`/api/switches/${id}`, { credentials: "same-origin" });
-      if (!response.ok) throw new Error(String(response.status));
-      body = await response.json();
-    } catch (err) {
-      setTimeout(poll, every * 2);
-      return;
-    }
+  function show(body) {
     progress.dataset.state = body.state;
     progress.dataset.total = body.sessions_total;
     progress.dataset.migrated = body.sessions_migrated;
@@ -50,9 +44,34 @@
     if (final.includes(body.state)) {
       section.dataset.inFlight = "false";
       window.location.reload();
+      return true;
+    }
+    return false;
+  }
+
+  if (window.EventSource) {
+    const stream = new EventSource(`/api/switches/${id}/events`, { withCredentials: true });
+    section.dataset.live = "events";
+    const onEvent = (event) => {
+      if (show(JSON.parse(event.data))) stream.close();
+    };
+    stream.addEventListener("progress", onEvent);
+    stream.addEventListener("settled", onEvent);
+    return;
+  }
+
+  async function poll() {
+    let body;
+    try {
+      const response = await fetch(`/api/switches/${id}`, { credentials: "same-origin" });
+      if (!response.ok) throw new Error(String(response.status));
+      body = await response.json();
+    } catch (err) {
+      setTimeout(poll, every * 2);
       return;
     }
-    setTimeout(poll, every);
+    if (!show(body)) setTimeout(poll, every);
   }
+  section.dataset.live = "poll";
   setTimeout(poll, every);
 })();
