@@ -41,12 +41,14 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span as Span  # re-exported: callers name these
+from opentelemetry.trace import SpanKind as SpanKind
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -166,10 +168,10 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
-def carrier() -> Carrier:
-    """The current trace context as W3C headers (`traceparent`, `tracestate`); {} when none."""
+def carrier(of: Span | None = None) -> Carrier:
+    """The current trace context (or span `of`'s) as W3C headers; {} when none."""
     found: Carrier = {}
-    _PROPAGATOR.inject(found)
+    _PROPAGATOR.inject(found, context=trace.set_span_in_context(of) if of is not None else None)
     return {k: v for k, v in found.items() if k in TRACE_KEYS and v}
 
 
@@ -221,6 +223,13 @@ def start_span(
     """A span not made current (end it yourself): for many spans open at once (a batch)."""
     context = _PROPAGATOR.extract(trace_of(parent)) if parent else None
     return tracer().start_span(name, context=context, kind=kind, attributes=dict(attributes or {}))
+
+
+def using(current: Span | None, *, end: bool = False) -> AbstractContextManager[object]:
+    """Make `current` the current span within a block (and end it after, with `end`)."""
+    if current is None:
+        return nullcontext()
+    return trace.use_span(current, end_on_exit=end)
 
 
 def failed(current: Span, error: BaseException | str) -> None:

@@ -30,12 +30,12 @@ def exported() -> Iterator[InMemorySpanExporter]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     real = tracing.tracer
-    tracing.tracer = lambda: provider.get_tracer("test")  # type: ignore[assignment]
+    tracing.tracer = lambda: provider.get_tracer("test")
     tracing.SWITCHES.forget_all()
     try:
         yield exporter
     finally:
-        tracing.tracer = real  # type: ignore[assignment]
+        tracing.tracer = real
         tracing.SWITCHES.forget_all()
 
 
