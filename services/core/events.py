@@ -155,6 +155,9 @@ _KNOWN_TYPES = frozenset(str(t) for t in EventType)
 # arrives beside the other one.
 READ_VERSIONS: Mapping[str, int] = {str(t): 1 for t in EventType}
 REQUIRED_HEADERS = ("ce_id", "ce_source", "ce_type", "ce_time")
+# The CloudEvents distributed-tracing extension's attributes (W3C Trace Context):
+# optional; stored in the outbox row's `headers`, sent as `ce_traceparent` / `ce_tracestate`.
+TRACE_ATTRIBUTES = ("traceparent", "tracestate")
 
 
 class TopicNames(Protocol):
@@ -197,6 +200,9 @@ class Event:
     data: dict[str, Any]
     version: int = 1
     specversion: str = SPECVERSION
+    # The CloudEvents distributed-tracing extension (`ce_traceparent`, `ce_tracestate`):
+    # the W3C trace context the event was created in; {} when it carries none.
+    trace: dict[str, str] = field(default_factory=dict)
 
     @property
     def tutor_id(self) -> str:
@@ -386,12 +392,14 @@ def outbox_row(
     event_id: uuid.UUID | None = None,
     time: datetime | None = None,
     version: int = 1,
+    trace: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The column values of the `outbox` row that will carry this event (schema `version`).
 
     Append them with `services.core.outbox.append(conn, tutor_id, [values])`
     in the transaction that makes the change the event reports; the relay
-    publishes the row later.
+    publishes the row later. `trace`: the W3C trace context (`traceparent`,
+    `tracestate`) the row keeps in its headers for the relay to send.
     """
     event = new_event(
         event_type,
@@ -409,7 +417,7 @@ def outbox_row(
         "event_type": event.type,
         "topic": topic_for(event.type, topics),
         "payload": event.data,
-        "headers": envelope_headers(event),
+        "headers": {**envelope_headers(event), **_trace_part(trace)},
     }
 
 
@@ -462,6 +470,13 @@ def envelope_headers(event: Event) -> dict[str, str]:
     }
 
 
+def _trace_part(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    """The distributed-tracing attributes among `headers` (a row's, a context's)."""
+    if not headers:
+        return {}
+    return {name: str(headers[name]) for name in TRACE_ATTRIBUTES if headers.get(name)}
+
+
 def rfc3339(moment: datetime) -> str:
     """The one UTC timestamp form relink writes: RFC 3339 with a `Z`."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -469,7 +484,8 @@ def rfc3339(moment: datetime) -> str:
 
 def to_message(event: Event) -> KafkaMessage:
     """The event as a Kafka message in CloudEvents binary mode (key = tutor id)."""
-    return _binary(event.id, event.type, event.subject, event.data, envelope_headers(event))
+    headers = {**envelope_headers(event), **_trace_part(event.trace)}
+    return _binary(event.id, event.type, event.subject, event.data, headers)
 
 
 def outbox_message(
@@ -507,6 +523,7 @@ def _binary(
     }
     if headers.get("dataschema"):
         attributes["dataschema"] = headers["dataschema"]
+    attributes.update(_trace_part(headers))
     body: dict[str, Any] | bytes | str = dict(data) if isinstance(data, Mapping) else data
     cloud_event = CloudEvent(attributes, body)
     return to_binary(cloud_event, JSONFormat(), key_mapper=lambda _e: subject.encode())
@@ -590,6 +607,11 @@ def parse_message(
         time=time,
         data=data,
         version=version,
+        trace={
+            name: str(value)
+            for name in TRACE_ATTRIBUTES
+            if (value := cloud_event.get_extension(name))
+        },
     )
 
 

@@ -4,7 +4,8 @@ Every module logs through ``log = get_logger(__name__)``: the logger is named
 after the module (``services.relay.entrypoint``, ...), so a deployment can
 tune one service or one part of it with the standard `logging` tree, and
 the ids a call passes in `extra` (switch, session, tutor, ...) are appended
-to the line as ``key=value``. The ids travel in the message itself rather
+to the line as ``key=value``, and within a trace (`core.tracing`) its
+``trace_id=`` and ``span_id=`` end it. The ids travel in the message itself rather
 than in a formatter of ours because Faust installs the migrator's handlers.
 
 Each process's `relink <service>` command calls `configure_logging` once
@@ -19,6 +20,8 @@ import logging
 from collections.abc import MutableMapping
 from typing import Any
 
+from services.core.tracing import log_ids
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -31,6 +34,9 @@ class IdsLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         extra = kwargs.get("extra") or {}
         if extra:
             msg = f"{msg} " + " ".join(f"{k}={v}" for k, v in extra.items())
+        ids = log_ids()
+        if ids is not None:
+            msg = f"{msg} trace_id={ids[0]} span_id={ids[1]}"
         return msg, kwargs
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
+from services.core import tracing
 from services.core.events import (
     Event,
     EventType,
@@ -83,6 +84,7 @@ def message_row(
 
     How every producer writes an event (`core.outbox.append` then adds the rows):
     the fields and their types are the dataclass's, never a hand-built dict.
+    The row keeps the trace context of its switch (or the current one: `core.tracing`).
     """
     return outbox_row(
         message.TYPE,
@@ -93,6 +95,7 @@ def message_row(
         event_id=event_id,
         time=time,
         version=message.VERSION,
+        trace=tracing.for_row(getattr(message, "switch_id", None)),
     )
 
 

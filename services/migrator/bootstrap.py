@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.core import tracing
 from services.core.backoff import Backoff, RetryPolicy
 from services.core.db.holds import AsyncHolds
 from services.migrator.adapters.db.claim import ClaimStore
@@ -81,6 +82,7 @@ def build_migrator(
         tutor_concurrency=settings.tutor_concurrency,
         poll_interval_s=settings.poll_interval_s,
         lease=timedelta(seconds=settings.claim_lease_s),
+        switch_trace=lambda switch_id: tracing.load_switch_async(engine, switch_id),
     )
     rollbacks = RollbackService(
         store=RollbackStore(engine, topics=settings, plans=plans),

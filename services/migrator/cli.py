@@ -29,6 +29,7 @@ def migrator() -> None:
     import faust
 
     from services.core.kafka import create_topics, throttle_aiokafka
+    from services.core.tracing import configure_tracing
     from services.migrator.bootstrap import build_migrator
     from services.migrator.entrypoint import create_app
 
@@ -36,6 +37,7 @@ def migrator() -> None:
     # Only the topics it uses: on a secured cluster its user sees no others.
     create_topics(settings, names=[settings.topic_provider_switched, settings.topic_dead_letter])
     settings.datadir.mkdir(parents=True, exist_ok=True)
+    configure_tracing("migrator")
     app = create_app(build_migrator(settings))
     throttle_aiokafka()  # a broker outage: a line a minute, not ten a second
     serve_metrics_of(settings)

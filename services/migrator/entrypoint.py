@@ -16,7 +16,7 @@ from typing import Any
 
 import faust
 
-from services.core import events, metrics, tracking
+from services.core import events, metrics, tracing, tracking
 from services.core.backoff import Outage
 from services.core.db.errors import StoreError, run_again_async
 from services.core.kafka import faust_broker_options
@@ -82,6 +82,20 @@ def _rides_out(
     return wrap
 
 
+def _span_attributes(message: Any, event: events.Event) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": message.topic,
+        "messaging.kafka.destination.partition": message.partition,
+        "messaging.kafka.message.offset": message.offset,
+        "cloudevents.event_id": event.id,
+        "cloudevents.event_type": event.type,
+    }
+    if "switch_id" in event.data:
+        attributes["relink.switch_id"] = str(event.data["switch_id"])
+    return attributes
+
+
 def create_app(migrator: Migrator) -> faust.App:
     """A Faust app wired to one composed `Migrator`."""
     settings = migrator.settings
@@ -122,7 +136,16 @@ def create_app(migrator: Migrator) -> faust.App:
                     partition=message.partition,
                     offset=message.offset,
                 )
-                await _handle(migrator, event, outage=events_db, delivery=delivery)
+                with tracing.span(
+                    f"process {event.type}",
+                    parent=event.trace,
+                    kind=tracing.SpanKind.CONSUMER,
+                    attributes=_span_attributes(message, event),
+                ):
+                    if event.type == events.EventType.PROVIDER_SWITCHED:
+                        # the switch's trace, for every row written for it from now on
+                        tracing.SWITCHES.remember(event.data["switch_id"], tracing.carrier())
+                    await _handle(migrator, event, outage=events_db, delivery=delivery)
             except events.SkippedEvent as exc:
                 # Not broken, not ours (another type, another version): a tolerant
                 # reader counts it, says so and reads on; nothing is dead-lettered.

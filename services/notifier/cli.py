@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 from services.core.cli import IDLE_SECONDS, UNTIL_IDLE
 from services.core.logs import configure_logging
+from services.core.tracing import configure_tracing
 
 audit_app = typer.Typer(help="The audit trail: show a tutor's history, replay it from the topics.")
 
@@ -31,6 +32,7 @@ def notifier_command(
 
     settings = NotifierSettings()
     configure_logging(settings.log_level)
+    configure_tracing("notifier")
     loop = build_loop(settings)
     server = _serve_metrics(settings)
     stop = threading.Event()

@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from services.core import metrics
+from services.core import metrics, tracing
 from services.core.db.errors import StoreError
 from services.core.logs import get_logger
 from services.oauth_gateway.adapters.web.guard import RequestGuard, request_id_of
@@ -69,6 +69,7 @@ def create_app(
     settings = settings or (gateway.settings if gateway else GatewaySettings())
     gateway = gateway or build_gateway(settings, provider_settings=provider_settings)
     metrics.process_started("gateway")
+    tracing.configure_tracing("gateway")  # each uvicorn worker: its own exporter
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

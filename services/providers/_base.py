@@ -14,6 +14,7 @@ import itertools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeVar
 
@@ -23,7 +24,7 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_r
 from authlib.oauth2.rfc7009 import prepare_revoke_token_request
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from services.core import metrics
+from services.core import metrics, tracing
 from services.core.backoff import Backoff, RetryPolicy
 from services.core.logs import get_logger
 from services.providers._errors import (
@@ -313,18 +314,32 @@ class ProviderClient(ABC):
                 httpx.QueryParams(client_id=self.client_id, client_secret=self.client_secret)
             )
         started = time.perf_counter()
-        try:
-            response = await self._http.post(
-                self.token_url,
-                content=body,
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                auth=self._client_auth(),
-            )
-        except httpx.TransportError as exc:
-            self._observe(operation, None, started)
-            raise transport_error(exc, provider=self.provider, operation=operation) from exc
+        with self._span(operation, "POST") as span:
+            try:
+                response = await self._http.post(
+                    self.token_url,
+                    content=body,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                    auth=self._client_auth(),
+                )
+            except httpx.TransportError as exc:
+                self._observe(operation, None, started)
+                raise transport_error(exc, provider=self.provider, operation=operation) from exc
+            span.set_attribute("http.response.status_code", response.status_code)
         self._observe(operation, response.status_code, started)
         return response
+
+    def _span(self, operation: str, method: str) -> AbstractContextManager[tracing.Span]:
+        """The span of one provider call (its retries inside), in the caller's trace."""
+        return tracing.span(
+            f"{self.provider} {operation}",
+            kind=tracing.SpanKind.CLIENT,
+            attributes={
+                "relink.provider": self.provider,
+                "relink.operation": operation,
+                "http.request.method": method,
+            },
+        )
 
     def _observe(self, operation: str, status: int | None, started: float) -> None:
         """One provider HTTP call in relink_provider_request_seconds (and 429s counted)."""
@@ -426,4 +441,5 @@ class ProviderClient(ABC):
                 raise error
             return response
 
-        return await self._retry(attempt, operation=operation, idempotent=idempotent)
+        with self._span(operation, method):
+            return await self._retry(attempt, operation=operation, idempotent=idempotent)

@@ -7,6 +7,7 @@ import threading
 
 from services.core.cli import IDLE_SECONDS, UNTIL_IDLE
 from services.core.logs import configure_logging
+from services.core.tracing import configure_tracing
 
 
 def relay(
@@ -21,6 +22,7 @@ def relay(
 
     settings = RelaySettings()
     configure_logging(settings.log_level)
+    configure_tracing("relay")
     relay_process = build_relay(settings)
     process_started("relay")
     stop = threading.Event()

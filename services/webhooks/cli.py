@@ -12,6 +12,7 @@ import typer
 
 from services.core.cli import IDLE_SECONDS, UNTIL_IDLE
 from services.core.logs import configure_logging
+from services.core.tracing import configure_tracing
 
 if TYPE_CHECKING:
     from services.webhooks.usecases.endpoints import Endpoints
@@ -45,6 +46,7 @@ def run(until_idle: bool = UNTIL_IDLE, idle_seconds: float = IDLE_SECONDS) -> No
 
     settings = WebhooksSettings()
     configure_logging(settings.log_level)
+    configure_tracing("webhooks")
     check_token_keys_at(
         settings.sync_database_url, settings.token_cipher().key_ids, process="relink webhooks"
     )

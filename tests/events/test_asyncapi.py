@@ -11,6 +11,7 @@ relink's consumers really produce: the original headers plus `dlq_*`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -136,3 +137,31 @@ def test_the_dead_letter_message_is_the_original_headers_plus_dlq_ones() -> None
     assert {"dlq_reason", "dlq_detail", "dlq_original_topic"} <= set(
         schema["allOf"][1]["properties"]
     )
+
+
+def test_the_trace_headers_are_described_as_optional() -> None:
+    # The CloudEvents distributed-tracing extension: a traced event's headers
+    # still match its message, and so does an untraced one (they are optional).
+    document = _document()
+    described = document["components"]["schemas"]["cloudEventHeaders"]
+    assert {"ce_traceparent", "ce_tracestate"} <= set(described["properties"])
+    assert not {"ce_traceparent", "ce_tracestate"} & set(described["required"])
+    example = events.load_schema("session.migrated")["examples"][0]
+    event = events.new_event("session.migrated", example, tutor_id="tutor-42", source="/x")
+    traced = dataclasses.replace(
+        event,
+        trace={
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "relink=1",
+        },
+    )
+    schema = _header_schemas()["session.migrated"]
+    headers = _headers_of(events.to_message(traced))
+    assert headers["ce_traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    Draft7Validator(schema).validate(headers)
+    Draft7Validator(schema).validate(_headers_of(events.to_message(event)))
+    broken = {**headers, "ce_traceparent": "not a traceparent"}
+    assert not Draft7Validator(schema).is_valid(broken)
+    # and the dead letter keeps them
+    dead = set(_header_schemas()["dead-letter"]["allOf"][0]["properties"])
+    assert {"ce_traceparent", "ce_tracestate"} <= dead

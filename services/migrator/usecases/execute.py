@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.core import metrics
+from services.core import metrics, tracing
 from services.core.backoff import Outage
 from services.core.db.errors import StoreError
 from services.core.logs import get_logger
@@ -122,6 +122,10 @@ class SwitchTally:
 MAX_TALLIES = 10_000
 
 
+async def _known_trace(switch_id: str) -> Mapping[str, str]:
+    return tracing.SWITCHES.get(switch_id) or {}
+
+
 class Executor:
     """Claims due rows and migrates them, `concurrency` at a time, `tutor_concurrency` per tutor."""
 
@@ -137,8 +141,11 @@ class Executor:
         poll_interval_s: float,
         lease: timedelta,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        switch_trace: Callable[[str], Awaitable[Mapping[str, str]]] | None = None,
     ) -> None:
         self.claims = claims
+        # Each switch's trace context (core.tracing): the one its rows' spans and events continue.
+        self.switch_trace = switch_trace or _known_trace
         self.outcomes = outcomes
         self.connections = connections
         self.policy = policy
@@ -298,7 +305,9 @@ class Executor:
                 self._wake.set()
 
         try:
-            await self.migrate(row, release=release)
+            parent = await self.switch_trace(row.switch_id)
+            with self._span(row, parent):
+                await self.migrate(row, release=release)
         except StoreError as exc:
             # Its lease brings the row back once PostgreSQL is; the claim loop says it is away.
             log.warning(
@@ -323,6 +332,22 @@ class Executor:
             self.settled += 1
             self._start_ready()
             self._wake.set()
+
+    def _span(
+        self, row: ClaimedRow, parent: Mapping[str, str]
+    ) -> contextlib.AbstractContextManager[object]:
+        """The row's span in its switch's trace (its provider calls inside); none untraced."""
+        if not parent:
+            return contextlib.nullcontext()
+        return tracing.span(
+            "migrate session",
+            parent=parent,
+            attributes={
+                "relink.switch_id": row.switch_id,
+                "relink.session_id": row.session_id,
+                "relink.provider": row.to_provider,
+            },
+        )
 
     def _tally(self, switch_id: str) -> SwitchTally:
         tally = self.tallies.get(switch_id)

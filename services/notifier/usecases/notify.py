@@ -27,6 +27,7 @@ Exactly once per (change, recipient), and why it holds:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -36,7 +37,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.core import metrics, tracking
+from services.core import metrics, tracing, tracking
 from services.core.backoff import Backoff
 from services.core.db.models import NotificationState, SessionStatus
 from services.core.events import Event, EventType
@@ -48,7 +49,7 @@ from services.notifier.adapters.calendar import (
     attach_calendar,
     render_calendar,
 )
-from services.notifier.adapters.db import NotifierDb, OwedEmail
+from services.notifier.adapters.db import DueEmail, NotifierDb, OwedEmail
 from services.notifier.adapters.emails import (
     DelayNotice,
     DisconnectNotice,
@@ -120,6 +121,7 @@ class Notifier:
         dead-letter topic. Links and recipients always come from the database.
         """
         report = RecordReport()
+        received = _receive_spans(batch)
         with self.db.transaction() as s:
             fresh = self._not_yet_handled(s, batch)
             report.redelivered = len(batch) - len(fresh)
@@ -145,6 +147,8 @@ class Notifier:
             for consumed, verdict in trusted:
                 for email in self._emails_for(s, consumed.event, verdict):
                     report.owed += self.db.owe(s, email)
+        for span in received:
+            span.end()
         return report
 
     def _not_yet_handled(self, s: Session, batch: Sequence[Consumed]) -> list[Consumed]:
@@ -524,56 +528,59 @@ class Notifier:
         while report.sent + report.failed + report.retrying < limit:
             if self._clock() < self._mail_server_down_until:
                 break
-            with self.db.transaction() as s:
-                due = self.db.next_due(s)
-                if due is None:
-                    break
-                message = build_message(
-                    Rendered(subject=due.subject, text=due.body_text, html=due.body_html),
-                    sender=self.settings.smtp_from,
-                    recipient=due.recipient,
-                    recipient_name=due.recipient_name,
-                    message_id=due.message_id,
-                    date=due.created_at,
+            with contextlib.ExitStack() as in_trace:
+                with self.db.transaction() as s:
+                    due = self.db.next_due(s)
+                    if due is None:
+                        break
+                    # the email's span, in its switch's trace: the send and its log line
+                    in_trace.enter_context(tracing.using(_send_span(s, due), end=True))
+                    message = build_message(
+                        Rendered(subject=due.subject, text=due.body_text, html=due.body_html),
+                        sender=self.settings.smtp_from,
+                        recipient=due.recipient,
+                        recipient_name=due.recipient_name,
+                        message_id=due.message_id,
+                        date=due.created_at,
+                    )
+                    if due.calendar:
+                        attach_calendar(message, due.calendar)
+                    try:
+                        self.mailer.send(message, recipient=due.recipient)
+                    except TransientMailError as exc:
+                        delay = self._mail_server_failed()
+                        self.db.retry_later(s, due.id, delay_s=delay, error=str(exc))
+                        outcome, level = f"to be retried in {delay:.1f}s: {exc}", logging.WARNING
+                        report.retrying += 1
+                    except PermanentMailError as exc:
+                        self.db.mark_failed(s, due.id, error=str(exc))
+                        outcome, level = f"refused for good: {exc}", logging.WARNING
+                        report.failed += 1
+                    else:
+                        self.db.mark_sent(s, due.id)
+                        self._consecutive_failures = 0
+                        outcome, level = "sent", logging.INFO
+                        report.sent += 1
+                metrics.EMAILS.labels(
+                    kind=due.kind, outcome=_email_outcome(outcome, due.attempts)
+                ).inc()
+                # After the commit, one line per email: its row id, kind, attempt and outcome,
+                # with the switch and session ids; never its address, subject or links.
+                log.log(
+                    level,
+                    "email %s (%s, attempt %d) %s",
+                    due.id,
+                    due.kind,
+                    due.attempts + 1,
+                    outcome,
+                    extra={
+                        k: str(v)
+                        for k, v in (("switch_id", due.switch_id), ("session_id", due.session_id))
+                        if v is not None
+                    },
                 )
-                if due.calendar:
-                    attach_calendar(message, due.calendar)
-                try:
-                    self.mailer.send(message, recipient=due.recipient)
-                except TransientMailError as exc:
-                    delay = self._mail_server_failed()
-                    self.db.retry_later(s, due.id, delay_s=delay, error=str(exc))
-                    outcome, level = f"to be retried in {delay:.1f}s: {exc}", logging.WARNING
-                    report.retrying += 1
-                except PermanentMailError as exc:
-                    self.db.mark_failed(s, due.id, error=str(exc))
-                    outcome, level = f"refused for good: {exc}", logging.WARNING
-                    report.failed += 1
-                else:
-                    self.db.mark_sent(s, due.id)
-                    self._consecutive_failures = 0
-                    outcome, level = "sent", logging.INFO
-                    report.sent += 1
-            metrics.EMAILS.labels(
-                kind=due.kind, outcome=_email_outcome(outcome, due.attempts)
-            ).inc()
-            # After the commit, one line per email: its row id, kind, attempt and outcome,
-            # with the switch and session ids; never its address, subject or links.
-            log.log(
-                level,
-                "email %s (%s, attempt %d) %s",
-                due.id,
-                due.kind,
-                due.attempts + 1,
-                outcome,
-                extra={
-                    k: str(v)
-                    for k, v in (("switch_id", due.switch_id), ("session_id", due.session_id))
-                    if v is not None
-                },
-            )
-            if outcome.startswith("to be retried"):
-                break
+                if outcome.startswith("to be retried"):
+                    break
         return report
 
     def _mail_server_failed(self) -> float:
@@ -593,6 +600,48 @@ class Notifier:
         if due_in is None:
             return None
         return max(due_in, self._mail_server_down_until - self._clock())
+
+
+def _receive_spans(batch: Sequence[Consumed]) -> list[tracing.Span]:
+    """A CONSUMER span per traced event (ended once recorded); its switch's trace kept for sends."""
+    spans = []
+    for consumed in batch:
+        event = consumed.event
+        if not event.trace:
+            continue
+        span = tracing.start_span(
+            f"process {event.type}",
+            parent=event.trace,
+            kind=tracing.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": consumed.topic,
+                "cloudevents.event_id": event.id,
+                "cloudevents.event_type": event.type,
+            },
+        )
+        if event.data.get("switch_id"):
+            tracing.SWITCHES.remember(event.data["switch_id"], tracing.carrier(span))
+        spans.append(span)
+    return spans
+
+
+def _send_span(s: Session, due: DueEmail) -> tracing.Span | None:
+    """The span of one send, child of its switch's trace; None for an email of no traced switch."""
+    parent = tracing.load_switch(s, due.switch_id) if due.switch_id is not None else {}
+    if not parent:
+        return None
+    attributes: dict[str, str | int] = {
+        "relink.notification_id": due.id,
+        "relink.email_kind": due.kind,
+        "relink.attempt": due.attempts + 1,
+        "relink.switch_id": str(due.switch_id),
+    }
+    if due.session_id is not None:
+        attributes["relink.session_id"] = str(due.session_id)
+    return tracing.start_span(
+        "send email", parent=parent, kind=tracing.SpanKind.CLIENT, attributes=attributes
+    )
 
 
 def _email_outcome(outcome: str, attempts: int) -> str:

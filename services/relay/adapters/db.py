@@ -28,7 +28,8 @@ NOTIFY_CHANNEL = "relink_outbox"
 _CLAIM = """
 SELECT id, event_id, aggregate_id, event_type, topic, payload::text,
        headers->>'source', headers->>'subject', headers->>'time',
-       headers->>'specversion', headers->>'dataschema'
+       headers->>'specversion', headers->>'dataschema',
+       headers->>'traceparent', headers->>'tracestate'
 FROM outbox
 WHERE published_at IS NULL {slot_filter}
 ORDER BY id
@@ -176,7 +177,16 @@ class OutboxBatch:
                 headers={
                     k: v
                     for k, v in zip(
-                        ("source", "subject", "time", "specversion", "dataschema"),
+                        (
+                            "source",
+                            "subject",
+                            "time",
+                            "specversion",
+                            "dataschema",
+                            # the CloudEvents distributed-tracing extension (core.tracing)
+                            "traceparent",
+                            "tracestate",
+                        ),
                         r[6:],
                         strict=True,
                     )

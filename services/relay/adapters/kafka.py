@@ -6,7 +6,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from services.core import events
+from services.core import events, tracing
 from services.core.kafka import producer_config
 from services.core.settings import CommonSettings
 from services.relay.domain import Delivery, OutboxRow
@@ -43,6 +43,7 @@ class KafkaPublisher:
     def publish(self, rows: list[OutboxRow]) -> list[Delivery]:
         """Produce every row, wait for all acknowledgements, return them in row order."""
         answers: dict[int, str | None] = {}
+        spans = _publish_spans(rows) if tracing.enabled() else {}
 
         for row in rows:
             message = events.outbox_message(
@@ -58,6 +59,10 @@ class KafkaPublisher:
         # message.timeout.ms bounds every report; the margin covers the
         # broker's last answer arriving right at the deadline.
         self._producer.flush(self._delivery_timeout_s + 5.0)
+        for row_id, span in spans.items():
+            if answers.get(row_id, "no delivery report in time") is not None:
+                tracing.failed(span, answers.get(row_id) or "no delivery report in time")
+            span.end()
         return [
             Delivery(
                 row_id=row.id,
@@ -103,3 +108,26 @@ class KafkaPublisher:
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._producer.flush(timeout_s)
+
+
+def _publish_spans(rows: list[OutboxRow]) -> dict[int, tracing.Span]:
+    """A PRODUCER span per row that carries a trace, child of the context it was written in.
+
+    The message's `ce_traceparent` stays the row's (the event's creation context, which
+    the CloudEvents distributed-tracing extension says no hop changes).
+    """
+    spans: dict[int, tracing.Span] = {}
+    for row in rows:
+        if row.headers.get(tracing.TRACEPARENT):
+            spans[row.id] = tracing.start_span(
+                f"publish {row.event_type}",
+                parent=row.headers,
+                kind=tracing.SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": row.topic,
+                    "messaging.message.id": str(row.event_id),
+                    "cloudevents.event_type": row.event_type,
+                },
+            )
+    return spans

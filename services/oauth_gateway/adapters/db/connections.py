@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core import events, outbox
+from services.core import events, outbox, tracing
 from services.core.db.models import Connection, SwitchRequest
 from services.core.logs import get_logger
 from services.core.messages import ProviderSwitched, message_row
@@ -162,6 +162,8 @@ class ConnectionStore:
                         source=SOURCE,
                         topics=self._topics,
                         time=now,
+                        # so the switch's trace context is found by the switch id
+                        event_id=tracing.switch_event_id(switch.id),
                     )
                 ],
             )
