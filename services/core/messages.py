@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Self
 from services.core.events import (
     Event,
     EventType,
+    Process,
     TopicNames,
     outbox_row,
     rfc3339,
@@ -74,7 +75,7 @@ def message_row(
     message: Message,
     *,
     tutor_id: str,
-    source: str,
+    source: str | Process,
     topics: TopicNames,
     event_id: uuid.UUID | None = None,
     time: datetime | None = None,
