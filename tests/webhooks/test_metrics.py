@@ -10,6 +10,7 @@ deliveries still owed, the endpoints, and the group's consumer lag.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,5 +120,16 @@ def test_prometheus_scrapes_the_dispatchers_deliveries_attempts_and_lag(
         # the attempts' series agree with the attempts PostgreSQL recorded
         recorded = rows(engine, "SELECT count(*) FROM webhook_attempts")[0][0]
         assert prometheus.value("sum(relink_webhook_attempts_total)") == recorded
+        # the dashboard's webhook panels are PromQL that finds these series
+        dashboard = json.loads((DEPLOY / "grafana" / "relink.json").read_text())
+        webhook_queries = [
+            target["expr"]
+            for panel in dashboard["panels"]
+            for target in panel["targets"]
+            if "relink_webhook" in target["expr"] and "rate(" not in target["expr"]
+        ]
+        assert len(webhook_queries) >= 3
+        for promql in webhook_queries:
+            assert prometheus.query(promql), promql
     finally:
         stop(dispatcher)
