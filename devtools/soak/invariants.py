@@ -503,12 +503,11 @@ def gather_switch_facts(engine: Engine, *, sim_url: str, inbox_url: str) -> Swit
             str(r[0])
             for r in conn.execute(
                 text(
-                    "SELECT payload->>'switch_id' FROM outbox "
-                    "WHERE event_type = 'provider.switched' "
-                    "AND right(headers->>'source', length(:gateway)) = :gateway"
-                ),
-                {"gateway": GATEWAY_SOURCE_SUFFIX},
+                    "SELECT payload->>'switch_id', headers->>'source' FROM outbox "
+                    "WHERE event_type = 'provider.switched'"
+                )
             )
+            if str(r[1]).endswith(GATEWAY_SOURCE_SUFFIX)
         }
         for r in conn.execute(
             text(
