@@ -124,10 +124,12 @@ class RunAddresses:
     provider_sim_port: int
     smtp_port: int
     inbox_port: int
-    # /metrics of the relay, the migrator and the notifier (the gateway's is on its own port)
+    # /metrics of the relay, the migrator, the notifier and the webhook dispatcher
+    # (the gateway's is on its own port)
     relay_metrics_port: int = 0
     migrator_metrics_port: int = 0
     notifier_metrics_port: int = 0
+    webhooks_metrics_port: int = 0
 
     @property
     def gateway(self) -> str:
@@ -162,6 +164,7 @@ def run_addresses(env: Mapping[str, str]) -> RunAddresses:
         relay_metrics_port=metrics_port("RELAY", 1),
         migrator_metrics_port=metrics_port("MIGRATOR", 2),
         notifier_metrics_port=metrics_port("NOTIFIER", 3),
+        webhooks_metrics_port=metrics_port("WEBHOOKS", 4),
         gateway_port=gateway_port,
         provider_sim_port=int(env.get("RELINK_PROVIDER_SIM_PORT") or DEVSTACK_PROVIDER_SIM_PORT),
         smtp_port=int(smtp or DEVSTACK_SMTP_PORT),
@@ -194,6 +197,7 @@ def wiring(where: RunAddresses, *, sim_state_file: str) -> dict[str, str]:
         "RELINK_RELAY_METRICS_PORT": str(where.relay_metrics_port),
         "RELINK_MIGRATOR_METRICS_PORT": str(where.migrator_metrics_port),
         "RELINK_NOTIFIER_METRICS_PORT": str(where.notifier_metrics_port),
+        "RELINK_WEBHOOKS_METRICS_PORT": str(where.webhooks_metrics_port),
         # The simulator's Zoom app sends its event notifications (app removed,
         # meeting deleted at Zoom) to the gateway, as Zoom does to relink's app.
         "RELINK_PROVIDER_SIM_ZOOM_WEBHOOK_URL": f"{gateway}/webhooks/zoom",
@@ -312,6 +316,7 @@ def where_to_go(commands: set[str], where: RunAddresses, *, env: Mapping[str, st
             ("relay", where.relay_metrics_port),
             ("migrator", where.migrator_metrics_port),
             ("notifier", where.notifier_metrics_port),
+            ("webhooks", where.webhooks_metrics_port),
         )
         if name in commands
     ]

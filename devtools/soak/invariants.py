@@ -319,7 +319,9 @@ SWITCH_STATE_TRUE = "every switch's final state true"
 TUTOR_EMAIL_TRUE = "no tutor email claiming a move that did not happen"
 RETRY_AFTER = "no provider call inside a Retry-After"
 
-GATEWAY_SOURCE = "/relink/oauth-gateway"
+# The gateway's `ce_source` ends so under any RELINK_EVENTS_SOURCE_BASE (and did
+# as the relative `/relink/oauth-gateway` before there was one).
+GATEWAY_SOURCE_SUFFIX = "/oauth-gateway"
 # services.providers._google.event_ids: how many deleted events of one session a create steps over.
 GOOGLE_EVENT_ID_CHAIN = 8
 MARKER_PARTS = re.compile(r"\[relink:([^\]\s:]+):([^\]\s]+)\]")
@@ -512,11 +514,11 @@ def gather_switch_facts(engine: Engine, *, sim_url: str, inbox_url: str) -> Swit
             str(r[0])
             for r in conn.execute(
                 text(
-                    "SELECT payload->>'switch_id' FROM outbox "
-                    "WHERE event_type = 'provider.switched' AND headers->>'source' = :gateway"
-                ),
-                {"gateway": GATEWAY_SOURCE},
+                    "SELECT payload->>'switch_id', headers->>'source' FROM outbox "
+                    "WHERE event_type = 'provider.switched'"
+                )
             )
+            if str(r[1]).endswith(GATEWAY_SOURCE_SUFFIX)
         }
         for r in conn.execute(
             # every switch the tutor asked for (the gateway's request), with the

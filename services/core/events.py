@@ -71,7 +71,12 @@ AGGREGATE_TYPE = "tutor"
 # top-level `schemas/` in the checkout and the wheel build copies the files in),
 # so they are found the same way from a wheel install and an editable one.
 SCHEMAS_DIR = resources.files("services.core") / "schemas"
+# The defaults of RELINK_EVENTS_SCHEMA_BASE and RELINK_EVENTS_SOURCE_BASE: the
+# `$id` base of the schema files in `schemas/` (a deployment's gateway serves
+# them under its own base), and the base of every producer's `ce_source`, an
+# absolute URI as CloudEvents recommends. `.example` is reserved (RFC 2606).
 SCHEMA_BASE_URI = "https://relink.example/schemas"
+SOURCE_BASE_URI = "https://relink.example"
 
 # Headers the dead-letter topic adds to the original message's own headers.
 DLQ_REASON = "dlq_reason"
@@ -171,6 +176,27 @@ class TopicNames(Protocol):
     def topic_session_failed(self) -> str: ...
     @property
     def topic_dead_letter(self) -> str: ...
+    # and the deployment's bases of `ce_source` and `ce_dataschema`
+    @property
+    def events_source_base(self) -> str: ...
+    @property
+    def events_schema_base(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """A relink process as a producer: its `ce_source` is `<RELINK_EVENTS_SOURCE_BASE>/<name>`.
+
+    `outbox_row` resolves it against the deployment's base when the event is
+    built; the source is then stored in the outbox row's headers, so a row
+    published (or a record redelivered) after the base changed keeps the source
+    it was built with, and consumers' `(source, id)` dedup keys stay stable.
+    """
+
+    name: str
+
+    def uri(self, base: str) -> str:
+        return f"{base.rstrip('/')}/{self.name}"
 
 
 def topic_for(event_type: str, topics: TopicNames) -> str:
@@ -203,6 +229,7 @@ class Event:
     # The CloudEvents distributed-tracing extension (`ce_traceparent`, `ce_tracestate`):
     # the W3C trace context the event was created in; {} when it carries none.
     trace: dict[str, str] = field(default_factory=dict)
+    schema_base: str = SCHEMA_BASE_URI
 
     @property
     def tutor_id(self) -> str:
@@ -211,7 +238,7 @@ class Event:
 
     @property
     def dataschema(self) -> str:
-        return schema_uri(self.type, version=self.version)
+        return schema_uri(self.type, version=self.version, base=self.schema_base)
 
     @property
     def dedup_key(self) -> tuple[str, str]:
@@ -229,9 +256,9 @@ class DeadLetter:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-def schema_uri(event_type: str, *, version: int = 1) -> str:
-    """The `$id` of an event type's schema; sent as `ce_dataschema`."""
-    return f"{SCHEMA_BASE_URI}/{event_type}/v{version}.json"
+def schema_uri(event_type: str, *, version: int = 1, base: str = SCHEMA_BASE_URI) -> str:
+    """The `$id` of an event type's schema under `base`; sent as `ce_dataschema`."""
+    return f"{base.rstrip('/')}/{event_type}/v{version}.json"
 
 
 def schema_path(event_type: str, *, version: int = 1) -> Traversable:
@@ -361,6 +388,7 @@ def new_event(
     event_id: uuid.UUID | str | None = None,
     time: datetime | None = None,
     version: int = 1,
+    schema_base: str = SCHEMA_BASE_URI,
 ) -> Event:
     """Build and validate an event (strictly); ids and times default to fresh ones."""
     if not tutor_id:
@@ -379,6 +407,7 @@ def new_event(
         time=(time or datetime.now(UTC)).astimezone(UTC),
         data=data,
         version=version,
+        schema_base=schema_base,
     )
 
 
@@ -387,7 +416,7 @@ def outbox_row(
     payload: Mapping[str, Any],
     *,
     tutor_id: str,
-    source: str,
+    source: str | Process,
     topics: TopicNames,
     event_id: uuid.UUID | None = None,
     time: datetime | None = None,
@@ -399,16 +428,19 @@ def outbox_row(
     Append them with `services.core.outbox.append(conn, tutor_id, [values])`
     in the transaction that makes the change the event reports; the relay
     publishes the row later. `trace`: the W3C trace context (`traceparent`,
-    `tracestate`) the row keeps in its headers for the relay to send.
+    `tracestate`) the row keeps in its headers for the relay to send. A
+    `Process` source becomes `<topics.events_source_base>/<name>`;
+    `ce_dataschema` is under `topics.events_schema_base`.
     """
     event = new_event(
         event_type,
         payload,
         tutor_id=tutor_id,
-        source=source,
+        source=source.uri(topics.events_source_base) if isinstance(source, Process) else source,
         event_id=event_id,
         time=time,
         version=version,
+        schema_base=topics.events_schema_base,
     )
     return {
         "event_id": uuid.UUID(event.id),
@@ -426,7 +458,7 @@ def outbox_rows(
     payloads: Mapping[int, Mapping[str, Any]],
     *,
     tutor_id: str,
-    source: str,
+    source: str | Process,
     topics: TopicNames,
     dual_publish: Collection[str] = (),
     time: datetime | None = None,
@@ -612,6 +644,7 @@ def parse_message(
             for name in TRACE_ATTRIBUTES
             if (value := cloud_event.get_extension(name))
         },
+        schema_base=_schema_base_of(cloud_event.get_dataschema(), event_type),
     )
 
 
@@ -626,7 +659,8 @@ def _version_of(dataschema: str | None, event_type: str) -> int:
     """The schema version a `ce_dataschema` names; v1 when absent.
 
     Any base URL is accepted (a deployment serves the schemas under its own,
-    RELINK_SCHEMA_BASE_URL); the path must end in `<type>/v<n>.json`.
+    RELINK_EVENTS_SCHEMA_BASE): a reader resolves the schema by type and
+    version, never by the URL's host; the path must end in `<type>/v<n>.json`.
     """
     if not dataschema:
         return 1
@@ -635,12 +669,20 @@ def _version_of(dataschema: str | None, event_type: str) -> int:
         raise InvalidEvent(
             "unknown_dataschema", f"{dataschema!r} is not a schema of {event_type!r}"
         )
-    return int(match.group(1))
+    return int(match.group("version"))
+
+
+def _schema_base_of(dataschema: str | None, event_type: str) -> str:
+    """The base a received `ce_dataschema` is under (the default when absent or bare)."""
+    match = _dataschema_pattern(event_type).fullmatch(dataschema or "")
+    return match.group("base") if match and match.group("base") else SCHEMA_BASE_URI
 
 
 @cache
 def _dataschema_pattern(event_type: str) -> re.Pattern[str]:
-    return re.compile(rf"(?:.*/)?{re.escape(event_type)}/v([1-9]\d{{0,3}})\.json")
+    return re.compile(
+        rf"(?:(?P<base>.*)/)?{re.escape(event_type)}/v(?P<version>[1-9]\d{{0,3}})\.json"
+    )
 
 
 def dead_letter(

@@ -24,6 +24,7 @@ from services.core import tracing
 from services.core.events import (
     Event,
     EventType,
+    Process,
     TopicNames,
     outbox_row,
     rfc3339,
@@ -75,7 +76,7 @@ def message_row(
     message: Message,
     *,
     tutor_id: str,
-    source: str,
+    source: str | Process,
     topics: TopicNames,
     event_id: uuid.UUID | None = None,
     time: datetime | None = None,

@@ -1,4 +1,4 @@
-"""Every Prometheus series relink's four processes export, defined once (prometheus_client).
+"""Every Prometheus series relink's processes export, defined once (prometheus_client).
 
 One naming convention: `relink_<area>_<what>[_unit]`, counters ending in
 `_total`. Each process imports this module and updates the series that are its
@@ -6,10 +6,11 @@ own; the others simply stay empty there. The README's "Operating relink" says
 what each one means; deploy/ holds the alert rules and the Grafana dashboard
 over them (a test checks the dashboard names only series defined here).
 
-`serve_metrics` starts the small `/metrics` endpoint of the relay, the migrator
-and the notifier (the gateway serves `/metrics` on its own port). Under the
-gateway's uvicorn workers, PROMETHEUS_MULTIPROC_DIR is set by `relink gateway`
-before any worker imports this module, and `render` merges every worker's files.
+`serve_metrics` starts the small `/metrics` endpoint of the relay, the migrator,
+the notifier and the webhook dispatcher (the gateway serves `/metrics` on its
+own port). Under the gateway's uvicorn workers, PROMETHEUS_MULTIPROC_DIR is set
+by `relink gateway` before any worker imports this module, and `render` merges
+every worker's files.
 """
 
 from __future__ import annotations
@@ -111,7 +112,38 @@ EMAILS = Counter(
     ["kind", "outcome"],
 )
 
-# -- consumers (migrator and notifier) -------------------------------------------
+# -- webhooks (the dispatcher; its owed deliveries: services/webhooks/adapters/metrics.py) --
+
+WEBHOOK_DELIVERIES = Counter(
+    "relink_webhook_deliveries",
+    "Webhook deliveries settled by this dispatcher, by outcome (delivered: the endpoint "
+    "answered 2xx; failed: every attempt of the retry schedule failed).",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "relink_webhook_attempts",
+    "Webhook POSTs, by status (the HTTP status; transport_error: no answer; "
+    "no_key: not sent, the endpoint's secret does not decrypt).",
+    ["status"],
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "relink_webhook_attempt_seconds",
+    "One webhook POST (connect, send, answer), by whether it was accepted (ok: 2xx).",
+    ["ok"],
+    buckets=PROVIDER_BUCKETS,
+)
+WEBHOOK_DELIVERY_SECONDS = Histogram(
+    "relink_webhook_delivery_seconds",
+    "From an event's time to its webhook being accepted (2xx): what the platform waits, "
+    "retries included.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 36000.0),
+)
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "relink_webhook_endpoints_disabled",
+    "Endpoints this dispatcher disabled after failing too long (RELINK_WEBHOOKS_DISABLE_AFTER_*).",
+)
+
+# -- consumers (migrator, notifier and webhooks) -----------------------------------
 
 DEAD_LETTERS = Counter(
     "relink_dead_letters",

@@ -9,11 +9,13 @@ Each process has its own settings class in its own package, built on
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.errors import ConfigurationError
+from services.core.events import SCHEMA_BASE_URI, SOURCE_BASE_URI
 
 if TYPE_CHECKING:
     from services.core.tokens import TokenCipher
@@ -78,6 +80,13 @@ class CommonSettings(BaseSettings):
     # that builds a type's payload in v1 and v2 (`events.outbox_rows`) emits both
     # while the type is listed here, only the oldest otherwise.
     events_dual_publish: list[str] = Field(default_factory=list, alias="RELINK_EVENTS_DUAL_PUBLISH")
+    # The deployment's own URLs in the event contract (issue 20), absolute URIs:
+    # every producer's `ce_source` is `<source base>/<process>` (oauth-gateway,
+    # migrator), and `ce_dataschema` / the schemas' `$id` as the gateway serves
+    # them are `<schema base>/<type>/v<n>.json` (point it at the gateway's
+    # `/schemas`). Readers resolve a schema by type and version, whatever the base.
+    events_source_base: str = Field(default=SOURCE_BASE_URI, alias="RELINK_EVENTS_SOURCE_BASE")
+    events_schema_base: str = Field(default=SCHEMA_BASE_URI, alias="RELINK_EVENTS_SCHEMA_BASE")
 
     # How every Kafka client (librdkafka and Faust's aiokafka) connects: read here
     # once, turned into client configs by `services.core.kafka`. The default is the
@@ -99,6 +108,17 @@ class CommonSettings(BaseSettings):
 
     # Token encryption keys, `<id>:<base64 32 bytes>` comma-separated, newest last.
     token_keys: str = Field(default="", alias="RELINK_TOKEN_KEYS", repr=False)
+
+    @field_validator("events_source_base", "events_schema_base")
+    @classmethod
+    def _absolute_uri(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if not parts.scheme or not (parts.netloc or parts.path) or parts.query or parts.fragment:
+            raise ValueError(
+                f"{value!r} is not an absolute URI without query or fragment "
+                "(e.g. https://relink.example.com)"
+            )
+        return value.strip().rstrip("/")
 
     @model_validator(mode="after")
     def _kafka_credentials_complete(self) -> CommonSettings:

@@ -15,6 +15,9 @@ from services.core.logs import configure_logging
 from services.core.tracing import configure_tracing
 
 if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
+    from services.webhooks.settings import WebhooksSettings
     from services.webhooks.usecases.endpoints import Endpoints
 
 webhooks_app = typer.Typer(
@@ -51,13 +54,42 @@ def run(until_idle: bool = UNTIL_IDLE, idle_seconds: float = IDLE_SECONDS) -> No
         settings.sync_database_url, settings.token_cipher().key_ids, process="relink webhooks"
     )
     loop = build_loop(settings)
+    server = _serve_metrics(settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
         loop.run(stop=stop, until_idle_s=idle_seconds if until_idle else None)
     finally:
+        if server is not None:
+            server.shutdown()
         loop.close()
+
+
+def _serve_metrics(settings: WebhooksSettings) -> ThreadingHTTPServer | None:
+    """`/metrics` on RELINK_WEBHOOKS_METRICS_PORT (when set): the attempts' counters, the
+    owed deliveries and endpoints from PostgreSQL, and the group's lag from Kafka."""
+    from services.core import metrics
+    from services.core.db.engine import make_engine
+    from services.core.kafka import consumer_config
+    from services.webhooks.adapters.kafka import event_topics
+    from services.webhooks.adapters.metrics import OwedDeliveries
+
+    metrics.process_started("webhooks")
+    if not settings.metrics_port:
+        return None
+    owed = OwedDeliveries(make_engine(settings.sync_database_url, pool_size=1))
+    lag = metrics.ConsumerLag(
+        consumer_config(settings, group_id=settings.group_id),
+        group=settings.group_id,
+        topics=event_topics(settings),
+    )
+    return metrics.serve_metrics(
+        lambda: metrics.render(owed, lag),
+        host=settings.metrics_host,
+        port=settings.metrics_port,
+        name="webhooks",
+    )
 
 
 def _endpoints() -> Endpoints:

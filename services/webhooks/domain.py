@@ -159,6 +159,8 @@ class Due:
     attempts: int
     failure_streak: int
     failing_since: datetime | None
+    # when the event happened: the delivery latency histogram counts from it
+    event_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,10 @@ class WebhooksSettings(CommonSettings):
     """How to consume, how to send, how long to keep trying, when to give up on an endpoint."""
 
     group_id: str = Field(default="relink-webhooks", alias="RELINK_WEBHOOKS_GROUP_ID")
+    # Prometheus `/metrics` on this port (0 = no endpoint); `relink run` gives each
+    # process its own, next to the gateway's.
+    metrics_port: int = Field(default=0, ge=0, le=65535, alias="RELINK_WEBHOOKS_METRICS_PORT")
+    metrics_host: str = Field(default="127.0.0.1", alias="RELINK_WEBHOOKS_METRICS_HOST")
     session_timeout_s: float = Field(
         default=45.0, ge=6.0, le=300.0, alias="RELINK_WEBHOOKS_SESSION_TIMEOUT_S"
     )

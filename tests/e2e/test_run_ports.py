@@ -102,6 +102,7 @@ def test_relink_run_uses_the_ports_it_is_given(devstack: Infrastructure, tmp_pat
             "relay": f"http://127.0.0.1:{base + 1}/metrics",
             "migrator": f"http://127.0.0.1:{base + 2}/metrics",
             "notifier": f"http://127.0.0.1:{base + 3}/metrics",
+            "webhooks": f"http://127.0.0.1:{base + 4}/metrics",
         }
         for process, url in metrics.items():
             assert url in output, output

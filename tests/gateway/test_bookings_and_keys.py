@@ -284,4 +284,5 @@ async def test_switch_event_reaches_the_topic(
     assert key == str(tutor.id).encode()
     assert event.type == "provider.switched"
     assert event.data["from_provider"] == "zoom" and event.data["to_provider"] == "google_meet"
-    assert event.source == "/relink/oauth-gateway"
+    # an absolute URI under RELINK_EVENTS_SOURCE_BASE (issue 20), no longer `/relink/oauth-gateway`
+    assert event.source == f"{events.SOURCE_BASE_URI}/oauth-gateway"

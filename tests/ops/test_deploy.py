@@ -18,10 +18,12 @@ from services.core.settings import CommonSettings
 from services.migrator.adapters.db.metrics import SwitchStates
 from services.oauth_gateway.metrics import GatewayMetrics
 from services.relay.metrics import RelayCollector, RelayMetrics
+from services.webhooks.adapters.metrics import OwedDeliveries
 from tests.ops.prometheus import DEPLOY, binary
 
 RULES = DEPLOY / "prometheus" / "alerts.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "alerts_test.yml"
+SCRAPE_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 DASHBOARD = DEPLOY / "grafana" / "relink.json"
 # Series Prometheus itself makes for every target.
 PROMETHEUS_OWN = {"up"}
@@ -38,7 +40,14 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_alert_rules_pass_promtool_check() -> None:
     done = promtool("check", "rules", str(RULES))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 6 rules found" in done.stdout
+    assert "SUCCESS: 9 rules found" in done.stdout
+
+
+def test_the_scrape_config_names_a_job_per_process_and_loads_the_rules() -> None:
+    done = promtool("check", "config", str(SCRAPE_CONFIG))
+    assert done.returncode == 0, done.stdout + done.stderr
+    jobs = set(re.findall(r"job_name: (relink-[a-z]+)", SCRAPE_CONFIG.read_text()))
+    assert jobs == {f"relink-{p}" for p in ("gateway", "relay", "migrator", "notifier", "webhooks")}
 
 
 def test_alert_rules_unit_tests_pass() -> None:
@@ -61,6 +70,7 @@ def defined_series(engine: Engine, settings: CommonSettings) -> set[str]:
     names |= exported(GatewayMetrics().registry.collect())
     names |= exported(RelayCollector(RelayMetrics()).collect())
     names |= exported(SwitchStates(engine).collect())
+    names |= exported(OwedDeliveries(engine).collect())
     lag = metrics.ConsumerLag(
         consumer_config(settings, group_id="relink-notifier"),
         group="relink-notifier",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PROCESSES = ("relay", "migrator", "notifier")
+PROCESSES = ("relay", "migrator", "notifier", "webhooks")
 
 
 @pytest.mark.parametrize("process", PROCESSES)

@@ -173,6 +173,23 @@ def test_bad_values_are_rejected_with_the_variable_name(monkeypatch: pytest.Monk
         CommonSettings()
 
 
+def test_event_url_bases_must_be_absolute_uris(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELINK_EVENTS_SOURCE_BASE", "https://relink.school.test/")
+    monkeypatch.setenv("RELINK_EVENTS_SCHEMA_BASE", "https://relink.school.test/schemas")
+    chosen = CommonSettings()
+    assert chosen.events_source_base == "https://relink.school.test"
+    assert chosen.events_schema_base == "https://relink.school.test/schemas"
+    for name, bad in (
+        ("RELINK_EVENTS_SOURCE_BASE", "relink.school.test"),
+        ("RELINK_EVENTS_SCHEMA_BASE", "/schemas"),
+        ("RELINK_EVENTS_SCHEMA_BASE", "https://relink.school.test/schemas?v=1"),
+    ):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValidationError, match=name):
+            CommonSettings()
+        monkeypatch.delenv(name)
+
+
 def test_normalize_database_url() -> None:
     assert normalize_database_url("postgresql://a@b/c") == "postgresql+psycopg://a@b/c"
     assert normalize_database_url("postgresql+psycopg://a@b/c") == "postgresql+psycopg://a@b/c"

@@ -152,6 +152,7 @@ class WebhooksDb(TransactionalStore):
                     d.attempts,
                     e.failure_streak,
                     e.failing_since,
+                    d.event_time,
                 )
                 .join(e, e.id == d.endpoint_id)
                 .where(d.state == PENDING, d.next_attempt_at <= now, e.disabled_at.is_(None))

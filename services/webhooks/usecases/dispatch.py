@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from services.core import tracking
+from services.core import metrics, tracking
 from services.core.db.models import WebhookDeliveryState
 from services.core.logs import get_logger
 from services.core.tokens import TokenCipher, TokenDecryptError
@@ -124,6 +124,7 @@ class Dispatcher:
                 )
                 attempt = due.attempts + 1
                 disabled = False
+                settled: str | None = None  # delivered or failed: the delivery's last attempt
                 if answer.ok:
                     self.db.record_attempt(
                         s,
@@ -138,6 +139,7 @@ class Dispatcher:
                             s, due.endpoint_id, failure_streak=0, failing_since=None
                         )
                     outcome, level = f"delivered ({answer.summary})", logging.INFO
+                    settled = "delivered"
                     report.delivered += 1
                 else:
                     delay = domain.retry_delay_s(attempt, self.settings.retry_schedule)
@@ -146,6 +148,7 @@ class Dispatcher:
                             s, due, answer, at=now, state=WebhookDeliveryState.FAILED.value
                         )
                         outcome = f"failed for good after {attempt} attempts ({answer.summary})"
+                        settled = "failed"
                         report.failed += 1
                     else:
                         self.db.record_attempt(
@@ -155,6 +158,7 @@ class Dispatcher:
                         report.retrying += 1
                     level = logging.WARNING
                     disabled = self._failed(s, due, now)
+            _count(due, answer, settled=settled, sent=key is not None, disabled=disabled, at=now)
             log.log(
                 level,
                 "webhook %s (%s, attempt %d) to endpoint %s %s",
@@ -221,6 +225,33 @@ class Dispatcher:
     def seconds_to_next_send(self) -> float | None:
         with self.db.transaction() as s:
             return self.db.seconds_to_next_due(s, self.clock())
+
+
+def _count(
+    due: domain.Due,
+    answer: domain.Answer,
+    *,
+    settled: str | None,
+    sent: bool,
+    disabled: bool,
+    at: datetime,
+) -> None:
+    """The attempt in the dispatcher's Prometheus series (once its transaction committed)."""
+    if answer.status_code is not None:
+        status = str(answer.status_code)
+    else:
+        status = "transport_error" if sent else "no_key"
+    metrics.WEBHOOK_ATTEMPTS.labels(status=status).inc()
+    if sent:
+        metrics.WEBHOOK_ATTEMPT_SECONDS.labels(ok=str(answer.ok).lower()).observe(
+            answer.duration_ms / 1000
+        )
+    if settled is not None:
+        metrics.WEBHOOK_DELIVERIES.labels(outcome=settled).inc()
+    if settled == "delivered" and due.event_time is not None:
+        metrics.WEBHOOK_DELIVERY_SECONDS.observe(max(0.0, (at - due.event_time).total_seconds()))
+    if disabled:
+        metrics.WEBHOOK_ENDPOINTS_DISABLED.inc()
 
 
 def _tracked(received: Received) -> tracking.Delivery:

@@ -204,6 +204,37 @@ def test_a_dataschema_under_another_base_is_read() -> None:
     parts = _valid_parts()
     _set_header(parts, "ce_dataschema", b"https://events.school.test/s/session.migrated/v1.json")
     assert events.parse_message(**parts).version == 1
+    # and the event keeps the URL it came with (a consumer passing it on names it)
+    assert (
+        events.parse_message(**parts).dataschema
+        == "https://events.school.test/s/session.migrated/v1.json"
+    )
+
+
+def test_a_process_source_is_resolved_against_the_deployments_base() -> None:
+    topics = TOPICS.model_copy(
+        update={
+            "events_source_base": "https://relink.school.test",
+            "events_schema_base": "https://relink.school.test/schemas",
+        }
+    )
+    example = events.load_schema("switch.settled")["examples"][0]
+    row = events.outbox_row(
+        "switch.settled",
+        example,
+        tutor_id=example["tutor_id"],
+        source=events.Process("migrator"),
+        topics=topics,
+    )
+    assert row["headers"]["source"] == "https://relink.school.test/migrator"
+    assert row["headers"]["dataschema"] == (
+        "https://relink.school.test/schemas/switch.settled/v1.json"
+    )
+    # a plain string is taken as it is
+    kept = events.outbox_row(
+        "switch.settled", example, tutor_id=example["tutor_id"], source=SOURCE, topics=topics
+    )
+    assert kept["headers"]["source"] == SOURCE
 
 
 def test_dead_letter_keeps_the_original_and_says_why() -> None:

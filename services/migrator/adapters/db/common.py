@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from services.core.db.errors import translate_errors
 from services.core.db.models import MigrationState, SwitchState
-from services.core.events import TopicNames
+from services.core.events import Process, TopicNames
 from services.core.messages import SwitchSettled, message_row
 from services.core.settings import normalize_database_url
 from services.core.switching import SETTLED, sources_of, sql_state, sql_states
@@ -22,7 +22,8 @@ from services.migrator.domain import (
     final_switch_state,
 )
 
-SOURCE = "/relink/migrator"
+# `ce_source` of the migrator's events: `<RELINK_EVENTS_SOURCE_BASE>/migrator`.
+SOURCE = Process("migrator")
 
 
 def sql_list(values: Sequence[str]) -> str:

@@ -21,7 +21,8 @@ from services.core.messages import Message, message_row
 from services.core.tokens import TokenCipher
 from services.providers import TokenSet
 
-SOURCE = "/relink/oauth-gateway"
+# `ce_source` of the gateway's events: `<RELINK_EVENTS_SOURCE_BASE>/oauth-gateway`.
+SOURCE = events.Process("oauth-gateway")
 ELIGIBLE = (SessionStatus.SCHEDULED.value, SessionStatus.JOIN_OPEN.value)
 
 
