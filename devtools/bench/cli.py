@@ -185,6 +185,10 @@ def bench_peer(
     keep_topics: bool = typer.Option(
         False, help="leave the measured topics on the broker (to check them afterwards)"
     ),
+    latency_s: float = typer.Option(
+        20.0, min=0, help="seconds of commit -> append latency per engine (0: skip)"
+    ),
+    latency_rate: int = typer.Option(500, min=1, help="events/s of the latency run"),
 ) -> None:
     """relink's relay beside the real peer (Debezium + Outbox Event Router), interleaved."""
     import os
@@ -193,4 +197,12 @@ def bench_peer(
 
     if keep_topics:
         os.environ["RELINK_BENCH_KEEP_TOPICS"] = "1"
-    run(rows=rows, rounds=rounds, pg_port=pg_port, topic_prefix=topic_prefix, tuned=tuned)
+    run(
+        rows=rows,
+        rounds=rounds,
+        pg_port=pg_port,
+        topic_prefix=topic_prefix,
+        tuned=tuned,
+        latency_s=latency_s,
+        latency_rate=latency_rate,
+    )

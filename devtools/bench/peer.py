@@ -96,10 +96,9 @@ def _payload(n: int, now: str) -> str:
     return json.dumps(body)
 
 
-def fill(conninfo: str, *, rows: int, topic: str) -> int:
-    """COPY `rows` outbox rows in 1,000-row transactions; return the payload's measured size."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    headers = json.dumps(
+def _headers(now: str) -> str:
+    """The outbox row's CloudEvents attributes, as relink's writers store them."""
+    return json.dumps(
         {
             "source": "/relink/bench",
             "time": now,
@@ -107,6 +106,12 @@ def fill(conninfo: str, *, rows: int, topic: str) -> int:
             "dataschema": events.schema_uri("provider.switched"),
         }
     )
+
+
+def fill(conninfo: str, *, rows: int, topic: str) -> int:
+    """COPY `rows` outbox rows in 1,000-row transactions; return the payload's measured size."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    headers = _headers(now)
     copy = (
         "COPY outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers)"
         " FROM STDIN"
@@ -483,7 +488,8 @@ def _write_properties(path: Path, values: dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def measure_peer(
+@contextmanager
+def _peer_process(
     *,
     jars: PeerJars,
     pg_port: int,
@@ -491,11 +497,10 @@ def measure_peer(
     conninfo: str,
     bootstrap: str,
     prefix: str,
-    rows: int,
     tuning: dict[str, str],
     work: Path,
-) -> dict[str, Any]:
-    """Debezium + Outbox Event Router in Connect standalone on the same basis."""
+) -> Iterator[tuple[str, list[str], Path]]:
+    """The topic, the slot, the publication and Connect's files: (topic, command, log)."""
     topic = f"{prefix}provider.switched"
     name = f"peer_{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)
@@ -504,7 +509,6 @@ def measure_peer(
         conn.execute(f"CREATE PUBLICATION {name} FOR TABLE outbox")
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
     try:
-        payload = fill(conninfo, rows=rows, topic=topic)
         worker = work / f"{name}-worker.properties"
         connector = work / f"{name}-connector.properties"
         log4j = work / "log4j2.properties"
@@ -527,15 +531,7 @@ def measure_peer(
             str(worker),
             str(connector),
         ]
-        figures = measure(
-            command=command,
-            env=dict(os.environ),
-            bootstrap=bootstrap,
-            topic=topic,
-            rows=rows,
-            pg_conninfo=conninfo,
-            log_path=work / f"{name}.log",
-        )
+        yield topic, command, work / f"{name}.log"
     finally:
         if not os.environ.get("RELINK_BENCH_KEEP_TOPICS"):
             delete_topic(bootstrap, topic)
@@ -549,9 +545,163 @@ def measure_peer(
                 except psycopg.errors.UndefinedObject:
                     break
             conn.execute(f"DROP PUBLICATION IF EXISTS {name}")
+
+
+def measure_peer(*, rows: int, **peer: Any) -> dict[str, Any]:
+    """Debezium + Outbox Event Router in Connect standalone on the same basis."""
+    with _peer_process(**peer) as (topic, command, log_path):
+        payload = fill(peer["conninfo"], rows=rows, topic=topic)
+        figures = measure(
+            command=command,
+            env=dict(os.environ),
+            bootstrap=peer["bootstrap"],
+            topic=topic,
+            rows=rows,
+            pg_conninfo=peer["conninfo"],
+            log_path=log_path,
+        )
     check_delivery(figures, rows, "Debezium")
     figures["payload_bytes"] = payload
     return figures
+
+
+# --- commit -> append latency -----------------------------------------------------------------
+
+LATENCY_NOTE = (
+    "broker LogAppendTime (1 ms resolution) minus pg_xact_commit_timestamp of the inserting"
+    " transaction; one 300 B event per transaction at a steady rate, the process already"
+    " streaming (a probe row delivered first)"
+)
+
+
+def _insert_one(conn: psycopg.Connection[Any], topic: str, n: int, now: str) -> tuple[str, int]:
+    event = str(uuid.uuid4())
+    row = conn.execute(
+        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, topic,"
+        " payload, headers) VALUES (%s, 'tutor', %s, 'provider.switched', %s, %s, %s)"
+        " RETURNING xmin::text::bigint",
+        (event, f"tutor-{n % KEYS}", topic, _payload(n, now), _headers(now)),
+    ).fetchone()
+    conn.commit()
+    assert row is not None
+    return event, int(row[0])
+
+
+def latency(
+    *,
+    command: list[str],
+    env: dict[str, str],
+    bootstrap: str,
+    topic: str,
+    conninfo: str,
+    rate: int,
+    seconds: float,
+    log_path: Path | None = None,
+) -> dict[str, Any]:
+    """Commit -> broker append of one event per transaction at `rate`/s, once streaming."""
+    consumer = _consumer(bootstrap, topic)
+    out = log_path.open("ab") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    xids: dict[str, int] = {}
+    stamps: dict[str, float] = {}
+    try:
+        with psycopg.connect(conninfo) as conn:
+            ready = False
+            deadline = time.monotonic() + 300
+            while not ready:  # a probe row through first: the process is streaming
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{command[0]} never delivered a probe to {topic}"
+                        + (f"; read {log_path}\n{tail(log_path)}" if log_path else "")
+                    )
+                _insert_one(conn, topic, 0, now)
+                ready = bool(consumer.consume(10, timeout=1.0))
+            total = int(rate * seconds)
+            start = time.monotonic()
+            for n in range(1, total + 1):
+                delay = start + n / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                event, xid = _insert_one(conn, topic, n, now)
+                xids[event] = xid
+            achieved = total / (time.monotonic() - start)
+            deadline = time.monotonic() + 120
+            while len(stamps) < len(xids) and time.monotonic() < deadline:
+                for message in consumer.consume(1000, timeout=0.5):
+                    found = _id_of(message.headers()) if message.error() is None else None
+                    if found in xids:
+                        stamps[found] = float(message.timestamp()[1])
+            commits: dict[int, float] = dict(
+                conn.execute(
+                    "SELECT x, extract(epoch FROM pg_xact_commit_timestamp(x::text::xid)) * 1000"
+                    " FROM unnest(%s::bigint[]) AS x",
+                    (list(xids.values()),),
+                ).fetchall()
+            )
+    finally:
+        consumer.close()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if log_path and not isinstance(out, int):
+            out.close()
+    if len(stamps) < len(xids):
+        raise RuntimeError(f"only {len(stamps)} of {len(xids)} latency events arrived on {topic}")
+    values = sorted(stamps[e] - float(commits[x]) for e, x in xids.items())
+    return {
+        "latency_p50_ms": round(statistics.median(values), 1),
+        "latency_p99_ms": round(values[max(0, int(len(values) * 0.99) - 1)], 1),
+        "latency_max_ms": round(values[-1], 1),
+        "latency_rate_eps": rate,
+        "latency_rate_achieved_eps": round(achieved, 1),
+        "latency_events": len(values),
+    }
+
+
+def latency_relink(
+    *,
+    database_url: str,
+    conninfo: str,
+    bootstrap: str,
+    prefix: str,
+    rate: int,
+    seconds: float,
+    work: Path,
+) -> dict[str, Any]:
+    topic = f"{prefix}provider.switched"
+    create_topic(bootstrap, topic)
+    try:
+        return latency(
+            command=relay_command()[:2],  # `relink relay`, running until stopped
+            env=relay_env(database_url, bootstrap, prefix),
+            bootstrap=bootstrap,
+            topic=topic,
+            conninfo=conninfo,
+            rate=rate,
+            seconds=seconds,
+            log_path=work / f"relay-{prefix}log",
+        )
+    finally:
+        delete_topic(bootstrap, topic)
+
+
+def latency_peer(*, rate: int, seconds: float, **peer: Any) -> dict[str, Any]:
+    with _peer_process(**peer) as (topic, command, log_path):
+        return latency(
+            command=command,
+            env=dict(os.environ),
+            bootstrap=peer["bootstrap"],
+            topic=topic,
+            conninfo=peer["conninfo"],
+            rate=rate,
+            seconds=seconds,
+            log_path=log_path,
+        )
 
 
 # --- the bench's own PostgreSQL -------------------------------------------------------------
@@ -615,8 +765,13 @@ def run(
     pg_port: int = PEER_PG_PORT,
     topic_prefix: str | None = None,
     tuned: bool = True,
+    latency_s: float = 20.0,
+    latency_rate: int = 500,
 ) -> dict[str, Any]:
-    """Interleave relink's relay and the peer (defaults, then tuned) for `rounds` rounds."""
+    """Interleave relink's relay and the peer (defaults, then tuned) for `rounds` rounds.
+
+    Then, unless `latency_s` is 0, commit -> append latency of each at `latency_rate`/s.
+    """
     from devtools.devstack.stack import Devstack
 
     settings = DevstackSettings()
@@ -630,11 +785,13 @@ def run(
     engines: dict[str, list[dict[str, Any]]] = {"relink": [], "debezium_default": []}
     if tuned:
         engines["debezium_tuned"] = []
+    latencies: dict[str, dict[str, Any]] = {}
     try:
         pg.start()
         template = _migrated_template(pg)
         bootstrap = stack.kafka_bootstrap
         work = settings.home.expanduser().resolve() / "peer" / "runs"
+        work.mkdir(parents=True, exist_ok=True)
         for n in range(1, rounds + 1):
             for engine in engines:
                 label = f"{prefix}r{n}-{engine.replace('_', '-')}."
@@ -659,6 +816,27 @@ def run(
                     f" (PostgreSQL {figures['postgres_cpu_s_per_100k']})",
                     flush=True,
                 )
+        for engine in engines if latency_s > 0 else ():
+            label = f"{prefix}latency-{engine.replace('_', '-')}."
+            print(f"peer bench: latency of {engine} at {latency_rate}/s ...", flush=True)
+            with fresh_database(pg, template) as (database, url, conninfo):
+                if engine == "relink":
+                    figures = latency_relink(
+                        database_url=url, conninfo=conninfo, bootstrap=bootstrap,
+                        prefix=label, rate=latency_rate, seconds=latency_s, work=work,
+                    )  # fmt: skip
+                else:
+                    figures = latency_peer(
+                        jars=jars, pg_port=pg.port, database=database, conninfo=conninfo,
+                        bootstrap=bootstrap, prefix=label, rate=latency_rate,
+                        seconds=latency_s, work=work,
+                        tuning=TUNED if engine == "debezium_tuned" else {},
+                    )  # fmt: skip
+            latencies[engine] = figures
+            print(
+                f"  p50 {figures['latency_p50_ms']} ms, p99 {figures['latency_p99_ms']} ms",
+                flush=True,
+            )
         with psycopg.connect(pg.superuser_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
     finally:
@@ -669,7 +847,10 @@ def run(
     from_launch = _ratios(relink, default, "eps_from_launch")
     streaming = _ratios(relink, default, "eps_streaming")
     result: dict[str, Any] = {
-        "command": f"relink bench peer --rows {rows} --rounds {rounds}",
+        "command": (
+            f"relink bench peer --rows {rows} --rounds {rounds} --latency-s {latency_s:g}"
+            f" --latency-rate {latency_rate}"
+        ),
         "rows": rows,
         "rounds": rounds,
         "order": "per round: " + ", ".join(engines),
@@ -693,5 +874,12 @@ def run(
             values = _ratios(relink, tuned_runs, key)
             result[f"ratio_{name}_tuned_rounds"] = values
             result[f"ratio_{name}_tuned"] = round(statistics.median(values), 2) if values else None
+    if latencies:
+        result[f"latency_p99_ms_at_{latency_rate}"] = {
+            engine: figures["latency_p99_ms"] for engine, figures in latencies.items()
+        }
+        for engine, figures in latencies.items():
+            result[engine]["latency"] = figures
+        result["latency_note"] = LATENCY_NOTE
     record("relay", {"peer": result})
     return result

@@ -65,15 +65,19 @@ def test_bench_peer_runs_debezium_and_the_relay_on_the_same_rows(
 ) -> None:
     prefix = f"peertest{uuid.uuid4().hex[:6]}."
     results = tmp_path / "results.json"
-    env = {**os.environ, "RELINK_BENCH_RESULTS": str(results)}
+    # batches of 500: the relay's records span several milliseconds, so first -> last
+    # (the streaming figure) is defined even at this tiny size
+    env = {**os.environ, "RELINK_BENCH_RESULTS": str(results), "RELINK_RELAY_BATCH_SIZE": "500"}
     command = [
         _relink(), "bench", "peer", "--rows", str(ROWS), "--rounds", "1",
         "--pg-port", str(free_port()), "--topic-prefix", prefix, "--keep-topics",
+        "--latency-s", "2", "--latency-rate", "100",
     ]  # fmt: skip
     subprocess.run(command, env=env, check=True, timeout=900)
 
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    topics = sorted(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix))
+    kept = sorted(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix))
+    topics = [t for t in kept if t.startswith(f"{prefix}r1-")]  # not the latency runs'
     try:
         assert topics == sorted(
             f"{prefix}r1-{engine}.provider.switched"
@@ -89,7 +93,7 @@ def test_bench_peer_runs_debezium_and_the_relay_on_the_same_rows(
             # both key by the outbox's aggregate_id (1,000 tutors)
             assert {key for key, _ in records} == {f"tutor-{n}".encode() for n in range(1000)}
     finally:
-        _delete(kafka_bootstrap, topics)
+        _delete(kafka_bootstrap, kept)
 
     figures = json.loads(results.read_text())["relay"]["peer"]
     for key in ("ratio_from_launch", "ratio_streaming", "ratio_from_launch_tuned"):
@@ -101,6 +105,10 @@ def test_bench_peer_runs_debezium_and_the_relay_on_the_same_rows(
             assert figures[engine][key] > 0, (engine, key)
         assert figures[engine]["payload_bytes"] == 300
     assert figures["debezium_tuned"]["tuning"] == {"poll.interval.ms": "10"}
+    # commit -> append latency of each, every event of the steady run delivered
+    assert set(figures["latency_p99_ms_at_100"]) == {"relink", "debezium_default", "debezium_tuned"}
+    for engine in ("relink", "debezium_default", "debezium_tuned"):
+        assert figures[engine]["latency"]["latency_events"] == 200
     assert figures["basis"]["partitions"] == 1
 
 
@@ -109,7 +117,9 @@ def test_bench_relay_records_the_peer_way_beside_the_old_keys(
 ) -> None:
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"relay": {"throughput_eps": 1234}}))
-    env = {**os.environ, "RELINK_BENCH_RESULTS": str(results)}
+    # batches of 500: the relay's records span several milliseconds, so first -> last
+    # (the streaming figure) is defined even at this tiny size
+    env = {**os.environ, "RELINK_BENCH_RESULTS": str(results), "RELINK_RELAY_BATCH_SIZE": "500"}
     command = [_relink(), "bench", "relay", "--rows", str(ROWS), "--no-classic"]
     subprocess.run(command, env=env, check=True, timeout=600)
 
