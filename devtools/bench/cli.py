@@ -83,11 +83,14 @@ def bench_relay(
         1_000_000, min=0, help="rows waiting for the memory run (0: skip)"
     ),
     naive_s: float = typer.Option(20.0, min=1, help="time box of the naive one-row relay"),
+    classic: bool = typer.Option(
+        True, help="after the peer's way, also the older figures (naive, latency, memory)"
+    ),
 ) -> None:
-    """Outbox → Kafka throughput (vs a naive relay), commit-to-publish latency, memory."""
+    """Outbox → Kafka the peer's way (from launch, CPU), then vs naive, latency, memory."""
     from devtools.bench.relay import run
 
-    run(rows=rows, big_rows=big_rows, naive_s=naive_s)
+    run(rows=rows, big_rows=big_rows, naive_s=naive_s, classic=classic)
 
 
 @app.command("notifier")
@@ -166,3 +169,40 @@ def bench_e2e(
     from devtools.bench.e2e import run
 
     run(tutors=tutors, make_run=make_run)
+
+
+@app.command("peer")
+def bench_peer(
+    rows: int = typer.Option(100_000, min=100, help="rows each engine drains per round"),
+    rounds: int = typer.Option(3, min=1, help="interleaved rounds (relink, peer, peer tuned)"),
+    pg_port: int = typer.Option(
+        55452, help="port of the bench's own PostgreSQL (wal_level=logical)"
+    ),
+    topic_prefix: str | None = typer.Option(
+        None, help="RELINK_TOPIC_PREFIX stem of the measurements' topics (default: random)"
+    ),
+    tuned: bool = typer.Option(True, help="also run the peer with poll.interval.ms=10"),
+    keep_topics: bool = typer.Option(
+        False, help="leave the measured topics on the broker (to check them afterwards)"
+    ),
+    latency_s: float = typer.Option(
+        20.0, min=0, help="seconds of commit -> append latency per engine (0: skip)"
+    ),
+    latency_rate: int = typer.Option(500, min=1, help="events/s of the latency run"),
+) -> None:
+    """relink's relay beside the real peer (Debezium + Outbox Event Router), interleaved."""
+    import os
+
+    from devtools.bench.peer import run
+
+    if keep_topics:
+        os.environ["RELINK_BENCH_KEEP_TOPICS"] = "1"
+    run(
+        rows=rows,
+        rounds=rounds,
+        pg_port=pg_port,
+        topic_prefix=topic_prefix,
+        tuned=tuned,
+        latency_s=latency_s,
+        latency_rate=latency_rate,
+    )

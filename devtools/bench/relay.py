@@ -1,5 +1,11 @@
 """`relink bench relay`: throughput, naive baseline, latency and memory of the relay.
 
+First the peer's way (devtools/bench/peer.py: rows COPYed in 1,000-row
+transactions, a 300 B payload over 1,000 keys, a one-partition topic, no
+VACUUM, counted from the process launch and first -> last record, CPU of the
+relay and of PostgreSQL), recorded under the `peer_way_*` keys; then, unless
+`--no-classic`, the older figures under their old keys.
+
 Runs against the devstack (started if needed, via the same `Devstack` the test
 fixtures use), in a database and topics of its own, and records the figures
 under `relay` in benchmarks/results.json.
@@ -20,6 +26,7 @@ import psutil
 import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from devtools.bench import peer
 from devtools.bench.results import record
 from devtools.devstack.settings import DevstackSettings
 from services.core import events
@@ -54,7 +61,13 @@ class BenchTarget:
     env: dict[str, str]
 
 
-def run(*, rows: int = 100_000, big_rows: int = 1_000_000, naive_s: float = 20.0) -> dict[str, Any]:
+def run(
+    *,
+    rows: int = 100_000,
+    big_rows: int = 1_000_000,
+    naive_s: float = 20.0,
+    classic: bool = True,
+) -> dict[str, Any]:
     """Measure everything and record it; return the figures."""
     from devtools.devstack.stack import Devstack
 
@@ -63,7 +76,9 @@ def run(*, rows: int = 100_000, big_rows: int = 1_000_000, naive_s: float = 20.0
     try:
         target = _prepare(stack.database_url, stack.kafka_bootstrap)
         try:
-            figures = _measure(target, rows=rows, big_rows=big_rows, naive_s=naive_s)
+            figures = _peer_way(target, rows=rows)
+            if classic:
+                figures |= _measure(target, rows=rows, big_rows=big_rows, naive_s=naive_s)
         finally:
             _cleanup(stack.database_url, target)
     finally:
@@ -102,6 +117,35 @@ def _cleanup(server_url: str, target: BenchTarget) -> None:
     name = target.database_url.rpartition("/")[2]
     with psycopg.connect(libpq_conninfo(server_url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _peer_way(target: BenchTarget, *, rows: int) -> dict[str, Any]:
+    """The relay measured as the peer is (devtools/bench/peer.py), on an empty outbox."""
+    print(f"relay: the peer's way, {rows} rows COPYed, from launch ...", flush=True)
+    figures = peer.measure_relink(
+        database_url=target.database_url,
+        conninfo=target.conninfo,
+        bootstrap=target.settings.kafka_bootstrap_servers,
+        prefix=f"{target.settings.topic_prefix}pw.",
+        rows=rows,
+    )
+    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+        conn.execute("TRUNCATE outbox")
+    print(
+        f"  {figures['eps_from_launch']}/s from launch, {figures['eps_streaming']}/s streaming,"
+        f" {figures['cpu_s_per_100k']} CPU-s/100k (PostgreSQL"
+        f" {figures['postgres_cpu_s_per_100k']})",
+        flush=True,
+    )
+    return {
+        "peer_way_eps_from_launch": figures["eps_from_launch"],
+        "peer_way_eps_streaming": figures["eps_streaming"],
+        "peer_way_launch_to_first_s": figures["launch_to_first_s"],
+        "peer_way_cpu_s_per_100k": figures["cpu_s_per_100k"],
+        "peer_way_postgres_cpu_s_per_100k": figures["postgres_cpu_s_per_100k"],
+        "peer_way_basis": peer.BASIS | {"rows": rows, "payload_bytes": figures["payload_bytes"]},
+        "peer_way_command": f"relink bench relay --rows {rows}",
+    }
 
 
 def _measure(target: BenchTarget, *, rows: int, big_rows: int, naive_s: float) -> dict[str, Any]:

@@ -122,9 +122,18 @@ def resolve_paths(home: Path) -> PostgresPaths:
 class EmbeddedPostgres:
     """One PostgreSQL server for the devstack: init, start, stop, status."""
 
-    def __init__(self, *, home: Path, port: int, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        home: Path,
+        port: int,
+        timeout: float = 30.0,
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.timeout = timeout
+        # extra `-c name=value` server settings (the peer bench's wal_level=logical)
+        self.server_settings = dict(server_settings or {})
         self.paths = resolve_paths(home)
 
     @property
@@ -207,6 +216,7 @@ class EmbeddedPostgres:
                 "-c max_connections=300",
                 "-c shared_buffers=128MB",
                 "-c max_locks_per_transaction=256",
+                *(f"-c {name}={value}" for name, value in self.server_settings.items()),
             ]
         )
         if self.paths.log.exists() and _as_root():
