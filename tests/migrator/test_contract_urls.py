@@ -22,7 +22,7 @@ from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session
 
 from services.core import events
-from services.core.db.models import Outbox, ProviderSwitch
+from services.core.db.models import Outbox, SwitchRequest
 from services.core.settings import CommonSettings
 from tests.migrator.conftest import read_topic, settled, wait_for
 from tests.migrator.factory import Factory
@@ -38,7 +38,7 @@ OTHER_SCHEMAS = "https://elsewhere.test/s"
 def _legacy_switched_row(engine: Engine, settings: CommonSettings, switch_id: uuid.UUID) -> str:
     """The `provider.switched` outbox row as the gateway wrote it before the upgrade."""
     with Session(engine) as db, db.begin():
-        row = db.get_one(ProviderSwitch, switch_id)
+        row = db.get_one(SwitchRequest, switch_id)
         values = events.outbox_row(
             "provider.switched",
             {

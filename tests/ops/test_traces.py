@@ -135,7 +135,12 @@ def switch_and_mail(stack: ProcessStack, engine: Engine) -> tuple[str, list[dict
     def done() -> list[dict[str, Any]] | None:
         with engine.connect() as conn:
             state = conn.execute(
-                text("SELECT state FROM provider_switches WHERE id = :i"), {"i": switch_id}
+                # PENDING until the migrator has made the switch's progress row
+                text(
+                    "SELECT coalesce(p.state, 'PENDING') FROM switch_requests r "
+                    "LEFT JOIN provider_switches p ON p.id = r.id WHERE r.id = :i"
+                ),
+                {"i": switch_id},
             ).scalar_one()
             rows = [
                 dict(r._mapping)
