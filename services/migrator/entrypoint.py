@@ -196,7 +196,10 @@ def create_app(migrator: Migrator) -> faust.App:
     @app.timer(interval=settings.unhandled_after_s / 3)  # type: ignore[untyped-decorator]
     @_rides_out(Outage("PostgreSQL (catch-up)", log=log))
     async def catch_up() -> None:
-        await migrator.service.catch_up(older_than=timedelta(seconds=settings.unhandled_after_s))
+        await migrator.service.catch_up(
+            older_than=timedelta(seconds=settings.unhandled_after_s),
+            window=timedelta(hours=settings.sweep_window_h),
+        )
 
     @app.timer(interval=settings.sweep_interval_s)  # type: ignore[untyped-decorator]
     @_rides_out(Outage("PostgreSQL (automatic retries)", log=log))

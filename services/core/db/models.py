@@ -276,6 +276,13 @@ class SwitchRequest(Base):
         CheckConstraint("to_provider IN ('google_meet', 'zoom')", name="to_provider_valid"),
         CheckConstraint("from_provider <> to_provider", name="providers_differ"),
         Index("ix_switch_requests_tutor_requested", "tutor_id", "requested_at"),
+        # 0014: the migrator's catch-up and rollback resume
+        Index("ix_switch_requests_requested", "requested_at"),
+        Index(
+            "ix_switch_requests_rollback_requested",
+            "requested_at",
+            postgresql_where=text("rollback_requested_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, default=uuid.uuid4)

@@ -121,15 +121,16 @@ class MigrationService:
         log.info("plan recorded: %d new rows", added, extra=ids)
         return added
 
-    async def catch_up(self, *, older_than: timedelta) -> int:
+    async def catch_up(self, *, older_than: timedelta, window: timedelta) -> int:
         """Handle, from the database, the switches whose `provider.switched` never came.
 
         A switch the gateway made stays PENDING until its event is handled. One
         still PENDING long after (the broker was down, the event was lost or
         skipped on its way) is handled as its event would be: superseded or
         planned. The event, when it comes later, then finds the plan made.
+        Requests older than `window` (the sweep's) are not looked at.
         """
-        switches = await self.plans.unhandled_switches(older_than=older_than)
+        switches = await self.plans.unhandled_switches(older_than=older_than, window=window)
         for switch in switches:
             log.warning(
                 "switch %s is still PENDING %.0fs after it was made: its provider.switched "

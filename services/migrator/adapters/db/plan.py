@@ -241,7 +241,7 @@ class PlanStore:
             await outbox.append_group_async(conn, settled)  # the last write (core.outbox)
 
     async def unhandled_switches(
-        self, *, older_than: timedelta, limit: int = 100
+        self, *, older_than: timedelta, window: timedelta, limit: int = 100
     ) -> list[SwitchRef]:
         """The tutor's switch requests still unhandled `older_than` after they were made.
 
@@ -257,9 +257,12 @@ class PlanStore:
                         f"{sql_state(S.PENDING)} AS state FROM switch_requests r "
                         "LEFT JOIN provider_switches p ON p.id = r.id "
                         f"WHERE (p.id IS NULL OR p.state = {sql_state(S.PENDING)}) "
-                        "AND r.requested_at < now() - :age ORDER BY r.requested_at LIMIT :n"
+                        "AND r.requested_at < now() - :age "
+                        # only recent requests (an index range, not the whole history)
+                        "AND r.requested_at > now() - :window "
+                        "ORDER BY r.requested_at LIMIT :n"
                     ),
-                    {"age": older_than, "n": limit},
+                    {"age": older_than, "window": window, "n": limit},
                 )
             ).all()
         return [switch_ref(r) for r in rows]

@@ -185,11 +185,11 @@ class RollbackStore:
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    "SELECT r.id FROM switch_requests r "
+                    f"SELECT id FROM provider_switches WHERE state = {sql_state(S.ROLLING_BACK)} "
+                    "UNION SELECT r.id FROM switch_requests r "
                     "LEFT JOIN provider_switches p ON p.id = r.id "
-                    f"WHERE p.state = {sql_state(S.ROLLING_BACK)} "
-                    "OR (r.rollback_requested_at IS NOT NULL "
-                    f"AND (p.id IS NULL OR p.state <> {sql_state(S.ROLLED_BACK)}))"
+                    "WHERE r.rollback_requested_at IS NOT NULL "
+                    f"AND (p.id IS NULL OR p.state <> {sql_state(S.ROLLED_BACK)})"
                 )
             )
             return [str(r) for r in rows.scalars()]
