@@ -190,6 +190,16 @@ def needs_new_conference(event: dict[str, Any]) -> bool:
     )
 
 
+def conference_poll_waits(*, first_s: float, cap_s: float, attempts: int) -> list[float]:
+    """The waits before each re-read of a pending conference: `first_s`, doubling, capped."""
+    waits: list[float] = []
+    wait = min(first_s, cap_s)
+    for _ in range(attempts):
+        waits.append(wait)
+        wait = min(wait * 2, cap_s)
+    return waits
+
+
 class GoogleMeetClient(ProviderClient):
     """Google's OAuth endpoints and the Calendar v3 events API with Meet conferences."""
 
@@ -401,8 +411,19 @@ class GoogleMeetClient(ProviderClient):
         return (None if event.get("status") == "cancelled" else event), True
 
     async def _await_conference(self, access_token: str, event: dict[str, Any]) -> dict[str, Any]:
-        """Poll events.get while Google is still creating the conference."""
+        """Poll events.get while Google is still creating the conference.
+
+        The first re-read comes after `conference_poll_first_s`, each next one
+        after twice the last wait, up to `conference_poll_interval_s`: a
+        conference that is ready in a fraction of a second is seen then, not
+        a whole interval later, and a slow one is not read in a tight loop.
+        """
         attempts = self.settings.conference_poll_attempts
+        waits = conference_poll_waits(
+            first_s=self.settings.conference_poll_first_s,
+            cap_s=self.settings.conference_poll_interval_s,
+            attempts=attempts,
+        )
         for polled in range(attempts + 1):
             status = conference_status(event)
             if status == "failure":
@@ -413,7 +434,7 @@ class GoogleMeetClient(ProviderClient):
                 return event
             if polled == attempts:
                 break
-            await asyncio.sleep(self.settings.conference_poll_interval_s)
+            await asyncio.sleep(waits[polled])
             fresh = await self._event(access_token, str(event["id"]))
             if fresh is None:
                 raise MeetingNotFoundError(

@@ -113,7 +113,11 @@ class ProviderSettings(BaseSettings):
     max_retry_wait_s: float = Field(default=60.0, ge=0, alias="RELINK_PROVIDER_MAX_RETRY_WAIT_S")
     backoff_base_s: float = Field(default=0.2, gt=0, alias="RELINK_PROVIDER_BACKOFF_BASE_S")
     backoff_cap_s: float = Field(default=10.0, gt=0, alias="RELINK_PROVIDER_BACKOFF_CAP_S")
-    # Google builds the Meet conference asynchronously; how often and how long we poll.
+    # Google builds the Meet conference asynchronously; how often and how long we poll:
+    # the first re-read soon (it is usually ready by then), then doubling up to the interval.
+    conference_poll_first_s: float = Field(
+        default=0.1, gt=0, alias="RELINK_GOOGLE_CONFERENCE_POLL_FIRST_S"
+    )
     conference_poll_interval_s: float = Field(
         default=0.5, gt=0, alias="RELINK_GOOGLE_CONFERENCE_POLL_INTERVAL_S"
     )
