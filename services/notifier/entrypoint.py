@@ -45,6 +45,7 @@ class NotifierLoop:
         self.settings = settings
         self.consumed = 0
         self._assigned = False
+        self._assigned_at = 0.0
         self.database = Outage("PostgreSQL", log=log)
         self.kafka = Outage("Kafka (offsets, dead letters)", log=log)
 
@@ -95,10 +96,19 @@ class NotifierLoop:
             if (
                 until_idle_s is not None
                 and self._assigned
-                and time.monotonic() - last_activity > until_idle_s
+                and time.monotonic() - max(last_activity, self._assigned_at) > until_idle_s
                 and self._database(self._nothing_owed) is True
+                and self._group_caught_up()
             ):
                 break
+
+    def _group_caught_up(self) -> bool:
+        """No record of the consumed topics left uncommitted by the group (any member)."""
+        try:
+            return self.events.caught_up()
+        except KafkaException as exc:
+            self.kafka.failed(exc)
+            return False
 
     def _record_pending(self, pending: tuple[list[Consumed], list[Message]]) -> bool:
         self.record_and_commit(*pending)
@@ -133,6 +143,9 @@ class NotifierLoop:
 
     def _on_assign(self, _consumer: Any, _partitions: list[TopicPartition]) -> None:
         self._assigned = True
+        # Idle counts from the assignment: a join that waited out a dead member's
+        # session is not idleness, and its records may not be fetched yet.
+        self._assigned_at = time.monotonic()
 
     def close(self) -> None:
         self.events.close()

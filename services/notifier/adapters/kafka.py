@@ -140,6 +140,28 @@ class NotifierEvents:
         if self.dead_letters.flush(30) != 0:
             raise DeadLetterError("the dead-letter topic did not acknowledge in 30 s")
 
+    def caught_up(self, *, timeout_s: float = 5.0) -> bool:
+        """True when the group's committed offsets reach the end of every partition.
+
+        Every partition of the consumed topics, assigned to this process or not:
+        a member killed a moment ago still holds its partitions until its session
+        times out, and a process that only looked at its own would call the
+        group idle while those records wait (`--until-idle` exited early).
+        """
+        partitions: list[TopicPartition] = []
+        for topic in audit_topics(self.settings):
+            described = self.consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            if described is None or described.error is not None:
+                return False
+            partitions += [TopicPartition(topic, p) for p in described.partitions]
+        committed = self.consumer.committed(partitions, timeout=timeout_s)
+        for tp in committed:
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+            # No commit yet (a negative offset) counts as the partition's start.
+            if max(tp.offset, low) < high:
+                return False
+        return True
+
     def commit(self, messages: list[Message]) -> None:
         """Commit (synchronously) the offsets one past the last message of each partition."""
         self.consumer.commit(offsets=_next_offsets(messages), asynchronous=False)
