@@ -63,6 +63,7 @@ def switch_to_last_email(
 
     engine = make_engine(database_url)
     timings: list[float] = []
+    seen = 0  # inbox messages read so far
     try:
         stack.start()
         driver = SoakDriver(stack, engine, SoakTally(), random.Random(3))
@@ -88,9 +89,14 @@ def switch_to_last_email(
             clicked = time.monotonic()
             driver.connect(tutor, "google_meet")
             deadline = clicked + 120
+            got: set[str] = set()
             while time.monotonic() < deadline:
-                mails = httpx.get(f"{stack.inbox_url}/messages.json", timeout=10).json()
-                got = {r for m in mails for r in m["to"] if "Google Meet" in m["subject"]}
+                # only what arrived since the last look (the inbox keeps every run's mail)
+                mails = httpx.get(
+                    f"{stack.inbox_url}/messages.json", params={"since": seen}, timeout=10
+                ).json()
+                seen += len(mails)
+                got |= {r for m in mails for r in m["to"] if "Google Meet" in m["subject"]}
                 if emails <= got:
                     break
                 time.sleep(0.05)

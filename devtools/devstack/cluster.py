@@ -38,7 +38,7 @@ BROKER_USER = "broker"
 CONTROLLER_USER = "controller"
 ADMIN_USER = "admin"
 # One user per relink process.
-SERVICE_USERS = ("gateway", "relay", "migrator", "notifier")
+SERVICE_USERS = ("gateway", "relay", "migrator", "notifier", "webhooks")
 SUPER_USERS = (BROKER_USER, CONTROLLER_USER, ADMIN_USER)
 
 
@@ -53,7 +53,18 @@ class ClusterSecurity:
     def passwords(self) -> dict[str, str]:
         if self._passwords is None:
             if self.path.exists():
-                self._passwords = json.loads(self.path.read_text())
+                kept: dict[str, str] = json.loads(self.path.read_text())
+                missing = [u for u in SERVICE_USERS if u not in kept]
+                if missing:
+                    # A devstack made before a service had its user (webhooks):
+                    # add it, keeping every password the nodes already know.
+                    kept.update({user: secrets.token_urlsafe(24) for user in missing})
+                    spare = self.path.with_suffix(".new")
+                    fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w") as out:
+                        json.dump(kept, out)
+                    os.replace(spare, self.path)
+                self._passwords = kept
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 # url-safe letters only: they go into JAAS lines and --add-scram
@@ -134,7 +145,11 @@ class Grant:
 
 
 def service_grants(
-    *, topic_prefix: str = "", migrator_group: str = "", notifier_group: str = "relink-notifier"
+    *,
+    topic_prefix: str = "",
+    migrator_group: str = "",
+    notifier_group: str = "relink-notifier",
+    webhooks_group: str = "relink-webhooks",
 ) -> list[Grant]:
     """Exactly what each relink process does against Kafka, and nothing more.
 
@@ -145,7 +160,9 @@ def service_grants(
       its group and produces to the dead-letter topic;
     - notifier: consumes the three event topics in its group and produces to the
       dead-letter topic; `relink audit` reads the same topics with throw-away
-      groups named `relink-audit-reader-*` (assigned partitions, no commits).
+      groups named `relink-audit-reader-*` (assigned partitions, no commits);
+    - webhooks (the dispatcher): consumes the three event topics in its group and
+      produces nothing (an unreadable record is the notifier's to dead-letter).
     """
     from services.core.settings import CommonSettings
 
@@ -180,6 +197,12 @@ def service_grants(
         Grant("notifier", "group", notifier_group, "READ"),
         Grant("notifier", "group", "relink-audit-reader-", "READ", prefixed=True),
     ]
+    for topic in events:
+        grants += [
+            Grant("webhooks", "topic", topic, "READ"),
+            Grant("webhooks", "topic", topic, "DESCRIBE"),
+        ]
+    grants.append(Grant("webhooks", "group", webhooks_group, "READ"))
     return grants
 
 
@@ -380,7 +403,12 @@ class KafkaCluster:
                 raise DevstackError(f"could not create Kafka user {user}: {exc}") from exc
 
     def grant(
-        self, *, topic_prefix: str = "", migrator_group: str = "", notifier_group: str = ""
+        self,
+        *,
+        topic_prefix: str = "",
+        migrator_group: str = "",
+        notifier_group: str = "",
+        webhooks_group: str = "",
     ) -> None:
         """The services' ACLs for one topic prefix and its consumer groups."""
         admin = self.admin()
@@ -390,6 +418,7 @@ class KafkaCluster:
                 topic_prefix=topic_prefix,
                 migrator_group=migrator_group,
                 notifier_group=notifier_group or "relink-notifier",
+                webhooks_group=webhooks_group or "relink-webhooks",
             ),
         )
 

@@ -127,11 +127,13 @@ class Devstack:
         partitions: int | None = None,
         migrator_group: str = "",
         notifier_group: str = "",
+        webhooks_group: str = "",
     ) -> list[str]:
         """relink's topics for one prefix; in cluster mode each service's ACLs on them too.
 
-        The groups default to what the migrator and notifier use with that prefix
-        and no RELINK_MIGRATOR_APP_ID / RELINK_NOTIFIER_GROUP_ID of their own.
+        The groups default to what the migrator, notifier and webhooks dispatcher
+        use with that prefix and no RELINK_MIGRATOR_APP_ID / RELINK_NOTIFIER_GROUP_ID /
+        RELINK_WEBHOOKS_GROUP_ID of their own.
         """
         from services.core.kafka import create_topics
 
@@ -143,6 +145,7 @@ class Devstack:
                 topic_prefix=topic_prefix,
                 migrator_group=migrator_group,
                 notifier_group=notifier_group,
+                webhooks_group=webhooks_group,
             )
         return created
 

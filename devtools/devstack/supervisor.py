@@ -230,23 +230,22 @@ def run_stack(*, seed: bool = True, console: Console | None = None) -> None:
         create_topics(CommonSettings())
     else:
         # RELINK_DEVSTACK_KAFKA_BROKERS=3: the ACLs too, and each process its own user
+        from devtools.devstack.cluster import SERVICE_USERS
         from services.migrator.settings import MigratorSettings
         from services.notifier.settings import NotifierSettings
+        from services.webhooks.settings import WebhooksSettings
 
         stack.create_topics(
             CommonSettings().topic_prefix,
             migrator_group=MigratorSettings().faust_app_id,
             notifier_group=NotifierSettings().group_id,
+            webhooks_group=WebhooksSettings().group_id,
         )
-        users = {"gateway", "relay", "migrator", "notifier"}
-        # The webhook dispatcher has no Kafka user or ACLs on the secured cluster yet:
-        # it runs on the single-broker devstack only.
         specs = [
             ProcessSpec(p.name, p.command, {**p.env, **cluster.security.env(p.name)})
-            if p.name in users
+            if p.name in SERVICE_USERS
             else p
             for p in PROCESSES
-            if p.name != "webhooks"
         ]
     # The workshop runs beside the product, so every process and the seed are there.
     commands = {p.command[0] for p in specs} | {"seed"}

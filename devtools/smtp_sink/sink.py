@@ -8,8 +8,11 @@ there. A tiny HTTP inbox lets a person and the tests read what arrived:
   part, its HTML part (rendered in a sandboxed frame) and its attachments;
 * `/messages/<n>/html`: the HTML part alone; `/messages/<n>/raw`: the `.eml`;
   `/messages/<n>/attachments/<k>`: attachment k (1-based) with its own type;
-* `/messages.json` (the list as JSON), `/messages/<n>.json` (one message, with
-  its attachments' names, types and sizes); `DELETE /messages` empties it.
+* `/messages.json` (the list as JSON, oldest first; `?since=N` leaves out the
+  first N, so a poller reads only what is new), `/messages/<n>.json` (one
+  message, with its attachments' names, types and sizes); `DELETE /messages`
+  empties it. Each message is parsed once, when it arrives: listing it again
+  costs a copy, not a parse (the e2e bench polls the list every 50 ms).
 
 For fault tests the sink can refuse recipients permanently (550) and slow
 down each RCPT, so a client can be killed in the middle of a send. Stopping
@@ -32,6 +35,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -180,6 +184,7 @@ class SmtpSink:
         self.http_port = http_port
         self.faults = SinkFaults()
         self._mails: list[ReceivedMail] = []
+        self._summaries: list[dict[str, Any]] = []  # parsed once, as each arrives
         self._lock = threading.Lock()
         self._controller: Controller | None = None
         self._http: ThreadingHTTPServer | None = None
@@ -214,9 +219,11 @@ class SmtpSink:
         self.close()
 
     def keep(self, mail: ReceivedMail) -> None:
+        summary = mail.summary()
         with self._lock:
             self._mails.append(mail)
             index = len(self._mails)
+            self._summaries.append({**summary, "number": index})
         if self.folder is not None:
             stamp = mail.received_at.strftime("%Y%m%dT%H%M%S%f")
             name = re.sub(r"[^A-Za-z0-9._-]", "_", mail.message_id)[:80]
@@ -226,9 +233,15 @@ class SmtpSink:
         with self._lock:
             return list(self._mails)
 
+    def summaries(self, since: int = 0) -> list[dict[str, Any]]:
+        """The list the inbox serves, oldest first, after the first `since`."""
+        with self._lock:
+            return self._summaries[max(since, 0) :]
+
     def clear(self) -> None:
         with self._lock:
             self._mails.clear()
+            self._summaries.clear()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -244,10 +257,15 @@ def _serve_inbox(sink: SmtpSink, *, host: str, port: int) -> ThreadingHTTPServer
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path.startswith("/messages.json"):
-                mails = [m.summary() for m in sink.mails()]
+                query = parse_qs(self.path.split("?", 1)[1] if "?" in self.path else "")
+                since = query.get("since", ["0"])[0]
+                if not since.isdigit():
+                    self._reply(400, "text/plain", b"since must be a whole number")
+                    return
+                mails = sink.summaries(int(since))
                 self._reply(200, "application/json", json.dumps(mails).encode())
             elif path in ("/", "/index.html"):
-                mails = [m.summary() for m in sink.mails()]
+                mails = sink.summaries()
                 self._reply(200, "text/html; charset=utf-8", _inbox_page(mails).encode())
             elif (one := _MESSAGE_PATH.fullmatch(path)) is not None:
                 self._message(int(one["n"]), one["rest"] or "")

@@ -60,7 +60,12 @@ def topic_prefix(devstack: TestInfrastructure) -> Iterator[str]:
     from services.core.kafka import delete_topics
 
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    devstack.stack.create_topics(prefix, partitions=3, notifier_group=f"{prefix}relink-notifier")
+    devstack.stack.create_topics(
+        prefix,
+        partitions=3,
+        notifier_group=f"{prefix}relink-notifier",
+        webhooks_group=f"{prefix}relink-webhooks",
+    )
     try:
         yield prefix
     finally:

@@ -71,7 +71,7 @@ def _records_on(admin: CommonSettings, topic: str) -> int:
         consumer.close()
 
 
-def test_the_relay_user_publishes_and_the_migrator_user_reads_in_its_group(
+def test_the_relay_user_publishes_and_the_consumers_read_in_their_groups(
     devstack: TestInfrastructure, topic_prefix: str, admin_settings: CommonSettings
 ) -> None:
     """What the ACLs allow works (so the refusals below are the ACLs, not a broken cluster)."""
@@ -83,6 +83,10 @@ def test_the_relay_user_publishes_and_the_migrator_user_reads_in_its_group(
         migrator, migrator.topic_provider_switched, f"{topic_prefix}relink-migrator"
     ) == [b"forged"]
     assert _records_on(admin_settings, admin_settings.topic_provider_switched) == 1
+    webhooks = service_settings(devstack, topic_prefix, "webhooks")
+    assert _consume(
+        webhooks, webhooks.topic_provider_switched, f"{topic_prefix}relink-webhooks"
+    ) == [b"forged"]
 
 
 @pytest.mark.parametrize("password", ["wrong-password", ""])
@@ -125,6 +129,9 @@ def test_an_unknown_user_is_refused(
         ("migrator", "session.migrated"),
         # the relay publishes events, never dead letters
         ("relay", "relink.dead-letter"),
+        # the webhooks dispatcher only reads
+        ("webhooks", "provider.switched"),
+        ("webhooks", "relink.dead-letter"),
     ],
 )
 def test_a_user_producing_outside_its_acls_is_refused(
@@ -154,6 +161,14 @@ def test_a_user_producing_outside_its_acls_is_refused(
             "notifier",
             "relink.dead-letter",
             "relink-notifier",
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        ),
+        # the webhooks dispatcher: its own group, the event topics only
+        ("webhooks", "session.migrated", "relink-notifier", KafkaError.GROUP_AUTHORIZATION_FAILED),
+        (
+            "webhooks",
+            "relink.dead-letter",
+            "relink-webhooks",
             KafkaError.TOPIC_AUTHORIZATION_FAILED,
         ),
     ],

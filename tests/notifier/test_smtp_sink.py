@@ -79,3 +79,19 @@ def test_the_inbox_opens_one_message_with_its_text_html_and_attachments() -> Non
         assert "Message-ID: <m1@x.test>" in httpx.get(f"{base}/messages/1/raw").text
         assert httpx.get(f"{base}/messages/3").status_code == 404
         assert httpx.get(f"{base}/messages/1/attachments/2").status_code == 404
+
+
+def test_the_list_leaves_out_what_a_poller_has_seen() -> None:
+    """`/messages.json?since=N`: only the messages after the first N, numbered."""
+    with SmtpSink(http_port=free_port()) as sink:
+        for n in (1, 2, 3):
+            with smtplib.SMTP(sink.host, sink.port) as smtp:
+                smtp.sendmail("a@x.test", [f"b{n}@x.test"], f"Subject: n{n}\r\n\r\nx".encode())
+        base = f"http://{sink.host}:{sink.http_port}"
+        every = httpx.get(f"{base}/messages.json").json()
+        assert [m["subject"] for m in every] == ["n1", "n2", "n3"]
+        assert [m["number"] for m in every] == [1, 2, 3]
+        newer = httpx.get(f"{base}/messages.json", params={"since": 2}).json()
+        assert [(m["number"], m["to"]) for m in newer] == [(3, ["b3@x.test"])]
+        assert httpx.get(f"{base}/messages.json", params={"since": 9}).json() == []
+        assert httpx.get(f"{base}/messages.json", params={"since": "x"}).status_code == 400
