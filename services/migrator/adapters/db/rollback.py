@@ -556,15 +556,29 @@ class RollbackStore:
         A rollback or a cleanup keeps them while a meeting relink owes a
         deletion there; this lets them go once those are done. Per tutor,
         guarded by the generation read (a new switch meanwhile keeps them).
+
+        The switch that made the current generation is read from the tutor's
+        request (the gateway's `switch_requests`), not only from its progress
+        row: the migrator makes that row when it first reads the switch, and
+        until then the sessions it will move are still on meetings at the
+        kept provider, owed a deletion only later. Forgotten in that window,
+        those meetings stayed live for ever (found by `relink soak`: a booking's
+        Meet events next to the Zoom meetings that replaced them). So is a
+        rollback the tutor asked for that has not ended yet.
         """
         sql = f"""
             SELECT c.tutor_id, c.generation, c.previous_provider
             FROM tutor_video_provider_connections c
             WHERE c.previous_provider IS NOT NULL
               AND NOT EXISTS (
-                  SELECT 1 FROM provider_switches p WHERE p.tutor_id = c.tutor_id
-                    AND p.generation = c.generation AND p.old_meetings_cleaned_at IS NULL
-                    AND p.state NOT IN {sql_states((S.SUPERSEDED, S.ROLLED_BACK))})
+                  SELECT 1 FROM switch_requests r
+                  LEFT JOIN provider_switches p ON p.id = r.id
+                  WHERE r.tutor_id = c.tutor_id AND (
+                    (r.generation = c.generation AND (p.id IS NULL OR (
+                        p.old_meetings_cleaned_at IS NULL
+                        AND p.state NOT IN {sql_states((S.SUPERSEDED, S.ROLLED_BACK))})))
+                    OR (r.rollback_requested_at IS NOT NULL AND (
+                        p.id IS NULL OR p.state <> {sql_state(S.ROLLED_BACK)}))))
               AND NOT {owed_at_sql("c.tutor_id", "c.previous_provider")}
         """
         released = 0
