@@ -349,6 +349,10 @@ class SwitchFact:
     sessions_failed: int
     # its provider.switched came from the gateway, i.e. the tutor made it
     by_tutor: bool
+    # Outbox ids (per tutor, id order = commit order): the gateway's
+    # provider.switched for it, and its last switch.settled (None when absent).
+    requested_seq: int | None = None
+    settled_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -510,15 +514,25 @@ def gather_switch_facts(engine: Engine, *, sim_url: str, inbox_url: str) -> Swit
 
     facts = SwitchFacts()
     with engine.connect() as conn:
-        tutor_made = {
-            str(r[0])
+        requested_seq = {
+            str(r[0]): int(r[2])
             for r in conn.execute(
                 text(
-                    "SELECT payload->>'switch_id', headers->>'source' FROM outbox "
+                    "SELECT payload->>'switch_id', headers->>'source', id FROM outbox "
                     "WHERE event_type = 'provider.switched'"
                 )
             )
             if str(r[1]).endswith(GATEWAY_SOURCE_SUFFIX)
+        }
+        tutor_made = set(requested_seq)
+        settled_seq = {
+            str(r[0]): int(r[1])
+            for r in conn.execute(
+                text(
+                    "SELECT payload->>'switch_id', max(id) FROM outbox "
+                    "WHERE event_type = 'switch.settled' GROUP BY 1"
+                )
+            )
         }
         for r in conn.execute(
             # every switch the tutor asked for (the gateway's request), with the
@@ -537,7 +551,8 @@ def gather_switch_facts(engine: Engine, *, sim_url: str, inbox_url: str) -> Swit
                     str(r.id), str(r.tutor_id), r.from_provider, r.to_provider, r.generation,
                     r.state, r.created_at, r.completed_at, r.rollback_deadline,
                     r.sessions_total, r.sessions_migrated, r.sessions_failed,
-                    str(r.id) in tutor_made,
+                    str(r.id) in tutor_made, requested_seq.get(str(r.id)),
+                    settled_seq.get(str(r.id)),
                 )
             )  # fmt: skip
         for switch_id, state, count in conn.execute(
@@ -738,9 +753,7 @@ def judge_switch_states(report: InvariantReport, facts: SwitchFacts) -> None:
             fail("but no newer generation replaced it")
         if switch.state not in completed:
             continue
-        if replaced_at is not None and (
-            switch.completed_at is None or switch.completed_at > replaced_at
-        ):
+        if _replaced_before_settled(switch, newer, replaced_at):
             fail(
                 f"(completed {switch.completed_at}) though generation "
                 f"{min(s.generation for s in newer)} replaced it at {replaced_at} "
@@ -760,6 +773,28 @@ def judge_switch_states(report: InvariantReport, facts: SwitchFacts) -> None:
             fail(f"recording {switch.sessions_total} sessions, its rows say {migrated + failed}")
         if (switch.state == SwitchState.COMPLETED.value) != (failed == 0):
             fail(f"with {failed} failed rows")
+
+
+def _replaced_before_settled(
+    switch: SwitchFact, newer: list[SwitchFact], replaced_at: datetime | None
+) -> bool:
+    """A newer switch was committed before this one's completion.
+
+    Told by commit order where the outbox shows it (per tutor, outbox id order
+    is commit order): the replacement's provider.switched before this switch's
+    last switch.settled. The request's own time is when the tutor clicked, a
+    moment before its transaction committed; compared with the completion's
+    time it would call a switch replaced by a request still in flight when the
+    switch completed. Without the outbox rows, the times are all there is.
+    """
+    if not newer:
+        return False
+    seqs = [s.requested_seq for s in newer]
+    if switch.settled_seq is not None and all(q is not None for q in seqs):
+        return min(q for q in seqs if q is not None) < switch.settled_seq
+    return replaced_at is not None and (
+        switch.completed_at is None or switch.completed_at > replaced_at
+    )
 
 
 def judge_tutor_summaries(report: InvariantReport, facts: SwitchFacts) -> None:

@@ -46,7 +46,7 @@ such transactions cannot deadlock on each other.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Insert, TextClause, insert, text
@@ -79,12 +79,31 @@ def _statements(
                 f"outbox row {row.get('event_type')} of tutor {row['aggregate_id']} "
                 f"appended under the lock of {sorted(by_tutor)}"
             )
-    keys = sorted({lock_key(t) for t in by_tutor})
+    lock, params = _lock_statement(by_tutor)
+    return lock, params, insert(Outbox), [dict(r) for r in rows]
+
+
+def _lock_statement(tutor_ids: Iterable[object]) -> tuple[TextClause, dict[str, Any]]:
+    keys = sorted({lock_key(t) for t in tutor_ids})
     lock = text(
         "SELECT pg_advisory_xact_lock(:cls, k) "
         "FROM unnest(CAST(:keys AS int[])) WITH ORDINALITY AS u(k, n) ORDER BY n"
     )
-    return lock, {"cls": OUTBOX_LOCK_CLASS, "keys": keys}, insert(Outbox), [dict(r) for r in rows]
+    return lock, {"cls": OUTBOX_LOCK_CLASS, "keys": keys}
+
+
+async def lock_tutors_async(conn: AsyncConnection, tutor_ids: Sequence[object]) -> None:
+    """Take the tutors' outbox locks now (in key order), ahead of this transaction's append.
+
+    For a decision that must agree with every other producer's commit order:
+    once the locks are held, each statement sees whatever any other writer of
+    these tutors committed before, and a writer that commits later draws its
+    outbox ids after this transaction's. The append later takes them again
+    (advisory locks stack), so the rule stays "rows first, then the tutor locks".
+    """
+    if tutor_ids:
+        lock, params = _lock_statement(tutor_ids)
+        await conn.execute(lock, params)
 
 
 def append(conn: Connection | Session, tutor_id: object, rows: Sequence[Row]) -> None:

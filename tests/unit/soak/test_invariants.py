@@ -292,6 +292,32 @@ def test_true_final_states_are_not_reported() -> None:
     assert report.ok, report.violations
 
 
+def test_replacement_is_judged_by_commit_order_where_the_outbox_shows_it() -> None:
+    """The request's time is the click; its commit (its outbox id) can come after
+    a completion that started later. Outbox id order per tutor is commit order."""
+    from dataclasses import replace
+
+    # g2 completed at 3.002 s, g3 clicked at 3.000 s: by the times, "replaced".
+    raced = switch(2, SwitchState.COMPLETED, at=0, completed=3.002)
+    newer = switch(3, SwitchState.COMPLETED, to="zoom", at=3.0, completed=5)
+    # ... but g2's switch.settled (id 11) committed before g3's provider.switched (12).
+    facts = SwitchFacts(
+        switches=[replace(raced, settled_seq=11), replace(newer, requested_seq=12, settled_seq=13)]
+    )
+    report = InvariantReport()
+    judge_switch_states(report, facts)
+    assert report.ok, report.violations
+
+    # g3's request committed first (id 10): COMPLETED is false, whatever the times say.
+    late = switch(2, SwitchState.COMPLETED, at=0, completed=2.9)
+    facts = SwitchFacts(
+        switches=[replace(late, settled_seq=11), replace(newer, requested_seq=10, settled_seq=13)]
+    )
+    report = InvariantReport()
+    judge_switch_states(report, facts)
+    assert any("should be SUPERSEDED" in d for d in violations(report, SWITCH_STATE_TRUE))
+
+
 # (d) no tutor email that claims a move that did not happen
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from services.core import outbox
 from services.core.db.errors import translate_errors
 from services.core.db.models import MigrationState, SwitchState
 from services.core.events import Process, TopicNames
@@ -133,6 +134,22 @@ async def complete_settled(
     `COMPLETED 0/0`, and its tutor was emailed that it was done.
     """
     superseded = SwitchState.SUPERSEDED.value
+    # Decided under the tutors' outbox locks, after their switches' rows: the
+    # gateway writes a newer switch (its generation) and its outbox row under
+    # the same lock, so this statement sees every switch committed before this
+    # one's `switch.settled` draws its id, and any later one commits after it.
+    # Read without the lock, a switch replaced a moment before ended COMPLETED
+    # though its replacement's event came first (relink soak, 1 in 1000).
+    tutors = (
+        await conn.execute(
+            text(
+                "SELECT tutor_id FROM provider_switches WHERE id = ANY(CAST(:ids AS uuid[])) "
+                "ORDER BY id FOR NO KEY UPDATE"
+            ),
+            {"ids": list(switch_ids)},
+        )
+    ).scalars()
+    await outbox.lock_tutors_async(conn, list(tutors))
     rows = await conn.execute(
         text(
             "UPDATE provider_switches p SET state = CASE WHEN EXISTS (SELECT 1 FROM "
