@@ -10,13 +10,13 @@ to a receiver that verifies every signature with the `standardwebhooks` library.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine
 
 from services.core.db.models import WebhookDeliveryState
 from tests.cluster.conftest import service_settings
-from tests.conftest import TestInfrastructure
 from tests.notifier.conftest import make_world, migrated_event, produce, settled_event
 from tests.webhooks.conftest import (
     Receiver,
@@ -30,6 +30,9 @@ from tests.webhooks.conftest import (
 )
 
 pytestmark = pytest.mark.cluster
+
+if TYPE_CHECKING:  # imported by name, pytest would try to collect the class
+    from tests.conftest import TestInfrastructure
 
 __all__ = ["receiver"]  # the fixture, used by name
 
