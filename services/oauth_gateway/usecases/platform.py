@@ -3,9 +3,10 @@
 The platform keeps relink's users and sessions true with its own ids: it
 upserts tutors and students, books sessions (each gets a meeting at the
 tutor's current provider, as a tutor's own booking does), and reports each
-session's life (JOIN_OPEN … COMPLETED, or CANCELLED, which deletes the meeting
-at the provider). Writes may carry an `Idempotency-Key`: a repeat answers what
-the first answered and does nothing; the same key for a different request is
+session's life (JOIN_OPEN … COMPLETED, or CANCELLED: a `session.cancelled`
+event, on which the migrator deletes the meeting and the notifier tells the
+student). Writes may carry an `Idempotency-Key`: a repeat answers what the
+first answered and does nothing; the same key for a different request is
 refused (409).
 """
 
@@ -30,7 +31,6 @@ from services.oauth_gateway.adapters.web.views import (
 from services.oauth_gateway.domain import Principal, status_change_refusal
 from services.oauth_gateway.errors import Conflict, Forbidden, NotFound, NotSignedIn
 from services.oauth_gateway.usecases.tutors import Gateway, in_thread
-from services.providers import ProviderError
 
 log = get_logger(__name__)
 
@@ -165,12 +165,14 @@ class Platform:
         return await self._session_view(row)
 
     async def change_status(self, caller: Caller, external_id: str, status: str) -> PlatformSession:
-        """Record where the session is; CANCELLED also deletes its meeting at the provider.
+        """Record where the session is; CANCELLED also owes the deletion of its meeting.
 
-        The status is written first (the migrator moves only SCHEDULED and
-        JOIN_OPEN sessions, so a switch in flight leaves a cancelled one
-        alone), then the meeting is deleted with the tutor's tokens when it is
-        at the tutor's current provider.
+        One transaction writes the status and, for a cancellation, its
+        `session.cancelled` outbox row. The gateway calls no provider: the
+        migrator deletes the meeting (retrying with backoff until it is gone,
+        with the tokens of whichever provider it is at, also mid-switch) and
+        the notifier emails the student. The migrator moves only SCHEDULED and
+        JOIN_OPEN sessions, so a switch in flight leaves a cancelled one alone.
         """
         caller.require("sessions:write")
         try:
@@ -185,36 +187,8 @@ class Platform:
             raise Conflict(str(exc)) from exc
         if changed is None:
             raise NotFound(f"no session {external_id!r}")
-        after, before = changed
-        if status == SessionStatus.CANCELLED and before != SessionStatus.CANCELLED:
-            await self._delete_meeting(after)
+        after, _before = changed
         return await self._session_view(after)
-
-    async def _delete_meeting(self, row: SessionRow) -> None:
-        if row.provider is None or row.meeting_external_id is None:
-            return
-        snapshot = await in_thread(self.gateway.store.connection_snapshot_or_none, row.tutor_id)
-        if snapshot is None or snapshot.provider != row.provider:
-            log.warning(
-                "session %s cancelled; its %s meeting is not at the tutor's current provider "
-                "and was left to the switch's clean-up",
-                row.id,
-                row.provider,
-            )
-            return
-        session = self.gateway._session_on(
-            self.gateway._client(row.provider), snapshot, tutor_id=row.tutor_id
-        )
-        try:
-            await session.delete_meeting(row.meeting_external_id)
-        except ProviderError as exc:
-            log.error(
-                "session %s cancelled; could not delete %s meeting %s (%s): delete it by hand",
-                row.id,
-                row.provider,
-                row.meeting_external_id,
-                type(exc).__name__,
-            )
 
     async def _session_view(self, row: SessionRow) -> PlatformSession:
         tutor = await in_thread(self.gateway.store.user, row.tutor_id)

@@ -140,7 +140,12 @@ async def put_status(
     platform: PlatformDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """Record where the session is in its life; CANCELLED deletes its meeting at the provider."""
+    """Record where the session is in its life.
+
+    CANCELLED emits `session.cancelled` in the same transaction: the meeting
+    is deleted at the provider by the migrator (retried until it is gone),
+    and the student is emailed a calendar cancellation by the notifier.
+    """
 
     async def run() -> tuple[int, Any]:
         changed = await platform.change_status(caller, session_id, body.status)
