@@ -1,6 +1,7 @@
 """What the tutoring platform's backend does through the service API (`/platform/v1`).
 
-The platform keeps relink's users and sessions true with its own ids: it
+The platform keeps relink's users and sessions true with its own ids (and
+reads its tutors' switches, `switches:read`): it
 upserts tutors and students, books sessions (each gets a meeting at the
 tutor's current provider, as a tutor's own booking does), and reports each
 session's life (JOIN_OPEN … COMPLETED, or CANCELLED: a `session.cancelled`
@@ -13,6 +14,7 @@ refused (409).
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,7 @@ from services.oauth_gateway.adapters.web.views import (
     PlatformSessionIn,
     PlatformUser,
     PlatformUserIn,
+    SwitchView,
 )
 from services.oauth_gateway.domain import Principal, status_change_refusal
 from services.oauth_gateway.errors import Conflict, Forbidden, NotFound, NotSignedIn
@@ -190,6 +193,26 @@ class Platform:
         after, _before = changed
         return await self._session_view(after)
 
+    # -- switches (read only) ----------------------------------------------------
+
+    async def tutor_switches(self, caller: Caller, external_id: str) -> list[SwitchView]:
+        """A tutor's switches, newest first, as the tutor's own page shows them."""
+        caller.require("switches:read")
+        tutor = await in_thread(self.store.user, external_id)
+        if tutor is None or tutor.role != "tutor":
+            raise NotFound(f"no tutor {external_id!r}")
+        return await self.gateway.history(_as_tutor(tutor.id))
+
+    async def switch(
+        self, caller: Caller, switch_id: uuid.UUID, *, with_failures: bool = True
+    ) -> SwitchView:
+        """One switch's progress (the tutor's page's view), whoever's tutor it is."""
+        caller.require("switches:read")
+        owner = await in_thread(self.store.switch_owner, switch_id)
+        if owner is None:
+            raise NotFound(f"no switch {switch_id}")
+        return await self.gateway.switch(_as_tutor(owner), switch_id, with_failures=with_failures)
+
     async def _session_view(self, row: SessionRow) -> PlatformSession:
         tutor = await in_thread(self.gateway.store.user, row.tutor_id)
         student = await in_thread(self.gateway.store.user, row.student_id)
@@ -204,6 +227,11 @@ class Platform:
             scheduled_start_at=row.scheduled_start_at,
             duration_minutes=row.duration_minutes,
         )
+
+
+def _as_tutor(tutor_id: uuid.UUID) -> Principal:
+    """The tutor a platform read is about (the service API reads on the tutor's behalf)."""
+    return Principal(user_id=tutor_id, role="tutor", expires_at=0)
 
 
 def _user_view(row: Any) -> PlatformUser:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.core import events
-from services.core.db.models import ApiKey, IdempotentRequest, SessionStatus, User
+from services.core.db.models import ApiKey, IdempotentRequest, SessionStatus, SwitchRequest, User
 from services.core.db.models import Session as SessionRow
 from services.core.messages import SessionCancelled
 from services.oauth_gateway.adapters.db.common import add_event
@@ -253,6 +253,16 @@ class PlatformStore:
             if row is not None:
                 s.expunge(row)
             return row
+
+    # -- switches --------------------------------------------------------------
+
+    def switch_owner(self, switch_id: uuid.UUID) -> uuid.UUID | None:
+        """The tutor whose switch this is (the gateway's request); None: no such switch."""
+        with self._sessions() as s:
+            owner: uuid.UUID | None = s.scalar(
+                select(SwitchRequest.tutor_id).where(SwitchRequest.id == switch_id)
+            )
+            return owner
 
     # -- sessions --------------------------------------------------------------
 
