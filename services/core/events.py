@@ -151,6 +151,7 @@ class EventType(StrEnum):
     SESSION_FAILED = "session.failed"
     PROVIDER_DISCONNECTED = "provider.disconnected"
     SESSION_MEETING_RECREATED = "session.meeting_recreated"
+    SESSION_CANCELLED = "session.cancelled"
 
 
 _KNOWN_TYPES = frozenset(str(t) for t in EventType)

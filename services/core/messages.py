@@ -254,8 +254,22 @@ class SessionMeetingRecreated(Message):
     recreated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class SessionCancelled(Message):
+    TYPE: ClassVar[EventType] = EventType.SESSION_CANCELLED
+    tutor_id: str
+    session_id: str
+    student_id: str
+    scheduled_start_at: datetime
+    previous_status: str
+    provider: str | None
+    meeting_external_id: str | None
+    cancelled_at: datetime
+
+
 _NULLABLE.update(
     {
+        SessionCancelled: frozenset({"provider", "meeting_external_id"}),
         SessionMigrated: frozenset(
             {"booking_id", "previous_provider", "previous_meeting_external_id"}
         ),
@@ -276,6 +290,7 @@ MESSAGES: dict[EventType, type[Message]] = {
         SessionFailed,
         ProviderDisconnected,
         SessionMeetingRecreated,
+        SessionCancelled,
     )
 }
 

@@ -89,6 +89,9 @@ def build_migrator(
         connections=connections,
         batch_size=settings.plan_batch_size,
         delete_concurrency=settings.tutor_concurrency,
+        cancelled_backoff=Backoff(
+            base_s=settings.backoff_base_s, cap_s=settings.backoff_cap_s, jitter="equal"
+        ),
     )
     service = MigrationService(
         plans=plans,

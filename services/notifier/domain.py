@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.core import events, switching
-from services.core.db.models import SwitchState
+from services.core.db.models import SessionStatus, SwitchState
 from services.core.events import Event, EventType
 from services.core.links import checked_join_url
 
@@ -41,6 +41,7 @@ class NoticeKind:
     TUTOR_DELAYED = "tutor_delayed"
     TUTOR_DISCONNECTED = "tutor_disconnected"
     SESSION_RECREATED = "session_recreated"
+    SESSION_CANCELLED = "session_cancelled"
 
 
 def provider_name(provider: str | None) -> str:
@@ -106,6 +107,11 @@ def disconnected_change(tutor_id: str, provider: str, disconnected_at: str) -> u
 def recreated_change(session_id: str, meeting_external_id: str) -> uuid.UUID:
     """One email per re-created meeting of a session."""
     return change_id("recreated", session_id, meeting_external_id)
+
+
+def cancelled_change(session_id: str) -> uuid.UUID:
+    """A session is cancelled once: one email per session, whatever re-emits it."""
+    return change_id("cancelled", session_id)
 
 
 def zone(name: str | None) -> ZoneInfo:
@@ -193,6 +199,8 @@ def audit_facts(event_type: str, data: dict[str, Any]) -> AuditFacts:
         return AuditFacts(data.get("provider"), data.get("provider"), "meeting_recreated")
     if event_type == EventType.PROVIDER_DISCONNECTED:
         return AuditFacts(data.get("provider"), None, f"disconnected: {data.get('reason')}")
+    if event_type == EventType.SESSION_CANCELLED:
+        return AuditFacts(data.get("provider"), None, "cancelled")
     return AuditFacts(None, None, event_type)
 
 
@@ -474,6 +482,22 @@ def verify_recreated(
     if checked is None:
         return Verdict("the recorded join link is not a web link")
     return Verdict(join_url=checked)
+
+
+def verify_cancelled(
+    data: dict[str, Any], *, tutor_id: str, current: dict[str, Any] | None
+) -> Verdict:
+    """A `session.cancelled` is true when the session is this tutor's and student's, and
+    cancelled now (a cancellation is final)."""
+    if current is None:
+        return Verdict("no such session")
+    if not _same(current["session_tutor_id"], tutor_id):
+        return Verdict("the session is not this tutor's")
+    if not _same(current["student_id"], data.get("student_id")):
+        return Verdict("the session is not this student's")
+    if current["status"] != SessionStatus.CANCELLED:
+        return Verdict("the session is not cancelled")
+    return TRUSTED
 
 
 def verify_owner(owner: object, *, tutor_id: str, what: str) -> Verdict:

@@ -46,7 +46,7 @@ def build_gateway(
 
 def build_platform(gateway: Gateway) -> Platform:
     """The service API's use cases, on the gateway's database and bookings."""
-    return Platform(gateway, PlatformStore(gateway.store.session_factory))
+    return Platform(gateway, PlatformStore(gateway.store.session_factory, topics=gateway.settings))
 
 
 def check_redirect_uris(settings: GatewaySettings, providers: ProviderSettings) -> None:

@@ -70,8 +70,9 @@ def _platform_store() -> PlatformStore:
     from services.oauth_gateway.adapters.db.platform import PlatformStore
     from services.oauth_gateway.settings import GatewaySettings
 
-    engine = make_engine(GatewaySettings().sync_database_url, pool_size=1)
-    return PlatformStore(make_session_factory(engine))
+    settings = GatewaySettings()
+    engine = make_engine(settings.sync_database_url, pool_size=1)
+    return PlatformStore(make_session_factory(engine), topics=settings)
 
 
 @api_keys_app.command("create")

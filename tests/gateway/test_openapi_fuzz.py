@@ -27,6 +27,7 @@ from sqlalchemy import Engine, func, insert, select
 from devtools.soak.stack import ProcessStack
 from services.core.db.engine import make_session_factory
 from services.core.db.models import Booking, User
+from services.core.settings import CommonSettings
 from services.oauth_gateway.adapters.db.platform import SCOPES, PlatformStore
 from services.oauth_gateway.adapters.web.auth import issue_token
 from services.oauth_gateway.settings import GatewaySettings
@@ -138,7 +139,11 @@ async def test_schemathesis_finds_no_5xx_and_nothing_undocumented(
     anonymous = _schemathesis(served.gateway_url, ids=ids)
     signed_in = _schemathesis(served.gateway_url, f"Authorization: Bearer {token}", ids=ids)
     # The service API with a platform key of every scope (its own run: other credentials).
-    key = PlatformStore(make_session_factory(engine)).create_key("fuzz", SCOPES).secret
+    key = (
+        PlatformStore(make_session_factory(engine), topics=CommonSettings())
+        .create_key("fuzz", SCOPES)
+        .secret
+    )
     platform = _schemathesis(
         served.gateway_url, f"Authorization: Bearer {key}", ids=ids, only="^/platform/"
     )

@@ -19,8 +19,8 @@ import httpx
 from sqlalchemy import Engine, func, select
 
 from devtools.provider_sim.server import SimHandle
+from services.core.db.models import Outbox, User
 from services.core.db.models import Session as SessionRow
-from services.core.db.models import User
 from services.oauth_gateway.adapters.web.auth import issue_token
 from services.oauth_gateway.settings import GatewaySettings
 from tests.gateway.conftest import Person, connect
@@ -130,7 +130,9 @@ async def test_the_platform_keeps_users_and_sessions_true_through_the_api(
         )
     assert sessions == 1
 
-    # Its life: forward only; CANCELLED deletes the meeting at Zoom.
+    # Its life: forward only; CANCELLED writes a `session.cancelled` with the status. The
+    # gateway calls no provider: the migrator deletes the meeting, retrying until it is gone
+    # (tests/migrator/test_platform_cancel.py).
     sid = f"sess-{run}"
     opened = await http.put(
         f"/platform/v1/sessions/{sid}/status", json={"status": "JOIN_OPEN"}, headers=bearer(key)
@@ -142,7 +144,36 @@ async def test_the_platform_keeps_users_and_sessions_true_through_the_api(
         headers=bearer(key, "cancel-1"),
     )
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
-    assert live_meetings(await sim_account(sim, "zoom", tutor_email)) == []
+    (meeting,) = live_meetings(await sim_account(sim, "zoom", tutor_email))
+    with engine.connect() as conn:
+        events = conn.execute(
+            select(Outbox.event_type, Outbox.payload).where(
+                Outbox.aggregate_id == str(relink_tutor), Outbox.event_type == "session.cancelled"
+            )
+        ).all()
+    (event,) = events
+    assert event.payload["session_id"] == first.json()["relink_id"]
+    assert event.payload["provider"] == "zoom"
+    assert event.payload["meeting_external_id"] == str(meeting["id"])
+    assert event.payload["previous_status"] == "JOIN_OPEN"
+    again = await http.put(
+        f"/platform/v1/sessions/{sid}/status",
+        json={"status": "CANCELLED"},
+        headers=bearer(key),
+    )
+    assert again.status_code == 200  # the same status again: nothing changes, no second event
+    with engine.connect() as conn:
+        assert (
+            conn.scalar(
+                select(func.count())
+                .select_from(Outbox)
+                .where(
+                    Outbox.aggregate_id == str(relink_tutor),
+                    Outbox.event_type == "session.cancelled",
+                )
+            )
+            == 1
+        )
     back = await http.put(
         f"/platform/v1/sessions/{sid}/status", json={"status": "JOIN_OPEN"}, headers=bearer(key)
     )

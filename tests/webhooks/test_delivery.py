@@ -334,3 +334,40 @@ def test_slow_endpoints_never_keep_the_dispatcher_from_polling_kafka_in_time(
     text = log_path.read_text()
     assert "maximum poll interval" not in text, text[-3000:]
     assert "to be retried in 600s" in text
+
+
+def test_an_endpoint_subscribed_to_cancellations_gets_session_cancelled_and_nothing_else(
+    engine: Engine,
+    settings: CommonSettings,
+    relink_env: dict[str, str],
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    env = webhooks_env(relink_env)
+    register(env, receiver, "--event-type", "session.cancelled")
+    world = make_world(engine, sessions_per_student=[1])
+    session = world.sessions[0]
+    cancelled = events.new_event(
+        "session.cancelled",
+        {
+            "tutor_id": str(world.tutor_id),
+            "session_id": str(session["id"]),
+            "student_id": str(session["student"].id),
+            "scheduled_start_at": session["starts"].isoformat(),
+            "previous_status": "SCHEDULED",
+            "provider": "google_meet",
+            "meeting_external_id": session["meeting"],
+            "cancelled_at": datetime.now(UTC).isoformat(),
+        },
+        tutor_id=str(world.tutor_id),
+        source="https://relink.example/oauth-gateway",
+    )
+    # the same tutor: one partition, read in this order; the cancellation comes last
+    produce(settings, [switched_event(world), migrated_event(world, session), cancelled])
+    dispatcher = start_dispatcher(env, tmp_path / "webhooks.log")
+    try:
+        wait_for(lambda: all_delivered(receiver, [cancelled]), what="the cancellation delivered")
+    finally:
+        stop(dispatcher)
+    assert_delivered(receiver, [cancelled])
+    assert {r.message_id for r in receiver.all()} == {msg(cancelled)}

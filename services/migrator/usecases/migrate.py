@@ -44,9 +44,11 @@ class MigrationService:
             EventType.PROVIDER_SWITCHED,
             EventType.SESSION_RETRY_REQUESTED,
             EventType.SWITCH_ROLLBACK_REQUESTED,
+            EventType.SESSION_CANCELLED,
         )
         if event.type not in handled_here or (
-            event.type == EventType.SWITCH_ROLLBACK_REQUESTED and self.rollbacks is None
+            event.type in (EventType.SWITCH_ROLLBACK_REQUESTED, EventType.SESSION_CANCELLED)
+            and self.rollbacks is None
         ):
             # Our own switch.rolled_back, .settled, .delayed share the topic (ordered per tutor).
             log.info("ignored event type %s", event.type, extra={"event_id": event.id})
@@ -65,6 +67,8 @@ class MigrationService:
             await self.retry_requested(
                 event.data["switch_id"], event.data["session_ids"], delivery=delivery
             )
+        elif event.type == EventType.SESSION_CANCELLED and self.rollbacks is not None:
+            await self.rollbacks.cancelled(event.data["session_id"], delivery=delivery)
         elif self.rollbacks is not None:
             await self.rollbacks.rollback(event.data["switch_id"], delivery=delivery)
 

@@ -15,19 +15,34 @@ uses (skipped, rolled back, superseded; looked up when never recorded), and,
 once a settled switch's rollback deadline has passed, its sessions' previous
 meetings at the old provider. A deletion the provider refuses is tried again
 at the next run; tokens are kept until nothing is owed at their provider.
+
+Cancellation (`session.cancelled`, the platform's API): the cancelled
+session's meetings -- its current one, and the previous one a switch kept for
+its rollback -- are owed a deletion at once (a cancelled session is never
+restored). The agent hands the session to a task of its own (a slow provider
+never holds the partition); every cleanup run finds what is still owed in
+PostgreSQL, so a failed deletion, or one a crash interrupted, is tried again,
+each meeting backing off (doubling, capped) while its provider refuses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from services.core.backoff import Backoff
 from services.core.db.models import SwitchState
 from services.core.logs import get_logger
 from services.core.tracking import Delivery
-from services.migrator.adapters.db.rollback import MeetingToDelete, RollbackStore, UnusedMeeting
+from services.migrator.adapters.db.rollback import (
+    CancelledMeeting,
+    MeetingToDelete,
+    RollbackStore,
+    UnusedMeeting,
+)
 from services.migrator.domain import SwitchRef
 from services.migrator.errors import UnknownSwitchError
 from services.migrator.usecases.connections import ConnectionCache
@@ -47,6 +62,14 @@ class RollbackService:
     # Switches this process is rolling back now: the agent and the resume timer
     # never work on the same one at once (other processes are kept apart by SQL).
     _running: set[str] = field(default_factory=set)
+    # A cancelled session's meeting its provider refused to delete waits this
+    # long (doubling per failure) before the next try; kept per meeting.
+    cancelled_backoff: Backoff = field(
+        default_factory=lambda: Backoff(base_s=1.0, cap_s=300.0, jitter="equal")
+    )
+    clock: Callable[[], float] = time.monotonic
+    _cancelled_waits: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    _cancelled_tasks: set[asyncio.Task[int]] = field(default_factory=set)
 
     async def rollback(self, switch_id: str, *, delivery: Delivery | None = None) -> None:
         """Carry out (or finish) the rollback of one switch.
@@ -101,6 +124,92 @@ class RollbackService:
             extra=ids,
         )
 
+    async def cancelled(self, session_id: str, *, delivery: Delivery | None = None) -> None:
+        """A session was cancelled: record the event, then delete its meetings in a task.
+
+        The tracking record comes first: what the task does not finish (a
+        provider down, a crash) is still owed in PostgreSQL, and the cleanup
+        run tries it again.
+        """
+        if delivery is not None:
+            await self.store.plans.track(delivery)
+        task = asyncio.get_running_loop().create_task(self.delete_cancelled(session_id=session_id))
+        self._cancelled_tasks.add(task)
+        task.add_done_callback(self._cancelled_done)
+
+    def _cancelled_done(self, task: asyncio.Task[int]) -> None:
+        self._cancelled_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning(
+                "deleting a cancelled session's meetings failed (tried again later): %s",
+                task.exception(),
+            )
+
+    async def delete_cancelled(self, *, session_id: str | None = None) -> int:
+        """Delete the meetings cancelled sessions still have (of one session, or all); how many.
+
+        Each with the tutor's tokens for its provider (current, or kept from
+        the switch). A meeting already gone (404) counts as deleted; one the
+        provider refused stays owed and backs off.
+        """
+        gone = 0
+        now = self.clock()
+        meetings = [
+            m
+            for m in await self.store.cancelled_meetings(
+                session_id=session_id, limit=self.batch_size
+            )
+            if self._cancelled_waits.get((m.provider, m.meeting_external_id), (0, 0.0))[1] <= now
+        ]
+        groups: dict[tuple[str, str], list[CancelledMeeting]] = {}
+        for meeting in meetings:
+            groups.setdefault((meeting.tutor_id, meeting.provider), []).append(meeting)
+        for (tutor_id, provider), owed in groups.items():
+            session = await self.connections.session_at(tutor_id, provider)
+            if session is None:
+                log.warning(
+                    "cancelled sessions' meetings left at the provider: no tokens to delete them",
+                    extra={"tutor_id": tutor_id, "provider": provider},
+                )
+                for meeting in owed:
+                    self._cancelled_failed(meeting)
+                continue
+            gate = asyncio.Semaphore(self.delete_concurrency)
+            results = await asyncio.gather(
+                *(self._delete_cancelled(session, m, gate=gate) for m in owed)
+            )
+            gone += sum(results)
+        return gone
+
+    async def _delete_cancelled(
+        self, session: AuthorizedSession, meeting: CancelledMeeting, *, gate: asyncio.Semaphore
+    ) -> bool:
+        ids = {"session_id": meeting.session_id, "provider": meeting.provider}
+        async with gate:
+            try:
+                # False (already gone, a 404) is as good as deleted.
+                await session.delete_meeting(meeting.meeting_external_id)
+            except ProviderError as exc:
+                delay = self._cancelled_failed(meeting)
+                log.warning(
+                    "could not delete a cancelled session's meeting (tried again in %.0fs): %s",
+                    delay,
+                    exc,
+                    extra=ids,
+                )
+                return False
+        await self.store.cancelled_meeting_deleted(meeting)
+        self._cancelled_waits.pop((meeting.provider, meeting.meeting_external_id), None)
+        log.info("cancelled session's meeting deleted", extra=ids)
+        return True
+
+    def _cancelled_failed(self, meeting: CancelledMeeting) -> float:
+        key = (meeting.provider, meeting.meeting_external_id)
+        failures = self._cancelled_waits.get(key, (0, 0.0))[0] + 1
+        delay = self.cancelled_backoff.delay_s(failures)
+        self._cancelled_waits[key] = (failures, self.clock() + delay)
+        return delay
+
     async def resume(self) -> int:
         """Finish rollbacks a crash (or an early offset commit) left `ROLLING_BACK`."""
         pending = await self.store.rolling_back()
@@ -117,6 +226,7 @@ class RollbackService:
         only when none of its old meetings is still owed. Kept tokens are
         forgotten once nothing is owed at their provider.
         """
+        await self.delete_cancelled()
         stranded = await self.store.settle_stranded()
         if stranded:
             log.info("settled %d rows of superseded switches left unsettled", stranded)

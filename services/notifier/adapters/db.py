@@ -169,12 +169,13 @@ class NotifierDb(TransactionalStore):
         return [dict(r) for r in s.execute(query).mappings()]
 
     def current_meeting(self, s: Session, *, session_id: uuid.UUID) -> dict[str, Any] | None:
-        """A session's owners and the meeting it has now."""
+        """A session's owners, status and the meeting it has now."""
         query = select(
             SessionRow.tutor_id.label("session_tutor_id"),
             SessionRow.student_id,
             SessionRow.meeting_external_id,
             SessionRow.join_url,
+            SessionRow.status,
         ).where(SessionRow.id == session_id)
         row = s.execute(query).mappings().first()
         return dict(row) if row is not None else None

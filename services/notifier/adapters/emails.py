@@ -31,7 +31,7 @@ class Rendered:
 class SessionNotice:
     """What a student's email says about one session."""
 
-    kind: str  # NoticeKind.SESSION_MOVED or SESSION_RESTORED
+    kind: str  # NoticeKind.SESSION_MOVED, SESSION_RESTORED, SESSION_RECREATED, SESSION_CANCELLED
     student_name: str
     student_timezone: str | None
     tutor_name: str
@@ -122,7 +122,8 @@ def _render(name: str, subject: str, context: dict[str, Any]) -> Rendered:
 
 
 def render_session_notice(notice: SessionNotice) -> Rendered:
-    """The student's email about one session that moved (or came back)."""
+    """The student's email about one session that moved (came back, got a new meeting, or
+    was cancelled)."""
     to_name = provider_name(notice.to_provider)
     local = notice.starts_at.astimezone(zone(notice.student_timezone))
     short = f"{local:%a} {local.day} {local:%b, %H:%M}"
@@ -136,6 +137,10 @@ def render_session_notice(notice: SessionNotice) -> Rendered:
         "to_name": to_name,
         "join_url": notice.join_url,
     }
+    if notice.kind == NoticeKind.SESSION_CANCELLED:
+        date = f"{local:%a} {local.day} {local:%b}"
+        subject = f"\u201c{notice.topic}\u201d on {date} is cancelled"
+        return _render("session_cancelled", subject, context)
     if notice.kind == NoticeKind.SESSION_RECREATED:
         subject = f"Your session \u201c{notice.topic}\u201d ({short}) has a new {to_name} link"
         return _render("session_recreated", subject, context)

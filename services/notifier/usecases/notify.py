@@ -44,6 +44,7 @@ from services.core.events import Event, EventType
 from services.core.logs import get_logger
 from services.notifier import domain
 from services.notifier.adapters.calendar import (
+    CANCEL,
     REQUEST,
     CalendarUpdate,
     attach_calendar,
@@ -191,6 +192,14 @@ class Notifier:
             return domain.verify_recreated(
                 data, tutor_id=tutor, current=current, allow_http=allow_http
             )
+        if event.type == EventType.SESSION_CANCELLED:
+            session_id = domain.as_uuid(data["session_id"])
+            current = (
+                self.db.current_meeting(s, session_id=session_id)
+                if session_id is not None
+                else None
+            )
+            return domain.verify_cancelled(data, tutor_id=tutor, current=current)
         if event.type == EventType.PROVIDER_DISCONNECTED:
             user = domain.as_uuid(tutor)
             known = user is not None and self.db.is_tutor(s, user_id=user)
@@ -223,7 +232,55 @@ class Notifier:
         if event.type == EventType.SESSION_MEETING_RECREATED:
             email = self._recreated_email(s, event, join_url=verdict.join_url)
             return [email] if email is not None else []
+        if event.type == EventType.SESSION_CANCELLED:
+            email = self._cancelled_email(s, event)
+            return [email] if email is not None else []
         return []
+
+    def _cancelled_email(self, s: Session, event: Event) -> OwedEmail | None:
+        """The student's cancellation, with the calendar's CANCEL of the invitation's UID."""
+        data = event.data
+        session_id = domain.as_uuid(data["session_id"])
+        student_id = domain.as_uuid(data["student_id"])
+        facts = (
+            self.db.session_facts(
+                s,
+                student_id=student_id,
+                session_id=session_id,
+                tutor_id=domain.as_uuid(event.tutor_id),
+                switch_id=None,
+            )
+            if student_id is not None
+            else None
+        )
+        change = domain.cancelled_change(str(data["session_id"]))
+        if facts is None:
+            log.warning("%s %s: no such student %s", event.type, event.id, data["student_id"])
+            return _undeliverable(
+                change,
+                f"student:{data['student_id']}",
+                NoticeKind.SESSION_CANCELLED,
+                None,
+                session_id,
+                "no such student",
+            )
+        notice = _session_notice(
+            NoticeKind.SESSION_CANCELLED,
+            facts,
+            {**data, "provider": data.get("provider") or ""},
+            from_provider=data.get("provider"),
+            join_url=None,
+        )
+        return self._owed(
+            change,
+            facts["student_email"],
+            facts["student_name"],
+            NoticeKind.SESSION_CANCELLED,
+            None,
+            session_id,
+            render_session_notice(notice),
+            calendar=self._calendar(s, event, facts, notice, session_id=session_id, method=CANCEL),
+        )
 
     def _recreated_email(
         self, s: Session, event: Event, *, join_url: str | None
@@ -487,10 +544,13 @@ class Notifier:
         notice: SessionNotice,
         *,
         session_id: uuid.UUID | None,
+        method: str = REQUEST,
     ) -> str | None:
-        """The student's calendar update for this change (iTIP REQUEST): the invitation's
-        UID, the next SEQUENCE of the session, the link the email gives."""
-        if not self.settings.ical_enabled or session_id is None or not notice.join_url:
+        """The student's calendar update for this change (iTIP REQUEST, or CANCEL): the
+        invitation's UID, the next SEQUENCE of the session, the link the email gives."""
+        if not self.settings.ical_enabled or session_id is None:
+            return None
+        if method == REQUEST and not notice.join_url:
             return None
         uid = self.settings.ical_uid_template.format(
             session_id=session_id,
@@ -498,7 +558,7 @@ class Notifier:
             external_id=facts["session_external_id"] or session_id,
         )
         update = CalendarUpdate(
-            method=REQUEST,
+            method=method,
             uid=uid,
             sequence=self.db.next_calendar_sequence(s, session_id=session_id),
             stamp=event.time,

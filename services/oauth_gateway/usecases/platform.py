@@ -1,17 +1,20 @@
 """What the tutoring platform's backend does through the service API (`/platform/v1`).
 
-The platform keeps relink's users and sessions true with its own ids: it
+The platform keeps relink's users and sessions true with its own ids (and
+reads its tutors' switches, `switches:read`): it
 upserts tutors and students, books sessions (each gets a meeting at the
 tutor's current provider, as a tutor's own booking does), and reports each
-session's life (JOIN_OPEN … COMPLETED, or CANCELLED, which deletes the meeting
-at the provider). Writes may carry an `Idempotency-Key`: a repeat answers what
-the first answered and does nothing; the same key for a different request is
+session's life (JOIN_OPEN … COMPLETED, or CANCELLED: a `session.cancelled`
+event, on which the migrator deletes the meeting and the notifier tells the
+student). Writes may carry an `Idempotency-Key`: a repeat answers what the
+first answered and does nothing; the same key for a different request is
 refused (409).
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +29,11 @@ from services.oauth_gateway.adapters.web.views import (
     PlatformSessionIn,
     PlatformUser,
     PlatformUserIn,
+    SwitchView,
 )
 from services.oauth_gateway.domain import Principal, status_change_refusal
 from services.oauth_gateway.errors import Conflict, Forbidden, NotFound, NotSignedIn
 from services.oauth_gateway.usecases.tutors import Gateway, in_thread
-from services.providers import ProviderError
 
 log = get_logger(__name__)
 
@@ -165,12 +168,14 @@ class Platform:
         return await self._session_view(row)
 
     async def change_status(self, caller: Caller, external_id: str, status: str) -> PlatformSession:
-        """Record where the session is; CANCELLED also deletes its meeting at the provider.
+        """Record where the session is; CANCELLED also owes the deletion of its meeting.
 
-        The status is written first (the migrator moves only SCHEDULED and
-        JOIN_OPEN sessions, so a switch in flight leaves a cancelled one
-        alone), then the meeting is deleted with the tutor's tokens when it is
-        at the tutor's current provider.
+        One transaction writes the status and, for a cancellation, its
+        `session.cancelled` outbox row. The gateway calls no provider: the
+        migrator deletes the meeting (retrying with backoff until it is gone,
+        with the tokens of whichever provider it is at, also mid-switch) and
+        the notifier emails the student. The migrator moves only SCHEDULED and
+        JOIN_OPEN sessions, so a switch in flight leaves a cancelled one alone.
         """
         caller.require("sessions:write")
         try:
@@ -185,36 +190,28 @@ class Platform:
             raise Conflict(str(exc)) from exc
         if changed is None:
             raise NotFound(f"no session {external_id!r}")
-        after, before = changed
-        if status == SessionStatus.CANCELLED and before != SessionStatus.CANCELLED:
-            await self._delete_meeting(after)
+        after, _before = changed
         return await self._session_view(after)
 
-    async def _delete_meeting(self, row: SessionRow) -> None:
-        if row.provider is None or row.meeting_external_id is None:
-            return
-        snapshot = await in_thread(self.gateway.store.connection_snapshot_or_none, row.tutor_id)
-        if snapshot is None or snapshot.provider != row.provider:
-            log.warning(
-                "session %s cancelled; its %s meeting is not at the tutor's current provider "
-                "and was left to the switch's clean-up",
-                row.id,
-                row.provider,
-            )
-            return
-        session = self.gateway._session_on(
-            self.gateway._client(row.provider), snapshot, tutor_id=row.tutor_id
-        )
-        try:
-            await session.delete_meeting(row.meeting_external_id)
-        except ProviderError as exc:
-            log.error(
-                "session %s cancelled; could not delete %s meeting %s (%s): delete it by hand",
-                row.id,
-                row.provider,
-                row.meeting_external_id,
-                type(exc).__name__,
-            )
+    # -- switches (read only) ----------------------------------------------------
+
+    async def tutor_switches(self, caller: Caller, external_id: str) -> list[SwitchView]:
+        """A tutor's switches, newest first, as the tutor's own page shows them."""
+        caller.require("switches:read")
+        tutor = await in_thread(self.store.user, external_id)
+        if tutor is None or tutor.role != "tutor":
+            raise NotFound(f"no tutor {external_id!r}")
+        return await self.gateway.history(_as_tutor(tutor.id))
+
+    async def switch(
+        self, caller: Caller, switch_id: uuid.UUID, *, with_failures: bool = True
+    ) -> SwitchView:
+        """One switch's progress (the tutor's page's view), whoever's tutor it is."""
+        caller.require("switches:read")
+        owner = await in_thread(self.store.switch_owner, switch_id)
+        if owner is None:
+            raise NotFound(f"no switch {switch_id}")
+        return await self.gateway.switch(_as_tutor(owner), switch_id, with_failures=with_failures)
 
     async def _session_view(self, row: SessionRow) -> PlatformSession:
         tutor = await in_thread(self.gateway.store.user, row.tutor_id)
@@ -230,6 +227,11 @@ class Platform:
             scheduled_start_at=row.scheduled_start_at,
             duration_minutes=row.duration_minutes,
         )
+
+
+def _as_tutor(tutor_id: uuid.UUID) -> Principal:
+    """The tutor a platform read is about (the service API reads on the tutor's behalf)."""
+    return Principal(user_id=tutor_id, role="tutor", expires_at=0)
 
 
 def _user_view(row: Any) -> PlatformUser:

@@ -101,6 +101,21 @@ STUDENT_EMAILS: dict[str, tuple[Rendered, list[str]]] = {
             "— relink, on behalf of Ada",
         ],
     ),
+    "session_cancelled": (
+        _notice(NoticeKind.SESSION_CANCELLED),
+        [
+            "Hello Sam,",
+            "",
+            "Your session with Ada is cancelled. Its meeting link no longer works.",
+            "",
+            "  Session:  Algebra",
+            f"  When:     {WHEN} (60 minutes)",
+            "",
+            "The calendar update attached removes it from your calendar.",
+            "",
+            "— relink, on behalf of Ada",
+        ],
+    ),
     "session_restored": (
         _notice(NoticeKind.SESSION_RESTORED),
         [

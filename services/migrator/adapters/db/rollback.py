@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.core import outbox, tracking
 from services.core.db.locks import LOCK_CONNECTION_SQL
 from services.core.db.models import MigrationState as M
+from services.core.db.models import SessionStatus
 from services.core.db.models import SwitchState as S
 from services.core.messages import SessionMigrated, SwitchRolledBack, message_row
 from services.core.settings import CommonSettings
@@ -41,6 +42,7 @@ from services.migrator.domain import UNSETTLED_STATES, SwitchRef
 
 # What a row that could not be restored says; the rolled-back event counts them.
 NOT_RESTORED = "rollback: session no longer on this switch's meeting"
+_NOT_RESTORED_SQL = NOT_RESTORED.replace("'", "''")  # as an SQL string literal
 # Switches whose previous meetings the cleanup deletes once the grace period is over.
 CLEANABLE_STATES = (S.COMPLETED, S.COMPLETED_WITH_FAILURES, S.SUPERSEDED)
 
@@ -52,6 +54,21 @@ class MeetingToDelete:
     row_id: int
     session_id: str
     meeting_external_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelledMeeting:
+    """A meeting of a cancelled session, owed a deletion at `provider`.
+
+    `row_id` None: the session's current meeting (cleared from the session once
+    deleted); else the migration row that kept it as the session's previous one.
+    """
+
+    session_id: str
+    tutor_id: str
+    provider: str
+    meeting_external_id: str
+    row_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +140,29 @@ OLD_OWED_SQL = f"""
 """
 
 
+# A cancelled session's meetings are owed a deletion at once: no rollback ever
+# restores a cancelled session (`restore_batch` moves only eligible ones), so
+# nothing will use them again. Its current meeting (`s`, a session) -- the
+# deletion clears it from the session -- and, for a session a switch moved, the
+# previous meeting that switch kept for its rollback (`m`, its row: MIGRATED, or
+# SKIPPED by a rollback that could not restore it). Until the session's start,
+# as for every other deletion relink owes.
+CANCELLED_CURRENT_SQL = f"""
+    s.status = {sql_state(SessionStatus.CANCELLED)} AND s.provider IS NOT NULL
+    AND s.meeting_external_id IS NOT NULL AND s.scheduled_start_at > now()
+"""
+CANCELLED_PREVIOUS_SQL = f"""
+    (m.state = {sql_state(M.MIGRATED)}
+     OR (m.state = {sql_state(M.SKIPPED)} AND m.last_error = '{_NOT_RESTORED_SQL}'))
+    AND m.previous_meeting_external_id IS NOT NULL AND m.previous_meeting_deleted_at IS NULL
+    AND m.scheduled_start_at > now()
+    AND EXISTS (
+        SELECT 1 FROM sessions cs WHERE cs.id = m.session_id
+          AND cs.status = {sql_state(SessionStatus.CANCELLED)}
+          AND cs.meeting_external_id IS DISTINCT FROM m.previous_meeting_external_id)
+"""
+
+
 def owed_at_sql(tutor: str, provider: str) -> str:
     """EXISTS: the tutor is owed a meeting deletion at `provider` (whose tokens must stay kept).
 
@@ -134,6 +174,7 @@ def owed_at_sql(tutor: str, provider: str) -> str:
     yet whose create may have reached the provider: a superseded or rolled-back
     switch's row is skipped later (`settle_stranded`), and its meeting is then
     owed a deletion with these tokens (forgotten meanwhile, it stayed live).
+    And the meetings of cancelled sessions there (current or kept for a rollback).
     """
     return f"""EXISTS (
         SELECT 1 FROM session_migrations m JOIN provider_switches p ON p.id = m.switch_id
@@ -148,7 +189,11 @@ def owed_at_sql(tutor: str, provider: str) -> str:
                 AND m.previous_meeting_external_id IS NOT NULL
                 AND m.scheduled_start_at > now()
                 AND EXISTS (SELECT 1 FROM tutor_video_provider_connections cc
-                            WHERE cc.tutor_id = m.tutor_id AND cc.generation = p.generation))))"""
+                            WHERE cc.tutor_id = m.tutor_id AND cc.generation = p.generation))
+            OR (m.from_provider = {provider} AND {CANCELLED_PREVIOUS_SQL})))
+        OR EXISTS (
+        SELECT 1 FROM sessions s WHERE s.tutor_id = {tutor} AND s.provider = {provider}
+          AND {CANCELLED_CURRENT_SQL})"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,6 +590,63 @@ class RollbackStore:
             )
             for r in rows
         ]
+
+    async def cancelled_meetings(
+        self, *, session_id: str | None = None, limit: int
+    ) -> list[CancelledMeeting]:
+        """Meetings of cancelled sessions still owed a deletion (of one session, or any)."""
+        only_s = "AND s.id = CAST(:sid AS uuid)" if session_id else ""
+        only_m = "AND m.session_id = CAST(:sid AS uuid)" if session_id else ""
+        sql = f"""
+            (SELECT s.id AS session_id, s.tutor_id, s.provider,
+                    s.meeting_external_id AS meeting, NULL::bigint AS row_id
+             FROM sessions s WHERE {CANCELLED_CURRENT_SQL} {only_s}
+             ORDER BY s.scheduled_start_at LIMIT :n)
+            UNION ALL
+            (SELECT m.session_id, m.tutor_id, m.from_provider,
+                    m.previous_meeting_external_id, m.id
+             FROM session_migrations m WHERE {CANCELLED_PREVIOUS_SQL} {only_m}
+             ORDER BY m.id LIMIT :n)
+        """
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(text(sql), {"sid": session_id, "n": limit})).all()
+        return [
+            CancelledMeeting(
+                session_id=str(r.session_id),
+                tutor_id=str(r.tutor_id),
+                provider=r.provider,
+                meeting_external_id=r.meeting,
+                row_id=r.row_id,
+            )
+            for r in rows
+        ]
+
+    async def cancelled_meeting_deleted(self, meeting: CancelledMeeting) -> None:
+        """Record a cancelled session's meeting as deleted (the session no longer names it)."""
+        async with self.engine.begin() as conn:
+            if meeting.row_id is not None:
+                await conn.execute(
+                    text(
+                        "UPDATE session_migrations SET previous_meeting_deleted_at = now(), "
+                        "updated_at = now() WHERE id = :id"
+                    ),
+                    {"id": meeting.row_id},
+                )
+                return
+            # Guarded: only while the session is still cancelled and on that meeting.
+            await conn.execute(
+                text(
+                    "UPDATE sessions SET meeting_external_id = NULL, join_url = NULL, "
+                    "version = version + 1, updated_at = now() "
+                    f"WHERE id = :id AND status = {sql_state(SessionStatus.CANCELLED)} "
+                    "AND provider = :p AND meeting_external_id = :m"
+                ),
+                {
+                    "id": meeting.session_id,
+                    "p": meeting.provider,
+                    "m": meeting.meeting_external_id,
+                },
+            )
 
     async def record_found(self, row_id: int, meeting_external_id: str) -> bool:
         """Record a meeting found by lookup on its row before deleting it; False: in use."""

@@ -23,8 +23,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.core.db.models import ApiKey, IdempotentRequest, SessionStatus, User
+from services.core import events
+from services.core.db.models import ApiKey, IdempotentRequest, SessionStatus, SwitchRequest, User
 from services.core.db.models import Session as SessionRow
+from services.core.messages import SessionCancelled
+from services.oauth_gateway.adapters.db.common import add_event
 
 KEY_PREFIX = "rk_"
 SCOPES = ("users:read", "users:write", "sessions:read", "sessions:write", "switches:read")
@@ -82,8 +85,9 @@ def split_key(presented: str) -> tuple[str, str] | None:
 class PlatformStore:
     """PostgreSQL for the service API (synchronous; the use cases run it on worker threads)."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], *, topics: events.TopicNames) -> None:
         self._sessions = sessions
+        self._topics = topics
 
     # -- API keys ------------------------------------------------------------
 
@@ -250,6 +254,16 @@ class PlatformStore:
                 s.expunge(row)
             return row
 
+    # -- switches --------------------------------------------------------------
+
+    def switch_owner(self, switch_id: uuid.UUID) -> uuid.UUID | None:
+        """The tutor whose switch this is (the gateway's request); None: no such switch."""
+        with self._sessions() as s:
+            owner: uuid.UUID | None = s.scalar(
+                select(SwitchRequest.tutor_id).where(SwitchRequest.id == switch_id)
+            )
+            return owner
+
     # -- sessions --------------------------------------------------------------
 
     def session(self, external_id: str) -> SessionRow | None:
@@ -272,6 +286,10 @@ class PlatformStore:
         """Set a session's status; the row after, and its status before (None: no such session).
 
         `refusal(before, after)` is asked under the row's lock: a reason raises ValueError.
+        A session becoming CANCELLED gets its `session.cancelled` in the same
+        transaction (the outbox row is its last write): the migrator deletes
+        the meeting it names, retrying until it is gone, and the notifier tells
+        the student. A repeat of CANCELLED changes nothing and says nothing.
         """
         with self._sessions.begin() as s:
             row = s.scalars(
@@ -286,6 +304,24 @@ class PlatformStore:
             if before != status.value:
                 row.status = status.value
                 row.updated_at = now
+                s.flush()
+                if status == SessionStatus.CANCELLED:
+                    add_event(
+                        self._topics,
+                        s,
+                        SessionCancelled(
+                            tutor_id=str(row.tutor_id),
+                            session_id=str(row.id),
+                            student_id=str(row.student_id),
+                            scheduled_start_at=row.scheduled_start_at,
+                            previous_status=before,
+                            provider=row.provider if row.meeting_external_id else None,
+                            meeting_external_id=row.meeting_external_id or None,
+                            cancelled_at=now,
+                        ),
+                        tutor_id=row.tutor_id,
+                        now=now,
+                    )
             s.flush()
             s.expunge(row)
             return row, before

@@ -1,4 +1,5 @@
-"""A switch's progress as a server-sent-events stream (`GET /api/switches/{id}/events`).
+"""A switch's progress as a server-sent-events stream (`GET /api/switches/{id}/events`
+for the tutor, `GET /platform/v1/switches/{id}/events` for the platform's backend).
 
 The stream says what the page's poll said, once per change: a `progress`
 event whenever the state or a count changes, then a `settled` event when the
@@ -21,12 +22,53 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi.responses import StreamingResponse
 
 from services.oauth_gateway.adapters.web.views import SwitchView
 from services.oauth_gateway.domain import FINAL_STATES
 
 HEARTBEAT_S = 15.0
 MAX_S = 600.0
+
+# The 200 answer of every progress stream in the OpenAPI document.
+STREAM_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": (
+            "Server-sent events: `progress` (the switch as `GET /api/switches/{id}` "
+            "shows it, without the failed sessions) at each change, then `settled` "
+            "when it reaches a final state; each event's id is the snapshot it "
+            "carries, so a reconnect with `Last-Event-ID` resumes after it."
+        ),
+        # no schema: an event stream is not one document to validate
+        "content": {"text/event-stream": {}},
+    }
+}
+
+
+async def stream_response(
+    fetch: Callable[[], Awaitable[SwitchView]],
+    *,
+    last_event_id: str | None,
+    disconnected: Callable[[], Awaitable[bool]],
+    every_s: float,
+) -> StreamingResponse:
+    """The progress stream of the switch `fetch` reads; its first read (a 404, say) comes
+    before the stream starts."""
+    first = await fetch()
+    frames = progress_events(
+        fetch,
+        first=first,
+        last_event_id=last_event_id,
+        disconnected=disconnected,
+        every_s=every_s,
+    )
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 def snapshot_id(view: SwitchView) -> str:

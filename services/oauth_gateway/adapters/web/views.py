@@ -239,7 +239,9 @@ class StatusChange(BaseModel):
     """`PUT /platform/v1/sessions/{id}/status`: where the session is in its life.
 
     SCHEDULED → JOIN_OPEN → IN_PROGRESS → COMPLETED or NO_SHOW; CANCELLED from
-    any state before those ends. CANCELLED deletes the meeting at the provider.
+    any state before those ends. CANCELLED emits `session.cancelled`: the
+    migrator deletes the meeting at the provider (retried until it is gone) and
+    the notifier emails the student a calendar cancellation.
     """
 
     status: Literal[

@@ -15,7 +15,7 @@ from services.oauth_gateway.adapters.web.deps import (
     GatewayDep,
 )
 from services.oauth_gateway.adapters.web.openapi import SIGNED_IN, answers
-from services.oauth_gateway.adapters.web.sse import progress_events
+from services.oauth_gateway.adapters.web.sse import STREAM_ANSWER, stream_response
 from services.oauth_gateway.adapters.web.views import (
     BookingRequest,
     ConnectionView,
@@ -51,19 +51,7 @@ async def switch_status(
 @router.get(
     "/switches/{switch_id}/events",
     response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": (
-                "Server-sent events: `progress` (the switch as `GET /api/switches/{id}` "
-                "shows it, without the failed sessions) at each change, then `settled` "
-                "when it reaches a final state; each event's id is the snapshot it "
-                "carries, so a reconnect with `Last-Event-ID` resumes after it."
-            ),
-            # no schema: an event stream is not one document to validate
-            "content": {"text/event-stream": {}},
-        },
-        **answers(404, 422, *SIGNED_IN),
-    },
+    responses={**STREAM_ANSWER, **answers(404, 422, *SIGNED_IN)},
 )
 async def switch_events(
     switch_id: uuid.UUID,
@@ -77,18 +65,11 @@ async def switch_events(
     async def fetch() -> SwitchView:
         return await gateway.switch(tutor, switch_id, with_failures=False)
 
-    first = await fetch()  # a 404 (or 401) before the stream starts
-    frames = progress_events(
+    return await stream_response(
         fetch,
-        first=first,
         last_event_id=last_event_id,
         disconnected=request.is_disconnected,
         every_s=gateway.settings.progress_poll_ms / 1000,
-    )
-    return StreamingResponse(
-        frames,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Security
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from services.oauth_gateway.adapters.web.openapi import ALWAYS, answers, platform_key
+from services.oauth_gateway.adapters.web.sse import STREAM_ANSWER, stream_response
 from services.oauth_gateway.adapters.web.views import (
     EXTERNAL_ID,
     PlatformSession,
@@ -16,6 +18,7 @@ from services.oauth_gateway.adapters.web.views import (
     PlatformUser,
     PlatformUserIn,
     StatusChange,
+    SwitchView,
 )
 from services.oauth_gateway.usecases.platform import Caller, Platform
 
@@ -140,7 +143,12 @@ async def put_status(
     platform: PlatformDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """Record where the session is in its life; CANCELLED deletes its meeting at the provider."""
+    """Record where the session is in its life.
+
+    CANCELLED emits `session.cancelled` in the same transaction: the meeting
+    is deleted at the provider by the migrator (retried until it is gone),
+    and the student is emailed a calendar cancellation by the notifier.
+    """
 
     async def run() -> tuple[int, Any]:
         changed = await platform.change_status(caller, session_id, body.status)
@@ -150,3 +158,43 @@ async def put_status(
         caller, idempotency_key, _request_id(request, body.model_dump_json()), run
     )
     return _json(status, answer)
+
+
+@router.get("/tutors/{user_id}/switches", responses=answers(404, 422, *KEYED))
+async def tutor_switches(
+    user_id: ExternalId, caller: CallerDep, platform: PlatformDep
+) -> list[SwitchView]:
+    """A tutor's switches by the platform's id, newest first (scope `switches:read`)."""
+    return await platform.tutor_switches(caller, user_id)
+
+
+@router.get("/switches/{switch_id}", responses=answers(404, 422, *KEYED))
+async def get_switch(switch_id: uuid.UUID, caller: CallerDep, platform: PlatformDep) -> SwitchView:
+    """One switch's progress, message and failed sessions (scope `switches:read`)."""
+    return await platform.switch(caller, switch_id)
+
+
+@router.get(
+    "/switches/{switch_id}/events",
+    response_class=StreamingResponse,
+    responses={**STREAM_ANSWER, **answers(404, 422, *KEYED)},
+)
+async def switch_events(
+    switch_id: uuid.UUID,
+    request: Request,
+    caller: CallerDep,
+    platform: PlatformDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """One switch's progress as server-sent events, for the platform's own UI
+    (scope `switches:read`): the stream of `GET /api/switches/{id}/events`."""
+
+    async def fetch() -> SwitchView:
+        return await platform.switch(caller, switch_id, with_failures=False)
+
+    return await stream_response(
+        fetch,
+        last_event_id=last_event_id,
+        disconnected=request.is_disconnected,
+        every_s=platform.gateway.settings.progress_poll_ms / 1000,
+    )
