@@ -230,6 +230,9 @@ class Session(Base):
 
     # the platform's own id for the session (the service API's key), 0008
     external_id: Mapped[str | None] = mapped_column(Text, unique=True, nullable=True)
+    # when the service API cancelled it (its meetings are then deleted), 0015;
+    # a session cancelled any other way is never touched
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 

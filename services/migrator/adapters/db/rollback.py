@@ -140,6 +140,8 @@ OLD_OWED_SQL = f"""
 """
 
 
+# Only sessions relink's service API cancelled (`sessions.cancelled_at`, 0015):
+# one cancelled any other way is never touched (DESIGN.md's invariant).
 # A cancelled session's meetings are owed a deletion at once: no rollback ever
 # restores a cancelled session (`restore_batch` moves only eligible ones), so
 # nothing will use them again. Its current meeting (`s`, a session) -- the
@@ -148,8 +150,9 @@ OLD_OWED_SQL = f"""
 # SKIPPED by a rollback that could not restore it). Until the session's start,
 # as for every other deletion relink owes.
 CANCELLED_CURRENT_SQL = f"""
-    s.status = {sql_state(SessionStatus.CANCELLED)} AND s.provider IS NOT NULL
-    AND s.meeting_external_id IS NOT NULL AND s.scheduled_start_at > now()
+    s.status = {sql_state(SessionStatus.CANCELLED)} AND s.cancelled_at IS NOT NULL
+    AND s.provider IS NOT NULL AND s.meeting_external_id IS NOT NULL
+    AND s.scheduled_start_at > now()
 """
 CANCELLED_PREVIOUS_SQL = f"""
     (m.state = {sql_state(M.MIGRATED)}
@@ -158,7 +161,7 @@ CANCELLED_PREVIOUS_SQL = f"""
     AND m.scheduled_start_at > now()
     AND EXISTS (
         SELECT 1 FROM sessions cs WHERE cs.id = m.session_id
-          AND cs.status = {sql_state(SessionStatus.CANCELLED)}
+          AND cs.status = {sql_state(SessionStatus.CANCELLED)} AND cs.cancelled_at IS NOT NULL
           AND cs.meeting_external_id IS DISTINCT FROM m.previous_meeting_external_id)
 """
 

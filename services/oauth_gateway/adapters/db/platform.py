@@ -306,6 +306,8 @@ class PlatformStore:
                 row.updated_at = now
                 s.flush()
                 if status == SessionStatus.CANCELLED:
+                    row.cancelled_at = now  # its meetings are relink's to delete now
+                    s.flush()
                     add_event(
                         self._topics,
                         s,
