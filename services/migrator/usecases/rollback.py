@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 from services.core.backoff import Backoff
 from services.core.db.models import SwitchState
@@ -49,6 +50,9 @@ from services.migrator.usecases.connections import ConnectionCache
 from services.providers import AuthorizedSession, MeetingRequest, ProviderError
 
 log = get_logger(__name__)
+
+# A meeting owed a deletion, grouped by its tutor and provider (`_per_account`).
+Owed = TypeVar("Owed", CancelledMeeting, UnusedMeeting)
 
 
 @dataclass
@@ -145,6 +149,35 @@ class RollbackService:
                 task.exception(),
             )
 
+    async def _per_account(
+        self,
+        meetings: Sequence[Owed],
+        delete: Callable[..., Awaitable[bool]],
+        *,
+        what: str,
+    ) -> AsyncIterator[tuple[list[Owed], list[bool] | None]]:
+        """Delete meetings per tutor and provider, each group on the tokens for it.
+
+        `delete(session, meeting, gate=...)` for each, at most `delete_concurrency`
+        at once per group; each group's answers are yielded as soon as it is done
+        (a group with no tokens is logged and answered None).
+        """
+        groups: dict[tuple[str, str], list[Owed]] = {}
+        for meeting in meetings:
+            groups.setdefault((meeting.tutor_id, meeting.provider), []).append(meeting)
+        for (tutor_id, provider), owed in groups.items():
+            session = await self.connections.session_at(tutor_id, provider)
+            if session is None:
+                log.warning(
+                    f"{what} left at the provider: no tokens to delete them",
+                    extra={"tutor_id": tutor_id, "provider": provider},
+                )
+                yield owed, None
+                continue
+            gate = asyncio.Semaphore(self.delete_concurrency)
+            results = await asyncio.gather(*(delete(session, m, gate=gate) for m in owed))
+            yield owed, list(results)
+
     async def delete_cancelled(self, *, session_id: str | None = None) -> int:
         """Delete the meetings cancelled sessions still have (of one session, or all); how many.
 
@@ -161,23 +194,13 @@ class RollbackService:
             )
             if self._cancelled_waits.get((m.provider, m.meeting_external_id), (0, 0.0))[1] <= now
         ]
-        groups: dict[tuple[str, str], list[CancelledMeeting]] = {}
-        for meeting in meetings:
-            groups.setdefault((meeting.tutor_id, meeting.provider), []).append(meeting)
-        for (tutor_id, provider), owed in groups.items():
-            session = await self.connections.session_at(tutor_id, provider)
-            if session is None:
-                log.warning(
-                    "cancelled sessions' meetings left at the provider: no tokens to delete them",
-                    extra={"tutor_id": tutor_id, "provider": provider},
-                )
+        async for owed, results in self._per_account(
+            meetings, self._delete_cancelled, what="cancelled sessions' meetings"
+        ):
+            if results is None:  # no tokens: back off like a refused deletion
                 for meeting in owed:
                     self._cancelled_failed(meeting)
                 continue
-            gate = asyncio.Semaphore(self.delete_concurrency)
-            results = await asyncio.gather(
-                *(self._delete_cancelled(session, m, gate=gate) for m in owed)
-            )
             gone += sum(results)
         return gone
 
@@ -261,21 +284,11 @@ class RollbackService:
         gone, after = 0, 0
         while meetings := await self.store.unused_meetings(after_id=after, limit=self.batch_size):
             after = meetings[-1].row_id
-            groups: dict[tuple[str, str], list[UnusedMeeting]] = {}
-            for meeting in meetings:
-                groups.setdefault((meeting.tutor_id, meeting.provider), []).append(meeting)
-            for (tutor_id, provider), owed in groups.items():
-                session = await self.connections.session_at(tutor_id, provider)
-                if session is None:
-                    log.warning(
-                        "unused meetings left at the provider: no tokens to delete them",
-                        extra={"tutor_id": tutor_id, "provider": provider},
-                    )
+            async for owed, results in self._per_account(
+                meetings, self._delete_unused, what="unused meetings"
+            ):
+                if results is None:
                     continue
-                gate = asyncio.Semaphore(self.delete_concurrency)
-                results = await asyncio.gather(
-                    *(self._delete_unused(session, m, gate=gate) for m in owed)
-                )
                 done = [m.row_id for m, ok in zip(owed, results, strict=True) if ok]
                 await self.store.mark_new_meetings_deleted(done)
                 gone += len(done)

@@ -237,22 +237,27 @@ class Notifier:
             return [email] if email is not None else []
         return []
 
+    def _student_facts(
+        self, s: Session, event: Event
+    ) -> tuple[uuid.UUID | None, dict[str, Any] | None]:
+        """The event's session id, and its student's session facts (None: no such student)."""
+        session_id = domain.as_uuid(event.data["session_id"])
+        student_id = domain.as_uuid(event.data["student_id"])
+        if student_id is None:
+            return session_id, None
+        facts = self.db.session_facts(
+            s,
+            student_id=student_id,
+            session_id=session_id,
+            tutor_id=domain.as_uuid(event.tutor_id),
+            switch_id=None,
+        )
+        return session_id, facts
+
     def _cancelled_email(self, s: Session, event: Event) -> OwedEmail | None:
         """The student's cancellation, with the calendar's CANCEL of the invitation's UID."""
         data = event.data
-        session_id = domain.as_uuid(data["session_id"])
-        student_id = domain.as_uuid(data["student_id"])
-        facts = (
-            self.db.session_facts(
-                s,
-                student_id=student_id,
-                session_id=session_id,
-                tutor_id=domain.as_uuid(event.tutor_id),
-                switch_id=None,
-            )
-            if student_id is not None
-            else None
-        )
+        session_id, facts = self._student_facts(s, event)
         change = domain.cancelled_change(str(data["session_id"]))
         if facts is None:
             log.warning("%s %s: no such student %s", event.type, event.id, data["student_id"])
@@ -286,19 +291,7 @@ class Notifier:
         self, s: Session, event: Event, *, join_url: str | None
     ) -> OwedEmail | None:
         data = event.data
-        session_id = domain.as_uuid(data["session_id"])
-        student_id = domain.as_uuid(data["student_id"])
-        facts = (
-            self.db.session_facts(
-                s,
-                student_id=student_id,
-                session_id=session_id,
-                tutor_id=domain.as_uuid(event.tutor_id),
-                switch_id=None,
-            )
-            if student_id is not None
-            else None
-        )
+        session_id, facts = self._student_facts(s, event)
         if facts is None:
             log.warning("%s %s: no such student %s", event.type, event.id, data["student_id"])
             return None
